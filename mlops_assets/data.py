@@ -1,0 +1,138 @@
+"""Build stage 1: the labelled images and their versioned train/val/test splits."""
+
+
+import dagster as dg
+import numpy as np
+from pydantic import Field
+
+from mlops_assets.metadata import markdown_table, short_hash
+from mlops_assets.ml.artifacts import read_dataset, write_arrays, write_dataset, write_manifest
+from mlops_assets.ml.splits import SPLIT_NAMES, SplitFractions, class_counts, stratified_split
+from mlops_assets.refs import DatasetRef, SplitsRef
+from resources.artifact_store import ArtifactStore
+from resources.dataset_source import DatasetSource
+
+SPLIT_CODE_VERSION = "1"
+
+
+@dg.asset(
+    group_name="build",
+    kinds={"numpy"},
+    code_version="1",
+    owners=["team:ml-platform"],
+    description=(
+        "The labelled images, decoded to one geometry and stored once under their content hash. "
+        "Its data version is that hash, so adding or changing images marks everything downstream stale."
+    ),
+)
+def raw_images(
+    context: dg.AssetExecutionContext, dataset_source: DatasetSource, artifact_store: ArtifactStore
+) -> dg.Output[DatasetRef]:
+    dataset = dataset_source.load()
+    version = dataset.content_hash()[:16]
+    for path, reason in dataset.skipped:
+        context.log.warning(f"skipped unreadable image {path}: {reason}")
+    directory = artifact_store.publish(
+        "datasets", version, lambda d: write_dataset(d, dataset, {"source": dataset_source.describe()})
+    )
+    counts = class_counts(dataset.labels, len(dataset.class_names))
+    ref = DatasetRef(
+        version=version,
+        path=str(directory),
+        class_names=dataset.class_names,
+        spec=dataset.spec.as_dict(),
+        n_images=len(dataset.labels),
+    )
+    skipped_md = markdown_table(["file", "reason"], dataset.skipped) if dataset.skipped else "none"
+    return dg.Output(
+        ref,
+        data_version=dg.DataVersion(version),
+        metadata={
+            "version": version,
+            "source": dataset_source.describe(),
+            "artifact_path": dg.MetadataValue.path(str(directory)),
+            "n_images": len(dataset.labels),
+            "n_classes": len(dataset.class_names),
+            "image_shape": f"{dataset.spec.channels}×{dataset.spec.height}×{dataset.spec.width}",
+            "n_skipped": len(dataset.skipped),
+            "skipped_files": dg.MetadataValue.md(skipped_md),
+            "class_balance": dg.MetadataValue.md(
+                markdown_table(["class", "images"], zip(dataset.class_names, counts, strict=True))
+            ),
+        },
+    )
+
+
+class SplitConfig(dg.Config):
+    train_fraction: float = Field(default=0.70, description="Share of image groups for training.")
+    val_fraction: float = Field(default=0.15, description="Share for model selection.")
+    test_fraction: float = Field(default=0.15, description="Share held out for evaluation.")
+    seed: int = Field(default=42, description="Shuffling seed: same data and seed give the same split.")
+
+
+@dg.asset(
+    group_name="build",
+    kinds={"numpy"},
+    code_version=SPLIT_CODE_VERSION,
+    owners=["team:ml-platform"],
+    description=(
+        "Stratified train/val/test splits with identical images kept together (no leakage). "
+        "Versioned by their content: the same images, fractions and seed give the same version."
+    ),
+)
+def data_splits(
+    context: dg.AssetExecutionContext, config: SplitConfig, raw_images: DatasetRef,
+    artifact_store: ArtifactStore,
+) -> dg.Output[SplitsRef]:
+    fractions = SplitFractions(config.train_fraction, config.val_fraction, config.test_fraction)
+    dataset = read_dataset(raw_images.path)
+    indices = stratified_split(dataset.images, dataset.labels, fractions, config.seed)
+    version = short_hash(raw_images.version, fractions, config.seed, SPLIT_CODE_VERSION)
+    n_classes = len(dataset.class_names)
+    per_split = {name: class_counts(dataset.labels[idx], n_classes) for name, idx in indices.items()}
+
+    def build(directory):
+        for name, idx in indices.items():
+            write_arrays(directory, name, dataset.images[idx], dataset.labels[idx])
+        write_manifest(
+            directory,
+            {
+                "version": version,
+                "dataset_version": raw_images.version,
+                "class_names": dataset.class_names,
+                "spec": dataset.spec.as_dict(),
+                "fractions": vars(fractions),
+                "seed": config.seed,
+                "counts": {name: int(len(idx)) for name, idx in indices.items()},
+                "class_counts": per_split,
+                "source_rows": {name: idx.tolist() for name, idx in indices.items()},
+            },
+        )
+
+    directory = artifact_store.publish("splits", version, build)
+    counts = {name: int(len(indices[name])) for name in SPLIT_NAMES}
+    context.log.info(f"splits {version}: {counts}")
+    balance_rows = [
+        [cls, *(per_split[name][i] for name in SPLIT_NAMES)] for i, cls in enumerate(dataset.class_names)
+    ]
+    return dg.Output(
+        SplitsRef(
+            version=version,
+            path=str(directory),
+            dataset_version=raw_images.version,
+            class_names=dataset.class_names,
+            spec=dataset.spec.as_dict(),
+            counts=counts,
+        ),
+        data_version=dg.DataVersion(version),
+        metadata={
+            "version": version,
+            "source_version": raw_images.version,
+            "artifact_path": dg.MetadataValue.path(str(directory)),
+            **{f"rows_{name}": counts[name] for name in SPLIT_NAMES},
+            "class_balance": dg.MetadataValue.md(markdown_table(["class", *SPLIT_NAMES], balance_rows)),
+            "min_class_share_train": float(
+                np.min(per_split["train"]) / max(1, counts["train"])
+            ),
+        },
+    )

@@ -1,0 +1,18 @@
+"""The code location: assembles the stages into one Definitions, and nothing else."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from mlops_assets import data, evaluation, packaging, registration, training, validation
+from mlops_assets.jobs import build_job, weekly_rebuild_schedule
+from mlops_assets.resources_config import default_resources
+
+defs = dg.Definitions(
+    assets=dg.load_assets_from_modules([data, training, packaging, evaluation, registration]),
+    asset_checks=[*validation.data_quality_checks, packaging.onnx_matches_torch,
+                  registration.promoted_to_production],
+    jobs=[build_job],
+    schedules=[weekly_rebuild_schedule],
+    resources=default_resources(),
+)

@@ -1,0 +1,181 @@
+"""Image loading and the one preprocessing that training and serving share.
+
+Every image, whether it comes from scikit-learn's digits, a folder on disk or an HTTP upload, goes
+through :func:`decode_image` (to uint8 ``C×H×W``) and then :func:`to_training_scale` (to float32 in
+[0, 1]). Keeping both in one module is what makes "the service applies exactly the training
+preprocessing" true by construction rather than by care.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+class ImageDecodeError(ValueError):
+    """An image that cannot be decoded; the message names the file or upload."""
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be trained on as given (no classes, one class, an empty class, ...)."""
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """The fixed geometry every image is converted to before it reaches the model."""
+
+    height: int
+    width: int
+    channels: int  # 1 = grayscale ("L"), 3 = RGB
+
+    def __post_init__(self) -> None:
+        if self.channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {self.channels}")
+        if self.height < 4 or self.width < 4:
+            raise ValueError(f"image size must be at least 4×4, got {self.height}×{self.width}")
+
+    @property
+    def pil_mode(self) -> str:
+        return "L" if self.channels == 1 else "RGB"
+
+    def as_dict(self) -> dict[str, int]:
+        return {"height": self.height, "width": self.width, "channels": self.channels}
+
+
+@dataclass
+class ImageDataset:
+    """Decoded images (uint8 N×C×H×W), integer labels and the class names they index."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    class_names: list[str]
+    spec: PreprocessSpec
+    sources: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+
+    def content_hash(self) -> str:
+        """A hash of what a model would learn from: pixels, labels, class names and geometry."""
+        digest = hashlib.sha256()
+        digest.update(repr((self.class_names, self.spec.as_dict(), self.images.shape)).encode())
+        digest.update(np.ascontiguousarray(self.images, dtype=np.uint8).tobytes())
+        digest.update(np.ascontiguousarray(self.labels, dtype=np.int64).tobytes())
+        return digest.hexdigest()
+
+
+def to_training_scale(images: np.ndarray) -> np.ndarray:
+    """uint8 pixels → float32 in [0, 1], the scale the model is trained and served in."""
+    return np.asarray(images, dtype=np.float32) / np.float32(255.0)
+
+
+def image_hashes(images: np.ndarray) -> list[str]:
+    """One content hash per image, so identical images can be found across splits."""
+    return [hashlib.sha1(np.ascontiguousarray(img).tobytes()).hexdigest() for img in images]
+
+
+def decode_image(data: bytes | Path | str, spec: PreprocessSpec, name: str | None = None) -> np.ndarray:
+    """Decode a PNG/JPEG (any size, any mode) into uint8 C×H×W of the given geometry.
+
+    Palette, alpha, 16-bit and CMYK images are converted through PIL's own conversions; images are
+    resized with bilinear filtering. Anything PIL cannot read raises :class:`ImageDecodeError`
+    naming ``name`` (or the path), so one bad file is reported and never aborts a whole load.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    label = name or (str(data) if not isinstance(data, bytes) else "<upload>")
+    try:
+        source = io.BytesIO(data) if isinstance(data, bytes) else open(data, "rb")  # noqa: SIM115
+        with source, Image.open(source) as img:
+            img.load()
+            if img.mode in ("I;16", "I;16B", "I"):
+                img = img.point(lambda v: v * (1 / 256)).convert("L")
+            if img.mode in ("RGBA", "LA", "P", "PA"):
+                img = img.convert("RGBA")
+                background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+                img = Image.alpha_composite(background, img)
+            img = img.convert(spec.pil_mode)
+            if img.size != (spec.width, spec.height):
+                img = img.resize((spec.width, spec.height), Image.Resampling.BILINEAR)
+            array = np.asarray(img, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise ImageDecodeError(f"cannot decode image {label}: {exc}") from exc
+    if array.ndim == 2:
+        array = array[None, :, :]
+    else:
+        array = np.transpose(array, (2, 0, 1))
+    return np.ascontiguousarray(array)
+
+
+def load_image_folder(root: str | Path, spec: PreprocessSpec, min_per_class: int = 1) -> ImageDataset:
+    """Load a folder with one sub-folder per class; corrupt files are skipped and reported.
+
+    Classes are the sub-folder names in sorted order, so label indices are stable across runs.
+    A folder with fewer than two classes, or a class with no readable image, is a
+    :class:`DatasetError`: a model trained on it would be meaningless.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"image folder {root} does not exist or is not a directory")
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if len(class_dirs) < 2:
+        raise DatasetError(
+            f"image folder {root} has {len(class_dirs)} class sub-folder(s); at least two are needed "
+            "(one sub-folder per class, e.g. cats/ and dogs/)"
+        )
+    images: list[np.ndarray] = []
+    labels: list[int] = []
+    sources: list[str] = []
+    skipped: list[tuple[str, str]] = []
+    counts: dict[str, int] = {}
+    for label, class_dir in enumerate(class_dirs):
+        files = sorted(
+            p for p in class_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+        )
+        counts[class_dir.name] = 0
+        for path in files:
+            try:
+                images.append(decode_image(path, spec))
+            except ImageDecodeError as exc:
+                skipped.append((str(path), str(exc.__cause__ or exc)))
+                continue
+            labels.append(label)
+            sources.append(str(path.relative_to(root)))
+            counts[class_dir.name] += 1
+    too_small = {name: n for name, n in counts.items() if n < min_per_class}
+    if too_small:
+        raise DatasetError(
+            f"image folder {root}: classes with fewer than {min_per_class} readable image(s): {too_small}"
+            + (f"; {len(skipped)} file(s) could not be read" if skipped else "")
+        )
+    return ImageDataset(
+        images=np.stack(images),
+        labels=np.asarray(labels, dtype=np.int64),
+        class_names=[d.name for d in class_dirs],
+        spec=spec,
+        sources=sources,
+        skipped=skipped,
+    )
+
+
+def load_digits_dataset() -> ImageDataset:
+    """scikit-learn's bundled 8×8 digits, as the same uint8 images an upload would decode to.
+
+    The 0..16 intensities are mapped to 0..255 once here, so a digit saved as PNG and uploaded to
+    the service yields exactly the tensor the model was trained on.
+    """
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    pixels = np.rint(digits.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
+    return ImageDataset(
+        images=pixels[:, None, :, :],
+        labels=digits.target.astype(np.int64),
+        class_names=[str(c) for c in digits.target_names],
+        spec=PreprocessSpec(height=8, width=8, channels=1),
+        sources=[f"sklearn-digits/{i}" for i in range(len(digits.target))],
+    )

@@ -1,0 +1,68 @@
+"""What each build asset hands to the next: small, picklable pointers to versioned artifacts.
+
+The IO manager stores these references, not the arrays or weights themselves; the artifacts live
+once, immutably, in the artifact store under their version.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    version: str
+    path: str
+    class_names: list[str]
+    spec: dict[str, int]
+    n_images: int
+
+
+@dataclass(frozen=True)
+class SplitsRef:
+    version: str
+    path: str
+    dataset_version: str
+    class_names: list[str]
+    spec: dict[str, int]
+    counts: dict[str, int]
+
+
+@dataclass(frozen=True)
+class TrainedModelRef:
+    version: str
+    checkpoint: str
+    splits_version: str
+    config: dict[str, int]
+    hyperparameters: dict[str, Any]
+    val_accuracy: float
+    device: str
+
+
+@dataclass(frozen=True)
+class OnnxModelRef:
+    version: str
+    path: str
+    trained_model_version: str
+    splits_version: str
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EvaluationRef:
+    version: str
+    path: str
+    onnx_version: str
+    splits_version: str
+    metrics: dict[str, Any]
+    production_comparison: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RegisteredModelRef:
+    tag: str
+    version: str
+    promoted: bool
+    reason: str
+    production_version: str | None

@@ -1,0 +1,119 @@
+"""Build stage 6: register the ONNX model with its lineage, and the promotion gate."""
+
+
+import dagster as dg
+from pydantic import Field
+
+from mlops_assets.metadata import git_commit, markdown_table
+from mlops_assets.ml.promotion import decide_promotion
+from mlops_assets.refs import EvaluationRef, OnnxModelRef, RegisteredModelRef, SplitsRef
+from resources.model_registry import ModelRegistryResource
+
+
+class PromotionConfig(dg.Config):
+    metric: str = Field(default="accuracy", description="Metric the gate compares (from evaluation_report).")
+    floor: float = Field(default=0.90, description="Absolute minimum to reach production.")
+    max_regression: float = Field(
+        default=0.005, description="Largest allowed drop against the current production model."
+    )
+
+
+@dg.asset(
+    group_name="build",
+    kinds={"bentoml"},
+    code_version="1",
+    owners=["team:ml-platform"],
+    description=(
+        "The ONNX model in the BentoML model store with its lineage (data split, code version, "
+        "hyper-parameters, metrics, run id). Promoted to production only if it clears the gate; "
+        "otherwise kept as a candidate, with the reason."
+    ),
+)
+def registered_model(
+    context: dg.AssetExecutionContext,
+    config: PromotionConfig,
+    onnx_model: OnnxModelRef,
+    evaluation_report: EvaluationRef,
+    data_splits: SplitsRef,
+    model_registry: ModelRegistryResource,
+) -> dg.Output[RegisteredModelRef]:
+    registry = model_registry.registry()
+    metrics = {k: v for k, v in evaluation_report.metrics.items() if isinstance(v, int | float)}
+    labels = {
+        "splits_version": data_splits.version,
+        "dataset_version": data_splits.dataset_version,
+        "code_version": git_commit(),
+        "source": "dagster",
+    }
+    metadata = {
+        "onnx_version": onnx_model.version,
+        "trained_model_version": onnx_model.trained_model_version,
+        "evaluation_version": evaluation_report.version,
+        "dagster_run_id": context.run_id,
+        "hyperparameters": onnx_model.hyperparameters,
+        "metrics": metrics,
+        "class_names": data_splits.class_names,
+        "spec": data_splits.spec,
+    }
+    version = registry.register(onnx_model.path, onnx_model.version, labels, metadata)
+    before = registry.production()
+    if before is not None and before.version == version.version:
+        promoted, reason = True, f"{version.version} is already the production model"
+    else:
+        decision = decide_promotion(
+            metrics,
+            before.metadata.get("metrics") if before else None,
+            metric=config.metric,
+            floor=config.floor,
+            max_regression=config.max_regression,
+        )
+        promoted, reason = decision.promote, decision.reason
+        if promoted:
+            registry.promote(version.version, reason=f"gate: {reason} (run {context.run_id})")
+    production = registry.production()
+    context.log.info(f"{version.tag}: {'promoted' if promoted else 'kept as candidate'}: {reason}")
+    versions = registry.list_versions()
+    return dg.Output(
+        RegisteredModelRef(
+            tag=version.tag,
+            version=version.version,
+            promoted=promoted,
+            reason=reason,
+            production_version=production.version if production else None,
+        ),
+        data_version=dg.DataVersion(version.version),
+        metadata={
+            "tag": version.tag,
+            "promoted": promoted,
+            "gate_reason": reason,
+            "production_version": production.version if production else "none",
+            "previous_production_version": before.version if before else "none",
+            "code_version": labels["code_version"],
+            "splits_version": data_splits.version,
+            "model_store": dg.MetadataValue.path(version.path),
+            "accuracy": float(metrics.get("accuracy", 0.0)),
+            "versions": dg.MetadataValue.md(
+                markdown_table(
+                    ["version", "stage", "created", "accuracy"],
+                    [[v.version, v.stage, v.created[:19], v.metadata.get("metrics", {}).get("accuracy", "")]
+                     for v in versions[:10]],
+                )
+            ),
+        },
+    )
+
+
+@dg.asset_check(
+    asset=registered_model,
+    description="Did this version reach production? Fails (as a warning) with the gate's reason if not.",
+)
+def promoted_to_production(registered_model: RegisteredModelRef) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        passed=registered_model.promoted,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "reason": registered_model.reason,
+            "version": registered_model.version,
+            "production_version": registered_model.production_version or "none",
+        },
+    )

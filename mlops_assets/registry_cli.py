@@ -1,0 +1,64 @@
+"""`mlops-registry`: list model versions, promote one, roll back production.
+
+Reads the same settings as Dagster and the Bento service (BENTOML_HOME, MLOPS_MODEL_NAME), so it
+acts on the registry they use. No Dagster import: it answers in well under a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from mlops_assets.ml.registry import ModelRegistry, RegistryError
+
+
+def _registry(args: argparse.Namespace) -> ModelRegistry:
+    from resources.settings import BENTOML_HOME, MODEL_NAME, resolve
+
+    return ModelRegistry(args.home or resolve(BENTOML_HOME), args.model or resolve(MODEL_NAME))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mlops-registry", description=__doc__.splitlines()[0])
+    parser.add_argument("--home", help="BentoML home (default: $BENTOML_HOME or ./.mlops/bentoml)")
+    parser.add_argument("--model", help="model name (default: $MLOPS_MODEL_NAME or image_classifier)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    listing = commands.add_parser("list", help="all versions, newest first, with their stage")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    commands.add_parser("production", help="the version in production")
+    promote = commands.add_parser("promote", help="make VERSION the production model")
+    promote.add_argument("version")
+    promote.add_argument("--reason", default="manual promotion (mlops-registry)")
+    rollback = commands.add_parser("rollback", help="return to the previous production version")
+    rollback.add_argument("--reason", default="manual rollback (mlops-registry)")
+    commands.add_parser("history", help="promotions and rollbacks, oldest first")
+    args = parser.parse_args(argv)
+    registry = _registry(args)
+    try:
+        if args.command == "list":
+            versions = registry.list_versions()
+            if args.json:
+                print(json.dumps([v.__dict__ for v in versions], indent=2, default=str))
+            for v in [] if args.json else versions:
+                accuracy = v.metadata.get("metrics", {}).get("accuracy")
+                acc = f"{accuracy:.4f}" if isinstance(accuracy, float) else "-"
+                print(f"{v.version}  {v.stage:<19}  {v.created[:19]}  accuracy={acc}")
+        elif args.command == "production":
+            current = registry.production()
+            print(current.tag if current else "no production model")
+        elif args.command == "promote":
+            print(f"production is now {registry.promote(args.version, args.reason).tag}")
+        elif args.command == "rollback":
+            print(f"rolled back: production is now {registry.rollback(args.reason).tag}")
+        elif args.command == "history":
+            for event in registry.events():
+                print(f"{event['at'][:19]}  {event['action']:<8}  {event['from']} → {event['to']}  {event['reason']}")
+    except RegistryError as exc:
+        print(f"mlops-registry: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""Build stage 3: a small CNN in PyTorch, chosen by a grid search on the validation split."""
+
+
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+from mlops_assets.metadata import markdown_table, png_markdown, short_hash
+from mlops_assets.ml.artifacts import read_split
+from mlops_assets.refs import SplitsRef, TrainedModelRef
+from resources.artifact_store import ArtifactStore
+
+CHECKPOINT = "model.pt"
+CURVES = "training_curves.png"
+
+
+class TrainingConfig(dg.Config):
+    learning_rates: list[float] = Field(default=[1e-3, 3e-3], description="Adam learning rates to try.")
+    hidden: list[int] = Field(default=[16, 32], description="Widths (first conv channels) to try.")
+    epochs: list[int] = Field(default=[15, 30], description="Epoch counts to score (one run per lr×width).")
+    batch_size: int = Field(default=64)
+    weight_decay: float = Field(default=1e-4)
+    seed: int = Field(default=0, description="Seeds torch, numpy and shuffling: same inputs, same model.")
+    device: str = Field(default="auto", description="auto (CUDA when available), cpu or cuda.")
+
+
+def state_dict_hash(state_dict, config: dict) -> str:
+    """Version a model by what it computes: its configuration and its weights' bytes."""
+    import hashlib
+
+    digest = hashlib.sha256(repr(sorted(config.items())).encode())
+    for name in sorted(state_dict):
+        digest.update(name.encode())
+        digest.update(state_dict[name].numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+@dg.asset(
+    group_name="build",
+    kinds={"pytorch"},
+    code_version="1",
+    owners=["team:ml-platform"],
+    description=(
+        "A small CNN trained on the train split; learning rate, width and epochs are chosen on val. "
+        "Seeded, so the same splits and config give the same weights; uses CUDA when available."
+    ),
+)
+def trained_model(
+    context: dg.AssetExecutionContext, config: TrainingConfig, data_splits: SplitsRef,
+    artifact_store: ArtifactStore,
+) -> dg.Output[TrainedModelRef]:
+    from mlops_assets.ml.plots import training_curves_png
+    from mlops_assets.ml.train import SearchSpace, grid_search, save_checkpoint
+
+    x_train, y_train = read_split(data_splits.path, "train")
+    x_val, y_val = read_split(data_splits.path, "val")
+    space = SearchSpace(
+        learning_rates=tuple(config.learning_rates),
+        hidden=tuple(config.hidden),
+        epochs=tuple(config.epochs),
+        batch_size=config.batch_size,
+        weight_decay=config.weight_decay,
+        seed=config.seed,
+    )
+
+    def log_epoch(row: dict) -> None:
+        context.log.info(
+            "trial {trial} lr={lr} hidden={hidden} epoch {epoch}: train loss {train_loss:.4f} "
+            "acc {train_accuracy:.4f} | val loss {val_loss:.4f} acc {val_accuracy:.4f}".format(**row)
+        )
+
+    result = grid_search(
+        x_train, y_train, x_val, y_val, len(data_splits.class_names), space, config.device, log_epoch
+    )
+    version = state_dict_hash(result.state_dict, {**result.config.as_dict(), "splits": data_splits.version})
+    best = result.best
+    title = f"lr={best['lr']} hidden={best['hidden']} (selected at epoch {best['epochs']})"
+
+    def build(directory: Path) -> None:
+        save_checkpoint(directory / CHECKPOINT, result)
+        training_curves_png(result.history, directory / CURVES, title)
+
+    directory = artifact_store.publish("models", version, build)
+    context.log.info(f"trained on {result.device}; best {best}")
+    search_rows = [
+        [t["lr"], t["hidden"], t["epochs"], t["val_accuracy"], t["val_loss"],
+         "✔" if (t["lr"], t["hidden"], t["epochs"]) == (best["lr"], best["hidden"], best["epochs"]) else ""]
+        for t in result.trials
+    ]
+    epoch_rows = [
+        [r["epoch"], r["train_loss"], r["train_accuracy"], r["val_loss"], r["val_accuracy"]]
+        for r in result.history[: best["epochs"]]
+    ]
+    hyperparameters = {**best, "batch_size": space.batch_size, "weight_decay": space.weight_decay,
+                       "seed": space.seed}
+    return dg.Output(
+        TrainedModelRef(
+            version=version,
+            checkpoint=str(directory / CHECKPOINT),
+            splits_version=data_splits.version,
+            config=result.config.as_dict(),
+            hyperparameters=hyperparameters,
+            val_accuracy=float(best["val_accuracy"]),
+            device=result.device,
+        ),
+        data_version=dg.DataVersion(version),
+        metadata={
+            "version": version,
+            "splits_version": data_splits.version,
+            "device": result.device,
+            "artifact_path": dg.MetadataValue.path(str(directory / CHECKPOINT)),
+            "val_accuracy": float(best["val_accuracy"]),
+            "hyperparameters": dg.MetadataValue.json(hyperparameters),
+            "search": dg.MetadataValue.md(
+                markdown_table(["lr", "hidden", "epochs", "val acc", "val loss", "chosen"], search_rows)
+            ),
+            "epochs": dg.MetadataValue.md(
+                markdown_table(["epoch", "train loss", "train acc", "val loss", "val acc"], epoch_rows)
+            ),
+            "training_curves": png_markdown(directory / CURVES, "training curves"),
+        },
+    )

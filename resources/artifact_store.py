@@ -1,0 +1,51 @@
+"""The one place that knows where artifacts live on disk, and how they are written.
+
+Artifacts (datasets, splits, models, reports, profiles) are immutable and addressed by version:
+``<root>/<kind>/<version>/``. A version directory is built in a temporary sibling and renamed
+into place in one step, so a reader never sees half an artifact, and publishing a version that
+already exists is a no-op rather than an overwrite. Pointers (which model is in production) are
+small JSON files replaced atomically (write temp, fsync, rename).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import dagster as dg
+
+from mlops_assets.ml.storage import publish_directory
+
+ARTIFACT_KINDS = ("datasets", "splits", "models", "onnx", "reports", "gx", "profiles", "inference_log")
+
+
+class ArtifactStore(dg.ConfigurableResource):
+    """Versioned, immutable artifact storage on a (possibly shared) filesystem."""
+
+    root: str
+
+    @property
+    def root_path(self) -> Path:
+        return Path(self.root).expanduser().resolve()
+
+    def path(self, kind: str, version: str) -> Path:
+        if kind not in ARTIFACT_KINDS:
+            raise ValueError(f"unknown artifact kind {kind!r}; expected one of {ARTIFACT_KINDS}")
+        if not version or "/" in version or version.startswith("."):
+            raise ValueError(f"invalid artifact version {version!r}")
+        return self.root_path / kind / version
+
+    def publish(self, kind: str, version: str, build: Callable[[Path], None]) -> Path:
+        """Write an artifact once; later calls with the same version return the existing one."""
+        target = self.path(kind, version)
+        publish_directory(target, build)
+        return target
+
+    def exists(self, kind: str, version: str) -> bool:
+        return self.path(kind, version).is_dir()
+
+    def versions(self, kind: str) -> list[str]:
+        base = self.root_path / kind
+        if not base.is_dir():
+            return []
+        return sorted(p.name for p in base.iterdir() if p.is_dir() and not p.name.startswith("."))

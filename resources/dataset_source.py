@@ -1,0 +1,39 @@
+"""Where labelled images come from: scikit-learn's digits (the embedded default) or a folder."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import dagster as dg
+from pydantic import Field
+
+from mlops_assets.ml.images import ImageDataset, PreprocessSpec, load_digits_dataset, load_image_folder
+
+
+class DatasetSource(dg.ConfigurableResource):
+    """The labelled image source.
+
+    ``digits`` needs nothing else. ``image_folder`` reads ``path`` (one sub-folder per class, PNG or
+    JPEG of any size and mode) and converts every image to ``height``×``width`` with ``channels``
+    channels; unreadable files are skipped and listed in the asset's metadata.
+    """
+
+    kind: Literal["digits", "image_folder"] = "digits"
+    path: str = Field(default="", description="Image folder root (kind=image_folder).")
+    height: int = Field(default=32, description="Target height for image_folder images.")
+    width: int = Field(default=32, description="Target width for image_folder images.")
+    channels: int = Field(default=1, description="1 (grayscale) or 3 (RGB) for image_folder images.")
+    min_images_per_class: int = Field(default=3, description="Fewer readable images in a class is an error.")
+
+    def spec(self) -> PreprocessSpec:
+        return PreprocessSpec(height=self.height, width=self.width, channels=self.channels)
+
+    def describe(self) -> str:
+        return "sklearn digits (8×8)" if self.kind == "digits" else f"image folder {self.path}"
+
+    def load(self) -> ImageDataset:
+        if self.kind == "digits":
+            return load_digits_dataset()
+        if not self.path:
+            raise ValueError("DatasetSource kind=image_folder needs `path` (set MLOPS_IMAGE_FOLDER)")
+        return load_image_folder(self.path, self.spec(), min_per_class=self.min_images_per_class)
