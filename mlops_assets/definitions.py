@@ -8,10 +8,12 @@ from mlops_assets import data, evaluation, packaging, registration, training, va
 from mlops_assets.jobs import build_job, weekly_rebuild_schedule
 from mlops_assets.resources_config import default_resources
 
+ASSETS = dg.load_assets_from_modules([data, training, packaging, evaluation, registration])
+ASSET_CHECKS = [*validation.data_quality_checks, packaging.onnx_matches_torch, registration.promoted_to_production]
+
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([data, training, packaging, evaluation, registration]),
-    asset_checks=[*validation.data_quality_checks, packaging.onnx_matches_torch,
-                  registration.promoted_to_production],
+    assets=ASSETS,
+    asset_checks=ASSET_CHECKS,
     jobs=[build_job],
     schedules=[weekly_rebuild_schedule],
     resources=default_resources(),

@@ -1,0 +1,45 @@
+"""`make demo`: materialise build_job end to end on the configured source (digits by default).
+
+Runs against the instance in DAGSTER_HOME, so `dagster dev` afterwards shows this run, its
+lineage, checks and metadata. Exits non-zero if any step or blocking check failed.
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def main() -> int:
+    import dagster as dg
+
+    from mlops_assets.definitions import defs
+
+    job = defs.resolve_job_def("build_job")
+    with dg.DagsterInstance.get() as instance:
+        result = job.execute_in_process(instance=instance, raise_on_error=False)
+    outputs = {}
+    for event in result.get_asset_materialization_events():
+        outputs[event.asset_key.to_user_string()] = event.materialization.metadata
+    failed_checks = [e for e in result.get_asset_check_evaluations() if not e.passed]
+    print(f"\nbuild_job run {result.run_id}: {'succeeded' if result.success else 'FAILED'}")
+    for check in result.get_asset_check_evaluations():
+        reason = check.metadata.get("reason")
+        print(f"  check {check.check_name:<24} {'passed' if check.passed else 'FAILED'}"
+              + (f"  ({reason.value})" if reason else ""))
+    evaluation = outputs.get("evaluation_report", {})
+    registered = outputs.get("registered_model", {})
+    if evaluation:
+        print(f"  test accuracy   {evaluation['accuracy'].value:.4f}   macro F1 {evaluation['macro_f1'].value:.4f}")
+        print(f"  report          {evaluation['report_path'].value}")
+    if "onnx_model" in outputs:
+        print(f"  ONNX model      {outputs['onnx_model']['artifact_path'].value}")
+    if registered:
+        print(f"  registry        {registered['tag'].value} -> {registered['gate_reason'].value}")
+        print(f"  production      {registered['production_version'].value}"
+              f"   (list versions: .venv/bin/mlops-registry list)")
+    print("  UI              make dev, then open http://127.0.0.1:3000")
+    return 0 if result.success and not any(c.severity.value == "ERROR" for c in failed_checks) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

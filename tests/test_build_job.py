@@ -1,0 +1,141 @@
+"""Integration: materialise the real build graph with Dagster, on digits and on an image folder."""
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pytest
+
+from mlops_assets.definitions import ASSET_CHECKS, ASSETS
+from mlops_assets.ml.artifacts import read_manifest, read_split
+from mlops_assets.ml.registry import ModelRegistry
+from resources.dataset_source import DatasetSource
+from tests.conftest import draw_shape_folder, make_resources
+
+pytestmark = pytest.mark.slow
+
+BUILD_KEYS = ["raw_images", "data_splits", "trained_model", "onnx_model", "evaluation_report", "registered_model"]
+
+
+def materialize_build(root: Path, run_config: dict | None = None, source: DatasetSource | None = None):
+    """The build group with its checks, exactly as the code location defines them."""
+    return dg.materialize(
+        [*ASSETS, *ASSET_CHECKS],
+        selection=dg.AssetSelection.groups("build"),
+        resources=make_resources(root, source),
+        instance=dg.DagsterInstance.ephemeral(),
+        run_config=run_config or {},
+        raise_on_error=False,
+    )
+
+
+def metadata(result, key: str) -> dict:
+    events = [e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == key]
+    assert events, f"{key} was not materialised"
+    return {k: v.value for k, v in events[-1].materialization.metadata.items()}
+
+
+@pytest.fixture(scope="module")
+def digits_build(tmp_path_factory):
+    root = tmp_path_factory.mktemp("digits")
+    result = materialize_build(root)
+    return root, result
+
+
+def test_digits_build_succeeds_with_every_check_passing(digits_build):
+    _, result = digits_build
+    assert result.success
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks and all(checks.values()), checks
+    for key in BUILD_KEYS:
+        metadata(result, key)
+
+
+def test_digits_accuracy_floor_and_onnx_parity(digits_build):
+    _, result = digits_build
+    evaluation = metadata(result, "evaluation_report")
+    assert evaluation["accuracy"] >= 0.97
+    parity = next(e for e in result.get_asset_check_evaluations() if e.check_name == "onnx_matches_torch")
+    assert parity.passed and parity.metadata["max_abs_diff"].value <= 1e-4
+
+
+def test_splits_are_versioned_and_immutable(digits_build):
+    root, result = digits_build
+    splits = metadata(result, "data_splits")
+    manifest = read_manifest(splits["artifact_path"])
+    assert manifest["version"] == splits["version"]
+    assert splits["rows_train"] + splits["rows_val"] + splits["rows_test"] == 1797
+    x, y = read_split(splits["artifact_path"], "test")
+    assert x.dtype == np.float32 and 0.0 <= x.min() and x.max() <= 1.0 and len(y) == splits["rows_test"]
+
+
+def test_registry_holds_the_promoted_model_with_lineage(digits_build):
+    root, result = digits_build
+    registered = metadata(result, "registered_model")
+    registry = ModelRegistry(root / "bentoml", "image_classifier")
+    production = registry.production()
+    assert registered["promoted"] is True
+    assert production is not None and production.tag == registered["tag"]
+    assert production.labels["splits_version"] == metadata(result, "data_splits")["version"]
+    assert production.metadata["dagster_run_id"] == result.run_id
+    assert production.metadata["metrics"]["accuracy"] == pytest.approx(metadata(result, "evaluation_report")["accuracy"])
+    assert set(production.metadata["hyperparameters"]) >= {"lr", "hidden", "epochs"}
+    assert production.onnx_path.is_file()
+
+
+def test_rebuild_is_reproducible_and_rewrites_nothing(digits_build):
+    """Same data, same config → same split, model and ONNX versions; registry unchanged."""
+    root, first = digits_build
+    onnx_dir = Path(metadata(first, "onnx_model")["artifact_path"]).parent
+    mtime = onnx_dir.stat().st_mtime_ns
+    second = materialize_build(root)
+    assert second.success
+    for key in ("data_splits", "trained_model", "onnx_model"):
+        assert metadata(second, key)["version"] == metadata(first, key)["version"], key
+    assert onnx_dir.stat().st_mtime_ns == mtime
+    assert len(ModelRegistry(root / "bentoml", "image_classifier").list_versions()) == 1
+    assert "already the production model" in metadata(second, "registered_model")["gate_reason"]
+
+
+def test_gate_refuses_a_worse_model_and_keeps_production(digits_build):
+    root, first = digits_build
+    production_before = ModelRegistry(root / "bentoml", "image_classifier").production().version
+    weak = {"ops": {"trained_model": {"config": {"learning_rates": [1e-4], "hidden": [4], "epochs": [1]}},
+                    "registered_model": {"config": {"floor": 0.0, "max_regression": 0.01}}}}
+    result = materialize_build(root, weak)
+    registered = metadata(result, "registered_model")
+    assert registered["promoted"] is False
+    assert "below production" in registered["gate_reason"]
+    registry = ModelRegistry(root / "bentoml", "image_classifier")
+    assert registry.production().version == production_before
+    gate = next(e for e in result.get_asset_check_evaluations() if e.check_name == "promoted_to_production")
+    assert not gate.passed and "below production" in gate.metadata["reason"].value
+    evaluation = metadata(result, "evaluation_report")
+    assert evaluation["production_comparison"]["status"] == "compared"
+
+
+def test_image_folder_build_with_a_corrupt_file(tmp_path):
+    folder = draw_shape_folder(tmp_path / "shapes", per_class=40)
+    source = DatasetSource(kind="image_folder", path=str(folder), height=16, width=16, channels=3)
+    fast = {"ops": {"trained_model": {"config": {"learning_rates": [3e-3], "hidden": [8], "epochs": [15]}}}}
+    result = materialize_build(tmp_path / "run", fast, source)
+    assert result.success
+    raw = metadata(result, "raw_images")
+    assert raw["n_images"] == 80 and raw["n_skipped"] == 1 and "broken.png" in raw["skipped_files"]
+    assert raw["image_shape"] == "3×16×16"
+    assert metadata(result, "evaluation_report")["accuracy"] >= 0.9
+    report = json.loads(Path(metadata(result, "evaluation_report")["report_path"]).read_text())
+    assert [row["class"] for row in report["metrics"]["per_class"]] == ["circles", "squares"]
+
+
+def test_one_class_folder_fails_the_run_with_a_clear_error(tmp_path):
+    (tmp_path / "imgs" / "cats").mkdir(parents=True)
+    draw_shape_folder(tmp_path / "tmp", per_class=3, corrupt=False)
+    for f in (tmp_path / "tmp" / "circles").iterdir():
+        f.rename(tmp_path / "imgs" / "cats" / f.name)
+    source = DatasetSource(kind="image_folder", path=str(tmp_path / "imgs"), height=8, width=8)
+    result = materialize_build(tmp_path / "run", None, source)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "at least two" in str(failure.event_specific_data.error)

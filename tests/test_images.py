@@ -1,0 +1,109 @@
+"""Image loading: sizes, modes, corrupt files and the dataset errors a user can act on."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mlops_assets.ml.images import (
+    DatasetError,
+    ImageDecodeError,
+    PreprocessSpec,
+    decode_image,
+    load_digits_dataset,
+    load_image_folder,
+    to_training_scale,
+)
+from tests.conftest import draw_shape_folder
+
+
+def png_bytes(img: Image.Image, fmt: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    img.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "P", "LA", "I;16", "CMYK"])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_decode_any_mode_to_spec(mode, channels):
+    source = Image.new("RGB", (37, 21), (200, 100, 50)).convert(mode)
+    fmt = "JPEG" if mode == "CMYK" else "PNG"
+    array = decode_image(png_bytes(source, fmt), PreprocessSpec(16, 12, channels))
+    assert array.dtype == np.uint8
+    assert array.shape == (channels, 16, 12)
+
+
+def test_decode_grayscale_values_are_kept_exactly():
+    pixels = np.arange(64, dtype=np.uint8).reshape(8, 8) * 4
+    decoded = decode_image(png_bytes(Image.fromarray(pixels, "L")), PreprocessSpec(8, 8, 1))
+    np.testing.assert_array_equal(decoded[0], pixels)
+
+
+def test_transparent_pixels_become_white_background():
+    img = Image.new("RGBA", (8, 8), (0, 0, 0, 0))
+    decoded = decode_image(png_bytes(img), PreprocessSpec(8, 8, 1))
+    assert decoded.min() == 255
+
+
+def test_corrupt_bytes_raise_a_named_error():
+    with pytest.raises(ImageDecodeError, match="upload.png"):
+        decode_image(b"definitely not an image", PreprocessSpec(8, 8, 1), name="upload.png")
+
+
+def test_training_scale_is_unit_interval():
+    scaled = to_training_scale(np.array([0, 128, 255], dtype=np.uint8))
+    assert scaled.dtype == np.float32
+    np.testing.assert_allclose(scaled, [0.0, 128 / 255, 1.0])
+
+
+def test_digits_round_trip_through_png_is_identical():
+    """A digit saved as PNG and decoded again is the tensor the model was trained on."""
+    digits = load_digits_dataset()
+    assert digits.images.shape == (1797, 1, 8, 8)
+    first = digits.images[0, 0]
+    again = decode_image(png_bytes(Image.fromarray(first, "L")), digits.spec)
+    np.testing.assert_array_equal(again[0], first)
+    assert digits.class_names == [str(i) for i in range(10)]
+
+
+def test_folder_skips_corrupt_file_and_reports_it(tmp_path):
+    root = draw_shape_folder(tmp_path / "shapes", per_class=6)
+    dataset = load_image_folder(root, PreprocessSpec(16, 16, 3))
+    assert dataset.class_names == ["circles", "squares"]
+    assert dataset.images.shape == (12, 3, 16, 16)
+    assert np.bincount(dataset.labels).tolist() == [6, 6]
+    assert len(dataset.skipped) == 1 and dataset.skipped[0][0].endswith("broken.png")
+
+
+def test_folder_hash_changes_when_an_image_is_added(tmp_path):
+    root = draw_shape_folder(tmp_path / "shapes", per_class=4, corrupt=False)
+    before = load_image_folder(root, PreprocessSpec(8, 8, 1)).content_hash()
+    assert load_image_folder(root, PreprocessSpec(8, 8, 1)).content_hash() == before
+    Image.new("L", (10, 10), 255).save(root / "squares" / "new.png")
+    assert load_image_folder(root, PreprocessSpec(8, 8, 1)).content_hash() != before
+
+
+def test_folder_with_one_class_is_a_clear_error(tmp_path):
+    (tmp_path / "only").mkdir()
+    Image.new("L", (8, 8)).save(tmp_path / "only" / "a.png")
+    with pytest.raises(DatasetError, match="at least two"):
+        load_image_folder(tmp_path, PreprocessSpec(8, 8, 1))
+
+
+def test_folder_with_an_empty_class_is_a_clear_error(tmp_path):
+    root = draw_shape_folder(tmp_path / "shapes", per_class=3, corrupt=False)
+    (root / "triangles").mkdir()
+    (root / "triangles" / "bad.png").write_bytes(b"nope")
+    with pytest.raises(DatasetError, match="triangles"):
+        load_image_folder(root, PreprocessSpec(8, 8, 1))
+
+
+def test_missing_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(DatasetError, match="does not exist"):
+        load_image_folder(tmp_path / "nowhere", PreprocessSpec(8, 8, 1))
+
+
+def test_bad_spec_is_rejected():
+    with pytest.raises(ValueError, match="channels"):
+        PreprocessSpec(8, 8, 2)

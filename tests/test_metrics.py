@@ -1,0 +1,46 @@
+"""Metrics against hand-computed values and scikit-learn's reference implementation."""
+
+import numpy as np
+import pytest
+from sklearn.metrics import f1_score, precision_score, recall_score
+
+from mlops_assets.ml.metrics import classification_report, confusion_matrix
+
+
+def test_confusion_matrix_rows_are_truth():
+    matrix = confusion_matrix(np.array([0, 0, 1, 2]), np.array([0, 1, 1, 0]), 3)
+    assert matrix.tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 0]]
+
+
+def test_report_matches_sklearn():
+    rng = np.random.default_rng(0)
+    y_true = rng.integers(0, 4, 500)
+    y_pred = np.where(rng.random(500) < 0.8, y_true, rng.integers(0, 4, 500))
+    report = classification_report(y_true, y_pred, ["a", "b", "c", "d"])
+    assert report["accuracy"] == pytest.approx(np.mean(y_true == y_pred))
+    assert report["macro_precision"] == pytest.approx(precision_score(y_true, y_pred, average="macro"))
+    assert report["macro_recall"] == pytest.approx(recall_score(y_true, y_pred, average="macro"))
+    assert report["macro_f1"] == pytest.approx(f1_score(y_true, y_pred, average="macro"))
+    per_class_recall = recall_score(y_true, y_pred, average=None)
+    assert [r["recall"] for r in report["per_class"]] == pytest.approx(per_class_recall.tolist())
+
+
+def test_recall_gap_names_the_favoured_and_neglected_class():
+    y_true = np.array([0] * 10 + [1] * 10)
+    y_pred = np.array([0] * 10 + [0] * 4 + [1] * 6)
+    report = classification_report(y_true, y_pred, ["cats", "dogs"])
+    assert report["best_class"] == "cats"
+    assert report["worst_class"] == "dogs"
+    assert report["worst_class_recall"] == pytest.approx(0.6)
+    assert report["recall_gap"] == pytest.approx(0.4)
+
+
+def test_absent_class_does_not_count_in_macro_averages():
+    report = classification_report(np.array([0, 0, 1]), np.array([0, 0, 1]), ["a", "b", "c"])
+    assert report["macro_recall"] == pytest.approx(1.0)
+    assert report["worst_class"] in ("a", "b")
+
+
+def test_mismatched_lengths_are_rejected():
+    with pytest.raises(ValueError, match="shape"):
+        confusion_matrix(np.array([0, 1]), np.array([0]), 2)
