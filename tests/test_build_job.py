@@ -79,7 +79,8 @@ def test_registry_holds_the_promoted_model_with_lineage(digits_build):
     assert production is not None and production.tag == registered["tag"]
     assert production.labels["splits_version"] == metadata(result, "data_splits")["version"]
     assert production.metadata["dagster_run_id"] == result.run_id
-    assert production.metadata["metrics"]["accuracy"] == pytest.approx(metadata(result, "evaluation_report")["accuracy"])
+    accuracy = metadata(result, "evaluation_report")["accuracy"]
+    assert production.metadata["metrics"]["accuracy"] == pytest.approx(accuracy)
     assert set(production.metadata["hyperparameters"]) >= {"lr", "hidden", "epochs"}
     assert production.onnx_path.is_file()
 
