@@ -94,7 +94,6 @@ PINNED_MODEL = bentoml.models.BentoModel(_startup_tag(ARGS))
 _pinned_info = PINNED_MODEL.resolve().info
 # The request schema is fixed for the life of the process: a followed version must keep this geometry.
 SPEC = PreprocessSpec(**_pinned_info.metadata["spec"])
-N_CLASSES = len(_pinned_info.metadata["class_names"])
 MAX_IMAGES = _env_int(MAX_BATCH, 1024)
 
 
@@ -108,12 +107,18 @@ def _as_float_array(value: Any) -> np.ndarray:
     if not isinstance(value, list):
         raise ValueError(f"images must be a nested list of numbers, got {type(value).__name__}")
     try:
-        array = np.asarray(value, dtype=np.float64)
+        array = np.asarray(value)
     except (TypeError, ValueError) as exc:
         raise ValueError(
             "images must be a rectangular nested list of numbers (N×C×H×W or N×H×W); "
             f"it could not be read as one: {exc}"
         ) from None
+    if array.size and array.dtype.kind not in "fiu":
+        raise ValueError(
+            "images must contain only numbers (float32 in [0, 1]); "
+            f"got {'booleans' if array.dtype.kind == 'b' else 'strings, nulls or objects'}"
+        )
+    array = array.astype(np.float64)
     if np.isfinite(array).all() and np.abs(array).max(initial=0.0) > np.finfo(np.float32).max:
         raise ValueError("images contain values too large for float32")
     return array.astype(np.float32)
@@ -124,12 +129,12 @@ def _check_images(images: np.ndarray) -> np.ndarray:
     expected = f"N×{SPEC.channels}×{SPEC.height}×{SPEC.width}" + (
         f" or N×{SPEC.height}×{SPEC.width}" if SPEC.channels == 1 else ""
     )
+    if images.ndim >= 1 and images.shape[0] == 0:
+        raise ValueError("the batch is empty: send at least one image")
     if images.ndim == 3 and SPEC.channels == 1:
         images = images[:, None, :, :]
     if images.ndim != 4 or images.shape[1:] != (SPEC.channels, SPEC.height, SPEC.width):
         raise ValueError(f"images must have shape {expected}, got {'×'.join(map(str, images.shape))}")
-    if images.shape[0] == 0:
-        raise ValueError("the batch is empty: send at least one image")
     if images.shape[0] > MAX_IMAGES:
         raise ValueError(f"the batch has {images.shape[0]} images; at most {MAX_IMAGES} per request")
     if not np.isfinite(images).all():
@@ -397,7 +402,7 @@ class ClassifierService:
         return self.active.predict(images)
 
     @bentoml.api
-    def classify_image(self, image: Path = Field(description="A PNG or JPEG file.")) -> Prediction:
+    def classify_image(self, image: Annotated[Path, Field(description="A PNG or JPEG file.")]) -> Prediction:
         """Classify one encoded image, decoded and scaled exactly as in training."""
         model = self.active
         try:

@@ -16,7 +16,11 @@ def main() -> int:
 
     job = defs.resolve_job_def("build_job")
     with dg.DagsterInstance.get() as instance:
-        result = job.execute_in_process(instance=instance, raise_on_error=False)
+        result = job.execute_in_process(
+            instance=instance,
+            raise_on_error=False,
+            run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+        )
     outputs = {}
     for event in result.get_asset_materialization_events():
         outputs[event.asset_key.to_user_string()] = event.materialization.metadata

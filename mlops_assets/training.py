@@ -6,7 +6,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from mlops_assets.metadata import markdown_table, png_markdown, short_hash
+from mlops_assets.metadata import markdown_table, png_markdown
 from mlops_assets.ml.artifacts import read_split
 from mlops_assets.refs import SplitsRef, TrainedModelRef
 from resources.artifact_store import ArtifactStore
