@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import dagster as dg
 
-from mlops_assets import data, evaluation, packaging, registration, training, validation
+from mlops_assets import data, evaluation, packaging, registration, serving, training, validation
 from mlops_assets.jobs import build_job, weekly_rebuild_schedule
 from mlops_assets.resources_config import default_resources
 
-ASSETS = dg.load_assets_from_modules([data, training, packaging, evaluation, registration])
-ASSET_CHECKS = [*validation.data_quality_checks, packaging.onnx_matches_torch, registration.promoted_to_production]
+ASSETS = dg.load_assets_from_modules([data, training, packaging, evaluation, registration, serving])
+ASSET_CHECKS = [
+    *validation.data_quality_checks,
+    packaging.onnx_matches_torch,
+    registration.promoted_to_production,
+    serving.bento_application_test,
+]
 
 defs = dg.Definitions(
     assets=ASSETS,
     asset_checks=ASSET_CHECKS,
-    jobs=[build_job],
+    jobs=[build_job, serving.deploy_job, serving.rollback_job],
     schedules=[weekly_rebuild_schedule],
     resources=default_resources(),
 )

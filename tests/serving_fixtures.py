@@ -1,0 +1,104 @@
+"""Fixtures for the serving tests: a registry with two real (small, quickly trained) ONNX versions,
+a test split on disk, and the service running as a real ``bentoml serve`` subprocess."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mlops_assets.ml.artifacts import write_arrays
+from mlops_assets.ml.images import load_digits_dataset, to_training_scale
+from mlops_assets.ml.registry import ModelRegistry
+
+MODEL_NAME = "image_classifier"
+N_TEST = 200
+
+
+@dataclass
+class ServingWorld:
+    home: Path
+    registry: ModelRegistry
+    splits_dir: Path
+    x_test: np.ndarray  # float32, training scale
+    y_test: np.ndarray
+    pixels_test: np.ndarray  # uint8 as decoded
+    versions: dict[str, Path]  # version -> onnx file
+    class_names: list[str]
+
+
+def _train_linear_onnx(x: np.ndarray, y: np.ndarray, path: Path, seed: int, steps: int) -> None:
+    """A softmax regression on the 8×8 digits: seconds to train, ~0.95 accuracy, real ONNX."""
+    import torch
+
+    from mlops_assets.ml.onnx_model import export_onnx
+
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(int(np.prod(x.shape[1:])), 10))
+    optimiser = torch.optim.Adam(model.parameters(), lr=0.05)
+    inputs, targets = torch.from_numpy(x), torch.from_numpy(y)
+    for _ in range(steps):
+        optimiser.zero_grad()
+        torch.nn.functional.cross_entropy(model(inputs), targets).backward()
+        optimiser.step()
+    export_onnx(model, x[:1], path)
+
+
+def register(world: ServingWorld, version: str, onnx_file: Path) -> None:
+    world.registry.register(
+        onnx_file, version,
+        labels={"splits_version": "splits-test", "dataset_version": f"dataset-{version}"},
+        metadata={"class_names": world.class_names, "spec": {"height": 8, "width": 8, "channels": 1},
+                  "metrics": {}, "onnx_version": version},
+    )
+
+
+@pytest.fixture(scope="session")
+def serving_world(tmp_path_factory: pytest.TempPathFactory) -> ServingWorld:
+    root = tmp_path_factory.mktemp("serving")
+    dataset = load_digits_dataset()
+    train_pixels, train_labels = dataset.images[:-N_TEST], dataset.labels[:-N_TEST]
+    test_pixels, test_labels = dataset.images[-N_TEST:], dataset.labels[-N_TEST:]
+    splits_dir = root / "splits"
+    splits_dir.mkdir()
+    write_arrays(splits_dir, "test", test_pixels, test_labels)
+    world = ServingWorld(
+        home=root / "bentoml", registry=ModelRegistry(root / "bentoml", MODEL_NAME), splits_dir=splits_dir,
+        x_test=to_training_scale(test_pixels), y_test=test_labels, pixels_test=test_pixels, versions={},
+        class_names=dataset.class_names,
+    )
+    for version, seed, steps in (("v1", 0, 150), ("v2", 1, 40)):
+        onnx_file = root / f"{version}.onnx"
+        _train_linear_onnx(to_training_scale(train_pixels), train_labels, onnx_file, seed, steps)
+        register(world, version, onnx_file)
+        world.versions[version] = onnx_file
+    world.registry.promote("v1", reason="test setup")
+    return world
+
+
+def wait_for_version(client, version: str, timeout_s: float = 30.0) -> dict:
+    """Poll GET /model until the server answers with ``version`` (a deadline, no fixed sleeps)."""
+    deadline = time.monotonic() + timeout_s
+    info: dict = {}
+    while time.monotonic() < deadline:
+        info = client.get("/model").json()
+        if info["version"] == version:
+            return info
+        time.sleep(0.1)
+    raise AssertionError(f"server still serves {info.get('version')} (wanted {version}): {info}")
+
+
+@pytest.fixture(scope="module")
+def dev_server(serving_world: ServingWorld, tmp_path_factory: pytest.TempPathFactory):
+    """``bentoml serve bentos.service:ClassifierService`` following the production pointer."""
+    from mlops_assets.serving import SERVICE_TARGET, serve_bento
+
+    log = tmp_path_factory.mktemp("logs") / "dev_server.log"
+    env = {"MLOPS_MODEL_NAME": MODEL_NAME, "MLOPS_POLL_SECONDS": "0.2", "MLOPS_FOLLOW_PRODUCTION": "1",
+           "MLOPS_MAX_BATCH": "64", "MLOPS_MAX_BODY_BYTES": str(2 * 1024 * 1024)}
+    serving_world.registry.promote("v1", reason="dev server start")
+    with serve_bento(SERVICE_TARGET, serving_world.home, log, env=env) as url:
+        yield url

@@ -1,0 +1,266 @@
+"""The Bento service as a real server: predictions, bad input, hot swap, rollback, fuzzing; the deploy
+assets (bento build + application test) and the rollback job on a registry built here."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import threading
+import time
+
+import dagster as dg
+import httpx
+import numpy as np
+import pytest
+
+from mlops_assets.refs import EvaluationRef, RegisteredModelRef, SplitsRef
+from mlops_assets.serving import (
+    REPO_ROOT,
+    bento,
+    bento_application_test,
+    offline_predictions,
+    rollback_job,
+    run_application_test,
+)
+from resources.model_registry import ModelRegistryResource
+from tests import serving_fixtures
+from tests.serving_fixtures import MODEL_NAME, register, wait_for_version
+
+serving_world = serving_fixtures.serving_world
+dev_server = serving_fixtures.dev_server
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(pixels[0]).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+# -- the running service ----------------------------------------------------------------------------
+@pytest.mark.slow
+def test_known_images_get_the_offline_predictions(serving_world, dev_server):
+    expected = offline_predictions(serving_world.versions["v1"], serving_world.x_test)
+    result = run_application_test(dev_server, serving_world.x_test, serving_world.y_test, concurrency=4)
+    assert result["model_versions"] == ["v1"]
+    np.testing.assert_array_equal(result["predictions"], expected)
+
+    with httpx.Client(base_url=dev_server, timeout=30) as client:
+        as_hw = client.post("/classify", json={"images": serving_world.x_test[:5, 0].tolist()})
+        assert as_hw.status_code == 200, as_hw.text
+        assert [p["label"] for p in as_hw.json()] == expected[:5].tolist()
+        first = as_hw.json()[0]
+        assert first["class_name"] == serving_world.class_names[first["label"]]
+        assert abs(sum(first["probabilities"]) - 1) < 1e-5
+        for i in range(3):  # uploads go through exactly the training preprocessing
+            upload = client.post("/classify_image",
+                                 files={"image": ("digit.png", png_bytes(serving_world.pixels_test[i]), "image/png")})
+            assert upload.status_code == 200, upload.text
+            assert upload.json()["label"] == expected[i]
+        info = client.get("/model").json()
+        assert info["dataset_version"] == "dataset-v1" and info["splits_version"] == "splits-test"
+        for path in ("/readyz", "/livez", "/metrics"):
+            assert client.get(path).status_code == 200
+        assert "bentoml_service_request" in client.get("/metrics").text
+
+
+BAD_INPUTS = [
+    ("wrong shape", {"json": {"images": [[[0.5] * 3] * 3]}}, 400, "shape"),
+    ("wrong rank", {"json": {"images": [0.5] * 64}}, 400, "shape"),
+    ("strings", {"json": {"images": [[["a"] * 8] * 8]}}, 400, "numbers"),
+    ("booleans", {"json": {"images": [[[True] * 8] * 8]}}, 400, "numbers"),
+    ("nulls", {"json": {"images": [[[None] * 8] * 8]}}, 400, "numbers"),
+    ("ragged", {"json": {"images": [[[0.5] * 8] * 7 + [[0.5] * 3]]}}, 400, "rectangular"),
+    ("not a list", {"json": {"images": "pixels"}}, 400, "nested list"),
+    ("missing field", {"json": {}}, 400, "required"),
+    ("not json", {"content": b"{not json", "headers": {"content-type": "application/json"}}, 400, "json"),
+    ("NaN", {"content": b'{"images": [[' + b",".join([b"[NaN,0,0,0,0,0,0,0]"] * 8) + b"]]}",
+             "headers": {"content-type": "application/json"}}, 400, "NaN or infinite"),
+    ("infinity", {"content": b'{"images": [[' + b",".join([b"[Infinity,0,0,0,0,0,0,0]"] * 8) + b"]]}",
+                  "headers": {"content-type": "application/json"}}, 400, "NaN or infinite"),
+    ("empty batch", {"json": {"images": []}}, 400, "empty"),
+    ("over the maximum", {"json": {"images": np.zeros((65, 8, 8)).tolist()}}, 400, "at most 64"),
+    ("oversized body", {"content": b" " * (3 * 1024 * 1024), "headers": {"content-type": "application/json"}},
+     413, "larger than"),
+]
+
+
+@pytest.mark.slow
+def test_bad_input_is_a_4xx_with_a_message_and_the_server_survives(serving_world, dev_server):
+    with httpx.Client(base_url=dev_server, timeout=30) as client:
+        for name, request, status, message in BAD_INPUTS:
+            response = client.post("/classify", **request)
+            assert response.status_code == status, (name, response.text)
+            assert message.lower() in response.text.lower(), (name, response.text)
+        not_an_image = client.post("/classify_image", files={"image": ("x.png", b"GIF89a not really", "image/png")})
+        assert not_an_image.status_code == 400 and "cannot decode image" in not_an_image.text
+        text_file = client.post("/classify_image", files={"image": ("x.txt", b"hello", "text/plain")})
+        assert text_file.status_code == 400, text_file.text
+        big_upload = client.post("/classify_image", files={"image": ("x.png", b"\0" * (3 * 1024 * 1024))})
+        assert big_upload.status_code == 413
+        assert client.get("/readyz").status_code == 200
+        good = client.post("/classify", json={"images": serving_world.x_test[:2].tolist()})
+        assert good.status_code == 200 and len(good.json()) == 2
+
+
+@pytest.mark.slow
+def test_hot_swap_under_concurrent_requests_fails_no_request(serving_world, dev_server):
+    registry = serving_world.registry
+    with httpx.Client(base_url=dev_server, timeout=30) as client:
+        registry.promote("v1", reason="test: start from v1")
+        wait_for_version(client, "v1")
+    failures: list[str] = []
+    answered_by: list[str] = []
+    stop = threading.Event()
+
+    def hammer(offset: int) -> None:
+        with httpx.Client(base_url=dev_server, timeout=30) as client:
+            i = offset
+            while not stop.is_set():
+                batch = serving_world.x_test[i % 150: i % 150 + 1 + i % 4]
+                try:
+                    response = client.post("/classify", json={"images": batch.tolist()})
+                except httpx.HTTPError as exc:
+                    failures.append(repr(exc))
+                    continue
+                if response.status_code != 200 or len(response.json()) != len(batch):
+                    failures.append(f"{response.status_code}: {response.text[:200]}")
+                else:
+                    answered_by.extend({p["model_version"] for p in response.json()})
+                i += 7
+
+    threads = [threading.Thread(target=hammer, args=(k,)) for k in range(6)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(1.0)  # load before the swap (a load duration, not a wait for readiness)
+        registry.promote("v2", reason="test: hot swap")
+        with httpx.Client(base_url=dev_server, timeout=30) as client:
+            info = wait_for_version(client, "v2")
+        time.sleep(1.0)  # and load after it
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+    assert failures == []
+    assert {"v1", "v2"} <= set(answered_by)
+    assert info["source"] == "production" and info["swap_error"] is None and info["swaps"] >= 1
+
+
+@pytest.mark.slow
+def test_rollback_with_one_cli_command_changes_model(serving_world, dev_server):
+    registry = serving_world.registry
+    registry.promote("v1", reason="test: setup")
+    registry.promote("v2", reason="test: the release to undo")
+    with httpx.Client(base_url=dev_server, timeout=30) as client:
+        wait_for_version(client, "v2")
+        command = [sys.executable, "-m", "mlops_assets.registry_cli", "--home", str(serving_world.home),
+                   "--model", MODEL_NAME, "rollback", "--reason", "test rollback"]
+        done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        info = wait_for_version(client, "v1")
+        assert info["dataset_version"] == "dataset-v1"
+
+
+@pytest.mark.slow
+def test_unloadable_version_keeps_the_old_one_serving(serving_world, dev_server, tmp_path):
+    registry = serving_world.registry
+    registry.promote("v1", reason="test: setup")
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"this is not an onnx graph")
+    register(serving_world, "broken", broken)
+    with httpx.Client(base_url=dev_server, timeout=30) as client:
+        wait_for_version(client, "v1")
+        registry.promote("broken", reason="test: bad release")
+        deadline = time.monotonic() + 30
+        while (info := client.get("/model").json())["swap_error"] is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert info["version"] == "v1" and "broken" in info["swap_error"]
+        assert client.post("/classify", json={"images": serving_world.x_test[:1].tolist()}).status_code == 200
+        registry.rollback(reason="test: undo bad release")
+        deadline = time.monotonic() + 30
+        while client.get("/model").json()["swap_error"] is not None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert client.get("/model").json()["swap_error"] is None
+
+
+@pytest.mark.slow
+def test_fuzz_the_http_api_from_its_openapi_document(dev_server):
+    """Requests generated from the service's own OpenAPI document (bounded): never a 5xx.
+
+    Driven through hypothesis directly: schemathesis' pytest plugin does not support pytest 9 yet.
+    """
+    schemathesis = pytest.importorskip("schemathesis")
+    from hypothesis import HealthCheck, given, settings
+    from schemathesis.checks import not_a_server_error
+
+    schema = schemathesis.openapi.from_url(f"{dev_server}/docs.json")
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert {op.path for op in operations} >= {"/classify", "/classify_image", "/model"}
+    for operation in operations:
+
+        @given(case=operation.as_strategy())
+        @settings(max_examples=40, deadline=None, derandomize=True, database=None,
+                  suppress_health_check=list(HealthCheck))
+        def no_server_error(case) -> None:
+            case.call_and_validate(base_url=dev_server, checks=[not_a_server_error], timeout=30)
+
+        no_server_error()
+    assert httpx.get(f"{dev_server}/readyz", timeout=10).status_code == 200
+
+
+# -- Dagster wiring ---------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_bento_asset_builds_and_its_application_test_passes(serving_world):
+    registry = serving_world.registry
+    registry.promote("v1", reason="test: bento of v1")
+    expected = offline_predictions(serving_world.versions["v1"], serving_world.x_test)
+    accuracy = float((expected == serving_world.y_test).mean())
+
+    @dg.asset(name="registered_model")
+    def registered_model_stub() -> RegisteredModelRef:
+        return RegisteredModelRef(tag=f"{MODEL_NAME}:v1", version="v1", promoted=True, reason="test",
+                                  production_version="v1")
+
+    @dg.asset(name="evaluation_report")
+    def evaluation_report_stub() -> EvaluationRef:
+        return EvaluationRef(version="e1", path="", onnx_version="v1", splits_version="splits-test",
+                             metrics={"accuracy": accuracy}, production_comparison={})
+
+    @dg.asset(name="data_splits")
+    def data_splits_stub() -> SplitsRef:
+        return SplitsRef(version="splits-test", path=str(serving_world.splits_dir), dataset_version="d",
+                         class_names=serving_world.class_names, spec={"height": 8, "width": 8, "channels": 1},
+                         counts={})
+
+    result = dg.materialize(
+        [registered_model_stub, evaluation_report_stub, data_splits_stub, bento, bento_application_test],
+        resources={"model_registry": ModelRegistryResource(home=str(serving_world.home), model_name=MODEL_NAME)},
+        instance=dg.DagsterInstance.ephemeral(),
+    )
+    assert result.success
+    metadata = result.asset_materializations_for_node("bento")[0].metadata
+    assert metadata["model_tag"].value == f"{MODEL_NAME}:v1"
+    assert metadata["bento_tag"].value.startswith("image_classifier_service:")
+    assert metadata["size_bytes"].value > 0
+    (check,) = result.get_asset_check_evaluations()
+    assert check.passed, check.metadata["reason"].value
+    assert check.metadata["served_accuracy"].value == pytest.approx(accuracy, abs=0)
+    assert check.metadata["mismatched_predictions"].value == 0
+    assert 0 < check.metadata["p50_latency_ms"].value <= check.metadata["p99_latency_ms"].value
+
+
+def test_rollback_job_moves_production_back(serving_world):
+    registry = serving_world.registry
+    registry.promote("v1", reason="test: setup")
+    registry.promote("v2", reason="test: to undo")
+    result = rollback_job.execute_in_process(
+        resources={"model_registry": ModelRegistryResource(home=str(serving_world.home), model_name=MODEL_NAME)},
+        run_config={"ops": {"rollback_production": {"config": {"reason": "test"}}}},
+        instance=dg.DagsterInstance.ephemeral(),
+    )
+    assert result.success
+    assert registry.production().version == "v1"
+    assert registry.events()[-1]["action"] == "rollback"
