@@ -38,10 +38,17 @@ from bentoml.exceptions import BentoMLException, InvalidArgument
 from bentoml.validators import DType
 from pydantic import AfterValidator, BaseModel, BeforeValidator, Field
 
-from mlops_assets.ml.images import ImageDecodeError, PreprocessSpec, decode_image, to_training_scale
+from mlops_assets.ml.images import (
+    ImageDecodeError,
+    PreprocessSpec,
+    decode_image,
+    original_size,
+    to_training_scale,
+)
 from mlops_assets.ml.onnx_model import onnx_logits, open_session, softmax
 from mlops_assets.ml.registry import ModelRegistry, ModelVersion, RegistryError
-from resources.settings import BENTOML_HOME, MODEL_NAME, resolve
+from mlops_assets.ml.inference_log import InferenceLogWriter
+from resources.settings import ARTIFACT_ROOT, BENTOML_HOME, MODEL_NAME, resolve
 
 logger = logging.getLogger("bentoml.mlops.classifier")
 
@@ -53,6 +60,7 @@ BATCH_MAX_SIZE = "MLOPS_BATCH_MAX_SIZE"  # adaptive batching: most images in one
 BATCH_MAX_LATENCY_MS = "MLOPS_BATCH_MAX_LATENCY_MS"  # adaptive batching: queueing budget before a 503
 MAX_BODY_BYTES = "MLOPS_MAX_BODY_BYTES"  # larger request bodies are refused with 413
 THREADS = "MLOPS_SERVICE_THREADS"  # worker threads for the synchronous endpoints
+INFERENCE_LOG = "MLOPS_INFERENCE_LOG"  # 1/0: record per-image features and predictions for monitoring
 
 
 def _env_int(name: str, default: int) -> int:
@@ -180,6 +188,9 @@ class ModelInfo(BaseModel):
     production_version: str | None = Field(description="What the pointer named at the last check.")
     swap_error: str | None = Field(description="Why the pointer's version is not served, if it is not.")
     swaps: int
+    inference_log: dict[str, Any] | None = Field(
+        description="Inference log counters (written, dropped, last_error); null when logging is off."
+    )
 
 
 # -- the served model and the pointer watcher -------------------------------------------------------
@@ -196,8 +207,13 @@ class LoadedModel:
     source: str
     loaded_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
 
-    def predict(self, images: np.ndarray) -> list[Prediction]:
+    def predict(self, images: np.ndarray, log: InferenceLogWriter | None = None,
+                original_sizes: list[tuple[int, int]] | None = None) -> list[Prediction]:
         probabilities = softmax(onnx_logits(self.session, images))
+        if log is not None:  # queues a copy and returns; never raises into the prediction
+            labels = probabilities.argmax(1)
+            log.log_images(images, [self.class_names[i] for i in labels], probabilities.max(1),
+                           self.version, original_sizes)
         return [
             Prediction(
                 label=int(p.argmax()),
@@ -384,12 +400,18 @@ class ClassifierService:
             interval = float(os.environ.get(POLL_SECONDS) or 1.0)
             self.watcher = ProductionWatcher(self, _registry(), interval)
             self.watcher.start()
-        logger.info("serving %s (follow production: %s)", self.active.tag, self.follow)
+        self.inference_log: InferenceLogWriter | None = None
+        if _env_flag(INFERENCE_LOG, True):
+            self.inference_log = InferenceLogWriter(resolve(ARTIFACT_ROOT))
+        logger.info("serving %s (follow production: %s, inference log: %s)", self.active.tag, self.follow,
+                    self.inference_log.artifact_root if self.inference_log else "off")
 
     @bentoml.on_shutdown
-    def _stop_watcher(self) -> None:
+    def _stop_background_work(self) -> None:
         if self.watcher is not None:
             self.watcher.stop()
+        if self.inference_log is not None:
+            self.inference_log.close()
 
     @bentoml.api(
         batchable=True,
@@ -399,17 +421,19 @@ class ClassifierService:
     )
     def classify(self, images: ImageBatch) -> list[Prediction]:
         """Classify a batch of images already in the training scale; one prediction per image."""
-        return self.active.predict(images)
+        return self.active.predict(images, self.inference_log)
 
     @bentoml.api
     def classify_image(self, image: Annotated[Path, Field(description="A PNG or JPEG file.")]) -> Prediction:
         """Classify one encoded image, decoded and scaled exactly as in training."""
         model = self.active
+        data = Path(image).read_bytes()
         try:
-            pixels = decode_image(Path(image).read_bytes(), SPEC, name="upload")
+            pixels = decode_image(data, SPEC, name="upload")
+            size = original_size(data)
         except ImageDecodeError as exc:
             raise InvalidArgument(f"{exc}; send a PNG or JPEG image") from None
-        return model.predict(to_training_scale(pixels)[None])[0]
+        return model.predict(to_training_scale(pixels)[None], self.inference_log, [size])[0]
 
     @bentoml.api(route="/model")
     def model_info(self) -> ModelInfo:
@@ -434,6 +458,7 @@ class ClassifierService:
             production_version=self.watcher.production_version if self.watcher else None,
             swap_error=self.watcher.error if self.watcher else None,
             swaps=self.swaps,
+            inference_log=vars(self.inference_log.stats()) if self.inference_log else None,
         )
 
 

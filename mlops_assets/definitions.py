@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import dagster as dg
 
-from mlops_assets import data, evaluation, packaging, registration, serving, training, validation
+from mlops_assets import data, evaluation, monitoring, packaging, registration, serving, training, validation
 from mlops_assets.jobs import build_job, weekly_rebuild_schedule
 from mlops_assets.resources_config import default_resources
+from sensors.alerts import run_failure_alert
+from sensors.drift_sensor import drift_sensor
 
-ASSETS = dg.load_assets_from_modules([data, training, packaging, evaluation, registration, serving])
+ASSETS = [
+    *dg.load_assets_from_modules([data, training, packaging, evaluation, registration, serving]),
+    *monitoring.monitor_assets,
+]
 ASSET_CHECKS = [
     *validation.data_quality_checks,
     packaging.onnx_matches_torch,
@@ -19,7 +24,8 @@ ASSET_CHECKS = [
 defs = dg.Definitions(
     assets=ASSETS,
     asset_checks=ASSET_CHECKS,
-    jobs=[build_job, serving.deploy_job, serving.rollback_job],
-    schedules=[weekly_rebuild_schedule],
+    jobs=[build_job, serving.deploy_job, serving.rollback_job, *monitoring.monitor_jobs],
+    schedules=[weekly_rebuild_schedule, *monitoring.monitor_schedules],
+    sensors=[drift_sensor, run_failure_alert],
     resources=default_resources(),
 )

@@ -284,7 +284,9 @@ def bento_application_test(
     x_test, y_test = read_split(bento.splits_path, "test")
     expected = offline_predictions(registry.get(bento.model_version).onnx_path, x_test)
     log = registry.home / "logs" / f"application_test_{bento.tag.replace(':', '_')}.log"
-    with serve_bento(bento.tag, registry.home, log, env={"MLOPS_FOLLOW_PRODUCTION": "0"},
+    # Test traffic is not production traffic: keep it out of the inference log the drift monitor reads.
+    test_env = {"MLOPS_FOLLOW_PRODUCTION": "0", "MLOPS_INFERENCE_LOG": "0"}
+    with serve_bento(bento.tag, registry.home, log, env=test_env,
                      cwd=Path(bento.path).parent, ready_timeout_s=config.ready_timeout_s) as url:
         result = run_application_test(url, x_test, y_test, concurrency=config.concurrency)
     mismatches = int((result["predictions"] != expected).sum())

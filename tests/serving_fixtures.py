@@ -98,7 +98,8 @@ def dev_server(serving_world: ServingWorld, tmp_path_factory: pytest.TempPathFac
 
     log = tmp_path_factory.mktemp("logs") / "dev_server.log"
     env = {"MLOPS_MODEL_NAME": MODEL_NAME, "MLOPS_POLL_SECONDS": "0.2", "MLOPS_FOLLOW_PRODUCTION": "1",
-           "MLOPS_MAX_BATCH": "64", "MLOPS_MAX_BODY_BYTES": str(2 * 1024 * 1024)}
+           "MLOPS_MAX_BATCH": "64", "MLOPS_MAX_BODY_BYTES": str(2 * 1024 * 1024),
+           "MLOPS_ARTIFACT_ROOT": str(serving_world.home.parent / "artifacts")}
     serving_world.registry.promote("v1", reason="dev server start")
     with serve_bento(SERVICE_TARGET, serving_world.home, log, env=env) as url:
         yield url

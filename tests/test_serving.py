@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import httpx
@@ -64,6 +65,30 @@ def test_known_images_get_the_offline_predictions(serving_world, dev_server):
         for path in ("/readyz", "/livez", "/metrics"):
             assert client.get(path).status_code == 200
         assert "bentoml_service_request" in client.get("/metrics").text
+
+
+@pytest.mark.slow
+def test_predictions_are_recorded_in_the_inference_log(serving_world, dev_server):
+    """Every prediction lands in the hour-partitioned Parquet log the drift monitor profiles."""
+    from mlops_assets.ml.inference_log import read_window
+
+    with httpx.Client(base_url=dev_server, timeout=30) as client:
+        before = client.get("/model").json()["inference_log"]["written"]
+        assert client.post("/classify", json={"images": serving_world.x_test[:7].tolist()}).status_code == 200
+        upload = client.post("/classify_image",
+                             files={"image": ("d.png", png_bytes(serving_world.pixels_test[0]), "image/png")})
+        assert upload.status_code == 200
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # the writer flushes asynchronously (every 2 s)
+            stats = client.get("/model").json()["inference_log"]
+            if stats["written"] >= before + 8:
+                break
+            time.sleep(0.2)
+    assert stats["written"] >= before + 8 and stats["dropped"] == 0, stats
+    now = datetime.now(UTC)
+    rows = read_window(serving_world.home.parent / "artifacts", now - timedelta(hours=1), now + timedelta(hours=1))
+    assert {"mean_c0", "contrast", "predicted_class", "confidence", "model_version"} <= set(rows.columns)
+    assert (rows["original_height"] == 8).any() and rows["confidence"].between(0, 1).all()
 
 
 BAD_INPUTS = [

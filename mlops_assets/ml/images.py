@@ -111,6 +111,18 @@ def decode_image(data: bytes | Path | str, spec: PreprocessSpec, name: str | Non
     return np.ascontiguousarray(array)
 
 
+def original_size(data: bytes) -> tuple[int, int]:
+    """(height, width) of an encoded image before resizing, read from its header only."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            width, height = img.size
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise ImageDecodeError(f"cannot read the size of the upload: {exc}") from exc
+    return height, width
+
+
 def load_image_folder(root: str | Path, spec: PreprocessSpec, min_per_class: int = 1) -> ImageDataset:
     """Load a folder with one sub-folder per class; corrupt files are skipped and reported.
 

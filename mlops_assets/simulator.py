@@ -1,0 +1,216 @@
+"""Traffic simulator: real HTTP requests from the test split, clean or drifted, to the running service.
+
+It shows the monitoring loop close: clean traffic → no drift → no retraining; drifted traffic →
+the drift sensor fires → the retraining run → a new model promoted if it is better → served.
+With ``--add-labelled DIR`` it also drops drifted images, with their true labels, into an image
+folder source (one sub-folder per class), as a labelling team would after seeing the drift.
+
+    python -m mlops_assets.simulator --url http://127.0.0.1:3000 --n 500
+    python -m mlops_assets.simulator --url http://127.0.0.1:3000 --drift brightness --n 500
+    python -m mlops_assets.simulator --drift invert --n 0 --add-labelled ./images --labelled-n 200
+    python -m mlops_assets.simulator --export-digits ./images     # digits as an image-folder source
+
+The test split is the production model's (found through the registry), or ``--splits DIR``.
+The request format lives in :func:`predict_request` only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DRIFT_KINDS = ("none", "brightness", "noise", "rotation", "invert", "class_prior")
+PREDICT_PATH = "/classify"
+
+
+class SimulatorError(RuntimeError):
+    """The simulator cannot find its data or reach the service; the message says what to do."""
+
+
+def predict_request(images: np.ndarray) -> tuple[str, dict[str, Any]]:
+    """The service's batch endpoint: its path and the JSON body for N×C×H×W floats in [0, 1].
+
+    The one place that knows the request format; change it here if the service's API changes.
+    """
+    return PREDICT_PATH, {"images": np.asarray(images, dtype=np.float32).round(5).tolist()}
+
+
+# -- drift ------------------------------------------------------------------------------------
+def apply_drift(
+    images: np.ndarray, labels: np.ndarray, kind: str, severity: float = 1.0, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Drifted copies of uint8 N×C×H×W ``images`` (and their labels), still uint8.
+
+    ``brightness`` adds 0.25·severity of full scale; ``noise`` adds Gaussian noise of σ 0.15·severity;
+    ``rotation`` rotates by ±25°·severity; ``invert`` swaps dark and light; ``class_prior`` resamples
+    the batch so that a third of the classes make up 90 % of it.
+    """
+    rng = np.random.default_rng(seed)
+    x = images.astype(np.float32) / 255.0
+    y = np.asarray(labels)
+    if kind == "none":
+        pass
+    elif kind == "brightness":
+        x = x + 0.25 * severity
+    elif kind == "noise":
+        x = x + rng.normal(0.0, 0.15 * severity, size=x.shape).astype(np.float32)
+    elif kind == "rotation":
+        from scipy.ndimage import rotate
+
+        angles = rng.choice([-1.0, 1.0], size=len(x)) * 25.0 * severity
+        x = np.stack([rotate(img, angle, axes=(1, 2), reshape=False, order=1, mode="constant")
+                      for img, angle in zip(x, angles, strict=True)])
+    elif kind == "invert":
+        x = 1.0 - x
+    elif kind == "class_prior":
+        classes = np.unique(y)
+        favoured = classes[: max(1, len(classes) // 3)]
+        weights = np.where(np.isin(y, favoured), 0.9 / np.isin(y, favoured).sum(),
+                           0.1 / max(1, (~np.isin(y, favoured)).sum()))
+        idx = rng.choice(len(y), size=len(y), replace=True, p=weights / weights.sum())
+        x, y = x[idx], y[idx]
+    else:
+        raise ValueError(f"unknown drift {kind!r}; expected one of {DRIFT_KINDS}")
+    return (np.clip(x, 0.0, 1.0) * 255.0).round().astype(np.uint8), y
+
+
+# -- data -------------------------------------------------------------------------------------
+def load_test_split(splits_dir: str | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """uint8 test images, labels and class names: of ``splits_dir``, or of the production model."""
+    from mlops_assets.ml.artifacts import read_arrays, read_manifest
+
+    if splits_dir is None:
+        splits_dir = str(_production_splits_dir())
+    images, labels = read_arrays(splits_dir, "test")
+    return images, labels, list(read_manifest(splits_dir)["class_names"])
+
+
+def _production_splits_dir() -> Path:
+    from mlops_assets.ml.registry import ModelRegistry
+    from resources.settings import ARTIFACT_ROOT, BENTOML_HOME, MODEL_NAME, resolve
+
+    production = ModelRegistry(resolve(BENTOML_HOME), resolve(MODEL_NAME)).production()
+    if production is None:
+        raise SimulatorError("no production model in the registry; run build_job first or pass --splits")
+    version = production.labels.get("splits_version")
+    directory = Path(resolve(ARTIFACT_ROOT)) / "splits" / str(version)
+    if not directory.is_dir():
+        raise SimulatorError(f"the production model's splits {directory} are missing; pass --splits")
+    return directory
+
+
+def write_labelled_images(
+    folder: str | Path, images: np.ndarray, labels: np.ndarray, class_names: list[str], prefix: str
+) -> int:
+    """PNG files in ``folder/<class>/``: new labelled images for the image-folder source."""
+    from PIL import Image
+
+    folder = Path(folder)
+    for i, (img, label) in enumerate(zip(images, labels, strict=True)):
+        target = folder / class_names[int(label)]
+        target.mkdir(parents=True, exist_ok=True)
+        array = img[0] if img.shape[0] == 1 else np.transpose(img, (1, 2, 0))
+        Image.fromarray(array).save(target / f"{prefix}_{i:05d}.png")
+    return len(images)
+
+
+# -- traffic ----------------------------------------------------------------------------------
+def send_traffic(
+    url: str,
+    images: np.ndarray,
+    batch_size: int = 16,
+    timeout_s: float = 30.0,
+    post: Callable[[str, dict[str, Any]], Any] | None = None,
+) -> dict[str, Any]:
+    """POST ``images`` (uint8) to the service in batches; counts of requests, errors and latency."""
+    import httpx
+
+    sent = errors = 0
+    latencies: list[float] = []
+    client = None
+    if post is None:
+        client = httpx.Client(base_url=url.rstrip("/"), timeout=timeout_s)
+        post = lambda path, body: client.post(path, json=body)  # noqa: E731
+    try:
+        for start in range(0, len(images), batch_size):
+            batch = images[start : start + batch_size].astype(np.float32) / 255.0
+            path, body = predict_request(batch)
+            began = time.perf_counter()
+            try:
+                response = post(path, body)
+                ok = getattr(response, "status_code", 200) < 400
+            except Exception as exc:  # the service is down or slow: count it and go on
+                ok = False
+                if sent == 0 and errors == 0:
+                    print(f"request to {url}{path} failed: {exc}", file=sys.stderr)
+            latencies.append(time.perf_counter() - began)
+            sent += len(batch) if ok else 0
+            errors += 0 if ok else 1
+    finally:
+        if client is not None:
+            client.close()
+    return {
+        "images_sent": sent,
+        "failed_requests": errors,
+        "requests": len(latencies),
+        "p50_ms": float(np.percentile(latencies, 50) * 1000) if latencies else None,
+        "p95_ms": float(np.percentile(latencies, 95) * 1000) if latencies else None,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mlops_assets.simulator", description=__doc__.split("\n")[0])
+    parser.add_argument("--url", default="http://127.0.0.1:3000", help="The Bento service's base URL.")
+    parser.add_argument("--drift", choices=DRIFT_KINDS, default="none", help="Drift applied to the images.")
+    parser.add_argument("--severity", type=float, default=1.0, help="Drift strength (1 = the documented one).")
+    parser.add_argument("--n", type=int, default=500, help="Images to send (the test split, repeated).")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--splits", default=None, help="A splits artifact directory (default: production's).")
+    parser.add_argument("--add-labelled", metavar="DIR", default=None,
+                        help="Also write drifted, labelled PNGs into this image folder (one sub-folder per class).")
+    parser.add_argument("--labelled-n", type=int, default=200, help="How many labelled images to add.")
+    parser.add_argument("--export-digits", metavar="DIR", default=None,
+                        help="Write scikit-learn's digits as an image folder (PNG per class) and exit: the "
+                        "image-folder source the loop adds labelled images to.")
+    args = parser.parse_args(argv)
+    if args.export_digits:
+        from mlops_assets.ml.images import load_digits_dataset
+
+        digits = load_digits_dataset()
+        n = write_labelled_images(args.export_digits, digits.images, digits.labels, digits.class_names, "digit")
+        print(json.dumps({"exported": n, "folder": args.export_digits}))
+        return 0
+
+    try:
+        images, labels, class_names = load_test_split(args.splits)
+    except (SimulatorError, OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    report: dict[str, Any] = {"drift": args.drift, "severity": args.severity}
+    if args.n > 0:
+        idx = np.resize(np.arange(len(images)), args.n)
+        drifted, _ = apply_drift(images[idx], labels[idx], args.drift, args.severity, args.seed)
+        report["traffic"] = send_traffic(args.url, drifted, args.batch_size)
+    if args.add_labelled:
+        idx = np.resize(np.arange(len(images)), args.labelled_n)
+        drifted, drifted_labels = apply_drift(images[idx], labels[idx], args.drift, args.severity, args.seed + 1)
+        prefix = f"sim_{args.drift}_{int(time.time())}"
+        report["labelled_added"] = write_labelled_images(
+            args.add_labelled, drifted, drifted_labels, class_names, prefix
+        )
+        report["labelled_folder"] = str(args.add_labelled)
+    print(json.dumps(report, indent=2))
+    failed = report.get("traffic", {}).get("failed_requests", 0)
+    return 1 if failed and not report["traffic"]["images_sent"] else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

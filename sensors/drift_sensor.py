@@ -1,0 +1,199 @@
+"""The drift sensor: one retraining run per drift event, decided from profiles, never from rows.
+
+Each tick it looks at the window profiles written since its cursor (``inference_profiles``),
+compares each with the reference profile of the production model and, when a window's drift
+share reaches the threshold, requests one ``retrain_job`` run. Guarantees:
+
+- exactly one run per drift event: the run key is ``drift-<window>-<reference>``, so re-evaluating
+  the same window (a retried tick, a restarted daemon) requests the same key and Dagster launches
+  it once;
+- none missed: the cursor (the last window evaluated) advances only with the tick's result, and a
+  tick evaluates every window after it (up to ``MAX_WINDOWS_PER_TICK``);
+- no run while a retraining run (tag ``mlops/kind=training``) is queued or running: the tick skips
+  *without* advancing the cursor, so those windows are judged once the run has finished, against
+  the reference of whichever model is in production then;
+- too little data in a window (``MLOPS_DRIFT_MIN_ROWS``) is a skip, not an alarm;
+- a cooldown (``MLOPS_DRIFT_COOLDOWN_HOURS``, default 6, 0 to disable) after a drift-launched run:
+  drift that persists while the newly labelled data is still arriving does not retrain every window.
+
+Thresholds come from MLOPS_DRIFT_SHARE, MLOPS_DRIFT_P_VALUE, MLOPS_DRIFT_DISTANCE and
+MLOPS_DRIFT_MIN_ROWS (see ``mlops_assets/ml/drift.py``), read at each tick.
+"""
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+
+from mlops_assets.monitoring import (
+    PROFILE_FILE,
+    TRAINING_TAG,
+    list_windows,
+    production_model_version,
+    read_summary,
+    reference_version,
+    retrain_job,
+    window_label,
+)
+from resources.artifact_store import ArtifactStore
+from resources.model_registry import ModelRegistryResource
+
+MAX_WINDOWS_PER_TICK = 48
+COOLDOWN_ENV = "MLOPS_DRIFT_COOLDOWN_HOURS"
+DEFAULT_COOLDOWN_HOURS = 6.0
+IN_FLIGHT_STATUSES = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
+
+
+@dataclass(frozen=True)
+class DriftCursor:
+    """What the sensor has already judged: the last window evaluated and the reference it used."""
+
+    window: str | None = None
+    reference: str | None = None
+    last_run_key: str | None = None
+
+    @classmethod
+    def parse(cls, raw: str | None) -> "DriftCursor":
+        if not raw:
+            return cls()
+        try:
+            data = json.loads(raw)
+            return cls(data.get("window"), data.get("reference"), data.get("last_run_key"))
+        except (json.JSONDecodeError, AttributeError):
+            return cls()  # an unreadable cursor: start from the latest window rather than fail every tick
+
+    def dump(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+def in_flight_training_run(instance: dg.DagsterInstance) -> dg.DagsterRun | None:
+    records = instance.get_run_records(
+        dg.RunsFilter(statuses=IN_FLIGHT_STATUSES, tags={TRAINING_TAG: "training"}), limit=1
+    )
+    return records[0].dagster_run if records else None
+
+
+def cooldown_hours() -> float:
+    try:
+        return max(0.0, float(os.environ.get(COOLDOWN_ENV) or DEFAULT_COOLDOWN_HOURS))
+    except ValueError as exc:
+        raise ValueError(f"{COOLDOWN_ENV} must be a number of hours: {exc}") from exc
+
+
+def recent_drift_run(instance: dg.DagsterInstance, hours: float):
+    """The newest run this sensor launched within the last ``hours`` (any status), if any."""
+    if hours <= 0:
+        return None
+    since = datetime.now(UTC) - timedelta(hours=hours)
+    records = instance.get_run_records(
+        dg.RunsFilter(tags={"mlops/trigger": "drift"}, created_after=since), limit=1
+    )
+    return records[0] if records else None
+
+
+def evaluate_drift_tick(
+    cursor: str | None,
+    instance: dg.DagsterInstance,
+    artifact_store: ArtifactStore,
+    model_registry: ModelRegistryResource,
+) -> dg.SensorResult:
+    """The whole decision of one tick (the sensor is a thin wrapper around it)."""
+    from mlops_assets.ml.drift import DriftThresholds, evaluate_drift, read_profile, too_little_data
+
+    state = DriftCursor.parse(cursor)
+    model_version = production_model_version(model_registry)
+    if model_version is None:
+        return dg.SensorResult(skip_reason="no production model yet: nothing to compare traffic against")
+    ref_version = reference_version(model_version)
+    ref_path = artifact_store.path("profiles", ref_version) / PROFILE_FILE
+    if not ref_path.is_file():
+        return dg.SensorResult(
+            skip_reason=f"no reference profile for production model {model_version}: materialise reference_profile"
+        )
+    windows = list_windows(artifact_store)
+    new = [w for w in windows if w > state.window] if state.window else windows[-1:]
+    if not new:
+        last = window_label(state.window) if state.window else "none"
+        return dg.SensorResult(skip_reason=f"no new profile window since {last}")
+    skipped_old = max(0, len(new) - MAX_WINDOWS_PER_TICK)
+    new = new[-MAX_WINDOWS_PER_TICK:]
+    running = in_flight_training_run(instance)
+    if running is not None:
+        return dg.SensorResult(
+            skip_reason=(
+                f"retraining run {running.run_id[:8]} is {running.status.value.lower()}; "
+                f"{len(new)} new window(s) from {window_label(new[0])} will be judged after it finishes"
+            )
+        )
+    thresholds = DriftThresholds.from_env()
+    reference = read_profile(ref_path)
+    verdicts = []
+    for window in new:
+        directory = artifact_store.path("profiles", window)
+        n_rows = int(read_summary(directory).get("n_rows", -1))
+        if 0 <= n_rows < thresholds.min_rows:  # too little data: no need to open the profile
+            verdicts.append((window, too_little_data(window_label(window), n_rows, thresholds)))
+            continue
+        profile = read_profile(directory / PROFILE_FILE)
+        verdicts.append((window, evaluate_drift(profile, reference, window_label(window), thresholds)))
+    drifted = [(w, v) for w, v in verdicts if v.is_drift]
+    if not drifted:
+        reasons = "; ".join(v.reason for _, v in verdicts[-3:])
+        more = f" (and {len(verdicts) - 3} earlier window(s) without drift)" if len(verdicts) > 3 else ""
+        stale = f"; {skipped_old} older window(s) not judged" if skipped_old else ""
+        return dg.SensorResult(
+            skip_reason=reasons + more + stale,
+            cursor=DriftCursor(new[-1], ref_version, state.last_run_key).dump(),
+        )
+    window, verdict = drifted[-1]
+    recent = recent_drift_run(instance, cooldown_hours())
+    if recent is not None:
+        age_h = (time.time() - recent.create_timestamp.timestamp()) / 3600.0
+        return dg.SensorResult(
+            skip_reason=(
+                f"{verdict.reason}; but drift retraining run {recent.dagster_run.run_id[:8]} was launched "
+                f"{age_h:.1f} h ago (cooldown {cooldown_hours():g} h, {COOLDOWN_ENV})"
+            ),
+            cursor=DriftCursor(new[-1], ref_version, state.last_run_key).dump(),
+        )
+    run_key = f"drift-{window.removeprefix('window-')}-{ref_version}"
+    request = dg.RunRequest(
+        run_key=run_key,
+        tags={
+            TRAINING_TAG: "training",
+            "mlops/trigger": "drift",
+            "mlops/drift_window": verdict.window,
+            "mlops/drift_share": f"{verdict.drift_share:.2f}",
+            "mlops/reference": ref_version,
+            "mlops/drifted_features": ",".join(verdict.drifted_features)[:200],
+        },
+    )
+    return dg.SensorResult(run_requests=[request], cursor=DriftCursor(new[-1], ref_version, run_key).dump())
+
+
+@dg.sensor(
+    name="drift_sensor",
+    job=retrain_job,
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=(
+        "Compares each new traffic profile window with the production model's reference profile; on "
+        "drift, launches one retrain_job run (raw_images → … → registered_model → bento)."
+    ),
+)
+def drift_sensor(
+    context: dg.SensorEvaluationContext, artifact_store: ArtifactStore, model_registry: ModelRegistryResource
+) -> dg.SensorResult:
+    result = evaluate_drift_tick(context.cursor, context.instance, artifact_store, model_registry)
+    if result.run_requests:
+        context.log.info(f"drift: requesting {result.run_requests[0].run_key}")
+    return result

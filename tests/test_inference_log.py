@@ -1,0 +1,120 @@
+"""The inference log writer: hour-partitioned append-only Parquet, and it never fails a prediction."""
+
+import time
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from mlops_assets.ml.features import (
+    CONFIDENCE,
+    PREDICTED_CLASS,
+    FeatureInputError,
+    feature_columns,
+    image_features,
+)
+from mlops_assets.ml.inference_log import InferenceLogWriter, hour_part_files, read_hour, read_window
+
+HOUR = datetime(2026, 11, 22, 10, 15, tzinfo=UTC)
+
+
+def batch(n: int, seed: int = 0, channels: int = 1):
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, size=(n, channels, 8, 8), dtype=np.uint8)
+    return image_features(images), [str(i % 3) for i in range(n)], rng.uniform(0.5, 1.0, n)
+
+
+def test_features_same_for_uint8_and_training_scale():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(5, 3, 6, 7), dtype=np.uint8)
+    a = image_features(images, original_sizes=[(64, 48)] * 5)
+    b = image_features(images.astype(np.float32) / 255.0, original_sizes=[(64, 48)] * 5)
+    assert list(a.columns) == feature_columns(3)
+    np.testing.assert_allclose(a.to_numpy(float), b.to_numpy(float), atol=1e-5)
+    assert (a["original_height"] == 64).all() and (a["original_width"] == 48).all()
+    black = image_features(np.zeros((1, 1, 8, 8), np.uint8))
+    assert black["dark_fraction"].item() == 1.0 and black["saturated_fraction"].item() == 0.0
+    assert black["contrast"].item() == 0.0
+    with pytest.raises(FeatureInputError):
+        image_features(np.zeros((2, 2, 8, 8), np.uint8))
+    with pytest.raises(FeatureInputError):
+        image_features(np.zeros((2, 1, 8, 8), np.uint8), original_sizes=[(8, 8)])
+
+
+def test_rows_land_in_their_hour_partition_atomically(tmp_path):
+    clock = iter([HOUR, HOUR, HOUR + timedelta(hours=1)])
+    with InferenceLogWriter(tmp_path, flush_interval_s=0.05, clock=lambda: next(clock)) as writer:
+        for seed in range(3):
+            features, labels, conf = batch(10, seed)
+            assert writer.log(features, labels, conf, "v1")
+        assert writer.flush(5.0)
+        stats = writer.stats()
+    assert stats.written == 30 and stats.dropped == 0 and stats.last_error is None
+    files = hour_part_files(tmp_path, HOUR)
+    assert files and all(f.parent.name == "hour=10" and f.parent.parent.name == "dt=2026-11-22" for f in files)
+    assert not list(tmp_path.rglob(".*.tmp")), "no temporary file may be left behind"
+    rows = read_hour(tmp_path, HOUR)
+    assert len(rows) == 20
+    assert {PREDICTED_CLASS, CONFIDENCE, "model_version", "timestamp", "mean_c0"} <= set(rows.columns)
+    assert len(read_hour(tmp_path, HOUR + timedelta(hours=1))) == 10
+    assert len(read_window(tmp_path, HOUR - timedelta(hours=1), HOUR + timedelta(hours=2))) == 30
+
+
+def test_full_queue_drops_and_counts_without_raising(tmp_path):
+    writer = InferenceLogWriter(tmp_path, max_queue_rows=10, flush_interval_s=0.05)
+    features, labels, conf = batch(11)
+    assert writer.log(features, labels, conf, "v1") is False
+    assert writer.dropped == 11 and "queue full" in writer.last_error
+    writer.close()
+
+
+def test_unwritable_directory_drops_counts_and_reports(tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the log directory should be")
+    writer = InferenceLogWriter(blocker, flush_interval_s=0.05)
+    features, labels, conf = batch(7)
+    assert writer.log(features, labels, conf, "v1") is True  # accepted: the write happens later
+    assert writer.flush(5.0)
+    stats = writer.stats()
+    assert stats.written == 0 and stats.dropped == 7 and stats.last_error
+    writer.close()
+
+
+def test_bad_input_is_dropped_not_raised(tmp_path):
+    with InferenceLogWriter(tmp_path, flush_interval_s=0.05) as writer:
+        features, labels, conf = batch(4)
+        assert writer.log(features, labels[:2], conf, "v1") is False
+        assert writer.log(None, labels, conf, "v1") is False
+        assert writer.dropped == 4 and writer.last_error
+
+
+def test_log_does_not_block_on_a_slow_disk(tmp_path, monkeypatch):
+    import mlops_assets.ml.inference_log as module
+
+    def slow_write(*args, **kwargs):
+        time.sleep(0.2)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(module, "write_part", slow_write)
+    writer = InferenceLogWriter(tmp_path, flush_rows=1000, flush_interval_s=0.01)
+    features, labels, conf = batch(32)
+    began = time.perf_counter()
+    for _ in range(50):
+        writer.log(features, labels, conf, "v1")
+    assert time.perf_counter() - began < 0.4, "log() must return without waiting for the disk"
+    assert writer.flush(10.0)
+    assert writer.dropped == 50 * 32 and "No space left" in writer.last_error
+    writer.close()
+
+
+def test_log_images_defers_features_to_the_writer_thread(tmp_path):
+    rng = np.random.default_rng(3)
+    images = rng.random((12, 1, 8, 8), dtype=np.float32)
+    clock = lambda: HOUR  # noqa: E731
+    with InferenceLogWriter(tmp_path / "a", flush_interval_s=0.05, clock=clock) as a:
+        assert a.log_images(images, ["x"] * 12, np.full(12, 0.7), "v1", original_sizes=[(30, 20)] * 12)
+    with InferenceLogWriter(tmp_path / "b", flush_interval_s=0.05, clock=clock) as b:
+        assert b.log(image_features(images, [(30, 20)] * 12), ["x"] * 12, np.full(12, 0.7), "v1")
+    rows_a, rows_b = read_hour(tmp_path / "a", HOUR), read_hour(tmp_path / "b", HOUR)
+    assert len(rows_a) == 12 and rows_a.equals(rows_b)
+    assert (rows_a["original_height"] == 30).all()

@@ -1,0 +1,206 @@
+"""Wiring of the monitor stage: the assets materialise, write their files once, and say what they found."""
+
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+
+from mlops_assets import monitoring
+from mlops_assets.ml.drift import profile_frame, profile_rows, read_profile
+from mlops_assets.ml.features import image_features, with_predictions
+from mlops_assets.ml.inference_log import InferenceLogWriter
+from mlops_assets.simulator import apply_drift
+from resources.artifact_store import ArtifactStore
+from resources.model_registry import ModelRegistryResource
+from sensors.alerts import run_failure_alert
+from sensors.drift_sensor import drift_sensor
+
+ROOT = Path(__file__).resolve().parents[1]
+T0 = datetime(2026, 11, 22, 10, tzinfo=UTC)
+
+
+def monitor_definitions(resources: dict[str, object]) -> dg.Definitions:
+    """The real build stage plus the monitor stage, assembled as mlops_assets/definitions.py does."""
+    from mlops_assets import data, evaluation, packaging, registration, training, validation
+
+    return dg.Definitions(
+        assets=[*dg.load_assets_from_modules([data, training, packaging, evaluation, registration]),
+                *monitoring.monitor_assets],
+        asset_checks=[*validation.data_quality_checks, packaging.onnx_matches_torch,
+                      registration.promoted_to_production],
+        jobs=monitoring.monitor_jobs,
+        schedules=monitoring.monitor_schedules,
+        sensors=[drift_sensor, run_failure_alert],
+        resources=resources,
+    )
+
+
+def test_monitor_definitions_load_and_retrain_job_selects_the_build():
+    from mlops_assets.resources_config import default_resources
+
+    defs = monitor_definitions(default_resources())
+    dg.Definitions.validate_loadable(defs)
+    job = defs.resolve_job_def("retrain_job")
+    keys = {k.to_user_string() for k in job.asset_layer.selected_asset_keys}
+    assert {"raw_images", "data_splits", "trained_model", "registered_model", "reference_profile"} <= keys
+    assert not keys & {"inference_profiles", "drift_report"}
+    assert job.tags["mlops/kind"] == "training"
+    assert defs.resolve_schedule_def("inference_profiling_schedule").cron_schedule == "5 * * * *"
+    assert defs.resolve_schedule_def("daily_drift_report").cron_schedule == "30 0 * * *"
+    graph = defs.resolve_asset_graph()
+    for name in ("reference_profile", "inference_profiles", "drift_report"):
+        node = graph.get(dg.AssetKey(name))
+        assert node.group_name == "monitor" and node.kinds >= {"whylogs"} and node.owners and node.code_version
+
+
+def test_monitor_modules_import_nothing_heavy():
+    code = (
+        "import json, sys; import mlops_assets.monitoring, sensors.drift_sensor, sensors.alerts; "
+        "print(json.dumps([m for m in ['whylogs', 'torch', 'bentoml', 'onnxruntime', 'pyarrow'] "
+        "if m in sys.modules]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def monitoring_resources(root: Path) -> dict[str, object]:
+    return {
+        "artifact_store": ArtifactStore(root=str(root / "artifacts")),
+        "model_registry": ModelRegistryResource(home=str(root / "bentoml")),
+        "io_manager": dg.FilesystemIOManager(base_dir=str(root / "artifacts" / "dagster_io")),
+    }
+
+
+def log_traffic(root: Path, images: np.ndarray, labels, start: datetime) -> None:
+    """Traffic as the service logs it, stamped inside the hour starting at ``start``."""
+    with InferenceLogWriter(root, flush_interval_s=0.05, clock=lambda: start + timedelta(minutes=7)) as writer:
+        for i in range(0, len(images), 50):
+            chunk = images[i : i + 50]
+            writer.log(image_features(chunk), [str(v) for v in labels[i : i + 50]], np.full(len(chunk), 0.95), "v1")
+        assert writer.flush() and writer.dropped == 0
+
+
+def test_inference_profiles_then_drift_report(tmp_path):
+    from mlops_assets.ml.images import load_digits_dataset
+
+    resources = monitoring_resources(tmp_path)
+    store, registry = resources["artifact_store"], resources["model_registry"]
+    pointer = registry.registry().pointer_path
+    pointer.parent.mkdir(parents=True)
+    pointer.write_text(json.dumps({"current": "v1"}))
+    data = load_digits_dataset()
+    order = np.random.default_rng(0).permutation(len(data.labels))
+    train, held_out = order[:1257], order[1257:]
+    reference_rows = with_predictions(
+        image_features(data.images[train]), [str(v) for v in data.labels[train]], np.full(len(train), 0.95)
+    )
+    monitoring.publish_profile(store, monitoring.reference_version("v1"), profile_frame(reference_rows), {})
+    log_traffic(store.root_path, data.images[held_out], data.labels[held_out], T0)
+    drifted, drifted_labels = apply_drift(data.images[held_out], data.labels[held_out], "brightness")
+    log_traffic(store.root_path, drifted, drifted_labels, T0 + timedelta(hours=1))
+
+    instance = dg.DagsterInstance.ephemeral()
+    for hour in (0, 1):
+        key = (T0 + timedelta(hours=hour)).strftime("%Y-%m-%d-%H:%M")
+        result = dg.materialize([monitoring.inference_profiles], partition_key=key, resources=resources,
+                                instance=instance)
+        meta = result.asset_materializations_for_node("inference_profiles")[0].metadata
+        assert meta["n_rows"].value == len(held_out) and meta["profile_written"].value
+    window = store.path("profiles", "window-20261122T1000")
+    assert profile_rows(read_profile(window / monitoring.PROFILE_FILE)) == len(held_out)
+    written = (window / monitoring.PROFILE_FILE).stat().st_mtime_ns
+    again = dg.materialize([monitoring.inference_profiles], partition_key="2026-11-22-10:00",
+                           resources=resources, instance=instance)
+    assert again.asset_materializations_for_node("inference_profiles")[0].metadata["already_profiled"].value
+    assert (window / monitoring.PROFILE_FILE).stat().st_mtime_ns == written  # written once
+
+    def report(windows: int) -> dict:
+        result = dg.materialize([monitoring.drift_report], resources=resources, instance=instance,
+                                run_config={"ops": {"drift_report": {"config": {"windows": windows}}}})
+        return {k: v.value for k, v in result.asset_materializations_for_node("drift_report")[0].metadata.items()}
+
+    latest = report(1)
+    assert latest["is_drift"] and latest["reason"].startswith("drift share 0.")
+    assert "on window 2026-11-22T11" in latest["reason"]
+    assert "| mean_c0 |" in latest["drift_scores"] and "| 2026-11-22T11 |" in latest["per_window"]
+    assert Path(latest["html_report"]).stat().st_size > 1000
+    both = report(2)
+    assert both["n_rows"] == 2 * len(held_out) and "2026-11-22T10…2026-11-22T11" in both["windows"]
+
+
+def test_reference_profile_of_a_registered_production_model(tmp_path):
+    """A real ONNX model in the real registry: the reference holds its predictions on the train split."""
+    import torch
+
+    from mlops_assets.ml.artifacts import write_arrays, write_manifest
+    from mlops_assets.ml.images import load_digits_dataset
+    from mlops_assets.ml.onnx_model import export_onnx
+
+    resources = monitoring_resources(tmp_path)
+    store = resources["artifact_store"]
+    data = load_digits_dataset()
+
+    def build(directory):
+        write_arrays(directory, "train", data.images[:300], data.labels[:300])
+        write_manifest(directory, {"class_names": data.class_names})
+
+    store.publish("splits", "s1", build)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    export_onnx(model.eval(), np.zeros((1, 1, 8, 8), np.float32), tmp_path / "model.onnx")
+    registry = resources["model_registry"].registry()
+    registry.register(tmp_path / "model.onnx", "m1", {"splits_version": "s1"}, {"class_names": data.class_names})
+    registry.promote("m1")
+    result = dg.materialize([monitoring.reference_profile], resources=resources,
+                            instance=dg.DagsterInstance.ephemeral())
+    meta = result.asset_materializations_for_node("reference_profile")[0].metadata
+    assert meta["version"].value == "reference-m1" and meta["n_rows"].value == 300
+    view = read_profile(store.path("profiles", "reference-m1") / monitoring.PROFILE_FILE)
+    assert {"predicted_class", "confidence", "mean_c0"} <= set(view.get_columns())
+
+
+def test_simulator_sends_real_http_and_adds_labelled_images(tmp_path):
+    """The traffic simulator against a stand-in HTTP endpoint, and its labelled-image drop."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from mlops_assets.ml.artifacts import write_arrays, write_manifest
+    from mlops_assets.ml.images import load_digits_dataset, load_image_folder
+    from mlops_assets.simulator import PREDICT_PATH, main, send_traffic
+
+    received: list[tuple[str, int]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 (the http.server API)
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            received.append((self.path, len(body["images"])))
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args):
+            pass
+
+    data = load_digits_dataset()
+    splits = tmp_path / "splits"
+    splits.mkdir()
+    write_arrays(splits, "test", data.images[:40], data.labels[:40])
+    write_manifest(splits, {"class_names": data.class_names})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        stats = send_traffic(url, data.images[:40], batch_size=16)
+        assert stats["images_sent"] == 40 and stats["failed_requests"] == 0
+        assert received == [(PREDICT_PATH, 16), (PREDICT_PATH, 16), (PREDICT_PATH, 8)]
+        folder = tmp_path / "images"
+        assert main(["--url", url, "--splits", str(splits), "--drift", "invert", "--n", "20",
+                     "--add-labelled", str(folder), "--labelled-n", "30"]) == 0
+    finally:
+        server.shutdown()
+    assert sum(n for _, n in received) == 60
+    added = load_image_folder(folder, data.spec)
+    assert len(added.labels) == 30 and added.images.mean() > 128  # inverted digits are mostly white
