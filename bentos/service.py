@@ -45,9 +45,9 @@ from mlops_assets.ml.images import (
     original_size,
     to_training_scale,
 )
+from mlops_assets.ml.inference_log import InferenceLogWriter
 from mlops_assets.ml.onnx_model import onnx_logits, open_session, softmax
 from mlops_assets.ml.registry import ModelRegistry, ModelVersion, RegistryError
-from mlops_assets.ml.inference_log import InferenceLogWriter
 from resources.settings import ARTIFACT_ROOT, BENTOML_HOME, MODEL_NAME, resolve
 
 logger = logging.getLogger("bentoml.mlops.classifier")
