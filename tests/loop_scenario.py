@@ -1,0 +1,158 @@
+"""The monitoring loop end to end, on the real definitions, real server and real traffic.
+
+Run as a script (``python -m tests.loop_scenario ROOT``) with ``MLOPS_PROFILE_CRON="* * * * *"``
+set before anything imports the definitions, so profile windows are one minute long and the loop
+closes in minutes rather than hours. Steps:
+
+1. digits exported as an image folder; build_job on it; reference_profile of the production model;
+2. the Bento service started for real; clean test-split traffic in one window;
+3. inverted (drifted) traffic in the next window, and drifted labelled images added to the source;
+4. both windows profiled; the drift sensor skips the clean window and asks for one retraining
+   run for the drifted one, and nothing more when evaluated again;
+5. retrain_job run with the sensor's tags; the production version changes (or the gate refuses,
+   with its reason), and the running service follows the pointer.
+
+Prints one JSON summary line (prefixed ``LOOP_SUMMARY``) that the test asserts on.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+
+FAST_TRAINING = {"learning_rates": [3e-3], "hidden": [16], "epochs": [15]}
+
+
+def log(message: str) -> None:
+    print(f"[loop {datetime.now(UTC):%H:%M:%S}] {message}", flush=True)
+
+
+def wait_until(moment: datetime) -> None:
+    delay = (moment - datetime.now(UTC)).total_seconds()
+    if delay > 0:
+        time.sleep(delay)
+
+
+def wait_for_log(client: httpx.Client, written: int, deadline_s: float = 30.0) -> dict:
+    """Poll /model until the inference log has written ``written`` rows (it flushes asynchronously)."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        stats = client.get("/model").json()["inference_log"]
+        if stats["written"] >= written or time.monotonic() > deadline:
+            return stats
+        time.sleep(0.2)
+
+
+def main(root: Path) -> dict:
+    import dagster as dg
+
+    from mlops_assets.definitions import ASSET_CHECKS, ASSETS
+    from mlops_assets.jobs import build_job
+    from mlops_assets.ml.images import load_digits_dataset
+    from mlops_assets.ml.registry import ModelRegistry
+    from mlops_assets.monitoring import retrain_job, window_version
+    from mlops_assets.serving import SERVICE_TARGET, serve_bento
+    from mlops_assets.simulator import apply_drift, send_traffic, write_labelled_images
+    from resources.dataset_source import DatasetSource
+    from sensors.drift_sensor import drift_sensor
+    from tests.conftest import make_resources
+
+    folder = root / "images"
+    digits = load_digits_dataset()
+    write_labelled_images(folder, digits.images, digits.labels, digits.class_names, "digit")
+    source = DatasetSource(kind="image_folder", path=str(folder), height=8, width=8, channels=1)
+    resources = make_resources(root, source)
+    loop_defs = dg.Definitions(
+        assets=ASSETS, asset_checks=ASSET_CHECKS, jobs=[build_job, retrain_job], sensors=[drift_sensor],
+        resources=resources,
+    )
+    fast = {"ops": {"trained_model": {"config": FAST_TRAINING}}}
+    registry = ModelRegistry(root / "bentoml", "image_classifier")
+    summary: dict = {}
+
+    with dg.instance_for_test() as instance:
+        log("build_job on the exported digits folder")
+        build = loop_defs.resolve_job_def("build_job").execute_in_process(instance=instance, run_config=fast)
+        assert build.success, "build_job failed"
+        first = registry.production().version
+        summary["first_production"] = first
+        reference = dg.materialize(ASSETS, selection=["reference_profile"], resources=resources, instance=instance)
+        assert reference.success, "reference_profile failed"
+
+        test_images = digits.images[-300:]
+        test_labels = digits.labels[-300:]
+        server_env = {"MLOPS_ARTIFACT_ROOT": str(root / "artifacts"), "MLOPS_POLL_SECONDS": "0.5"}
+        with serve_bento(SERVICE_TARGET, root / "bentoml", root / "server.log", env=server_env) as url, \
+                httpx.Client(base_url=url, timeout=30) as client:
+            now = datetime.now(UTC)
+            if now.second > 35:  # keep all of the clean traffic inside one one-minute window
+                wait_until(now.replace(second=0, microsecond=0) + timedelta(minutes=1))
+            clean_window = datetime.now(UTC).replace(second=0, microsecond=0)
+            log(f"clean traffic in window {clean_window:%H:%M}")
+            clean = send_traffic(url, test_images)
+            assert clean["failed_requests"] == 0, clean
+            wait_for_log(client, clean["images_sent"])
+
+            drift_window = clean_window + timedelta(minutes=1)
+            wait_until(drift_window + timedelta(seconds=1))
+            log(f"inverted traffic in window {drift_window:%H:%M}, and inverted labelled images to the source")
+            inverted, _ = apply_drift(test_images, test_labels, "invert")
+            drifted = send_traffic(url, inverted)
+            assert drifted["failed_requests"] == 0, drifted
+            stats = wait_for_log(client, clean["images_sent"] + drifted["images_sent"])
+            summary["log"] = stats
+            new_images, new_labels = apply_drift(digits.images[:600], digits.labels[:600], "invert")
+            write_labelled_images(folder, new_images, new_labels, digits.class_names, "inverted")
+
+            wait_until(drift_window + timedelta(minutes=1, seconds=1))
+            ticks = []
+            cursor = None
+            for window in (clean_window, drift_window):
+                key = window.strftime("%Y-%m-%d-%H:%M")
+                log(f"profile window {key}")
+                profiled = dg.materialize(ASSETS, selection=["inference_profiles"], partition_key=key,
+                                          resources=resources, instance=instance)
+                assert profiled.success, f"inference_profiles {key} failed"
+                assert (root / "artifacts" / "profiles" / window_version(window)).is_dir()
+                with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
+                    result = drift_sensor(context)
+                cursor = result.cursor or cursor
+                ticks.append({"window": key, "skip": result.skip_reason.skip_message if result.skip_reason else None,
+                              "run_keys": [r.run_key for r in result.run_requests or []]})
+            with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
+                again = drift_sensor(context)
+            ticks.append({"window": "re-evaluation", "run_keys": [r.run_key for r in again.run_requests or []],
+                          "skip": again.skip_reason.skip_message if again.skip_reason else None})
+            summary["ticks"] = ticks
+            request = next(iter(result.run_requests or []), None)
+            assert request is not None, f"no retraining requested: {ticks}"
+
+            log(f"retrain_job for {request.run_key}")
+            retrain = loop_defs.resolve_job_def("retrain_job").execute_in_process(
+                instance=instance, run_config=fast, tags=request.tags, raise_on_error=False)
+            registered = next(
+                e.materialization.metadata for e in retrain.get_asset_materialization_events()
+                if e.asset_key.to_user_string() == "registered_model"
+            )
+            summary["retrain_success"] = retrain.success
+            summary["promoted"] = registered["promoted"].value
+            summary["gate_reason"] = registered["gate_reason"].value
+            summary["production_after"] = registry.production().version
+            summary["run_tags"] = dict(request.tags)
+            deadline = time.monotonic() + 30
+            served = client.get("/model").json()["version"]
+            while served != summary["production_after"] and time.monotonic() < deadline:
+                time.sleep(0.2)
+                served = client.get("/model").json()["version"]
+            summary["served_after"] = served
+    return summary
+
+
+if __name__ == "__main__":
+    result = main(Path(sys.argv[1]))
+    print("LOOP_SUMMARY " + json.dumps(result, default=str), flush=True)
