@@ -11,9 +11,13 @@ from resources.settings import (
     ARTIFACT_ROOT,
     BENTOML_HOME,
     DATASET_KIND,
+    IMAGE_CHANNELS,
     IMAGE_FOLDER,
+    IMAGE_HEIGHT,
+    IMAGE_WIDTH,
     MODEL_NAME,
     resolve,
+    resolve_int,
     setting,
 )
 
@@ -22,7 +26,13 @@ def default_resources() -> dict[str, object]:
     artifact_root = resolve(ARTIFACT_ROOT)
     return {
         "artifact_store": ArtifactStore(root=setting(ARTIFACT_ROOT)),
-        "dataset_source": DatasetSource(kind=resolve(DATASET_KIND), path=setting(IMAGE_FOLDER)),
+        "dataset_source": DatasetSource(
+            kind=resolve(DATASET_KIND),
+            path=setting(IMAGE_FOLDER),
+            height=resolve_int(IMAGE_HEIGHT),
+            width=resolve_int(IMAGE_WIDTH),
+            channels=resolve_int(IMAGE_CHANNELS),
+        ),
         "model_registry": ModelRegistryResource(home=setting(BENTOML_HOME), model_name=setting(MODEL_NAME)),
         # Asset values are small references to versioned artifacts; keep them beside the artifacts.
         "io_manager": dg.FilesystemIOManager(base_dir=f"{artifact_root}/dagster_io"),

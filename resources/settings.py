@@ -15,6 +15,9 @@ BENTOML_HOME = "BENTOML_HOME"  # BentoML's own variable: model store, bentos, pr
 MODEL_NAME = "MLOPS_MODEL_NAME"
 DATASET_KIND = "MLOPS_DATASET_KIND"  # digits | image_folder
 IMAGE_FOLDER = "MLOPS_IMAGE_FOLDER"
+IMAGE_HEIGHT = "MLOPS_IMAGE_HEIGHT"  # image_folder images are converted to this geometry
+IMAGE_WIDTH = "MLOPS_IMAGE_WIDTH"
+IMAGE_CHANNELS = "MLOPS_IMAGE_CHANNELS"  # 1 (grayscale) or 3 (RGB)
 
 DEFAULTS_RELATIVE_TO_HOME = {ARTIFACT_ROOT: "artifacts", BENTOML_HOME: "bentoml"}
 
@@ -26,7 +29,14 @@ def mlops_home() -> Path:
 def default_for(name: str) -> str:
     if name in DEFAULTS_RELATIVE_TO_HOME:
         return str(mlops_home() / DEFAULTS_RELATIVE_TO_HOME[name])
-    return {MODEL_NAME: "image_classifier", DATASET_KIND: "digits", IMAGE_FOLDER: ""}[name]
+    return {
+        MODEL_NAME: "image_classifier",
+        DATASET_KIND: "digits",
+        IMAGE_FOLDER: "",
+        IMAGE_HEIGHT: "32",
+        IMAGE_WIDTH: "32",
+        IMAGE_CHANNELS: "1",
+    }[name]
 
 
 def setting(name: str):
@@ -40,3 +50,11 @@ def setting(name: str):
 def resolve(name: str) -> str:
     """The value itself, for code outside Dagster (CLI, Bento service, benchmarks)."""
     return os.environ.get(name) or default_for(name)
+
+
+def resolve_int(name: str) -> int:
+    value = resolve(name)
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"environment variable {name} must be an integer, got {value!r}") from None
