@@ -48,19 +48,24 @@ from mlops_assets.ml.images import (
 from mlops_assets.ml.inference_log import InferenceLogWriter
 from mlops_assets.ml.onnx_model import onnx_logits, open_session, softmax
 from mlops_assets.ml.registry import ModelRegistry, ModelVersion, RegistryError
-from resources.settings import ARTIFACT_ROOT, BENTOML_HOME, MODEL_NAME, resolve
+from resources.settings import (
+    ARTIFACT_ROOT,
+    BATCH_MAX_LATENCY_MS,
+    BATCH_MAX_SIZE,
+    BENTOML_HOME,
+    FOLLOW_PRODUCTION,
+    INFERENCE_LOG,
+    MAX_BATCH,
+    MAX_BODY_BYTES,
+    MODEL_NAME,
+    POLL_SECONDS,
+    SERVICE_THREADS,
+    resolve,
+)
 
 logger = logging.getLogger("bentoml.mlops.classifier")
 
 # -- settings (the names are shared with Dagster and the deployment files) ---------------------------
-FOLLOW_PRODUCTION = "MLOPS_FOLLOW_PRODUCTION"  # 1/0: swap to the version the production pointer names
-POLL_SECONDS = "MLOPS_POLL_SECONDS"  # how often the pointer file is stat-ed
-MAX_BATCH = "MLOPS_MAX_BATCH"  # most images one /classify request may carry
-BATCH_MAX_SIZE = "MLOPS_BATCH_MAX_SIZE"  # adaptive batching: most images in one model call
-BATCH_MAX_LATENCY_MS = "MLOPS_BATCH_MAX_LATENCY_MS"  # adaptive batching: queueing budget before a 503
-MAX_BODY_BYTES = "MLOPS_MAX_BODY_BYTES"  # larger request bodies are refused with 413
-THREADS = "MLOPS_SERVICE_THREADS"  # worker threads for the synchronous endpoints
-INFERENCE_LOG = "MLOPS_INFERENCE_LOG"  # 1/0: record per-image features and predictions for monitoring
 
 
 def _env_int(name: str, default: int) -> int:
@@ -376,7 +381,7 @@ def _model_info_app() -> Any:
 @bentoml.service(
     name="image_classifier_service",
     workers=1,
-    threads=_env_int(THREADS, 4),
+    threads=_env_int(SERVICE_THREADS, 4),
     traffic={"timeout": 60},
     labels={"owner": "team:ml-platform", "stage": "serving"},
 )

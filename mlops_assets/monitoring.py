@@ -21,12 +21,13 @@ import dagster as dg
 from pydantic import Field
 
 from mlops_assets.metadata import markdown_table, short_hash
+from resources import settings
 from resources.artifact_store import ArtifactStore
 from resources.model_registry import ModelRegistryResource
 
 MONITOR_CODE_VERSION = "1"
-PROFILE_CRON_ENV = "MLOPS_PROFILE_CRON"  # the profiling cadence, e.g. "0 * * * *" (hourly, the default)
-MONITOR_START_ENV = "MLOPS_MONITOR_START"  # first window, "YYYY-MM-DD-HH:MM" (UTC)
+PROFILE_CRON_ENV = settings.PROFILE_CRON
+MONITOR_START_ENV = settings.MONITOR_START
 DEFAULT_PROFILE_CRON = "0 * * * *"
 DEFAULT_MONITOR_START = "2026-11-01-00:00"
 PROFILE_FILE = "profile.bin"

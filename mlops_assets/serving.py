@@ -32,6 +32,7 @@ from pydantic import Field
 
 from mlops_assets.metadata import markdown_table
 from mlops_assets.refs import EvaluationRef, RegisteredModelRef, SplitsRef
+from resources import settings
 from resources.model_registry import ModelRegistryResource
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -285,7 +286,7 @@ def bento_application_test(
     expected = offline_predictions(registry.get(bento.model_version).onnx_path, x_test)
     log = registry.home / "logs" / f"application_test_{bento.tag.replace(':', '_')}.log"
     # Test traffic is not production traffic: keep it out of the inference log the drift monitor reads.
-    test_env = {"MLOPS_FOLLOW_PRODUCTION": "0", "MLOPS_INFERENCE_LOG": "0"}
+    test_env = {settings.FOLLOW_PRODUCTION: "0", settings.INFERENCE_LOG: "0"}
     with serve_bento(bento.tag, registry.home, log, env=test_env,
                      cwd=Path(bento.path).parent, ready_timeout_s=config.ready_timeout_s) as url:
         result = run_application_test(url, x_test, y_test, concurrency=config.concurrency)

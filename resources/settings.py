@@ -19,6 +19,27 @@ IMAGE_HEIGHT = "MLOPS_IMAGE_HEIGHT"  # image_folder images are converted to this
 IMAGE_WIDTH = "MLOPS_IMAGE_WIDTH"
 IMAGE_CHANNELS = "MLOPS_IMAGE_CHANNELS"  # 1 (grayscale) or 3 (RGB)
 
+# Monitoring (defaults where they are used: mlops_assets/monitoring.py, mlops_assets/ml/drift.py, sensors/)
+PROFILE_CRON = "MLOPS_PROFILE_CRON"  # inference profile windows, e.g. "0 * * * *" (hourly, the default)
+MONITOR_START = "MLOPS_MONITOR_START"  # first window, "YYYY-MM-DD-HH:MM" (UTC)
+DRIFT_SHARE = "MLOPS_DRIFT_SHARE"
+DRIFT_P_VALUE = "MLOPS_DRIFT_P_VALUE"
+DRIFT_DISTANCE = "MLOPS_DRIFT_DISTANCE"
+DRIFT_MIN_ROWS = "MLOPS_DRIFT_MIN_ROWS"
+DRIFT_COOLDOWN_HOURS = "MLOPS_DRIFT_COOLDOWN_HOURS"
+ALERT_FILE = "MLOPS_ALERT_FILE"
+ALERT_WEBHOOK_URL = "MLOPS_ALERT_WEBHOOK_URL"
+
+# The Bento service (defaults in bentos/service.py)
+FOLLOW_PRODUCTION = "MLOPS_FOLLOW_PRODUCTION"  # 1/0: swap to the version the production pointer names
+POLL_SECONDS = "MLOPS_POLL_SECONDS"  # how often the pointer file is stat-ed
+MAX_BATCH = "MLOPS_MAX_BATCH"  # most images one /classify request may carry
+BATCH_MAX_SIZE = "MLOPS_BATCH_MAX_SIZE"  # adaptive batching: most images in one model call
+BATCH_MAX_LATENCY_MS = "MLOPS_BATCH_MAX_LATENCY_MS"  # adaptive batching: queueing budget before a 503
+MAX_BODY_BYTES = "MLOPS_MAX_BODY_BYTES"  # larger request bodies are refused with 413
+SERVICE_THREADS = "MLOPS_SERVICE_THREADS"  # worker threads for the synchronous endpoints
+INFERENCE_LOG = "MLOPS_INFERENCE_LOG"  # 1/0: record per-image features and predictions for monitoring
+
 DEFAULTS_RELATIVE_TO_HOME = {ARTIFACT_ROOT: "artifacts", BENTOML_HOME: "bentoml"}
 
 

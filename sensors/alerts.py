@@ -16,10 +16,11 @@ from typing import Any
 
 import dagster as dg
 
+from resources import settings
 from resources.artifact_store import ArtifactStore
 
-ALERT_FILE_ENV = "MLOPS_ALERT_FILE"
-ALERT_WEBHOOK_ENV = "MLOPS_ALERT_WEBHOOK_URL"
+ALERT_FILE_ENV = settings.ALERT_FILE
+ALERT_WEBHOOK_ENV = settings.ALERT_WEBHOOK_URL
 WEBHOOK_TIMEOUT_S = 5.0
 logger = logging.getLogger(__name__)
 

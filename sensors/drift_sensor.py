@@ -38,11 +38,12 @@ from mlops_assets.monitoring import (
     retrain_job,
     window_label,
 )
+from resources import settings
 from resources.artifact_store import ArtifactStore
 from resources.model_registry import ModelRegistryResource
 
 MAX_WINDOWS_PER_TICK = 48
-COOLDOWN_ENV = "MLOPS_DRIFT_COOLDOWN_HOURS"
+COOLDOWN_ENV = settings.DRIFT_COOLDOWN_HOURS
 DEFAULT_COOLDOWN_HOURS = 6.0
 IN_FLIGHT_STATUSES = [
     dg.DagsterRunStatus.QUEUED,

@@ -34,12 +34,13 @@ import pandas as pd
 
 from mlops_assets.ml.features import BOOKKEEPING_COLUMNS, PREDICTED_CLASS
 from mlops_assets.ml.storage import atomic_write_bytes
+from resources import settings
 
 # Environment variables for the thresholds, read by the sensor and the drift report alike.
-ENV_DRIFT_SHARE = "MLOPS_DRIFT_SHARE"
-ENV_DRIFT_P_VALUE = "MLOPS_DRIFT_P_VALUE"
-ENV_DRIFT_DISTANCE = "MLOPS_DRIFT_DISTANCE"
-ENV_DRIFT_MIN_ROWS = "MLOPS_DRIFT_MIN_ROWS"
+ENV_DRIFT_SHARE = settings.DRIFT_SHARE
+ENV_DRIFT_P_VALUE = settings.DRIFT_P_VALUE
+ENV_DRIFT_DISTANCE = settings.DRIFT_DISTANCE
+ENV_DRIFT_MIN_ROWS = settings.DRIFT_MIN_ROWS
 
 PROFILE_FILE = "profile.bin"
 
