@@ -9,7 +9,7 @@ export MLOPS_HOME ?= $(CURDIR)/.mlops
 export BENTOML_HOME ?= $(MLOPS_HOME)/bentoml
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: install demo test test-fast dev lint bench clean
+.PHONY: install demo test test-fast dev lint bench clean browser-deps bench-deps
 
 install: $(VENV)/.installed
 
@@ -24,8 +24,20 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(PY) -m mlops_assets.demo
 
-test: install
+test: install browser-deps
 	$(PY) -m pytest -q
+
+# Debian's chromium for the browser tests (Playwright drives it; it never downloads a browser).
+browser-deps:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+		apt-get install -y -qq --no-install-recommends chromium >/dev/null; } || \
+		echo "chromium is not installed and this is not root: the browser tests will skip"
+
+# wrk, the load generator of the serving benchmark.
+bench-deps:
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+		apt-get install -y -qq --no-install-recommends wrk >/dev/null; } || \
+		echo "wrk is not installed and this is not root: install it to run benchmarks/bench_serving.py"
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
@@ -36,7 +48,7 @@ dev: install
 lint: install
 	$(VENV)/bin/ruff check .
 
-bench: install
+bench: install bench-deps
 	$(PY) -m benchmarks
 
 clean:

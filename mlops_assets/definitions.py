@@ -28,4 +28,7 @@ defs = dg.Definitions(
     schedules=[weekly_rebuild_schedule, *monitoring.monitor_schedules],
     sensors=[drift_sensor, run_failure_alert],
     resources=default_resources(),
+    # Runs launched from the UI (a re-materialisation, the launchpad) use the same in-process
+    # executor as build_job: a process per step costs seconds of CPU each (BENCHMARKS.md).
+    executor=dg.in_process_executor,
 )

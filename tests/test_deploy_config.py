@@ -2,6 +2,7 @@
 storage, DockerRunLauncher), and the compose file names only Dockerfiles, files, images, volumes and
 environment variables that exist in the repository or in deploy/dagster.yaml."""
 
+import os
 import re
 from pathlib import Path
 
@@ -67,6 +68,8 @@ def test_production_instance_loads_with_postgres_and_the_docker_launcher(tmp_pat
     try:
         pg_connect().close()
     except Exception:
+        if os.environ.get("CI"):
+            pytest.fail("no PostgreSQL server at 127.0.0.1:5432; CI must test the production instance")
         pytest.skip("no PostgreSQL server at 127.0.0.1:5432")
     import dagster as dg
     from dagster_docker import DockerRunLauncher

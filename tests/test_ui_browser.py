@@ -1,0 +1,245 @@
+"""The Dagster UI and the Bento service's docs page as a person sees them, in a real browser.
+
+A temporary instance (the repository's dagster.yaml, storage under ``tmp``) where ``build_job`` has
+run once; ``dagster-webserver`` and ``dagster-daemon`` over it (the QueuedRunCoordinator of
+dagster.yaml needs the daemon to start what the UI launches); Debian's ``chromium`` driven by
+Playwright. Every wait is on what the page shows, with a deadline. Screenshots of each step go to
+``artifacts/ui/`` (git-ignored) for a reviewer; ``artifacts/ui/asset-graph.png`` is the README's
+picture (``cp artifacts/ui/asset-graph.png docs/ui/`` to refresh it).
+
+Needs ``apt-get install chromium`` and ``pip install playwright`` (no browser download). Without them
+the tests skip, except under CI (``CI`` set), where they fail.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.ui_pages import full_page_screenshot, small_png
+from tests.ui_processes import (
+    REPO,
+    SCREENSHOTS,
+    UiWorld,
+    chromium_path,
+    dagster_daemon,
+    dagster_webserver,
+    graphql,
+    make_world,
+    run_build,
+    skip_community_prompt,
+)
+
+pytestmark = pytest.mark.slow
+
+GROUPS = ("build", "deploy", "monitor")
+ASSET = "evaluation_report"
+RUN_DEADLINE_MS = 180_000  # queue → daemon → run process → one step, on a busy 2-core machine
+MATERIALIZATIONS = """
+query ($path: [String!]!) { assetOrError(assetKey: {path: $path}) {
+  ... on Asset { assetMaterializations { runId } } } }
+"""
+
+
+# -- fixtures -------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    reason = None
+    if importlib.util.find_spec("playwright") is None:
+        reason = "the Python package playwright is not installed (pip install playwright)"
+    elif (executable := chromium_path()) is None:
+        reason = "no system chromium (apt-get install chromium), or set CHROMIUM to its path"
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason}; CI must run the browser tests")
+        pytest.skip(reason)
+    return executable
+
+
+@pytest.fixture(scope="module")
+def ui_world(chromium, tmp_path_factory: pytest.TempPathFactory) -> tuple[UiWorld, str]:
+    """An instance where build_job has run once (fast config); returns it and the run id."""
+    world = make_world(tmp_path_factory.mktemp("ui") / "dagster_home")
+    return world, run_build(world)["run_id"]
+
+
+@pytest.fixture(scope="module")
+def dagster_ui(ui_world) -> str:
+    world, _ = ui_world
+    with dagster_webserver(world) as url, dagster_daemon(world, url):
+        skip_community_prompt(url)
+        yield url
+
+
+@pytest.fixture
+def page(chromium):
+    from tests.ui_pages import chromium_page
+
+    with chromium_page(chromium) as page:
+        yield page
+
+
+def expected_assets() -> dict[str, list[str]]:
+    """The build, deploy and monitor assets, by group, as the code location defines them now."""
+    from mlops_assets.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    by_group: dict[str, list[str]] = {}
+    for key in graph.get_all_asset_keys():
+        group = graph.get(key).group_name
+        if group in GROUPS:
+            by_group.setdefault(group, []).append(key.to_user_string())
+    return {group: sorted(names) for group, names in sorted(by_group.items())}
+
+
+def materialization_run_ids(base_url: str, asset: str) -> list[str]:
+    data = graphql(base_url, MATERIALIZATIONS, {"path": [asset]})["assetOrError"]
+    return [m["runId"] for m in data["assetMaterializations"]]
+
+
+def is_graphql(operation: str):
+    """A Playwright response predicate: the UI's GraphQL call named ``operation``."""
+    return lambda response: "/graphql" in response.url and f'"{operation}"' in (response.request.post_data or "")
+
+
+def metadata_row(page, key: str):
+    """The row of the asset page's metadata table whose key cell reads ``key``."""
+    return page.locator("tr").filter(has=page.get_by_text(key, exact=True)).first
+
+
+def expand_all_groups(page) -> None:
+    """With several groups the global lineage starts collapsed to one box per group; a person opens
+    the graph's settings menu (the gear by the zoom buttons) and picks "Expand all groups" (⌥E)."""
+    from playwright.sync_api import expect
+
+    gear = page.get_by_role("button").filter(has=page.get_by_role("img", name="settings"))
+    gear.filter(has_not_text="Settings").last.click()  # not the navigation's "Settings"
+    expand = page.get_by_role("menuitem", name=re.compile("Expand all groups"))
+    collapse = page.get_by_role("menuitem", name=re.compile("Collapse all groups"))
+    expect(expand.or_(collapse)).to_be_visible()
+    if expand.is_visible():
+        expand.click()
+    page.keyboard.press("Escape")
+
+
+# -- the Dagster UI -------------------------------------------------------------------------------------
+def test_asset_graph_draws_every_asset(dagster_ui, page):
+    from playwright.sync_api import expect
+
+    expected = expected_assets()
+    assert "build" in expected, f"no build group in the definitions: {expected}"
+    # The graph draws the nodes first and colours them (materialised or not) when its live-data query
+    # answers; wait for that answer too, so the screenshot shows the state.
+    with page.expect_response(is_graphql("AssetGraphLiveQuery")) as live_data:
+        page.goto(f"{dagster_ui}/asset-groups")
+    assert live_data.value.ok
+    if len(expected) > 1:
+        expand_all_groups(page)
+
+    graph = page.locator("svg foreignObject")  # the lineage graph draws its nodes as HTML in SVG
+    for group, names in expected.items():
+        expect(graph.get_by_text(group, exact=True).first, f"group box {group}").to_be_visible()
+        for name in names:
+            expect(graph.get_by_text(name, exact=True).first, f"asset node {name} ({group})").to_be_visible()
+    screenshot = full_page_screenshot(page, SCREENSHOTS / "1-asset-graph.png")
+    small_png(screenshot, SCREENSHOTS / "asset-graph.png")  # the README's docs/ui/asset-graph.png
+
+
+def test_evaluation_report_page_shows_metrics_and_confusion_matrix(dagster_ui, page):
+    from playwright.sync_api import expect
+
+    page.goto(f"{dagster_ui}/assets/{ASSET}")
+    metrics = metadata_row(page, "metrics").locator("table")
+    expect(metrics).to_be_visible()
+    expect(metrics.get_by_role("columnheader", name="metric")).to_be_visible()
+    accuracy_row = metrics.get_by_role("row").filter(has=page.get_by_role("cell", name="accuracy", exact=True))
+    expect(accuracy_row).to_be_visible()
+    shown = float(accuracy_row.get_by_role("cell").nth(1).inner_text())
+    recorded = float(metadata_row(page, "accuracy").get_by_role("cell").last.inner_text())
+    assert shown == pytest.approx(recorded, abs=1e-4) and recorded > 0.5
+    full_page_screenshot(page, SCREENSHOTS / "2-evaluation-report.png")
+
+    # The confusion matrix is a Markdown image (a data URI), too long to inline in the table.
+    metadata_row(page, "confusion_matrix").get_by_text("[Show Markdown]").click()
+    image = page.get_by_role("dialog").get_by_role("img", name="confusion matrix")
+    expect(image).to_be_visible()
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image.element_handle())
+    width, height = image.evaluate("img => [img.naturalWidth, img.naturalHeight]")
+    assert width >= 100 and height >= 100, (width, height)
+    full_page_screenshot(page, SCREENSHOTS / "3-confusion-matrix.png")
+
+
+def test_materialize_button_runs_and_adds_a_materialization(dagster_ui, ui_world, page):
+    from playwright.sync_api import expect
+
+    _, build_run_id = ui_world
+    before = materialization_run_ids(dagster_ui, ASSET)
+    assert build_run_id in before
+
+    page.goto(f"{dagster_ui}/assets/{ASSET}")
+    page.get_by_role("button").filter(has_text=re.compile(r"^Materialize$")).click()
+    toast = page.get_by_role("listitem").filter(has_text=re.compile(r"Launched run [0-9a-f]{8}"))
+    expect(toast).to_be_visible()
+    run_path = toast.get_by_role("link", name="View").get_attribute("href")
+    run_id = run_path.rsplit("/", 1)[-1]
+    full_page_screenshot(page, SCREENSHOTS / "4-materialize-launched.png")
+
+    page.goto(f"{dagster_ui}{run_path}")
+    outcome = page.get_by_text(re.compile(r"^(Success|Failure|Canceled)$"))
+    expect(outcome.first).to_be_visible(timeout=RUN_DEADLINE_MS)
+    full_page_screenshot(page, SCREENSHOTS / "5-run.png")
+    assert outcome.first.inner_text() == "Success", f"run {run_id} ended {outcome.first.inner_text()}"
+    expect(page.get_by_text("RUN_SUCCESS", exact=True)).to_be_visible()
+
+    page.goto(f"{dagster_ui}/assets/{ASSET}?view=events")
+    events = page.locator("[data-index]").filter(has=page.get_by_role("img", name="run_success"))
+    expect(events).to_have_count(len(before) + 1)
+    expect(page.get_by_text(re.compile(rf"Materialized in run\s+{run_id[:8]}")).first).to_be_visible()
+    full_page_screenshot(page, SCREENSHOTS / "6-materializations.png")
+    assert materialization_run_ids(dagster_ui, ASSET)[0] == run_id
+
+
+# -- the Bento service's docs page ----------------------------------------------------------------------
+def service_class(path: Path) -> str | None:
+    """The class decorated with ``@bentoml.service`` in ``path``, found without importing it."""
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.ClassDef) and any("bentoml.service" in ast.unparse(d) for d in node.decorator_list):
+            return node.name
+    return None
+
+
+def test_bento_docs_page_lists_the_endpoints(ui_world, page):
+    from playwright.sync_api import expect
+
+    from mlops_assets.serving import serve_bento
+
+    world, _ = ui_world
+    service_file = REPO / "bentos" / "service.py"
+    if not service_file.is_file() or (name := service_class(service_file)) is None:
+        pytest.skip("bentos/service.py with a @bentoml.service class does not exist yet")
+    imported = subprocess.run([sys.executable, "-c", "import bentos.service"], cwd=REPO, env=world.env(),
+                              capture_output=True, text=True, timeout=300)
+    if imported.returncode != 0:
+        pytest.skip(f"bentos/service.py does not import:\n{imported.stderr[-2000:]}")
+
+    with serve_bento(f"bentos.service:{name}", world.bentoml_home, world.logs / "bento.log",
+                     env=world.env(), ready_timeout_s=180) as url:
+        with urllib.request.urlopen(f"{url}/docs.json", timeout=30) as response:
+            spec = json.loads(response.read())
+        paths = sorted(spec["paths"])
+        assert any("post" in spec["paths"][p] for p in paths), f"no POST endpoint in the OpenAPI spec: {paths}"
+        # BentoML 1.4 serves its Swagger UI docs page at "/" (the spec at /docs.json); /docs is a 404.
+        page.goto(f"{url}/")
+        expect(page.get_by_role("heading", name=re.compile(spec["info"]["title"]))).to_be_visible()
+        for path in paths:
+            expect(page.locator(f'.opblock-summary-path[data-path="{path}"]'), path).to_be_visible()
+        full_page_screenshot(page, SCREENSHOTS / "7-bento-docs.png")
