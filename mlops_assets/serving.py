@@ -12,8 +12,6 @@ check and by the tests. Nothing heavy at import: bentoml and onnxruntime load in
 """
 
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -31,6 +29,7 @@ import numpy as np
 from pydantic import Field
 
 from mlops_assets.metadata import markdown_table
+from mlops_assets.ml.processes import free_port, log_tail, stop_process_group
 from mlops_assets.refs import EvaluationRef, RegisteredModelRef, SplitsRef
 from resources import settings
 from resources.model_registry import ModelRegistryResource
@@ -96,17 +95,11 @@ def directory_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def wait_until_ready(url: str, process: subprocess.Popen, deadline_s: float, log: Path) -> None:
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise ServerStartError(f"server exited with {process.returncode}:\n{_tail(log)}")
+            raise ServerStartError(f"server exited with {process.returncode}:\n{log_tail(log)}")
         try:
             with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
                 if response.status == 200:
@@ -114,31 +107,7 @@ def wait_until_ready(url: str, process: subprocess.Popen, deadline_s: float, log
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             pass
         time.sleep(0.2)
-    raise ServerStartError(f"server not ready at {url} after {deadline_s:.0f} s:\n{_tail(log)}")
-
-
-def _tail(log: Path, chars: int = 4000) -> str:
-    try:
-        return log.read_text(errors="replace")[-chars:]
-    except FileNotFoundError:
-        return "(no log)"
-
-
-def stop_process_group(process: subprocess.Popen, grace_s: float = 10.0) -> None:
-    """SIGTERM the server's whole process group (BentoML forks workers), SIGKILL if it lingers."""
-    if process.poll() is None:
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=grace_s)
-        except ProcessLookupError:
-            pass
-    try:  # workers left behind by a leader that already exited
-        os.killpg(process.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+    raise ServerStartError(f"server not ready at {url} after {deadline_s:.0f} s:\n{log_tail(log)}")
 
 
 @contextmanager

@@ -118,3 +118,25 @@ def test_log_images_defers_features_to_the_writer_thread(tmp_path):
     rows_a, rows_b = read_hour(tmp_path / "a", HOUR), read_hour(tmp_path / "b", HOUR)
     assert len(rows_a) == 12 and rows_a.equals(rows_b)
     assert (rows_a["original_height"] == 30).all()
+
+
+def test_many_single_image_batches_are_featurised_together_and_exactly(tmp_path):
+    """One image per request is the common case: the writer batches their features, and the rows are
+    the ones each request would have given on its own; a malformed batch loses only its own rows."""
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, size=(40, 1, 8, 8), dtype=np.uint8)
+    clock = iter([HOUR + timedelta(seconds=i) for i in range(41)])
+    with InferenceLogWriter(tmp_path, flush_interval_s=60, flush_rows=10_000, clock=lambda: next(clock)) as writer:
+        for i in range(40):
+            if i == 20:  # a batch whose sizes do not match its images: rejected when written
+                writer.log_images(images[:2], ["1", "2"], [0.5, 0.5], "v1", original_sizes=[(9, 9)] * 3)
+            sizes = [(8 + i, 16)] if i % 2 else None
+            writer.log_images(images[i : i + 1], [str(i % 3)], [0.9], f"v{i % 2}", original_sizes=sizes)
+        assert writer.flush(10.0)
+        stats = writer.stats()
+    assert stats.written == 40 and stats.dropped == 2 and "original sizes" in stats.last_error
+    rows = read_hour(tmp_path, HOUR).sort_values("timestamp").reset_index(drop=True)
+    expected = image_features(images, [(8 + i, 16) if i % 2 else (8, 8) for i in range(40)])
+    np.testing.assert_allclose(rows[list(expected.columns)].to_numpy(float), expected.to_numpy(float))
+    assert rows["model_version"].tolist() == [f"v{i % 2}" for i in range(40)]
+    assert rows[PREDICTED_CLASS].tolist() == [str(i % 3) for i in range(40)]

@@ -15,7 +15,6 @@ import contextlib
 import copy
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,8 @@ from typing import Any
 
 import yaml
 
+from mlops_assets.ml.processes import ProcessExitedError, WaitAborted, free_port, wait_until
+
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
 BIN = Path(sys.executable).parent
@@ -34,36 +35,8 @@ PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
 TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class ProcessExitedError(RuntimeError):
-    """A process of the topology exited while we waited on it."""
-
-
-class LocationLoadError(RuntimeError):
+class LocationLoadError(WaitAborted):
     """A code location failed to load: waiting longer will not help."""
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.25) -> Any:
-    """Poll until ``predicate()`` is truthy and return it; raise with ``what`` at the deadline."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except (LocationLoadError, ProcessExitedError):
-            raise
-        except Exception as exc:  # the process may not listen yet
-            last_error = exc
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}"
-                       + (f" (last error: {last_error!r})" if last_error else ""))
 
 
 def holds_for(predicate: Callable[[], Any], seconds: float, what: str, interval: float = 0.25) -> None:

@@ -12,9 +12,8 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,8 @@ from typing import Any
 
 import yaml
 
-from mlops_assets.serving import free_port, stop_process_group
+from mlops_assets.ml.processes import ProcessExitedError, free_port, stop_process_group, wait_until
+from mlops_assets.ml.processes import log_tail as tail
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -37,10 +37,6 @@ CHROMIUM_ARGS = [
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
 
 
-class ProcessExitedError(RuntimeError):
-    """A server exited while we waited for it; the message carries the end of its log."""
-
-
 def chromium_path() -> str | None:
     """The system chromium (``apt-get install chromium``), or ``$CHROMIUM`` when set."""
     for candidate in (os.environ.get("CHROMIUM"), *CHROMIUM_CANDIDATES):
@@ -49,32 +45,6 @@ def chromium_path() -> str | None:
     return None
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.25) -> Any:
-    """Poll ``predicate()`` until it is truthy and return its value; raise with ``what`` at the deadline."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except ProcessExitedError:
-            raise
-        except Exception as exc:  # the server may not listen yet
-            last_error = exc
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}"
-                       + (f" (last error: {last_error!r})" if last_error else ""))
-
-
-def tail(log: Path, chars: int = 4000) -> str:
-    try:
-        return log.read_text(errors="replace")[-chars:]
-    except FileNotFoundError:
-        return "(no log)"
-
-
-# -- the instance -------------------------------------------------------------------------------------
 def _absolute_base_dirs(node: Any, home: Path) -> Any:
     """The repository's dagster.yaml keeps storage under relative ``base_dir``s (relative to the cwd);
     root them in ``home`` so every process sees one instance whatever its working directory."""

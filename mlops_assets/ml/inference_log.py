@@ -238,12 +238,19 @@ class InferenceLogWriter:
 
     def _write(self, items: list[_Pending], n: int) -> None:
         frames, rows = [], 0
-        for item in items:
+        for group in _groups(items):
             try:
-                frames.append(item.frame())
-                rows += item.n
-            except Exception as exc:  # one malformed batch loses its own rows only
-                self._drop(item.n, f"{type(exc).__name__}: {exc}")
+                frames.append(_group_frame(group))
+                rows += sum(item.n for item in group)
+                continue
+            except Exception:  # noqa: BLE001 - find the malformed batch: each item on its own
+                pass
+            for item in group:
+                try:
+                    frames.append(item.frame())
+                    rows += item.n
+                except Exception as exc:  # one malformed batch loses its own rows only
+                    self._drop(item.n, f"{type(exc).__name__}: {exc}")
         try:
             if not frames:
                 return
@@ -272,6 +279,43 @@ class InferenceLogWriter:
                 self._last_warning = now
         if warn:  # at most one warning every 10 s, so a broken disk does not flood the service log
             logger.warning("inference log dropped %d row(s) (%d so far): %s", n, self.dropped, reason)
+
+
+def _groups(items: list[_Pending]) -> list[list[_Pending]]:
+    """Image batches of one geometry and scale go through feature extraction together."""
+    groups: dict[tuple, list[_Pending]] = {}
+    for index, item in enumerate(items):
+        payload = item.payload
+        key = (
+            ("images", payload.dtype.kind == "u", payload.shape[1:])
+            if item.kind == "images" and isinstance(payload, np.ndarray) and payload.ndim == 4
+            else ("single", index)
+        )
+        groups.setdefault(key, []).append(item)
+    return list(groups.values())
+
+
+def _group_frame(group: list[_Pending]) -> pd.DataFrame:
+    """One feature frame for many small logged batches: a service answering one image per request
+    queues thousands of them, and building a DataFrame per request would hold the GIL for longer
+    than the predictions themselves took."""
+    if len(group) == 1:
+        return group[0].frame()
+    images = np.concatenate([item.payload for item in group])
+    sizes = np.concatenate([
+        np.asarray(item.original_sizes, dtype=np.int64).reshape(-1, 2) if item.original_sizes is not None
+        else np.tile(np.asarray(item.payload.shape[2:], dtype=np.int64), (item.n, 1))
+        for item in group
+    ])
+    frame = with_predictions(
+        image_features(images, sizes),
+        [label for item in group for label in item.labels],
+        np.concatenate([item.confidences for item in group]),
+    )
+    counts = [item.n for item in group]
+    frame[MODEL_VERSION] = np.repeat([item.model_version for item in group], counts)
+    frame[TIMESTAMP] = pd.DatetimeIndex([item.timestamp for item in group]).repeat(counts)
+    return frame
 
 
 def write_part(artifact_root: str | Path, hour: datetime, frame: pd.DataFrame) -> Path:
