@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from mlops_assets.ml.images import to_training_scale
+
 DRIFT_KINDS = ("none", "brightness", "noise", "rotation", "invert", "class_prior")
 PREDICT_PATH = "/classify"
 
@@ -140,7 +142,7 @@ def send_traffic(
         post = lambda path, body: client.post(path, json=body)  # noqa: E731
     try:
         for start in range(0, len(images), batch_size):
-            batch = images[start : start + batch_size].astype(np.float32) / 255.0
+            batch = to_training_scale(images[start : start + batch_size])
             path, body = predict_request(batch)
             began = time.perf_counter()
             try:
