@@ -52,6 +52,7 @@ from resources.settings import (
     ARTIFACT_ROOT,
     BATCH_MAX_LATENCY_MS,
     BATCH_MAX_SIZE,
+    BATCH_MAX_WAIT_MS,
     BENTOML_HOME,
     FOLLOW_PRODUCTION,
     INFERENCE_LOG,
@@ -70,6 +71,31 @@ logger = logging.getLogger("bentoml.mlops.classifier")
 
 def _env_int(name: str, default: int) -> int:
     return int(os.environ.get(name) or default)
+
+
+def _cap_batching_wait(max_wait_ms: int) -> None:
+    """Cap how long BentoML's dispatcher holds a lone request waiting for a batch to form.
+
+    The dispatcher waits about its learned average batch wait, averaged over the last 50 batches
+    and decayed only 5% every 5 s; a burst at concurrency 64 raises it to tens of ms, after which
+    single requests were measured at ~14 req/s (p50 ~65 ms) for minutes (BENCHMARKS.md). This
+    patches a private BentoML 1.4.39 API (pinned in pyproject.toml and bentofile.yaml).
+    """
+    from bentoml._internal.marshal import dispatcher
+
+    if getattr(dispatcher.Optimizer.trigger_refresh, "_mlops_capped", False):
+        return
+    refresh = dispatcher.Optimizer.trigger_refresh
+
+    def capped_refresh(self) -> None:
+        refresh(self)
+        self.wait = min(self.wait, max_wait_ms / 1000)
+
+    capped_refresh._mlops_capped = True
+    dispatcher.Optimizer.trigger_refresh = capped_refresh
+
+
+_cap_batching_wait(_env_int(BATCH_MAX_WAIT_MS, 2))
 
 
 def _env_flag(name: str, default: bool) -> bool:
@@ -467,4 +493,7 @@ class ClassifierService:
         )
 
 
+# BentoML 1.4 otherwise derives each response's media type by rebuilding the output model's JSON schema:
+# ~20% of the worker's CPU at concurrency 64 (measured, BENCHMARKS.md).
+ClassifierService.apis["classify"].output_spec.media_type = "application/json"
 ClassifierService.add_asgi_middleware(BodySizeLimit, max_bytes=_env_int(MAX_BODY_BYTES, 8 * 1024 * 1024))

@@ -36,6 +36,7 @@ POLL_SECONDS = "MLOPS_POLL_SECONDS"  # how often the pointer file is stat-ed
 MAX_BATCH = "MLOPS_MAX_BATCH"  # most images one /classify request may carry
 BATCH_MAX_SIZE = "MLOPS_BATCH_MAX_SIZE"  # adaptive batching: most images in one model call
 BATCH_MAX_LATENCY_MS = "MLOPS_BATCH_MAX_LATENCY_MS"  # adaptive batching: queueing budget before a 503
+BATCH_MAX_WAIT_MS = "MLOPS_BATCH_MAX_WAIT_MS"  # adaptive batching: longest a lone request waits for company
 MAX_BODY_BYTES = "MLOPS_MAX_BODY_BYTES"  # larger request bodies are refused with 413
 SERVICE_THREADS = "MLOPS_SERVICE_THREADS"  # worker threads for the synchronous endpoints
 INFERENCE_LOG = "MLOPS_INFERENCE_LOG"  # 1/0: record per-image features and predictions for monitoring
