@@ -406,8 +406,9 @@ def conclusion(runs: list[ServerRun], best: ServerRun | None) -> str:
     if "default" in by_name and "nolog" in by_name:
         on, off = by_name["default"].levels, by_name["nolog"].levels
         parts.append(
-            "The inference log's cost (`default` vs `nolog`): "
-            + ", ".join(f"c={c} {on[c]['rps']:.0f} vs {off[c]['rps']:.0f} req/s" for c in on if c in off) + "."
+            "The inference log's cost (`default` vs `nolog`, goal ≥ 0.9×): "
+            + ", ".join(f"c={c} {on[c]['rps']:.0f} vs {off[c]['rps']:.0f} req/s = {on[c]['rps'] / off[c]['rps']:.2f}×"
+                        for c in on if c in off) + "."
         )
     if "default" in by_name and "uncapped" in by_name:
         parts.append(
