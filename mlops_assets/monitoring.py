@@ -20,6 +20,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
+from mlops_assets.jobs import RUN_KIND_TAG
 from mlops_assets.metadata import markdown_table, short_hash
 from resources import settings
 from resources.artifact_store import ArtifactStore
@@ -34,7 +35,6 @@ PROFILE_FILE = "profile.bin"
 SUMMARY_FILE = "summary.json"
 WINDOW_PREFIX = "window-"
 REFERENCE_PREFIX = "reference-"
-TRAINING_TAG = "mlops/kind"
 
 
 class MonitorError(RuntimeError):
@@ -342,7 +342,7 @@ retrain_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets("raw_images").downstream()
     - dg.AssetSelection.assets(inference_profiles, drift_report),
     executor_def=dg.in_process_executor,
-    tags={TRAINING_TAG: "training"},
+    tags={RUN_KIND_TAG: "training"},
     description="Re-materialise the model on the latest data, launched by the drift sensor.",
 )
 
@@ -350,7 +350,7 @@ profile_job = dg.define_asset_job(
     name="profile_inference_log_job",
     selection=dg.AssetSelection.assets(inference_profiles),
     executor_def=dg.in_process_executor,
-    tags={TRAINING_TAG: "monitoring"},
+    tags={RUN_KIND_TAG: "monitoring"},
     description="Profile one window of the inference log.",
 )
 
@@ -358,7 +358,7 @@ drift_report_job = dg.define_asset_job(
     name="drift_report_job",
     selection=dg.AssetSelection.assets(drift_report),
     executor_def=dg.in_process_executor,
-    tags={TRAINING_TAG: "monitoring"},
+    tags={RUN_KIND_TAG: "monitoring"},
     description="Compare the latest traffic profiles with the reference.",
 )
 

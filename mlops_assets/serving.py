@@ -28,6 +28,7 @@ import dagster as dg
 import numpy as np
 from pydantic import Field
 
+from mlops_assets.jobs import RUN_KIND_TAG
 from mlops_assets.metadata import markdown_table
 from mlops_assets.ml.processes import free_port, log_tail, stop_process_group
 from mlops_assets.refs import EvaluationRef, RegisteredModelRef, SplitsRef
@@ -329,7 +330,7 @@ def rollback_production(
 
 @dg.job(
     description="Roll production back to the previous model version (the services follow the pointer).",
-    tags={"mlops/kind": "release"},
+    tags={RUN_KIND_TAG: "release"},
 )
 def rollback_job() -> None:
     rollback_production()
@@ -339,6 +340,6 @@ deploy_job = dg.define_asset_job(
     name="deploy_job",
     selection=dg.AssetSelection.groups("deploy"),
     executor_def=dg.in_process_executor,
-    tags={"mlops/kind": "release"},
+    tags={RUN_KIND_TAG: "release"},
     description="Build the Bento of the production model and run its application test (the release gate).",
 )

@@ -28,9 +28,9 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
+from mlops_assets.jobs import RUN_KIND_TAG
 from mlops_assets.monitoring import (
     PROFILE_FILE,
-    TRAINING_TAG,
     list_windows,
     production_model_version,
     read_summary,
@@ -78,7 +78,7 @@ class DriftCursor:
 
 def in_flight_training_run(instance: dg.DagsterInstance) -> dg.DagsterRun | None:
     records = instance.get_run_records(
-        dg.RunsFilter(statuses=IN_FLIGHT_STATUSES, tags={TRAINING_TAG: "training"}), limit=1
+        dg.RunsFilter(statuses=IN_FLIGHT_STATUSES, tags={RUN_KIND_TAG: "training"}), limit=1
     )
     return records[0].dagster_run if records else None
 
@@ -170,7 +170,7 @@ def evaluate_drift_tick(
     request = dg.RunRequest(
         run_key=run_key,
         tags={
-            TRAINING_TAG: "training",
+            RUN_KIND_TAG: "training",
             "mlops/trigger": "drift",
             "mlops/drift_window": verdict.window,
             "mlops/drift_share": f"{verdict.drift_share:.2f}",
