@@ -72,7 +72,7 @@ class SplitConfig(dg.Config):
 
 @dg.asset(
     group_name="build",
-    kinds={"numpy"},
+    kinds={"numpy", "great_expectations"},
     code_version=SPLIT_CODE_VERSION,
     owners=["team:ml-platform"],
     description=(

@@ -42,6 +42,9 @@ def test_every_asset_is_described_grouped_and_owned():
         assert node.group_name in ("build", "deploy", "monitor"), f"{key} group {node.group_name}"
         assert node.owners, f"{key} has no owner"
         assert node.code_version, f"{key} has no code version"
+        assert node.kinds, f"{key} has no kinds"
+    kinds = set().union(*(graph.get(key).kinds for key in graph.get_all_asset_keys()))
+    assert {"pytorch", "onnx", "bentoml", "whylogs", "great_expectations"} <= kinds
 
 
 def test_build_gates_are_blocking_checks():
