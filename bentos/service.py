@@ -41,8 +41,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, Field
 from mlops_assets.ml.images import (
     ImageDecodeError,
     PreprocessSpec,
-    decode_image,
-    original_size,
+    decode_image_with_size,
     to_training_scale,
 )
 from mlops_assets.ml.inference_log import InferenceLogWriter
@@ -460,8 +459,7 @@ class ClassifierService:
         model = self.active
         data = Path(image).read_bytes()
         try:
-            pixels = decode_image(data, SPEC, name="upload")
-            size = original_size(data)
+            pixels, size = decode_image_with_size(data, SPEC, name="upload")
         except ImageDecodeError as exc:
             raise InvalidArgument(f"{exc}; send a PNG or JPEG image") from None
         return model.predict(to_training_scale(pixels)[None], self.inference_log, [size])[0]

@@ -93,7 +93,8 @@ def data_splits(
 
     def build(directory):
         for name, idx in indices.items():
-            write_arrays(directory, name, dataset.images[idx], dataset.labels[idx])
+            sizes = dataset.original_sizes[idx] if dataset.original_sizes is not None else None
+            write_arrays(directory, name, dataset.images[idx], dataset.labels[idx], sizes)
         write_manifest(
             directory,
             {

@@ -135,7 +135,7 @@ def _profile_table(view) -> str:
 def reference_profile(
     context: dg.AssetExecutionContext, artifact_store: ArtifactStore, model_registry: ModelRegistryResource
 ) -> dg.MaterializeResult:
-    from mlops_assets.ml.artifacts import read_arrays
+    from mlops_assets.ml.artifacts import read_arrays, read_original_sizes
     from mlops_assets.ml.drift import profile_frame, profile_rows
     from mlops_assets.ml.features import image_features, with_predictions
     from mlops_assets.ml.images import to_training_scale
@@ -151,7 +151,8 @@ def reference_profile(
     class_names = list(production.metadata.get("class_names") or [])
     predicted = probabilities.argmax(axis=1)
     labels = [class_names[i] if i < len(class_names) else str(i) for i in predicted]
-    frame = with_predictions(image_features(images), labels, probabilities.max(axis=1))
+    sizes = read_original_sizes(splits_dir, "train")
+    frame = with_predictions(image_features(images, sizes), labels, probabilities.max(axis=1))
     view = profile_frame(frame)
     version = reference_version(production.version)
     summary = {

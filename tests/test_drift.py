@@ -32,12 +32,13 @@ def digits_world():
     x = dataset.images.reshape(len(dataset.images), -1) / 255.0
     model = LogisticRegression(max_iter=300).fit(x[train], dataset.labels[train])
 
-    def frame(images):
+    def frame(images, sizes=None):
         probabilities = model.predict_proba(images.reshape(len(images), -1) / 255.0)
         labels = [str(i) for i in probabilities.argmax(1)]
-        return with_predictions(image_features(images), labels, probabilities.max(1))
+        return with_predictions(image_features(images, sizes), labels, probabilities.max(1))
 
-    reference = profile_frame(frame(dataset.images[train]))
+    # as reference_profile does: the training images with their recorded sizes before resizing
+    reference = profile_frame(frame(dataset.images[train], dataset.original_sizes[train]))
     return dataset, held_out, frame, reference
 
 
@@ -94,3 +95,15 @@ def test_a_stricter_share_turns_an_alarm_into_a_skip(digits_world):
     strict = DriftThresholds(drift_share=1.0)
     verdict = evaluate_drift(traffic(digits_world, "invert", 300), digits_world[3], "w", strict)
     assert not verdict.is_drift and verdict.drifted_features
+
+
+def test_unknown_sizes_are_left_out_and_known_sizes_are_scored(digits_world):
+    """Batch-endpoint traffic cannot know the size before resizing: those columns are not scored,
+    rather than read as drift; uploads of another size are scored, and show it."""
+    dataset, held_out, frame, reference = digits_world
+    images = dataset.images[held_out[:300]]
+    batch = evaluate_drift(profile_frame(frame(images)), reference, "w", THRESHOLDS)
+    by_column = {f.column: f for f in batch.features}
+    assert by_column["original_height"].category == "NOT_SCORED" and not batch.is_drift
+    uploads = evaluate_drift(profile_frame(frame(images, [(480, 640)] * len(images))), reference, "w", THRESHOLDS)
+    assert {"original_height", "original_width"} <= set(uploads.drifted_features)

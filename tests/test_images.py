@@ -74,6 +74,13 @@ def test_folder_skips_corrupt_file_and_reports_it(tmp_path):
     assert dataset.images.shape == (12, 3, 16, 16)
     assert np.bincount(dataset.labels).tolist() == [6, 6]
     assert len(dataset.skipped) == 1 and dataset.skipped[0][0].endswith("broken.png")
+    # the size before resizing is kept for the drift monitor (uploads report theirs)
+    from PIL import Image as PILImage
+
+    first = root / dataset.sources[0]
+    with PILImage.open(first) as img:
+        assert tuple(dataset.original_sizes[0]) == (img.height, img.width)
+    assert dataset.original_sizes.shape == (12, 2) and (dataset.original_sizes >= 24).all()
 
 
 def test_folder_hash_changes_when_an_image_is_added(tmp_path):

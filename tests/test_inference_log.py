@@ -32,6 +32,7 @@ def test_features_same_for_uint8_and_training_scale():
     assert list(a.columns) == feature_columns(3)
     np.testing.assert_allclose(a.to_numpy(float), b.to_numpy(float), atol=1e-5)
     assert (a["original_height"] == 64).all() and (a["original_width"] == 48).all()
+    assert image_features(images).filter(like="original_").isna().all().all()  # unknown, not invented
     black = image_features(np.zeros((1, 1, 8, 8), np.uint8))
     assert black["dark_fraction"].item() == 1.0 and black["saturated_fraction"].item() == 0.0
     assert black["contrast"].item() == 0.0
@@ -136,7 +137,8 @@ def test_many_single_image_batches_are_featurised_together_and_exactly(tmp_path)
         stats = writer.stats()
     assert stats.written == 40 and stats.dropped == 2 and "original sizes" in stats.last_error
     rows = read_hour(tmp_path, HOUR).sort_values("timestamp").reset_index(drop=True)
-    expected = image_features(images, [(8 + i, 16) if i % 2 else (8, 8) for i in range(40)])
+    expected = image_features(images, [(8 + i, 16) if i % 2 else (np.nan, np.nan) for i in range(40)])
     np.testing.assert_allclose(rows[list(expected.columns)].to_numpy(float), expected.to_numpy(float))
+    assert rows["original_height"].isna().sum() == 20  # the batch endpoint cannot know the size before resizing
     assert rows["model_version"].tolist() == [f"v{i % 2}" for i in range(40)]
     assert rows[PREDICTED_CLASS].tolist() == [str(i % 3) for i in range(40)]

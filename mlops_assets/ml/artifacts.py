@@ -33,8 +33,13 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
         raise ArtifactFormatError(f"{path} is missing: {directory} is not a complete artifact") from exc
 
 
-def write_arrays(directory: Path, name: str, images: np.ndarray, labels: np.ndarray) -> None:
-    np.savez_compressed(directory / f"{name}.npz", images=images.astype(np.uint8), labels=labels)
+def write_arrays(
+    directory: Path, name: str, images: np.ndarray, labels: np.ndarray, original_sizes: np.ndarray | None = None
+) -> None:
+    arrays = {"images": images.astype(np.uint8), "labels": labels}
+    if original_sizes is not None:
+        arrays["original_sizes"] = np.asarray(original_sizes, dtype=np.int64)
+    np.savez_compressed(directory / f"{name}.npz", **arrays)
 
 
 def read_arrays(directory: str | Path, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -52,6 +57,12 @@ def read_arrays(directory: str | Path, name: str) -> tuple[np.ndarray, np.ndarra
     return images, labels
 
 
+def read_original_sizes(directory: str | Path, name: str) -> np.ndarray | None:
+    """(height, width) of each image before resizing, or None for artifacts written without them."""
+    with np.load(Path(directory) / f"{name}.npz") as data:
+        return data["original_sizes"] if "original_sizes" in data.files else None
+
+
 def read_split(directory: str | Path, name: str) -> tuple[np.ndarray, np.ndarray]:
     """One split in the training scale: float32 images and int64 labels."""
     images, labels = read_arrays(directory, name)
@@ -59,7 +70,7 @@ def read_split(directory: str | Path, name: str) -> tuple[np.ndarray, np.ndarray
 
 
 def write_dataset(directory: Path, dataset: ImageDataset, extra: dict[str, Any]) -> None:
-    write_arrays(directory, "images", dataset.images, dataset.labels)
+    write_arrays(directory, "images", dataset.images, dataset.labels, dataset.original_sizes)
     write_manifest(
         directory,
         {
@@ -83,4 +94,5 @@ def read_dataset(directory: str | Path) -> ImageDataset:
         spec=PreprocessSpec(**manifest["spec"]),
         sources=list(manifest.get("sources", [])),
         skipped=[(s["path"], s["reason"]) for s in manifest.get("skipped", [])],
+        original_sizes=read_original_sizes(directory, "images"),
     )

@@ -47,21 +47,24 @@ def feature_columns(channels: int) -> list[str]:
 
 
 def image_features(
-    images: np.ndarray, original_sizes: Sequence[tuple[int, int]] | None = None
+    images: np.ndarray, original_sizes: Sequence[tuple[float, float]] | np.ndarray | None = None
 ) -> pd.DataFrame:
     """One row of statistics per image.
 
     ``images`` is N×C×H×W, either uint8 (0..255, as decoded) or float in [0, 1] (the training
     scale the service receives); floats outside [0, 1] are clipped. ``original_sizes`` gives each
-    image's (height, width) before it was resized to the model's geometry; by default the array's
-    own H×W. Columns (see :func:`feature_columns`):
+    image's (height, width) before it was resized to the model's geometry, NaN where unknown; by
+    default all unknown. Unknown is not the array's own H×W: an array posted to the batch endpoint
+    was resized by the client, and pretending its size was the model's geometry would show as size
+    drift against training images of any other size. Columns (see :func:`feature_columns`):
 
     - ``mean_c{i}``, ``std_c{i}``: brightness mean and spread of channel ``i``, in [0, 1];
     - ``contrast``: the 5th-to-95th percentile range of luminance (robust to a few hot pixels);
     - ``saturated_fraction``: share of pixels within one grey level of white (clipped highlights);
     - ``dark_fraction``: share within one grey level of black (clipped shadows); the two apart
       tell a bright image from its inverse, which every other statistic here confuses;
-    - ``original_height``, ``original_width``: the size before resizing.
+    - ``original_height``, ``original_width``: the size before resizing (float, NaN = unknown;
+      the drift scores leave a column out of a window where it is all unknown).
     """
     x = _unit_scale(images)
     n, channels, height, width = x.shape
@@ -76,10 +79,9 @@ def image_features(
     columns[SATURATED_FRACTION] = (luminance >= _BRIGHT).mean(axis=1, dtype=np.float64)
     columns[DARK_FRACTION] = (luminance <= _DARK).mean(axis=1, dtype=np.float64)
     if original_sizes is None:
-        sizes = np.empty((n, 2), dtype=np.int64)
-        sizes[:, 0], sizes[:, 1] = height, width
+        sizes = np.full((n, 2), np.nan)
     else:
-        sizes = np.asarray(original_sizes, dtype=np.int64).reshape(-1, 2)
+        sizes = np.asarray(original_sizes, dtype=np.float64).reshape(-1, 2)
         if len(sizes) != n:
             raise FeatureInputError(f"{len(sizes)} original sizes for {n} images")
     columns[ORIGINAL_HEIGHT], columns[ORIGINAL_WIDTH] = sizes[:, 0], sizes[:, 1]

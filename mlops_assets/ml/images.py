@@ -58,6 +58,7 @@ class ImageDataset:
     spec: PreprocessSpec
     sources: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    original_sizes: np.ndarray | None = None  # N×2 (height, width) before resizing, for the monitor
 
     def content_hash(self) -> str:
         """A hash of what a model would learn from: pixels, labels, class names and geometry."""
@@ -65,6 +66,8 @@ class ImageDataset:
         digest.update(repr((self.class_names, self.spec.as_dict(), self.images.shape)).encode())
         digest.update(np.ascontiguousarray(self.images, dtype=np.uint8).tobytes())
         digest.update(np.ascontiguousarray(self.labels, dtype=np.int64).tobytes())
+        if self.original_sizes is not None:
+            digest.update(np.ascontiguousarray(self.original_sizes, dtype=np.int64).tobytes())
         return digest.hexdigest()
 
 
@@ -79,6 +82,13 @@ def image_hashes(images: np.ndarray) -> list[str]:
 
 
 def decode_image(data: bytes | Path | str, spec: PreprocessSpec, name: str | None = None) -> np.ndarray:
+    """Decode a PNG/JPEG into uint8 C×H×W of the given geometry (see :func:`decode_image_with_size`)."""
+    return decode_image_with_size(data, spec, name)[0]
+
+
+def decode_image_with_size(
+    data: bytes | Path | str, spec: PreprocessSpec, name: str | None = None
+) -> tuple[np.ndarray, tuple[int, int]]:
     """Decode a PNG/JPEG (any size, any mode) into uint8 C×H×W of the given geometry.
 
     Palette, alpha, 16-bit and CMYK images are converted through PIL's own conversions; images are
@@ -92,6 +102,7 @@ def decode_image(data: bytes | Path | str, spec: PreprocessSpec, name: str | Non
         source = io.BytesIO(data) if isinstance(data, bytes) else open(data, "rb")  # noqa: SIM115
         with source, Image.open(source) as img:
             img.load()
+            size = (img.height, img.width)
             if img.mode in ("I;16", "I;16B", "I"):
                 img = img.point(lambda v: v * (1 / 256)).convert("L")
             if img.mode in ("RGBA", "LA", "P", "PA"):
@@ -108,19 +119,7 @@ def decode_image(data: bytes | Path | str, spec: PreprocessSpec, name: str | Non
         array = array[None, :, :]
     else:
         array = np.transpose(array, (2, 0, 1))
-    return np.ascontiguousarray(array)
-
-
-def original_size(data: bytes) -> tuple[int, int]:
-    """(height, width) of an encoded image before resizing, read from its header only."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            width, height = img.size
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise ImageDecodeError(f"cannot read the size of the upload: {exc}") from exc
-    return height, width
+    return np.ascontiguousarray(array), size
 
 
 def load_image_folder(root: str | Path, spec: PreprocessSpec, min_per_class: int = 1) -> ImageDataset:
@@ -142,6 +141,7 @@ def load_image_folder(root: str | Path, spec: PreprocessSpec, min_per_class: int
     images: list[np.ndarray] = []
     labels: list[int] = []
     sources: list[str] = []
+    sizes: list[tuple[int, int]] = []
     skipped: list[tuple[str, str]] = []
     counts: dict[str, int] = {}
     for label, class_dir in enumerate(class_dirs):
@@ -151,10 +151,12 @@ def load_image_folder(root: str | Path, spec: PreprocessSpec, min_per_class: int
         counts[class_dir.name] = 0
         for path in files:
             try:
-                images.append(decode_image(path, spec))
+                image, size = decode_image_with_size(path, spec)
             except ImageDecodeError as exc:
                 skipped.append((str(path), str(exc.__cause__ or exc)))
                 continue
+            images.append(image)
+            sizes.append(size)
             labels.append(label)
             sources.append(str(path.relative_to(root)))
             counts[class_dir.name] += 1
@@ -171,6 +173,7 @@ def load_image_folder(root: str | Path, spec: PreprocessSpec, min_per_class: int
         spec=spec,
         sources=sources,
         skipped=skipped,
+        original_sizes=np.asarray(sizes, dtype=np.int64).reshape(-1, 2),
     )
 
 
@@ -190,4 +193,5 @@ def load_digits_dataset() -> ImageDataset:
         class_names=[str(c) for c in digits.target_names],
         spec=PreprocessSpec(height=8, width=8, channels=1),
         sources=[f"sklearn-digits/{i}" for i in range(len(digits.target))],
+        original_sizes=np.full((len(digits.target), 2), 8, dtype=np.int64),
     )

@@ -303,8 +303,8 @@ def _group_frame(group: list[_Pending]) -> pd.DataFrame:
         return group[0].frame()
     images = np.concatenate([item.payload for item in group])
     sizes = np.concatenate([
-        np.asarray(item.original_sizes, dtype=np.int64).reshape(-1, 2) if item.original_sizes is not None
-        else np.tile(np.asarray(item.payload.shape[2:], dtype=np.int64), (item.n, 1))
+        np.asarray(item.original_sizes, dtype=np.float64).reshape(-1, 2) if item.original_sizes is not None
+        else np.full((item.n, 2), np.nan)
         for item in group
     ])
     frame = with_predictions(
