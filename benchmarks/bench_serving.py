@@ -446,9 +446,10 @@ def main(argv: list[str] | None = None) -> int:
         print("building a registry with a production model ...", flush=True)
         model = build_registry(root)
         bodies = write_bodies(model.images, root / "bodies.jsonl")
-        from mlops_assets.ml.onnx_model import onnx_logits, open_session
 
-        expected = onnx_logits(open_session(model.onnx_path), model.images).argmax(1)
+        from mlops_assets.ml.onnx_model import predict_labels
+
+        expected = predict_labels(model.onnx_path, model.images)
         ceiling = measure_ceiling(model.onnx_path, model.images)
         print(f"  ceiling: {ceiling['single_ips']:.0f} images/s one at a time, "
               f"{ceiling['batched_ips']:.0f} images/s in batches of {ceiling['batch']}", flush=True)

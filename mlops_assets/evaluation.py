@@ -11,6 +11,7 @@ import numpy as np
 from mlops_assets.metadata import markdown_table, png_markdown, short_hash
 from mlops_assets.ml.artifacts import read_split
 from mlops_assets.ml.metrics import classification_report, per_class_markdown
+from mlops_assets.ml.onnx_model import predict_labels
 from mlops_assets.refs import EvaluationRef, OnnxModelRef, SplitsRef
 from resources.artifact_store import ArtifactStore
 from resources.model_registry import ModelRegistryResource
@@ -18,12 +19,6 @@ from resources.model_registry import ModelRegistryResource
 REPORT_FILE = "report.json"
 CONFUSION_PNG = "confusion_matrix.png"
 HEADLINE = ("accuracy", "macro_precision", "macro_recall", "macro_f1", "worst_class_recall", "recall_gap")
-
-
-def predict_onnx(path: str | Path, x: np.ndarray) -> np.ndarray:
-    from mlops_assets.ml.onnx_model import onnx_logits, open_session
-
-    return onnx_logits(open_session(path), x).argmax(1)
 
 
 def compare_with_production(
@@ -38,7 +33,7 @@ def compare_with_production(
         return {"status": "not comparable", "production_version": production.version,
                 "reason": "production model was trained on different classes"}
     try:
-        report = classification_report(y_test, predict_onnx(production.onnx_path, x_test), class_names)
+        report = classification_report(y_test, predict_labels(production.onnx_path, x_test), class_names)
     except Exception as exc:  # a production model with another input geometry cannot score this split
         return {"status": "not comparable", "production_version": production.version, "reason": str(exc)}
     return {
@@ -67,7 +62,7 @@ def evaluation_report(
 
     x_test, y_test = read_split(data_splits.path, "test")
     class_names = data_splits.class_names
-    report = classification_report(y_test, predict_onnx(onnx_model.path, x_test), class_names)
+    report = classification_report(y_test, predict_labels(onnx_model.path, x_test), class_names)
     comparison = compare_with_production(model_registry, x_test, y_test, class_names, report)
     version = short_hash(onnx_model.version, data_splits.version, comparison.get("production_version"))
 

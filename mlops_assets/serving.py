@@ -30,6 +30,7 @@ from pydantic import Field
 
 from mlops_assets.jobs import RUN_KIND_TAG
 from mlops_assets.metadata import markdown_table
+from mlops_assets.ml.onnx_model import predict_labels
 from mlops_assets.ml.processes import free_port, log_tail, stop_process_group
 from mlops_assets.refs import EvaluationRef, RegisteredModelRef, SplitsRef
 from resources import settings
@@ -173,12 +174,6 @@ def run_application_test(url: str, images: np.ndarray, labels: np.ndarray, concu
     }
 
 
-def offline_predictions(onnx_path: str | Path, images: np.ndarray) -> np.ndarray:
-    from mlops_assets.ml.onnx_model import onnx_logits, open_session
-
-    return onnx_logits(open_session(onnx_path), images).argmax(1)
-
-
 # -- Dagster ----------------------------------------------------------------------------------------
 @dg.asset(
     group_name="deploy",
@@ -253,7 +248,7 @@ def bento_application_test(
 
     registry = model_registry.registry()
     x_test, y_test = read_split(bento.splits_path, "test")
-    expected = offline_predictions(registry.get(bento.model_version).onnx_path, x_test)
+    expected = predict_labels(registry.get(bento.model_version).onnx_path, x_test)
     log = registry.home / "logs" / f"application_test_{bento.tag.replace(':', '_')}.log"
     # Test traffic is not production traffic: keep it out of the inference log the drift monitor reads.
     test_env = {settings.FOLLOW_PRODUCTION: "0", settings.INFERENCE_LOG: "0"}

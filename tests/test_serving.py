@@ -15,12 +15,12 @@ import httpx
 import numpy as np
 import pytest
 
+from mlops_assets.ml.onnx_model import predict_labels
 from mlops_assets.refs import EvaluationRef, RegisteredModelRef, SplitsRef
 from mlops_assets.serving import (
     REPO_ROOT,
     bento,
     bento_application_test,
-    offline_predictions,
     rollback_job,
     run_application_test,
 )
@@ -42,8 +42,8 @@ def png_bytes(pixels: np.ndarray) -> bytes:
 
 # -- the running service ----------------------------------------------------------------------------
 @pytest.mark.slow
-def test_known_images_get_the_offline_predictions(serving_world, dev_server):
-    expected = offline_predictions(serving_world.versions["v1"], serving_world.x_test)
+def test_known_images_get_the_predict_labels(serving_world, dev_server):
+    expected = predict_labels(serving_world.versions["v1"], serving_world.x_test)
     result = run_application_test(dev_server, serving_world.x_test, serving_world.y_test, concurrency=4)
     assert result["model_versions"] == ["v1"]
     np.testing.assert_array_equal(result["predictions"], expected)
@@ -241,7 +241,7 @@ def test_fuzz_the_http_api_from_its_openapi_document(dev_server):
 def test_bento_asset_builds_and_its_application_test_passes(serving_world):
     registry = serving_world.registry
     registry.promote("v1", reason="test: bento of v1")
-    expected = offline_predictions(serving_world.versions["v1"], serving_world.x_test)
+    expected = predict_labels(serving_world.versions["v1"], serving_world.x_test)
     accuracy = float((expected == serving_world.y_test).mean())
 
     @dg.asset(name="registered_model")

@@ -54,6 +54,11 @@ def onnx_logits(session, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
     return np.concatenate(outputs) if outputs else np.zeros((0, 0), dtype=np.float32)
 
 
+def predict_labels(path: str | Path, x: np.ndarray) -> np.ndarray:
+    """Predicted class indices of the ONNX model at ``path``: what evaluation and release compare."""
+    return onnx_logits(open_session(path), x).argmax(1)
+
+
 def torch_logits(model, x: np.ndarray) -> np.ndarray:
     import torch
 
