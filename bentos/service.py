@@ -46,7 +46,7 @@ from mlops_assets.ml.images import (
 )
 from mlops_assets.ml.inference_log import InferenceLogWriter
 from mlops_assets.ml.onnx_model import onnx_logits, open_session, softmax
-from mlops_assets.ml.registry import ModelRegistry, ModelVersion, RegistryError
+from mlops_assets.ml.registry import ModelRegistry, ModelVersion, RegistryError, signature_differences
 from resources.settings import (
     ARTIFACT_ROOT,
     BATCH_MAX_LATENCY_MS,
@@ -321,6 +321,14 @@ class ProductionWatcher:
         self.production_version = production.version
         if production.version == self.service.active.version:
             self.error = None
+            return
+        differences = signature_differences(self.service.active.metadata, production.metadata)
+        if differences:
+            self.error = (
+                f"not swapping to {production.tag}: its signature differs from the served "
+                f"{self.service.active.tag}: {'; '.join(differences)}; restart the service to serve it"
+            )
+            logger.error("%s; still serving %s", self.error, self.service.active.tag)
             return
         try:
             model = self._load(production)

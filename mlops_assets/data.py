@@ -6,13 +6,20 @@ import numpy as np
 from pydantic import Field
 
 from mlops_assets.metadata import markdown_table, short_hash
-from mlops_assets.ml.artifacts import read_dataset, write_arrays, write_dataset, write_manifest
+from mlops_assets.ml.artifacts import (
+    read_dataset,
+    read_split_hashes,
+    write_arrays,
+    write_dataset,
+    write_manifest,
+)
 from mlops_assets.ml.splits import SPLIT_NAMES, SplitFractions, class_counts, stratified_split
 from mlops_assets.refs import DatasetRef, SplitsRef
 from resources.artifact_store import ArtifactStore
 from resources.dataset_source import DatasetSource
 
-SPLIT_CODE_VERSION = "1"
+SPLIT_CODE_VERSION = "2"  # 2: stable assignment carried forward
+SPLITS_LINEAGE_POINTER = "splits-lineage"
 
 
 @dg.asset(
@@ -28,6 +35,7 @@ SPLIT_CODE_VERSION = "1"
 def raw_images(
     context: dg.AssetExecutionContext, dataset_source: DatasetSource, artifact_store: ArtifactStore
 ) -> dg.Output[DatasetRef]:
+    fingerprint = dataset_source.fingerprint()  # before reading: a file added meanwhile reads as new next time
     dataset = dataset_source.load()
     version = dataset.content_hash()[:16]
     for path, reason in dataset.skipped:
@@ -42,6 +50,7 @@ def raw_images(
         class_names=dataset.class_names,
         spec=dataset.spec.as_dict(),
         n_images=len(dataset.labels),
+        source_fingerprint=fingerprint,
     )
     skipped_md = markdown_table(["file", "reason"], dataset.skipped) if dataset.skipped else "none"
     return dg.Output(
@@ -50,6 +59,7 @@ def raw_images(
         metadata={
             "version": version,
             "source": dataset_source.describe(),
+            "source_fingerprint": fingerprint,
             "artifact_path": dg.MetadataValue.path(str(directory)),
             "n_images": len(dataset.labels),
             "n_classes": len(dataset.class_names),
@@ -67,7 +77,37 @@ class SplitConfig(dg.Config):
     train_fraction: float = Field(default=0.70, description="Share of image groups for training.")
     val_fraction: float = Field(default=0.15, description="Share for model selection.")
     test_fraction: float = Field(default=0.15, description="Share held out for evaluation.")
-    seed: int = Field(default=42, description="Shuffling seed: same data and seed give the same split.")
+    seed: int = Field(
+        default=42,
+        description=(
+            "Order in which new images are dealt. Images already assigned keep their split; changing the "
+            "seed or the fractions starts a new assignment (the gate then excludes production's training "
+            "images from the comparison)."
+        ),
+    )
+
+
+def lineage_key(fractions: SplitFractions, seed: int) -> str:
+    """Split assignments are carried forward per (fractions, seed): the same settings, the same lineage."""
+    return f"seed{seed}-{fractions.train:g}-{fractions.val:g}-{fractions.test:g}"
+
+
+def previous_assignment(artifact_store: ArtifactStore, key: str) -> tuple[str | None, dict[str, str]]:
+    """The latest splits version of this lineage and its image → split assignment (empty when none)."""
+    version = artifact_store.read_pointer(SPLITS_LINEAGE_POINTER).get(key)
+    if not version or not artifact_store.exists("splits", version):
+        return None, {}
+    directory = artifact_store.path("splits", version)
+    assignment = {}
+    for name in SPLIT_NAMES:
+        for digest in read_split_hashes(directory, (name,)):
+            assignment[digest] = name
+    return version, assignment
+
+
+def record_lineage(artifact_store: ArtifactStore, key: str, version: str) -> None:
+    pointer = artifact_store.read_pointer(SPLITS_LINEAGE_POINTER)
+    artifact_store.write_pointer(SPLITS_LINEAGE_POINTER, {**pointer, key: version})
 
 
 @dg.asset(
@@ -76,8 +116,9 @@ class SplitConfig(dg.Config):
     code_version=SPLIT_CODE_VERSION,
     owners=["team:ml-platform"],
     description=(
-        "Stratified train/val/test splits with identical images kept together (no leakage). "
-        "Versioned by their content: the same images, fractions and seed give the same version."
+        "Stratified train/val/test splits with identical images kept together (no leakage) and every "
+        "image kept in the split it had in the previous version (new images are dealt to restore the "
+        "fractions). Versioned by the assignment itself."
     ),
 )
 def data_splits(
@@ -86,10 +127,16 @@ def data_splits(
 ) -> dg.Output[SplitsRef]:
     fractions = SplitFractions(config.train_fraction, config.val_fraction, config.test_fraction)
     dataset = read_dataset(raw_images.path)
-    indices = stratified_split(dataset.images, dataset.labels, fractions, config.seed)
-    version = short_hash(raw_images.version, fractions, config.seed, SPLIT_CODE_VERSION)
+    key = lineage_key(fractions, config.seed)
+    parent, previous = previous_assignment(artifact_store, key)
+    assignment = stratified_split(dataset.images, dataset.labels, fractions, config.seed, previous)
+    indices = assignment.indices
+    version = short_hash(raw_images.version, key, SPLIT_CODE_VERSION, {n: i.tolist() for n, i in indices.items()})
     n_classes = len(dataset.class_names)
     per_split = {name: class_counts(dataset.labels[idx], n_classes) for name, idx in indices.items()}
+    small = {dataset.class_names[label]: n for label, n in assignment.small_classes.items()}
+    if small:
+        context.log.warning(f"classes with fewer than 3 distinct images cannot fill three splits: {small}")
 
     def build(directory):
         for name, idx in indices.items():
@@ -100,10 +147,16 @@ def data_splits(
             {
                 "version": version,
                 "dataset_version": raw_images.version,
+                "source_fingerprint": raw_images.source_fingerprint,
                 "class_names": dataset.class_names,
                 "spec": dataset.spec.as_dict(),
                 "fractions": vars(fractions),
                 "seed": config.seed,
+                "lineage": key,
+                "parent": parent,
+                "kept": assignment.kept,
+                "dealt": assignment.dealt,
+                "small_classes": small,
                 "counts": {name: int(len(idx)) for name, idx in indices.items()},
                 "class_counts": per_split,
                 "source_rows": {name: idx.tolist() for name, idx in indices.items()},
@@ -111,8 +164,12 @@ def data_splits(
         )
 
     directory = artifact_store.publish("splits", version, build)
+    record_lineage(artifact_store, key, version)
     counts = {name: int(len(indices[name])) for name in SPLIT_NAMES}
-    context.log.info(f"splits {version}: {counts}")
+    context.log.info(
+        f"splits {version}: {counts}; {assignment.kept} image(s) kept their split from "
+        f"{parent or 'no previous version'}, {assignment.dealt} new image(s) dealt"
+    )
     balance_rows = [
         [cls, *(per_split[name][i] for name in SPLIT_NAMES)] for i, cls in enumerate(dataset.class_names)
     ]
@@ -124,11 +181,16 @@ def data_splits(
             class_names=dataset.class_names,
             spec=dataset.spec.as_dict(),
             counts=counts,
+            source_fingerprint=raw_images.source_fingerprint,
         ),
         data_version=dg.DataVersion(version),
         metadata={
             "version": version,
             "source_version": raw_images.version,
+            "parent_version": parent or "none",
+            "images_kept": assignment.kept,
+            "images_dealt": assignment.dealt,
+            "small_classes": dg.MetadataValue.json(small),
             "artifact_path": dg.MetadataValue.path(str(directory)),
             **{f"rows_{name}": counts[name] for name in SPLIT_NAMES},
             "class_balance": dg.MetadataValue.md(markdown_table(["class", *SPLIT_NAMES], balance_rows)),

@@ -3,15 +3,17 @@
 
 import json
 from pathlib import Path
-from typing import Any
 
 import dagster as dg
 import numpy as np
 
 from mlops_assets.metadata import markdown_table, png_markdown, short_hash
-from mlops_assets.ml.artifacts import read_split
+from mlops_assets.ml.artifacts import read_arrays, read_split_hashes
+from mlops_assets.ml.images import image_hashes, to_training_scale
 from mlops_assets.ml.metrics import classification_report, per_class_markdown
 from mlops_assets.ml.onnx_model import predict_labels
+from mlops_assets.ml.promotion import COMPARED, INCOMPATIBLE, NO_PRODUCTION, NOT_COMPARABLE, ChampionComparison
+from mlops_assets.ml.registry import signature_differences
 from mlops_assets.refs import EvaluationRef, OnnxModelRef, SplitsRef
 from resources.artifact_store import ArtifactStore
 from resources.model_registry import ModelRegistryResource
@@ -21,27 +23,73 @@ CONFUSION_PNG = "confusion_matrix.png"
 HEADLINE = ("accuracy", "macro_precision", "macro_recall", "macro_f1", "worst_class_recall", "recall_gap")
 
 
+def production_trained_hashes(
+    artifact_store: ArtifactStore, production_splits_version: str | None
+) -> set[str] | None:
+    """Content hashes of the images production was trained and selected on (train + val), or None
+    when its split is not in this artifact store (then the overlap cannot be checked)."""
+    if not production_splits_version or not artifact_store.exists("splits", production_splits_version):
+        return None
+    return read_split_hashes(artifact_store.path("splits", production_splits_version), ("train", "val"))
+
+
 def compare_with_production(
-    registry: ModelRegistryResource, x_test: np.ndarray, y_test: np.ndarray, class_names: list[str],
-    candidate: dict[str, Any],
-) -> dict[str, Any]:
-    """Score the production model on the same test split, so the two numbers are comparable."""
+    registry: ModelRegistryResource, artifact_store: ArtifactStore, test_images: np.ndarray, y_test: np.ndarray,
+    data_splits: SplitsRef, candidate_onnx: str,
+) -> ChampionComparison:
+    """Score the candidate and production on the same rows: this test split less production's training images."""
     production = registry.registry().production()
     if production is None:
-        return {"status": "no production model yet"}
-    if production.metadata.get("class_names") not in (None, class_names):
-        return {"status": "not comparable", "production_version": production.version,
-                "reason": "production model was trained on different classes"}
+        return ChampionComparison(NO_PRODUCTION)
+    stored = {k: float(v) for k, v in production.metadata.get("metrics", {}).items() if k in HEADLINE}
+    candidate_metadata = {"class_names": data_splits.class_names, "spec": data_splits.spec}
+    differences = signature_differences(production.metadata, candidate_metadata)
+    if differences:
+        return ChampionComparison(INCOMPATIBLE, production.version, data_splits.version, n_test=len(y_test),
+                                  production_stored=stored, reason="; ".join(differences))
+    trained = production_trained_hashes(artifact_store, production.labels.get("splits_version"))
+    keep = np.ones(len(y_test), dtype=bool)
+    note = ""
+    if trained is None:
+        note = f"production's training split {production.labels.get('splits_version')} is not in the artifact " \
+               "store: overlap with its training images unchecked"
+    else:
+        keep = np.asarray([digest not in trained for digest in image_hashes(test_images)], dtype=bool)
+    x_shared, y_shared = to_training_scale(test_images[keep]), y_test[keep]
+    base = dict(production_version=production.version, splits_version=data_splits.version, n=int(keep.sum()),
+                n_test=len(y_test), excluded=int((~keep).sum()), production_stored=stored)
+    if len(y_shared) == 0:
+        return ChampionComparison(COMPARED, **base, reason=note or "no test image left")
     try:
-        report = classification_report(y_test, predict_labels(production.onnx_path, x_test), class_names)
-    except Exception as exc:  # a production model with another input geometry cannot score this split
-        return {"status": "not comparable", "production_version": production.version, "reason": str(exc)}
-    return {
-        "status": "compared",
-        "production_version": production.version,
-        "production": {k: report[k] for k in HEADLINE},
-        "delta": {k: candidate[k] - report[k] for k in HEADLINE},
-    }
+        champion = classification_report(y_shared, predict_labels(production.onnx_path, x_shared),
+                                         data_splits.class_names)
+    except Exception as exc:  # noqa: BLE001 - a production model that cannot score this split is reported
+        return ChampionComparison(NOT_COMPARABLE, **base, reason=f"{type(exc).__name__}: {exc}")
+    challenger = classification_report(y_shared, predict_labels(candidate_onnx, x_shared), data_splits.class_names)
+    return ChampionComparison(
+        COMPARED, **base, reason=note,
+        candidate={k: float(challenger[k]) for k in HEADLINE},
+        production={k: float(champion[k]) for k in HEADLINE},
+    )
+
+
+def comparison_markdown(comparison: ChampionComparison) -> str:
+    """The champion-vs-challenger table a person reads before trusting the gate."""
+    if comparison.status != COMPARED or not comparison.candidate:
+        return f"**Production {comparison.production_version or ''}: {comparison.status}.** {comparison.reason}"
+    rows = [
+        [k, comparison.candidate[k], comparison.production[k], comparison.candidate[k] - comparison.production[k],
+         comparison.production_stored.get(k, "—")]
+        for k in HEADLINE
+    ]
+    heading = (
+        f"**Same rows**: {comparison.n} of {comparison.n_test} test images of split {comparison.splits_version} "
+        f"({comparison.excluded} that production {comparison.production_version} trained on excluded)."
+        + (f" {comparison.reason}" if comparison.reason else "")
+    )
+    columns = ["metric", "candidate", f"production {comparison.production_version}", "Δ",
+               "production at registration (own split, context only)"]
+    return heading + "\n\n" + markdown_table(columns, rows)
 
 
 @dg.asset(
@@ -60,15 +108,18 @@ def evaluation_report(
 ) -> dg.Output[EvaluationRef]:
     from mlops_assets.ml.plots import confusion_matrix_png
 
-    x_test, y_test = read_split(data_splits.path, "test")
+    test_images, y_test = read_arrays(data_splits.path, "test")
     class_names = data_splits.class_names
-    report = classification_report(y_test, predict_labels(onnx_model.path, x_test), class_names)
-    comparison = compare_with_production(model_registry, x_test, y_test, class_names, report)
-    version = short_hash(onnx_model.version, data_splits.version, comparison.get("production_version"))
+    report = classification_report(y_test, predict_labels(onnx_model.path, to_training_scale(test_images)),
+                                   class_names)
+    comparison = compare_with_production(
+        model_registry, artifact_store, test_images, y_test, data_splits, onnx_model.path
+    )
+    version = short_hash(onnx_model.version, data_splits.version, comparison.production_version)
 
     def build(directory: Path) -> None:
         payload = {"onnx_version": onnx_model.version, "splits_version": data_splits.version,
-                   "metrics": report, "production_comparison": comparison}
+                   "metrics": report, "production_comparison": comparison.as_dict()}
         (directory / REPORT_FILE).write_text(json.dumps(payload, indent=2))
         confusion_matrix_png(
             np.asarray(report["confusion_matrix"]), class_names, directory / CONFUSION_PNG,
@@ -77,21 +128,17 @@ def evaluation_report(
 
     directory = artifact_store.publish("reports", version, build)
     per_class = {row["class"]: row["recall"] for row in report["per_class"]}
-    bias = (
-        f"the model favours class {report['best_class']} (recall {per_class[report['best_class']]:.3f}) "
-        f"over class {report['worst_class']} (recall {report['worst_class_recall']:.3f}): "
-        f"gap {report['recall_gap']:.3f}"
-    )
-    context.log.info(f"test accuracy {report['accuracy']:.4f}; {bias}")
-    headline_rows = [[k, report[k]] for k in HEADLINE]
-    if comparison["status"] == "compared":
-        headline_rows = [
-            [k, report[k], comparison["production"][k], comparison["delta"][k]] for k in HEADLINE
-        ]
-        table = markdown_table(["metric", "candidate", f"production {comparison['production_version']}",
-                                "Δ"], headline_rows)
+    if report["recall_gap"] > 0:
+        bias = (
+            f"the model favours class {report['best_class']} (recall {per_class[report['best_class']]:.3f}) "
+            f"over class {report['worst_class']} (recall {report['worst_class_recall']:.3f}): "
+            f"gap {report['recall_gap']:.3f}"
+        )
     else:
-        table = markdown_table(["metric", "candidate"], headline_rows) + f"\n\nProduction: {comparison['status']}"
+        bias = f"every class has the same recall ({report['worst_class_recall']:.3f}): no gap"
+    context.log.info(f"test accuracy {report['accuracy']:.4f}; {bias}")
+    table = markdown_table(["metric", "candidate (whole test split)"], [[k, report[k]] for k in HEADLINE])
+    table += "\n\n" + comparison_markdown(comparison)
     return dg.Output(
         EvaluationRef(
             version=version,
@@ -99,7 +146,7 @@ def evaluation_report(
             onnx_version=onnx_model.version,
             splits_version=data_splits.version,
             metrics={k: v for k, v in report.items() if k != "confusion_matrix"},
-            production_comparison=comparison,
+            production_comparison=comparison.as_dict(),
         ),
         data_version=dg.DataVersion(version),
         metadata={
@@ -113,6 +160,7 @@ def evaluation_report(
             "report_path": dg.MetadataValue.path(str(directory / REPORT_FILE)),
             "onnx_version": onnx_model.version,
             "splits_version": data_splits.version,
-            "production_comparison": dg.MetadataValue.json(comparison),
+            "production_comparison": dg.MetadataValue.json(comparison.as_dict()),
+            "compared_rows": comparison.n,
         },
     )

@@ -35,6 +35,18 @@ def short_hash(*parts: Any) -> str:
     return digest.hexdigest()[:16]
 
 
+def source_hash(*paths: str | Path) -> str:
+    """The code version of what these source files compute: a hash of their bytes.
+
+    Used as an asset's ``code_version`` so Dagster (and the reuse of an existing artifact) knows when
+    the code that produced an asset really changed, instead of a number someone must remember to bump.
+    """
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(Path(path).read_bytes())
+    return digest.hexdigest()[:12]
+
+
 @lru_cache(maxsize=1)
 def git_commit() -> str:
     """The code version recorded in model lineage: the git commit when there is one."""

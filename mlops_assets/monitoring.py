@@ -81,14 +81,13 @@ def read_summary(directory: str | Path) -> dict[str, Any]:
 
 
 def production_model_version(model_registry: ModelRegistryResource) -> str | None:
-    """The production version from the registry's pointer file (no BentoML import: sensors call it)."""
-    pointer = model_registry.registry().pointer_path
+    """The production version from the registry's pointer (no BentoML import: sensors call it)."""
+    from mlops_assets.ml.registry import RegistryError
+
     try:
-        return json.loads(pointer.read_text()).get("current")
-    except FileNotFoundError:
-        return None
-    except json.JSONDecodeError as exc:
-        raise MonitorError(f"production pointer {pointer} is not valid JSON: {exc}") from exc
+        return model_registry.registry().production_version()
+    except RegistryError as exc:
+        raise MonitorError(str(exc)) from exc
 
 
 def publish_profile(store: ArtifactStore, version: str, view, summary: dict[str, Any]) -> tuple[Path, bool]:

@@ -17,6 +17,7 @@ class DatasetRef:
     class_names: list[str]
     spec: dict[str, int]
     n_images: int
+    source_fingerprint: str = ""  # what the source held (names, sizes, mtimes) when it was read
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class SplitsRef:
     class_names: list[str]
     spec: dict[str, int]
     counts: dict[str, int]
+    source_fingerprint: str = ""
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,9 @@
 import dagster as dg
 from pydantic import Field
 
+from mlops_assets.evaluation import comparison_markdown
 from mlops_assets.metadata import git_commit, markdown_table
-from mlops_assets.ml.promotion import decide_promotion
+from mlops_assets.ml.promotion import ChampionComparison, PromotionPolicy, decide_promotion
 from mlops_assets.refs import EvaluationRef, OnnxModelRef, RegisteredModelRef, SplitsRef
 from resources.model_registry import ModelRegistryResource
 
@@ -14,8 +15,23 @@ class PromotionConfig(dg.Config):
     metric: str = Field(default="accuracy", description="Metric the gate compares (from evaluation_report).")
     floor: float = Field(default=0.90, description="Absolute minimum to reach production.")
     max_regression: float = Field(
-        default=0.005, description="Largest allowed drop against the current production model."
+        default=0.005,
+        description="Largest allowed drop against the production model, both scored on the same test images.",
     )
+    min_compared_rows: int = Field(
+        default=30, description="Fewest test images production did not train on for a comparison to count."
+    )
+    allow_incompatible: bool = Field(
+        default=False,
+        description=(
+            "Replace a production model of other classes or input geometry. Off: such a candidate stays a "
+            "candidate. Turn on only to change what the service answers on purpose."
+        ),
+    )
+
+    def policy(self) -> PromotionPolicy:
+        return PromotionPolicy(self.metric, self.floor, self.max_regression, self.min_compared_rows,
+                               self.allow_incompatible)
 
 
 @dg.asset(
@@ -44,6 +60,7 @@ def registered_model(
         "dataset_version": data_splits.dataset_version,
         "code_version": git_commit(),
         "source": "dagster",
+        "source_fingerprint": data_splits.source_fingerprint,
     }
     metadata = {
         "onnx_version": onnx_model.version,
@@ -56,20 +73,21 @@ def registered_model(
         "spec": data_splits.spec,
     }
     version = registry.register(onnx_model.path, onnx_model.version, labels, metadata)
+    comparison = ChampionComparison.from_dict(evaluation_report.production_comparison)
     before = registry.production()
     if before is not None and before.version == version.version:
         promoted, reason = True, f"{version.version} is already the production model"
-    else:
-        decision = decide_promotion(
-            metrics,
-            before.metadata.get("metrics") if before else None,
-            metric=config.metric,
-            floor=config.floor,
-            max_regression=config.max_regression,
+    elif before is not None and before.version != comparison.production_version:
+        promoted, reason = False, (
+            f"production changed to {before.version} after evaluation_report compared with "
+            f"{comparison.production_version}: re-materialise evaluation_report"
         )
+    else:
+        decision = decide_promotion(metrics, comparison, config.policy())
         promoted, reason = decision.promote, decision.reason
         if promoted:
-            registry.promote(version.version, reason=f"gate: {reason} (run {context.run_id})")
+            registry.promote(version.version, reason=f"gate: {reason}", actor=f"dagster run {context.run_id}",
+                             allow_incompatible=decision.incompatible_override)
     production = registry.production()
     context.log.info(f"{version.tag}: {'promoted' if promoted else 'kept as candidate'}: {reason}")
     versions = registry.list_versions()
@@ -90,6 +108,12 @@ def registered_model(
             "previous_production_version": before.version if before else "none",
             "code_version": labels["code_version"],
             "splits_version": data_splits.version,
+            "compared_with": comparison.production_version or "none",
+            "compared_rows": comparison.n,
+            "champion_vs_challenger": dg.MetadataValue.md(comparison_markdown(comparison)),
+            **({f"compared_{who}_{config.metric}": float(figures[config.metric])
+                for who, figures in (("candidate", comparison.candidate), ("production", comparison.production))
+                if config.metric in figures}),
             "model_store": dg.MetadataValue.path(version.path),
             "accuracy": float(metrics.get("accuracy", 0.0)),
             "versions": dg.MetadataValue.md(

@@ -19,6 +19,16 @@ def _registry(args: argparse.Namespace) -> ModelRegistry:
     return ModelRegistry(args.home or resolve(BENTOML_HOME), args.model or resolve(MODEL_NAME))
 
 
+def _actor() -> str:
+    """Who made a manual transition, for the history: the login name on this machine."""
+    import getpass
+
+    try:
+        return f"mlops-registry ({getpass.getuser()})"
+    except (KeyError, OSError):
+        return "mlops-registry"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mlops-registry", description=__doc__.splitlines()[0])
     parser.add_argument("--home", help="BentoML home (default: $BENTOML_HOME or ./.mlops/bentoml)")
@@ -32,6 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     promote.add_argument("--reason", default="manual promotion (mlops-registry)")
     rollback = commands.add_parser("rollback", help="return to the previous production version")
     rollback.add_argument("--reason", default="manual rollback (mlops-registry)")
+    for command in (promote, rollback):
+        command.add_argument(
+            "--allow-incompatible", action="store_true",
+            help="replace production even with a version of other classes or input geometry (explicit only)",
+        )
     commands.add_parser("history", help="promotions and rollbacks, oldest first")
     args = parser.parse_args(argv)
     registry = _registry(args)
@@ -48,12 +63,16 @@ def main(argv: list[str] | None = None) -> int:
             current = registry.production()
             print(current.tag if current else "no production model")
         elif args.command == "promote":
-            print(f"production is now {registry.promote(args.version, args.reason).tag}")
+            promoted = registry.promote(args.version, args.reason, actor=_actor(),
+                                        allow_incompatible=args.allow_incompatible)
+            print(f"production is now {promoted.tag}")
         elif args.command == "rollback":
-            print(f"rolled back: production is now {registry.rollback(args.reason).tag}")
+            restored = registry.rollback(args.reason, actor=_actor(), allow_incompatible=args.allow_incompatible)
+            print(f"rolled back: production is now {restored.tag}")
         elif args.command == "history":
             for event in registry.events():
-                print(f"{event['at'][:19]}  {event['action']:<8}  {event['from']} → {event['to']}  {event['reason']}")
+                print(f"{event['at'][:19]}  {event['action']:<8}  {event['from']} → {event['to']}  "
+                      f"by {event.get('actor', 'unknown')}: {event['reason']}")
     except RegistryError as exc:
         print(f"mlops-registry: {exc}", file=sys.stderr)
         return 2

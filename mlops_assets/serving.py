@@ -288,6 +288,10 @@ def bento_application_test(
 
 class RollbackConfig(dg.Config):
     reason: str = Field(default="rollback from Dagster", description="Recorded in the pointer's history.")
+    allow_incompatible: bool = Field(
+        default=False,
+        description="Roll back even to a version of other classes or input geometry than production's.",
+    )
 
 
 @dg.op(
@@ -302,7 +306,8 @@ def rollback_production(
     registry = model_registry.registry()
     before = registry.production()
     try:
-        after = registry.rollback(f"{config.reason} (run {context.run_id})")
+        after = registry.rollback(config.reason, actor=f"dagster run {context.run_id}",
+                                  allow_incompatible=config.allow_incompatible)
     except RegistryError as exc:
         raise dg.Failure(description=str(exc)) from exc
     context.log.info(f"production: {before.version if before else 'none'} → {after.version}")
@@ -315,8 +320,9 @@ def rollback_production(
                 "production_version": after.version,
                 "reason": config.reason,
                 "history": dg.MetadataValue.md(markdown_table(
-                    ["at", "action", "from", "to"],
-                    [[e["at"][:19], e["action"], e["from"], e["to"]] for e in registry.events()[-10:]],
+                    ["at", "action", "from", "to", "by"],
+                    [[e["at"][:19], e["action"], e["from"], e["to"], e.get("actor", "")]
+                     for e in registry.events()[-10:]],
                 )),
             },
         )

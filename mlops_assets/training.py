@@ -1,18 +1,22 @@
 """Build stage 3: a small CNN in PyTorch, chosen by a grid search on the validation split."""
 
 
+import json
 from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
 
-from mlops_assets.metadata import markdown_table, png_markdown
+from mlops_assets.metadata import markdown_table, png_markdown, short_hash, source_hash
 from mlops_assets.ml.artifacts import read_split
 from mlops_assets.refs import SplitsRef, TrainedModelRef
 from resources.artifact_store import ArtifactStore
 
 CHECKPOINT = "model.pt"
 CURVES = "training_curves.png"
+TRAINING_RECORD = "training.json"  # how the model was trained, and from which inputs (for reuse)
+# The real version of the training code: what this module and the training loop compute.
+TRAINING_CODE_VERSION = source_hash(__file__, Path(__file__).parent / "ml" / "train.py")
 
 
 class TrainingConfig(dg.Config):
@@ -36,20 +40,28 @@ def state_dict_hash(state_dict, config: dict) -> str:
     return digest.hexdigest()[:16]
 
 
-@dg.asset(
-    group_name="build",
-    kinds={"pytorch"},
-    code_version="1",
-    owners=["team:ml-platform"],
-    description=(
-        "A small CNN trained on the train split; learning rate, width and epochs are chosen on val. "
-        "Seeded, so the same splits and config give the same weights; uses CUDA when available."
-    ),
-)
-def trained_model(
+def training_inputs_key(splits_version: str, config: TrainingConfig) -> str:
+    """Everything a trained model depends on: the split, the training config and the training code."""
+    return short_hash(splits_version, sorted(config.model_dump().items()), TRAINING_CODE_VERSION)
+
+
+def find_trained_model(artifact_store: ArtifactStore, inputs_key: str) -> tuple[Path, dict] | None:
+    """A model already trained from exactly these inputs, found by the record beside its checkpoint."""
+    for version in artifact_store.versions("models"):
+        directory = artifact_store.path("models", version)
+        try:
+            record = json.loads((directory / TRAINING_RECORD).read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            continue
+        if record.get("inputs_key") == inputs_key and (directory / CHECKPOINT).is_file():
+            return directory, record
+    return None
+
+
+def train_new_model(
     context: dg.AssetExecutionContext, config: TrainingConfig, data_splits: SplitsRef,
-    artifact_store: ArtifactStore,
-) -> dg.Output[TrainedModelRef]:
+    artifact_store: ArtifactStore, inputs_key: str,
+) -> tuple[Path, dict]:
     from mlops_assets.ml.plots import training_curves_png
     from mlops_assets.ml.train import SearchSpace, grid_search, save_checkpoint
 
@@ -65,7 +77,7 @@ def trained_model(
     )
 
     def log_epoch(row: dict) -> None:
-        context.log.info(
+        context.log.debug(
             "trial {trial} lr={lr} hidden={hidden} epoch {epoch}: train loss {train_loss:.4f} "
             "acc {train_accuracy:.4f} | val loss {val_loss:.4f} acc {val_accuracy:.4f}".format(**row)
         )
@@ -76,42 +88,84 @@ def trained_model(
     version = state_dict_hash(result.state_dict, {**result.config.as_dict(), "splits": data_splits.version})
     best = result.best
     title = f"lr={best['lr']} hidden={best['hidden']} (selected at epoch {best['epochs']})"
+    record = {
+        "version": version,
+        "inputs_key": inputs_key,
+        "code_version": TRAINING_CODE_VERSION,
+        "splits_version": data_splits.version,
+        "training_config": config.model_dump(),
+        "config": result.config.as_dict(),
+        "best": best,
+        "trials": result.trials,
+        "history": result.history[: best["epochs"]],
+        "hyperparameters": {**best, "batch_size": space.batch_size, "weight_decay": space.weight_decay,
+                            "seed": space.seed},
+        "device": result.device,
+    }
 
     def build(directory: Path) -> None:
         save_checkpoint(directory / CHECKPOINT, result)
         training_curves_png(result.history, directory / CURVES, title)
+        (directory / TRAINING_RECORD).write_text(json.dumps(record, indent=2, default=str))
 
     directory = artifact_store.publish("models", version, build)
     context.log.info(f"trained on {result.device}; best {best}")
+    return directory, record
+
+
+@dg.asset(
+    group_name="build",
+    kinds={"pytorch"},
+    code_version=TRAINING_CODE_VERSION,
+    owners=["team:ml-platform"],
+    description=(
+        "A small CNN trained on the train split; learning rate, width and epochs are chosen on val. "
+        "Seeded, so the same splits and config give the same weights; uses CUDA when available. "
+        "When a model was already trained from the same split, config and training code, it is reused."
+    ),
+)
+def trained_model(
+    context: dg.AssetExecutionContext, config: TrainingConfig, data_splits: SplitsRef,
+    artifact_store: ArtifactStore,
+) -> dg.Output[TrainedModelRef]:
+    inputs_key = training_inputs_key(data_splits.version, config)
+    existing = find_trained_model(artifact_store, inputs_key)
+    if existing is not None:
+        directory, record = existing
+        context.log.info(f"reused {record['version']}: already trained from these inputs ({inputs_key})")
+    else:
+        directory, record = train_new_model(context, config, data_splits, artifact_store, inputs_key)
+    best = record["best"]
+    version = record["version"]
     search_rows = [
         [t["lr"], t["hidden"], t["epochs"], t["val_accuracy"], t["val_loss"],
          "✔" if (t["lr"], t["hidden"], t["epochs"]) == (best["lr"], best["hidden"], best["epochs"]) else ""]
-        for t in result.trials
+        for t in record["trials"]
     ]
     epoch_rows = [
         [r["epoch"], r["train_loss"], r["train_accuracy"], r["val_loss"], r["val_accuracy"]]
-        for r in result.history[: best["epochs"]]
+        for r in record["history"]
     ]
-    hyperparameters = {**best, "batch_size": space.batch_size, "weight_decay": space.weight_decay,
-                       "seed": space.seed}
     return dg.Output(
         TrainedModelRef(
             version=version,
             checkpoint=str(directory / CHECKPOINT),
             splits_version=data_splits.version,
-            config=result.config.as_dict(),
-            hyperparameters=hyperparameters,
+            config=record["config"],
+            hyperparameters=record["hyperparameters"],
             val_accuracy=float(best["val_accuracy"]),
-            device=result.device,
+            device=record["device"],
         ),
         data_version=dg.DataVersion(version),
         metadata={
             "version": version,
+            "reused": f"reused {version}" if existing else "trained",
+            "inputs_key": inputs_key,
             "splits_version": data_splits.version,
-            "device": result.device,
+            "device": record["device"],
             "artifact_path": dg.MetadataValue.path(str(directory / CHECKPOINT)),
             "val_accuracy": float(best["val_accuracy"]),
-            "hyperparameters": dg.MetadataValue.json(hyperparameters),
+            "hyperparameters": dg.MetadataValue.json(record["hyperparameters"]),
             "search": dg.MetadataValue.md(
                 markdown_table(["lr", "hidden", "epochs", "val acc", "val loss", "chosen"], search_rows)
             ),

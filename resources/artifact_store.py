@@ -9,12 +9,14 @@ small JSON files replaced atomically (write temp, fsync, rename).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
-from mlops_assets.ml.storage import publish_directory
+from mlops_assets.ml.storage import atomic_write_json, publish_directory
 
 ARTIFACT_KINDS = ("datasets", "splits", "models", "onnx", "reports", "gx", "profiles", "inference_log")
 
@@ -49,3 +51,23 @@ class ArtifactStore(dg.ConfigurableResource):
         if not base.is_dir():
             return []
         return sorted(p.name for p in base.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+    # -- pointers: small mutable JSON files naming versions, switched atomically ------------------
+    def pointer_path(self, name: str) -> Path:
+        if not name or "/" in name or name.startswith("."):
+            raise ValueError(f"invalid pointer name {name!r}")
+        return self.root_path / "pointers" / f"{name}.json"
+
+    def read_pointer(self, name: str) -> dict[str, Any]:
+        """The pointer's content, or ``{}`` when it has never been written."""
+        path = self.pointer_path(name)
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            return {}
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"pointer {path} is not valid JSON: {exc}") from exc
+
+    def write_pointer(self, name: str, payload: dict[str, Any]) -> None:
+        """Replace the pointer in one step (write temp, fsync, rename): readers see old or new."""
+        atomic_write_json(self.pointer_path(name), payload)

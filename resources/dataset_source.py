@@ -7,7 +7,14 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field
 
-from mlops_assets.ml.images import ImageDataset, PreprocessSpec, load_digits_dataset, load_image_folder
+from mlops_assets.ml.images import (
+    ImageDataset,
+    PreprocessSpec,
+    digits_fingerprint,
+    folder_fingerprint,
+    load_digits_dataset,
+    load_image_folder,
+)
 
 
 class DatasetSource(dg.ConfigurableResource):
@@ -30,6 +37,15 @@ class DatasetSource(dg.ConfigurableResource):
 
     def describe(self) -> str:
         return "sklearn digits (8×8)" if self.kind == "digits" else f"image folder {self.path}"
+
+    def fingerprint(self) -> str:
+        """What labelled data the source holds now, without decoding it (cheap enough for every sensor
+        tick). A model trained on a source with this fingerprint has seen all of its labels."""
+        if self.kind == "digits":
+            return digits_fingerprint()
+        if not self.path:
+            raise ValueError("DatasetSource kind=image_folder needs `path` (set MLOPS_IMAGE_FOLDER)")
+        return folder_fingerprint(self.path)
 
     def load(self) -> ImageDataset:
         if self.kind == "digits":

@@ -27,6 +27,8 @@ DRIFT_P_VALUE = "MLOPS_DRIFT_P_VALUE"
 DRIFT_DISTANCE = "MLOPS_DRIFT_DISTANCE"
 DRIFT_MIN_ROWS = "MLOPS_DRIFT_MIN_ROWS"
 DRIFT_COOLDOWN_HOURS = "MLOPS_DRIFT_COOLDOWN_HOURS"
+# 1 (default): drift launches retraining only when the labelled source holds data production never saw
+RETRAIN_REQUIRES_NEW_DATA = "MLOPS_RETRAIN_REQUIRES_NEW_DATA"
 ALERT_FILE = "MLOPS_ALERT_FILE"
 ALERT_WEBHOOK_URL = "MLOPS_ALERT_WEBHOOK_URL"
 
@@ -80,3 +82,15 @@ def resolve_int(name: str) -> int:
         return int(value)
     except ValueError:
         raise ValueError(f"environment variable {name} must be an integer, got {value!r}") from None
+
+
+def resolve_flag(name: str, default: bool) -> bool:
+    """A 1/0 (true/false, yes/no) variable; anything else is an error naming the variable."""
+    value = os.environ.get(name, "").strip().lower()
+    if not value:
+        return default
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"environment variable {name} must be 1 or 0, got {value!r}")

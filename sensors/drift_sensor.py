@@ -14,12 +14,18 @@ share reaches the threshold, requests one ``retrain_job`` run. Guarantees:
   the reference of whichever model is in production then;
 - too little data in a window (``MLOPS_DRIFT_MIN_ROWS``) is a skip, not an alarm;
 - a cooldown (``MLOPS_DRIFT_COOLDOWN_HOURS``, default 6, 0 to disable) after a drift-launched run:
-  drift that persists while the newly labelled data is still arriving does not retrain every window.
+  drift that persists while the newly labelled data is still arriving does not retrain every window;
+- retraining only on new labelled data (``MLOPS_RETRAIN_REQUIRES_NEW_DATA``, default 1): when the
+  labelled source's fingerprint (file names, sizes, modification times; no pixel is read) is the one the
+  production model was trained on, retraining would reproduce production, so the tick skips, says so,
+  and alerts a person once per drift episode (file and webhook, as run failures). The drift stays
+  pending in the cursor: when labelled data arrives later, the next tick launches the run for it.
 
 Thresholds come from MLOPS_DRIFT_SHARE, MLOPS_DRIFT_P_VALUE, MLOPS_DRIFT_DISTANCE and
 MLOPS_DRIFT_MIN_ROWS (see ``mlops_assets/ml/drift.py``), read at each tick.
 """
 
+import dataclasses
 import json
 import os
 import time
@@ -40,7 +46,9 @@ from mlops_assets.monitoring import (
 )
 from resources import settings
 from resources.artifact_store import ArtifactStore
+from resources.dataset_source import DatasetSource
 from resources.model_registry import ModelRegistryResource
+from sensors.alerts import alert_path, record_alert
 
 MAX_WINDOWS_PER_TICK = 48
 COOLDOWN_ENV = settings.DRIFT_COOLDOWN_HOURS
@@ -61,6 +69,9 @@ class DriftCursor:
     window: str | None = None
     reference: str | None = None
     last_run_key: str | None = None
+    pending_window: str | None = None  # drift seen, but no new labelled data to retrain on yet
+    pending_share: float | None = None
+    alerted_episode: str | None = None  # "<reference>|<fingerprint>" already alerted about
 
     @classmethod
     def parse(cls, raw: str | None) -> "DriftCursor":
@@ -68,9 +79,12 @@ class DriftCursor:
             return cls()
         try:
             data = json.loads(raw)
-            return cls(data.get("window"), data.get("reference"), data.get("last_run_key"))
-        except (json.JSONDecodeError, AttributeError):
+            return cls(**{k: data.get(k) for k in cls.__dataclass_fields__})
+        except (json.JSONDecodeError, AttributeError, TypeError):
             return cls()  # an unreadable cursor: start from the latest window rather than fail every tick
+
+    def replace(self, **changes) -> "DriftCursor":
+        return dataclasses.replace(self, **changes)
 
     def dump(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -101,11 +115,77 @@ def recent_drift_run(instance: dg.DagsterInstance, hours: float):
     return records[0] if records else None
 
 
+def retrain_requires_new_data() -> bool:
+    return settings.resolve_flag(settings.RETRAIN_REQUIRES_NEW_DATA, True)
+
+
+@dataclass(frozen=True)
+class LabelledData:
+    """What the labelled source holds now against what production was trained on."""
+
+    current: str | None  # the source's fingerprint now (None: it could not be read)
+    trained: str | None  # the fingerprint production was trained on (None: not recorded)
+    dataset_version: str
+    problem: str = ""
+
+    @property
+    def is_new(self) -> bool:
+        return self.current is not None and self.current != self.trained
+
+
+def labelled_data(dataset_source: DatasetSource, model_registry: ModelRegistryResource) -> LabelledData:
+    production = model_registry.registry().production()
+    labels = production.labels if production else {}
+    trained, dataset_version = labels.get("source_fingerprint"), labels.get("dataset_version", "unknown")
+    try:
+        return LabelledData(dataset_source.fingerprint(), trained, dataset_version)
+    except (OSError, ValueError) as exc:
+        return LabelledData(None, trained, dataset_version, f"{type(exc).__name__}: {exc}")
+
+
+def stale_data_alert(verdict, model_version: str, ref_version: str, data: LabelledData) -> dict:
+    text = (
+        f"Traffic drifted from the training data of production model {model_version} ({verdict.reason}), "
+        f"but the labelled source has no new data since dataset version {data.dataset_version}: retraining "
+        "would reproduce the same model. Label recent production images and add them to the source; the "
+        "drift sensor retrains as soon as they arrive."
+    )
+    return {
+        "at": datetime.now(UTC).isoformat(),
+        "kind": "drift_without_new_data",
+        "window": verdict.window,
+        "drift_share": round(float(verdict.drift_share), 4),
+        "drifted_features": list(verdict.drifted_features),
+        "model_version": model_version,
+        "reference": ref_version,
+        "dataset_version": data.dataset_version,
+        "source_fingerprint": data.current,
+        "text": text,
+    }
+
+
+def drift_run_request(window: str, share: float, ref_version: str, features: list[str], data: LabelledData,
+                      suffix: str = "") -> dg.RunRequest:
+    return dg.RunRequest(
+        run_key=f"drift-{window.removeprefix('window-')}-{ref_version}{suffix}",
+        tags={
+            RUN_KIND_TAG: "training",
+            "mlops/trigger": "drift",
+            "mlops/drift_window": window_label(window),
+            "mlops/drift_share": f"{share:.2f}",
+            "mlops/reference": ref_version,
+            "mlops/drifted_features": ",".join(features)[:200],
+            "mlops/source_fingerprint": data.current or "unknown",
+        },
+    )
+
+
 def evaluate_drift_tick(
     cursor: str | None,
     instance: dg.DagsterInstance,
     artifact_store: ArtifactStore,
     model_registry: ModelRegistryResource,
+    dataset_source: DatasetSource,
 ) -> dg.SensorResult:
     """The whole decision of one tick (the sensor is a thin wrapper around it)."""
     from mlops_assets.ml.drift import DriftThresholds, evaluate_drift, read_profile, too_little_data
@@ -124,6 +204,17 @@ def evaluate_drift_tick(
     new = [w for w in windows if w > state.window] if state.window else windows[-1:]
     if not new:
         last = window_label(state.window) if state.window else "none"
+        if state.pending_window and state.reference == ref_version and in_flight_training_run(instance) is None:
+            data = labelled_data(dataset_source, model_registry)
+            if data.is_new:  # the labelled data the pending drift was waiting for has arrived
+                request = drift_run_request(state.pending_window, state.pending_share or 0.0, ref_version, [],
+                                            data, suffix=f"-data-{data.current[-8:]}")
+                return dg.SensorResult(run_requests=[request], cursor=state.replace(
+                    pending_window=None, pending_share=None, last_run_key=request.run_key).dump())
+            return dg.SensorResult(skip_reason=(
+                f"no new profile window since {last}; drift on window {window_label(state.pending_window)} "
+                f"still waits for new labelled data (production trained on dataset version {data.dataset_version})"
+            ))
         return dg.SensorResult(skip_reason=f"no new profile window since {last}")
     skipped_old = max(0, len(new) - MAX_WINDOWS_PER_TICK)
     new = new[-MAX_WINDOWS_PER_TICK:]
@@ -147,13 +238,14 @@ def evaluate_drift_tick(
         profile = read_profile(directory / PROFILE_FILE)
         verdicts.append((window, evaluate_drift(profile, reference, window_label(window), thresholds)))
     drifted = [(w, v) for w, v in verdicts if v.is_drift]
+    judged = state.replace(window=new[-1], reference=ref_version)
     if not drifted:
         reasons = "; ".join(v.reason for _, v in verdicts[-3:])
         more = f" (and {len(verdicts) - 3} earlier window(s) without drift)" if len(verdicts) > 3 else ""
         stale = f"; {skipped_old} older window(s) not judged" if skipped_old else ""
-        return dg.SensorResult(
+        return dg.SensorResult(  # the drift episode, if any, is over
             skip_reason=reasons + more + stale,
-            cursor=DriftCursor(new[-1], ref_version, state.last_run_key).dump(),
+            cursor=judged.replace(pending_window=None, pending_share=None, alerted_episode=None).dump(),
         )
     window, verdict = drifted[-1]
     recent = recent_drift_run(instance, cooldown_hours())
@@ -164,21 +256,29 @@ def evaluate_drift_tick(
                 f"{verdict.reason}; but drift retraining run {recent.dagster_run.run_id[:8]} was launched "
                 f"{age_h:.1f} h ago (cooldown {cooldown_hours():g} h, {COOLDOWN_ENV})"
             ),
-            cursor=DriftCursor(new[-1], ref_version, state.last_run_key).dump(),
+            cursor=judged.dump(),
         )
-    run_key = f"drift-{window.removeprefix('window-')}-{ref_version}"
-    request = dg.RunRequest(
-        run_key=run_key,
-        tags={
-            RUN_KIND_TAG: "training",
-            "mlops/trigger": "drift",
-            "mlops/drift_window": verdict.window,
-            "mlops/drift_share": f"{verdict.drift_share:.2f}",
-            "mlops/reference": ref_version,
-            "mlops/drifted_features": ",".join(verdict.drifted_features)[:200],
-        },
-    )
-    return dg.SensorResult(run_requests=[request], cursor=DriftCursor(new[-1], ref_version, run_key).dump())
+    data = labelled_data(dataset_source, model_registry)
+    if retrain_requires_new_data() and not data.is_new:
+        why = (f"the labelled source cannot be read ({data.problem})" if data.current is None else
+               f"no new labelled data since dataset version {data.dataset_version}")
+        episode = f"{ref_version}|{data.current}"
+        alerted = ""
+        if state.alerted_episode != episode:
+            record_alert(stale_data_alert(verdict, model_version, ref_version, data), alert_path(artifact_store),
+                         os.environ.get(settings.ALERT_WEBHOOK_URL))
+            alerted = "; a person was alerted"
+        return dg.SensorResult(
+            skip_reason=(
+                f"{verdict.reason}; {why}: retraining would reproduce production {model_version} "
+                f"({settings.RETRAIN_REQUIRES_NEW_DATA}=1){alerted}"
+            ),
+            cursor=judged.replace(pending_window=window, pending_share=float(verdict.drift_share),
+                                  alerted_episode=episode).dump(),
+        )
+    request = drift_run_request(window, verdict.drift_share, ref_version, list(verdict.drifted_features), data)
+    return dg.SensorResult(run_requests=[request], cursor=judged.replace(
+        last_run_key=request.run_key, pending_window=None, pending_share=None, alerted_episode=None).dump())
 
 
 @dg.sensor(
@@ -188,13 +288,16 @@ def evaluate_drift_tick(
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
         "Compares each new traffic profile window with the production model's reference profile; on "
-        "drift, launches one retrain_job run (raw_images → … → registered_model → bento)."
+        "drift, launches one retrain_job run (raw_images → … → registered_model → bento) if the labelled "
+        "source holds data production was not trained on; otherwise skips, says why and alerts once "
+        "(MLOPS_RETRAIN_REQUIRES_NEW_DATA)."
     ),
 )
 def drift_sensor(
-    context: dg.SensorEvaluationContext, artifact_store: ArtifactStore, model_registry: ModelRegistryResource
+    context: dg.SensorEvaluationContext, artifact_store: ArtifactStore, model_registry: ModelRegistryResource,
+    dataset_source: DatasetSource,
 ) -> dg.SensorResult:
-    result = evaluate_drift_tick(context.cursor, context.instance, artifact_store, model_registry)
+    result = evaluate_drift_tick(context.cursor, context.instance, artifact_store, model_registry, dataset_source)
     if result.run_requests:
         context.log.info(f"drift: requesting {result.run_requests[0].run_key}")
     return result

@@ -5,33 +5,91 @@ import threading
 
 import pytest
 
-from mlops_assets.ml.promotion import decide_promotion
-from mlops_assets.ml.registry import ModelRegistry, RegistryError
+from mlops_assets.ml.promotion import (
+    COMPARED,
+    INCOMPATIBLE,
+    NO_PRODUCTION,
+    ChampionComparison,
+    PromotionPolicy,
+    decide_promotion,
+)
+from mlops_assets.ml.registry import IncompatibleModelError, ModelRegistry, RegistryError, signature_differences
 from mlops_assets.registry_cli import main as registry_cli
+
+NONE = ChampionComparison(NO_PRODUCTION)
+
+
+def compared(candidate: float, production: float, stored: float | None = None, n: int = 200, excluded: int = 0):
+    """Both models scored on the same ``n`` rows; ``stored`` is production's figure from its own old split."""
+    return ChampionComparison(
+        COMPARED, "prod", "splits-new", n=n, n_test=n + excluded, excluded=excluded,
+        candidate={"accuracy": candidate}, production={"accuracy": production},
+        production_stored={} if stored is None else {"accuracy": stored},
+    )
 
 
 def test_promote_when_nothing_in_production():
-    decision = decide_promotion({"accuracy": 0.95}, None, floor=0.9)
+    decision = decide_promotion({"accuracy": 0.95}, NONE, PromotionPolicy(floor=0.9))
     assert decision.promote and "no production model" in decision.reason
 
 
 def test_refuse_below_floor_even_without_production():
-    decision = decide_promotion({"accuracy": 0.85}, None, floor=0.9)
+    decision = decide_promotion({"accuracy": 0.85}, NONE, PromotionPolicy(floor=0.9))
     assert not decision.promote and "below the floor" in decision.reason
 
 
-def test_refuse_regression_beyond_margin():
-    decision = decide_promotion({"accuracy": 0.95}, {"accuracy": 0.97}, floor=0.9, max_regression=0.01)
-    assert not decision.promote and "below production" in decision.reason
+def test_refuse_regression_beyond_margin_on_the_same_rows():
+    decision = decide_promotion({"accuracy": 0.95}, compared(0.95, 0.97), PromotionPolicy(max_regression=0.01))
+    assert not decision.promote and "below production prod's 0.9700" in decision.reason
+    assert "same 200 test images of split splits-new" in decision.reason
 
 
 def test_accept_small_regression_within_margin():
-    assert decide_promotion({"accuracy": 0.965}, {"accuracy": 0.97}, floor=0.9, max_regression=0.01).promote
+    assert decide_promotion({"accuracy": 0.965}, compared(0.965, 0.97), PromotionPolicy(max_regression=0.01)).promote
+
+
+def test_the_stored_figure_of_production_is_context_never_compared():
+    """Production scored 0.9888 on its own, older split but 0.867 on today's: the candidate is far better."""
+    decision = decide_promotion({"accuracy": 0.95}, compared(0.95, 0.867, stored=0.9888))
+    assert decision.promote, decision.reason
+    assert "0.8670" in decision.reason and "Δ +0.0830" in decision.reason and "0.9888" in decision.reason
+    # and the reverse: production's stored figure is low, but on today's rows it beats the candidate
+    decision = decide_promotion({"accuracy": 0.95}, compared(0.95, 0.99, stored=0.80))
+    assert not decision.promote and "0.9900" in decision.reason
+
+
+def test_too_few_rows_production_did_not_train_on_is_no_evidence():
+    decision = decide_promotion({"accuracy": 0.99}, compared(0.99, 0.5, n=12, excluded=188))
+    assert not decision.promote
+    assert "only 12 test image(s)" in decision.reason and "188 excluded" in decision.reason
+
+
+def test_an_incompatible_production_model_is_replaced_only_when_explicitly_allowed():
+    incompatible = ChampionComparison(INCOMPATIBLE, "prod", reason="classes differ (2 instead of 10)")
+    refused = decide_promotion({"accuracy": 0.99}, incompatible)
+    assert not refused.promote and "classes differ" in refused.reason and "allow_incompatible" in refused.reason
+    allowed = decide_promotion({"accuracy": 0.99}, incompatible, PromotionPolicy(allow_incompatible=True))
+    assert allowed.promote and allowed.incompatible_override
 
 
 def test_unknown_metric_is_an_error():
     with pytest.raises(KeyError, match="macro_f1"):
-        decide_promotion({"accuracy": 0.9}, None, metric="macro_f1")
+        decide_promotion({"accuracy": 0.9}, NONE, PromotionPolicy(metric="macro_f1"))
+
+
+def test_signature_differences_name_what_differs():
+    digits = {"class_names": [str(i) for i in range(10)], "spec": {"height": 8, "width": 8, "channels": 1}}
+    shapes = {"class_names": ["circles", "squares"], "spec": {"height": 8, "width": 8, "channels": 1}}
+    rgb = {**digits, "spec": {"height": 8, "width": 8, "channels": 3}}
+    assert signature_differences(digits, dict(digits)) == []
+    assert "classes differ (2 instead of 10" in signature_differences(digits, shapes)[0]
+    assert signature_differences(digits, rgb) == ["input 3×8×8 instead of 1×8×8 (channels×height×width)"]
+    reordered = {**digits, "class_names": list(reversed(digits["class_names"]))}
+    assert "class order" in signature_differences(digits, reordered)[0]
+    assert "signature unknown" in signature_differences(digits, {})[0]
+
+
+SIGNATURE = {"class_names": ["cat", "dog"], "spec": {"height": 8, "width": 8, "channels": 1}}
 
 
 @pytest.fixture
@@ -40,7 +98,17 @@ def registry(tmp_path):
     for i, accuracy in enumerate([0.91, 0.93, 0.95]):
         onnx = tmp_path / f"m{i}.onnx"
         onnx.write_bytes(f"model {i}".encode())
-        registry.register(onnx, f"v{i}", {"splits_version": "s"}, {"metrics": {"accuracy": accuracy}})
+        registry.register(onnx, f"v{i}", {"splits_version": "s"}, {"metrics": {"accuracy": accuracy}, **SIGNATURE})
+    return registry
+
+
+@pytest.fixture
+def incompatible(registry, tmp_path):
+    """Two more versions: one trained on other classes, one on RGB images."""
+    onnx = tmp_path / "other.onnx"
+    onnx.write_bytes(b"other")
+    registry.register(onnx, "shapes", {}, {**SIGNATURE, "class_names": ["circles", "squares", "stars"]})
+    registry.register(onnx, "rgb", {}, {**SIGNATURE, "spec": {"height": 8, "width": 8, "channels": 3}})
     return registry
 
 
@@ -108,3 +176,44 @@ def test_cli_list_promote_rollback(registry, capsys):
     assert "v1  production" in listing and "accuracy=0.9300" in listing
     assert registry_cli([*home, "promote", "missing"]) == 2
     assert "no version 'missing'" in capsys.readouterr().err
+
+
+def test_promote_refuses_an_incompatible_version_unless_explicitly_allowed(incompatible):
+    registry = incompatible
+    registry.promote("v0", actor="test")
+    with pytest.raises(IncompatibleModelError, match=r"classes differ \(3 instead of 2"):
+        registry.promote("shapes", actor="test")
+    with pytest.raises(IncompatibleModelError, match="input 3×8×8 instead of 1×8×8"):
+        registry.promote("rgb", actor="test")
+    assert registry.production().version == "v0"
+    registry.promote("shapes", reason="new product: shapes", actor="alice", allow_incompatible=True)
+    assert registry.production().version == "shapes"
+    event = registry.events()[-1]
+    assert event["actor"] == "alice" and "classes differ" in event["incompatible_override"][0]
+    with pytest.raises(IncompatibleModelError):  # going back is just as incompatible
+        registry.rollback(actor="test")
+
+
+def test_every_transition_is_recorded_with_who_when_and_why(registry):
+    registry.promote("v0", reason="first", actor="dagster run abc")
+    registry.promote("v1", reason="better", actor="bob")
+    registry.rollback(reason="bad release", actor="carol")
+    events = registry.events()
+    assert [(e["action"], e["from"], e["to"], e["actor"], e["reason"]) for e in events] == [
+        ("promote", None, "v0", "dagster run abc", "first"),
+        ("promote", "v0", "v1", "bob", "better"),
+        ("rollback", "v1", "v0", "carol", "bad release"),
+    ]
+    assert all(e["at"] for e in events)
+    stages = {v.version: v.stage for v in registry.list_versions()}
+    assert stages == {"v0": "production", "v1": "candidate", "v2": "candidate"}
+
+
+def test_cli_refuses_an_incompatible_promotion_with_the_reason(incompatible, capsys):
+    home = ["--home", str(incompatible.home), "--model", "clf"]
+    assert registry_cli([*home, "promote", "v1"]) == 0
+    assert registry_cli([*home, "promote", "shapes"]) == 2
+    assert "not compatible with production v1: classes differ" in capsys.readouterr().err
+    assert incompatible.production().version == "v1"
+    assert registry_cli([*home, "promote", "shapes", "--allow-incompatible"]) == 0
+    assert incompatible.production().version == "shapes"

@@ -2,6 +2,7 @@
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -12,6 +13,7 @@ from mlops_assets.ml.features import image_features, with_predictions
 from mlops_assets.monitoring import publish_profile, reference_version, window_version
 from mlops_assets.simulator import apply_drift
 from resources.artifact_store import ArtifactStore
+from resources.dataset_source import DatasetSource
 from resources.model_registry import ModelRegistryResource
 from sensors.alerts import record_alert, run_failure_alert
 from sensors.drift_sensor import DriftCursor, drift_sensor
@@ -36,15 +38,36 @@ def frame(dataset, idx, drift="none", seed=0):
     return with_predictions(image_features(images), [str(v) for v in labels], confidence)
 
 
+def register_model(registry: ModelRegistryResource, version: str, source: DatasetSource, root) -> None:
+    """A registered production version trained on what ``source`` holds now (the sensor never loads it)."""
+    onnx = root / f"{version}.onnx"
+    onnx.write_bytes(b"not loaded by the sensor")
+    registry.registry().register(
+        onnx, version,
+        labels={"dataset_version": f"dataset-{version}", "source_fingerprint": source.fingerprint()},
+        metadata={"class_names": ["a", "b"], "spec": {"height": 8, "width": 8, "channels": 1}},
+    )
+    registry.registry().promote(version, reason="test setup", actor="test")
+
+
+def add_labelled_image(folder, name: str) -> None:
+    from PIL import Image
+
+    Image.new("L", (8, 8), 128).save(folder / "a" / f"{name}.png")
+
+
 @pytest.fixture
 def world(tmp_path, digits):
-    """An artifact store with a production pointer, its reference profile, and a way to add windows."""
+    """A production model trained on a labelled folder, its reference profile, and a way to add windows."""
     dataset, train, held_out = digits
     store = ArtifactStore(root=str(tmp_path / "artifacts"))
     registry = ModelRegistryResource(home=str(tmp_path / "bentoml"))
-    pointer = registry.registry().pointer_path
-    pointer.parent.mkdir(parents=True)
-    pointer.write_text(json.dumps({"current": MODEL, "history": [], "events": []}))
+    folder = tmp_path / "labelled"
+    for name in ("a", "b"):
+        (folder / name).mkdir(parents=True)
+    add_labelled_image(folder, "first")
+    source = DatasetSource(kind="image_folder", path=str(folder), height=8, width=8)
+    register_model(registry, MODEL, source, tmp_path)
     publish_profile(store, reference_version(MODEL), profile_frame(frame(dataset, train)), {"n_rows": len(train)})
 
     def add_window(hour: int, drift: str = "none", n: int = 300) -> str:
@@ -55,8 +78,13 @@ def world(tmp_path, digits):
         publish_profile(store, version, profile_frame(rows), {"n_rows": n, "start": start.isoformat()})
         return version
 
-    resources = {"artifact_store": store, "model_registry": registry}
+    resources = {"artifact_store": store, "model_registry": registry, "dataset_source": source}
     return store, registry, add_window, resources
+
+
+def new_labelled_data(resources, name: str = "new") -> None:
+    """Someone labels more images and adds them to the source."""
+    add_labelled_image(Path(resources["dataset_source"].path), name)
 
 
 def tick(resources, instance, cursor=None) -> dg.SensorResult:
@@ -84,6 +112,7 @@ def test_one_drift_event_gives_exactly_one_run_request(world):
     with dg.DagsterInstance.ephemeral() as instance:
         cursor = tick(resources, instance).cursor
         add_window(1, "brightness")
+        new_labelled_data(resources)
         first = tick(resources, instance, cursor)
         assert len(first.run_requests) == 1
         request = first.run_requests[0]
@@ -107,6 +136,7 @@ def test_windows_written_while_the_daemon_was_down_are_all_judged(world):
         add_window(1, "invert")
         add_window(2)
         add_window(3)
+        new_labelled_data(resources)
         result = tick(resources, instance, cursor)
     assert [r.run_key for r in result.run_requests] == [f"drift-20261122T1100-{reference_version(MODEL)}"]
     assert DriftCursor.parse(result.cursor).window == "window-20261122T1300"
@@ -118,6 +148,7 @@ def test_no_run_while_a_retraining_run_is_in_flight(world):
     with dg.DagsterInstance.ephemeral() as instance:
         cursor = tick(resources, instance).cursor
         add_window(1, "noise")
+        new_labelled_data(resources)
         run = instance.add_run(
             dg.DagsterRun(job_name="retrain_job", run_id="f" * 32, status=dg.DagsterRunStatus.STARTED,
                           tags={"mlops/kind": "training"})
@@ -140,6 +171,7 @@ def test_cooldown_after_a_drift_run_then_disabled(world, monkeypatch):
                           tags={"mlops/kind": "training", "mlops/trigger": "drift"})
         )
         add_window(1, "rotation")
+        new_labelled_data(resources)
         cooled = tick(resources, instance, cursor)
         reason = skip_text(cooled)
         assert "≥ 0.30 on window 2026-11-22T11" in reason and "run eeeeeeee was launched 0.0 h ago" in reason
@@ -168,14 +200,73 @@ def test_thresholds_come_from_the_environment(world, monkeypatch):
 
 
 def test_missing_model_or_reference_is_a_skip(world, tmp_path):
-    store, registry, add_window, _ = world
+    store, registry, add_window, resources = world
     add_window(0)
     with dg.DagsterInstance.ephemeral() as instance:
         empty = ModelRegistryResource(home=str(tmp_path / "elsewhere"))
-        assert "no production model" in skip_text(tick({"artifact_store": store, "model_registry": empty}, instance))
-        registry.registry().pointer_path.write_text(json.dumps({"current": "v2"}))
-        reason = skip_text(tick({"artifact_store": store, "model_registry": registry}, instance))
+        assert "no production model" in skip_text(tick({**resources, "model_registry": empty}, instance))
+        register_model(registry, "v2", resources["dataset_source"], tmp_path)
+        reason = skip_text(tick(resources, instance))
     assert reason == "no reference profile for production model v2: materialise reference_profile"
+
+
+def alerts(store: ArtifactStore) -> list[dict]:
+    path = store.root_path / "alerts" / "alerts.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_drift_without_new_labelled_data_skips_and_alerts_once_per_episode(world):
+    """Retraining on an unchanged source reproduces production: skip, say so, and tell a person once."""
+    store, _, add_window, resources = world
+    add_window(0)
+    with dg.DagsterInstance.ephemeral() as instance:
+        cursor = tick(resources, instance).cursor
+        add_window(1, "invert")
+        first = tick(resources, instance, cursor)
+        reason = skip_text(first)
+        assert reason.startswith("drift share") and "on window 2026-11-22T11" in reason
+        assert "no new labelled data since dataset version dataset-v1" in reason and "a person was alerted" in reason
+        assert [a["kind"] for a in alerts(store)] == ["drift_without_new_data"]
+        assert "Label recent production images" in alerts(store)[0]["text"]
+        add_window(2, "invert")  # the same episode goes on: skipped, not alerted again
+        second = tick(resources, instance, first.cursor)
+        assert "no new labelled data" in skip_text(second) and "alerted" not in skip_text(second)
+        assert len(alerts(store)) == 1
+        add_window(3)  # the episode ends
+        ended = tick(resources, instance, second.cursor)
+        add_window(4, "invert")  # a new episode is alerted again
+        tick(resources, instance, ended.cursor)
+        assert len(alerts(store)) == 2
+
+
+def test_labelled_data_arriving_after_the_drift_launches_exactly_one_run(world):
+    _, _, add_window, resources = world
+    add_window(0)
+    with dg.DagsterInstance.ephemeral() as instance:
+        cursor = tick(resources, instance).cursor
+        add_window(1, "invert")
+        waiting = tick(resources, instance, cursor)
+        assert "no new labelled data" in skip_text(waiting)
+        idle = tick(resources, instance, waiting.cursor)
+        assert "drift on window 2026-11-22T11 still waits for new labelled data" in skip_text(idle)
+        new_labelled_data(resources)
+        launched = tick(resources, instance, waiting.cursor)
+        assert len(launched.run_requests) == 1
+        request = launched.run_requests[0]
+        assert request.run_key.startswith(f"drift-20261122T1100-{reference_version(MODEL)}-data-")
+        assert request.tags["mlops/drift_window"] == "2026-11-22T11"
+        after = tick(resources, instance, launched.cursor)
+        assert skip_text(after) == "no new profile window since 2026-11-22T11"
+
+
+def test_the_new_data_requirement_can_be_turned_off(world, monkeypatch):
+    _, _, add_window, resources = world
+    monkeypatch.setenv("MLOPS_RETRAIN_REQUIRES_NEW_DATA", "0")
+    add_window(0)
+    with dg.DagsterInstance.ephemeral() as instance:
+        cursor = tick(resources, instance).cursor
+        add_window(1, "invert")
+        assert len(tick(resources, instance, cursor).run_requests) == 1
 
 
 def test_run_failure_writes_an_alert_even_when_the_webhook_is_down(tmp_path, monkeypatch):

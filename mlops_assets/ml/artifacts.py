@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from mlops_assets.ml.images import ImageDataset, PreprocessSpec, to_training_scale
+from mlops_assets.ml.images import ImageDataset, PreprocessSpec, image_hashes, to_training_scale
 
 MANIFEST = "manifest.json"
 
@@ -67,6 +67,15 @@ def read_split(directory: str | Path, name: str) -> tuple[np.ndarray, np.ndarray
     """One split in the training scale: float32 images and int64 labels."""
     images, labels = read_arrays(directory, name)
     return to_training_scale(images), labels
+
+
+def read_split_hashes(directory: str | Path, names: tuple[str, ...]) -> set[str]:
+    """Content hashes of every image in the named array sets (e.g. what a model trained on)."""
+    hashes: set[str] = set()
+    for name in names:
+        images, _ = read_arrays(directory, name)
+        hashes.update(image_hashes(images))
+    return hashes
 
 
 def write_dataset(directory: Path, dataset: ImageDataset, extra: dict[str, Any]) -> None:

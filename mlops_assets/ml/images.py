@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -175,6 +176,41 @@ def load_image_folder(root: str | Path, spec: PreprocessSpec, min_per_class: int
         skipped=skipped,
         original_sizes=np.asarray(sizes, dtype=np.int64).reshape(-1, 2),
     )
+
+
+def folder_fingerprint(root: str | Path) -> str:
+    """A cheap identity of an image folder's labelled content: every image file's class, name, size and
+    modification time, hashed. No pixel is read, so it costs one ``stat`` per file (a 200k-image folder
+    in well under a second) and can run on every sensor tick. Adding, removing, renaming, moving between
+    classes or rewriting a file changes it; reading does not."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"image folder {root} does not exist or is not a directory")
+    entries: list[str] = []
+    stack = [root]
+    while stack:
+        directory = stack.pop()
+        with os.scandir(directory) as listing:
+            for entry in listing:
+                if entry.name.startswith("."):
+                    continue
+                if entry.is_dir(follow_symlinks=True):
+                    stack.append(Path(entry.path))
+                elif entry.name.lower().endswith(IMAGE_SUFFIXES):
+                    stat = entry.stat()
+                    relative = os.path.relpath(entry.path, root)
+                    entries.append(f"{relative}\0{stat.st_size}\0{stat.st_mtime_ns}")
+    digest = hashlib.sha256()
+    for line in sorted(entries):
+        digest.update(line.encode("utf-8", "surrogateescape") + b"\n")
+    return f"folder-{len(entries)}-{digest.hexdigest()[:16]}"
+
+
+def digits_fingerprint() -> str:
+    """The bundled digits change only with scikit-learn itself."""
+    from importlib.metadata import version
+
+    return f"sklearn-digits-{version('scikit-learn')}"
 
 
 def load_digits_dataset() -> ImageDataset:

@@ -1,44 +1,109 @@
-"""The promotion rule: when does a newly trained model replace the production one?"""
+"""The promotion rule: when does a newly trained model (the challenger) replace production (the champion)?
+
+A decision compares like with like: both models scored by onnxruntime on the same rows, the challenger's
+test split less every image the champion trained on. The champion's figure stored when it was registered
+comes from another split and is shown for context only, never compared.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+COMPARED = "compared"
+NO_PRODUCTION = "no production model yet"
+INCOMPATIBLE = "incompatible"
+NOT_COMPARABLE = "not comparable"
+
+
+@dataclass(frozen=True)
+class ChampionComparison:
+    """The challenger and the champion on the same rows, or why there is no such comparison."""
+
+    status: str  # COMPARED, NO_PRODUCTION, INCOMPATIBLE or NOT_COMPARABLE
+    production_version: str | None = None
+    splits_version: str | None = None
+    n: int = 0  # rows both were scored on
+    n_test: int = 0  # rows of the challenger's test split
+    excluded: int = 0  # test rows left out because the champion trained (or selected) on them
+    candidate: dict[str, float] = field(default_factory=dict)  # challenger on the compared rows
+    production: dict[str, float] = field(default_factory=dict)  # champion on the compared rows
+    production_stored: dict[str, float] = field(default_factory=dict)  # champion's own, older split: context
+    reason: str = ""  # for INCOMPATIBLE / NOT_COMPARABLE, and notes (e.g. overlap unchecked)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ChampionComparison:
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class PromotionPolicy:
+    metric: str = "accuracy"
+    floor: float = 0.90  # keeps an obviously broken model out even when nothing is in production
+    max_regression: float = 0.005  # a fresh model may be this much worse than a stale one on the same rows
+    min_compared_rows: int = 30  # fewer shared rows than this is no evidence either way
+    allow_incompatible: bool = False  # replace a production model of other classes or geometry
 
 
 @dataclass(frozen=True)
 class PromotionDecision:
     promote: bool
     reason: str
+    incompatible_override: bool = False
 
 
 def decide_promotion(
-    candidate: dict[str, float],
-    production: dict[str, float] | None,
-    metric: str = "accuracy",
-    floor: float = 0.90,
-    max_regression: float = 0.005,
+    candidate: dict[str, float], comparison: ChampionComparison, policy: PromotionPolicy = PromotionPolicy()
 ) -> PromotionDecision:
-    """Promote only if the candidate clears an absolute floor and loses at most ``max_regression``.
-
-    The floor keeps an obviously broken model out even when nothing is in production yet; the
-    margin lets a retrained model on fresh data replace a slightly better stale one without
-    letting quality drift downwards release after release.
-    """
+    """Promote only if the candidate clears the floor and, against the production model on the same rows,
+    loses at most ``max_regression``; never over an incompatible production model unless explicitly allowed."""
+    metric = policy.metric
     if metric not in candidate:
         raise KeyError(f"candidate metrics have no {metric!r}; available: {sorted(candidate)}")
     value = float(candidate[metric])
-    if value < floor:
-        return PromotionDecision(False, f"{metric} {value:.4f} is below the floor {floor:.4f}")
-    if production is None or metric not in production:
-        return PromotionDecision(True, f"{metric} {value:.4f} ≥ floor {floor:.4f}; no production model yet")
-    current = float(production[metric])
-    if value < current - max_regression:
+    if value < policy.floor:
+        return PromotionDecision(False, f"{metric} {value:.4f} is below the floor {policy.floor:.4f}")
+    if comparison.status == NO_PRODUCTION:
+        return PromotionDecision(True, f"{metric} {value:.4f} ≥ floor {policy.floor:.4f}; no production model yet")
+    champion = comparison.production_version
+    if comparison.status == INCOMPATIBLE:
+        if policy.allow_incompatible:
+            return PromotionDecision(
+                True, f"replaces incompatible production {champion} as explicitly allowed: {comparison.reason}",
+                incompatible_override=True,
+            )
+        return PromotionDecision(
+            False, f"not compatible with production {champion}: {comparison.reason} "
+            "(set allow_incompatible to replace it on purpose)",
+        )
+    if comparison.status != COMPARED:
+        return PromotionDecision(False, f"cannot compare with production {champion}: {comparison.reason}")
+    if comparison.n < policy.min_compared_rows:
         return PromotionDecision(
             False,
-            f"{metric} {value:.4f} is more than {max_regression:.4f} below production's {current:.4f}",
+            f"only {comparison.n} test image(s) of split {comparison.splits_version} were not trained on by "
+            f"production {champion} ({comparison.excluded} excluded); at least {policy.min_compared_rows} are "
+            "needed to compare them",
+        )
+    challenger, current = float(comparison.candidate[metric]), float(comparison.production[metric])
+    stored = comparison.production_stored.get(metric)
+    same_rows = (
+        f"on the same {comparison.n} test images of split {comparison.splits_version}"
+        + (f", {comparison.excluded} that production trained on excluded" if comparison.excluded else "")
+        + (f"; production's figure at its registration was {float(stored):.4f}, on its own split"
+           if stored is not None else "")
+    )
+    if challenger < current - policy.max_regression:
+        return PromotionDecision(
+            False,
+            f"{metric} {challenger:.4f} is more than {policy.max_regression:.4f} below production {champion}'s "
+            f"{current:.4f} {same_rows}",
         )
     return PromotionDecision(
         True,
-        f"{metric} {value:.4f} ≥ floor {floor:.4f} and within {max_regression:.4f} of production's "
-        f"{current:.4f} (Δ {value - current:+.4f})",
+        f"{metric} {challenger:.4f} vs production {champion}'s {current:.4f} (Δ {challenger - current:+.4f}, "
+        f"allowed −{policy.max_regression:.4f}) {same_rows}",
     )

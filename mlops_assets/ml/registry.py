@@ -15,6 +15,7 @@ import json
 import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,73 @@ class RegistryError(RuntimeError):
     """A registry operation that cannot be carried out as asked (unknown version, nothing to roll back)."""
 
 
+class IncompatibleModelError(RegistryError):
+    """The version's signature (classes, input geometry) differs from production's: replacing production
+    with it would silently change what the service's answers mean. Only an explicit override does it."""
+
+
+class Stage(StrEnum):
+    """Where a version stands. The registry owns every transition between them:
+
+    candidate ──promote──► production ──(next promotion)──► previous-production ──rollback──► production
+
+    A rollback also returns the current production version to ``candidate``: it was withdrawn, it is not a
+    version to roll back *to*. (An approval state slots in before ``production`` when it is needed.)
+    """
+
+    CANDIDATE = "candidate"
+    PRODUCTION = "production"
+    PREVIOUS_PRODUCTION = "previous-production"
+
+
+@dataclass(frozen=True)
+class ModelSignature:
+    """What a caller of the model relies on: the class names in order and the input geometry."""
+
+    class_names: tuple[str, ...]
+    channels: int
+    height: int
+    width: int
+
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, Any]) -> ModelSignature | None:
+        """The signature stored with a version, or None for a version registered without one."""
+        names, spec = metadata.get("class_names"), metadata.get("spec")
+        if not names or not isinstance(spec, dict) or not {"channels", "height", "width"} <= spec.keys():
+            return None
+        return cls(tuple(str(n) for n in names), int(spec["channels"]), int(spec["height"]), int(spec["width"]))
+
+    @property
+    def geometry(self) -> str:
+        return f"{self.channels}×{self.height}×{self.width}"
+
+    def differences(self, other: ModelSignature) -> list[str]:
+        """How ``other`` differs from this signature, in words; empty when they are compatible."""
+        found = []
+        if self.class_names != other.class_names:
+            if set(self.class_names) == set(other.class_names):
+                found.append(f"class order {list(other.class_names)} instead of {list(self.class_names)}")
+            else:
+                added = sorted(set(other.class_names) - set(self.class_names))
+                removed = sorted(set(self.class_names) - set(other.class_names))
+                found.append(
+                    f"classes differ ({len(other.class_names)} instead of {len(self.class_names)}"
+                    + (f"; new: {added[:5]}" if added else "") + (f"; missing: {removed[:5]}" if removed else "")
+                    + ")"
+                )
+        if self.geometry != other.geometry:
+            found.append(f"input {other.geometry} instead of {self.geometry} (channels×height×width)")
+        return found
+
+
+def signature_differences(current: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Why a model with metadata ``new`` cannot replace one with ``current`` (empty list: it can)."""
+    before, after = ModelSignature.from_metadata(current), ModelSignature.from_metadata(new)
+    if before is None or after is None:
+        return ["signature unknown (registered without class names and input geometry)"]
+    return before.differences(after)
+
+
 @dataclass(frozen=True)
 class ModelVersion:
     tag: str
@@ -34,11 +102,15 @@ class ModelVersion:
     labels: dict[str, str]
     metadata: dict[str, Any]
     path: str
-    stage: str  # "production", "previous-production" or "candidate"
+    stage: str  # a Stage value
 
     @property
     def onnx_path(self) -> Path:
         return Path(self.path) / ONNX_FILE
+
+    @property
+    def signature(self) -> ModelSignature | None:
+        return ModelSignature.from_metadata(self.metadata)
 
 
 class ModelRegistry:
@@ -89,7 +161,7 @@ class ModelRegistry:
         except NotFound as exc:
             known = ", ".join(v.version for v in self.list_versions()) or "none"
             raise RegistryError(f"no version {version!r} of {self.model_name}; known: {known}") from exc
-        return self._describe(model, self._read_pointer())
+        return self._describe(model, self.read_pointer())
 
     def list_versions(self) -> list[ModelVersion]:
         """All versions, newest first, each with its stage."""
@@ -100,18 +172,18 @@ class ModelRegistry:
             models = bentoml.models.list(self.model_name, _model_store=self._store())
         except NotFound:
             return []
-        pointer = self._read_pointer()
+        pointer = self.read_pointer()
         versions = [self._describe(m, pointer) for m in models]
         return sorted(versions, key=lambda v: v.created, reverse=True)
 
     def _describe(self, model, pointer: dict[str, Any]) -> ModelVersion:
         version = model.tag.version
         if version == pointer.get("current"):
-            stage = "production"
+            stage = Stage.PRODUCTION
         elif version in pointer.get("history", []):
-            stage = "previous-production"
+            stage = Stage.PREVIOUS_PRODUCTION
         else:
-            stage = "candidate"
+            stage = Stage.CANDIDATE
         return ModelVersion(
             tag=str(model.tag),
             version=version,
@@ -119,11 +191,14 @@ class ModelRegistry:
             labels=dict(model.info.labels),
             metadata=dict(model.info.metadata),
             path=model.path,
-            stage=stage,
+            stage=str(stage),
         )
 
-    # -- production pointer ------------------------------------------------------------------
-    def _read_pointer(self) -> dict[str, Any]:
+    # -- production pointer: the one reader and writer of its format ------------------------------
+    def read_pointer(self) -> dict[str, Any]:
+        """The pointer file: ``current`` (production version), ``history`` (rollback stack), ``events``.
+
+        No BentoML import: sensors and the service's watcher call it every tick."""
         try:
             return json.loads(self.pointer_path.read_text())
         except FileNotFoundError:
@@ -131,46 +206,83 @@ class ModelRegistry:
         except json.JSONDecodeError as exc:
             raise RegistryError(f"production pointer {self.pointer_path} is not valid JSON: {exc}") from exc
 
+    def production_version(self) -> str | None:
+        """The version in production, from the pointer alone (cheap: no model store access)."""
+        return self.read_pointer().get("current")
+
     def production(self) -> ModelVersion | None:
-        current = self._read_pointer().get("current")
+        current = self.production_version()
         return self.get(current) if current else None
 
-    def promote(self, version: str, reason: str = "manual promotion") -> ModelVersion:
-        """Make ``version`` the production model; the previous one is kept for rollback."""
+    def compatibility(self, version: str) -> list[str]:
+        """How ``version`` differs from production's signature (empty: it may replace production)."""
+        current = self.production()
+        if current is None or current.version == version:
+            return []
+        return signature_differences(current.metadata, self.get(version).metadata)
+
+    def _require_compatible(self, version: str, allow_incompatible: bool, action: str) -> list[str]:
+        differences = self.compatibility(version)
+        if differences and not allow_incompatible:
+            current = self.production_version()
+            raise IncompatibleModelError(
+                f"refusing to {action} {self.tag(version)}: it is not compatible with production {current}: "
+                + "; ".join(differences)
+                + ". Replacing production with an incompatible model changes what every caller receives; "
+                "do it explicitly (mlops-registry … --allow-incompatible, or allow_incompatible in the gate config)"
+            )
+        return differences
+
+    def promote(
+        self, version: str, reason: str = "manual promotion", actor: str = "unknown",
+        allow_incompatible: bool = False,
+    ) -> ModelVersion:
+        """candidate/previous-production → production; the production version before it is kept for rollback.
+
+        Refuses a version whose signature differs from production's unless ``allow_incompatible``.
+        """
         self.get(version)  # must exist
-        pointer = self._read_pointer()
+        pointer = self.read_pointer()
         if pointer.get("current") == version:
             return self.get(version)
-        history = list(pointer.get("history", []))
+        differences = self._require_compatible(version, allow_incompatible, "promote")
+        history = [v for v in pointer.get("history", []) if v != version]
         if pointer.get("current"):
             history.append(pointer["current"])
-        self._write_pointer(pointer, version, history, "promote", reason)
+        self._transition(pointer, version, history, "promote", reason, actor, differences)
         return self.get(version)
 
-    def rollback(self, reason: str = "manual rollback") -> ModelVersion:
-        """Return to the production version before the current one."""
-        pointer = self._read_pointer()
+    def rollback(
+        self, reason: str = "manual rollback", actor: str = "unknown", allow_incompatible: bool = False
+    ) -> ModelVersion:
+        """production → candidate, and the previous production version → production."""
+        pointer = self.read_pointer()
         history = list(pointer.get("history", []))
         if not history:
             raise RegistryError(f"{self.model_name} has no previous production version to roll back to")
         previous = history.pop()
-        self._write_pointer(pointer, previous, history, "rollback", reason)
+        differences = self._require_compatible(previous, allow_incompatible, "roll back to")
+        self._transition(pointer, previous, history, "rollback", reason, actor, differences)
         return self.get(previous)
 
-    def _write_pointer(
-        self, pointer: dict[str, Any], current: str, history: list[str], action: str, reason: str
+    def _transition(
+        self, pointer: dict[str, Any], current: str, history: list[str], action: str, reason: str, actor: str,
+        differences: list[str],
     ) -> None:
-        events = list(pointer.get("events", []))[-99:]
-        events.append(
-            {
-                "at": datetime.now(UTC).isoformat(),
-                "action": action,
-                "from": pointer.get("current"),
-                "to": current,
-                "reason": reason,
-            }
-        )
+        """Switch the pointer and record the transition (what, from, to, who, when, why), in one atomic write."""
+        event = {
+            "at": datetime.now(UTC).isoformat(),
+            "action": action,
+            "from": pointer.get("current"),
+            "to": current,
+            "reason": reason,
+            "actor": actor,
+        }
+        if differences:
+            event["incompatible_override"] = differences
+        events = [*pointer.get("events", []), event]
         atomic_write_json(self.pointer_path, {"current": current, "history": history, "events": events})
 
     def events(self) -> list[dict[str, Any]]:
-        return list(self._read_pointer().get("events", []))
+        """Every transition, oldest first."""
+        return list(self.read_pointer().get("events", []))

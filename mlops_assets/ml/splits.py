@@ -1,18 +1,27 @@
-"""Stratified, deterministic, leakage-free train/val/test splitting.
+"""Stratified, deterministic, leakage-free and *stable* train/val/test splitting.
 
-Identical images are grouped before splitting, so an image and its exact duplicate always land in
-the same split: a test set that contains training images measures memory, not generalisation.
+Two promises, both needed for a champion-vs-challenger comparison to mean anything:
+
+- Identical images are grouped before splitting, so an image and its exact duplicate always land in
+  the same split: a test set that contains training images measures memory, not generalisation.
+- An image keeps its split in every later version of the dataset. The previous assignment (image
+  content hash → split) is carried forward; only images it has never seen are dealt, in the order of
+  a seeded hash of their content, to whichever split is furthest below its share, so the fractions are
+  restored without moving anything already assigned. A model trained on version N therefore never
+  finds its training images in the test split of version N+1.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from mlops_assets.ml.images import image_hashes
 
 SPLIT_NAMES = ("train", "val", "test")
+MIN_GROUPS_FOR_THREE_SPLITS = 3
 
 
 @dataclass(frozen=True)
@@ -26,40 +35,103 @@ class SplitFractions:
         if any(v <= 0 for v in values) or abs(sum(values) - 1.0) > 1e-6:
             raise ValueError(f"split fractions must be positive and sum to 1, got {values}")
 
+    def share(self, name: str) -> float:
+        return {"train": self.train, "val": self.val, "test": self.test}[name]
 
-def stratified_split(
-    images: np.ndarray, labels: np.ndarray, fractions: SplitFractions, seed: int
-) -> dict[str, np.ndarray]:
-    """Return the row indices of each split.
 
-    Per class, the groups of identical images are shuffled with ``seed`` and dealt out by the
-    cumulative fractions, with at least one group in each split whenever the class has three or
-    more groups. The result depends only on the data, the fractions and the seed.
+@dataclass
+class SplitAssignment:
+    """Row indices per split, and how they came about (what was kept, what was dealt, what was too small)."""
+
+    indices: dict[str, np.ndarray]
+    hashes: list[str]
+    kept: int = 0  # images whose split came from the previous assignment
+    dealt: int = 0  # images seen for the first time, dealt to restore the fractions
+    small_classes: dict[int, int] = field(default_factory=dict)  # class → image groups, when < 3
+
+    def split_of_hash(self) -> dict[str, str]:
+        """The assignment to carry forward: image content hash → split name."""
+        mapping: dict[str, str] = {}
+        for name, rows in self.indices.items():
+            for row in rows:
+                mapping[self.hashes[row]] = name
+        return mapping
+
+
+def _targets(n_groups: int, fractions: SplitFractions) -> dict[str, int]:
+    """How many of a class's image groups each split should hold (at least one each from 3 groups)."""
+    if n_groups < MIN_GROUPS_FOR_THREE_SPLITS:
+        return {"train": n_groups, "val": 0, "test": 0}
+    n_test = max(1, int(round(n_groups * fractions.test)))
+    n_val = max(1, int(round(n_groups * fractions.val)))
+    return {"train": n_groups - n_test - n_val, "val": n_val, "test": n_test}
+
+
+def _deal_order(digest: str, seed: int) -> str:
+    return hashlib.sha1(f"{seed}:{digest}".encode()).hexdigest()
+
+
+def assign_splits(
+    hashes: list[str],
+    labels: np.ndarray,
+    fractions: SplitFractions,
+    seed: int,
+    previous: dict[str, str] | None = None,
+) -> SplitAssignment:
+    """Assign every row to a split, keeping ``previous`` (content hash → split) where it knows the image.
+
+    Per class (the majority label of a group of identical images): groups the previous assignment
+    knows stay where they were; new groups, in the order of ``sha1(seed:hash)``, each go to the split
+    with the largest shortfall against its target count. The result depends only on the images, the
+    labels, the fractions, the seed and the previous assignment.
     """
-    if len(images) != len(labels):
-        raise ValueError(f"{len(images)} images but {len(labels)} labels")
-    hashes = image_hashes(images)
+    if len(hashes) != len(labels):
+        raise ValueError(f"{len(hashes)} images but {len(labels)} labels")
+    previous = previous or {}
     groups: dict[str, list[int]] = {}
     for row, digest in enumerate(hashes):
         groups.setdefault(digest, []).append(row)
-    by_class: dict[int, list[list[int]]] = {}
-    for rows in groups.values():
+    by_class: dict[int, list[str]] = {}
+    for digest, rows in groups.items():
         majority = int(np.bincount(labels[rows]).argmax())
-        by_class.setdefault(majority, []).append(rows)
+        by_class.setdefault(majority, []).append(digest)
 
-    rng = np.random.default_rng(seed)
     assigned: dict[str, list[int]] = {name: [] for name in SPLIT_NAMES}
+    result = SplitAssignment(indices={}, hashes=list(hashes))
     for label in sorted(by_class):
-        class_groups = sorted(by_class[label], key=lambda rows: rows[0])
-        order = rng.permutation(len(class_groups))
-        n = len(class_groups)
-        n_test = max(1, int(round(n * fractions.test))) if n >= 3 else 0
-        n_val = max(1, int(round(n * fractions.val))) if n >= 3 else 0
-        n_train = n - n_test - n_val
-        for position, group_index in enumerate(order):
-            name = "train" if position < n_train else "val" if position < n_train + n_val else "test"
-            assigned[name].extend(class_groups[group_index])
-    return {name: np.asarray(sorted(rows), dtype=np.int64) for name, rows in assigned.items()}
+        digests = by_class[label]
+        if len(digests) < MIN_GROUPS_FOR_THREE_SPLITS:
+            result.small_classes[label] = len(digests)
+        shortfall = _targets(len(digests), fractions)
+        new: list[str] = []
+        for digest in digests:
+            split = previous.get(digest)
+            if split in SPLIT_NAMES:
+                assigned[split].extend(groups[digest])
+                shortfall[split] -= 1
+                result.kept += len(groups[digest])
+            else:
+                new.append(digest)
+        for digest in sorted(new, key=lambda d: _deal_order(d, seed)):
+            split = max(SPLIT_NAMES, key=lambda name: (shortfall[name], fractions.share(name)))
+            assigned[split].extend(groups[digest])
+            shortfall[split] -= 1
+            result.dealt += len(groups[digest])
+    result.indices = {name: np.asarray(sorted(rows), dtype=np.int64) for name, rows in assigned.items()}
+    return result
+
+
+def stratified_split(
+    images: np.ndarray,
+    labels: np.ndarray,
+    fractions: SplitFractions,
+    seed: int,
+    previous: dict[str, str] | None = None,
+) -> SplitAssignment:
+    """:func:`assign_splits` on the content hashes of ``images``."""
+    if len(images) != len(labels):
+        raise ValueError(f"{len(images)} images but {len(labels)} labels")
+    return assign_splits(image_hashes(images), labels, fractions, seed, previous)
 
 
 def class_counts(labels: np.ndarray, n_classes: int) -> list[int]:
