@@ -6,11 +6,14 @@ closes in minutes rather than hours. Steps:
 
 1. digits exported as an image folder; build_job on it; reference_profile of the production model;
 2. the Bento service started for real; clean test-split traffic in one window;
-3. inverted (drifted) traffic in the next window, and drifted labelled images added to the source;
-4. both windows profiled; the drift sensor skips the clean window and asks for one retraining
-   run for the drifted one, and nothing more when evaluated again;
-5. retrain_job run with the sensor's tags; the production version changes (or the gate refuses,
-   with its reason), and the running service follows the pointer.
+3. inverted (drifted) traffic in the next window;
+4. both windows profiled; the drift sensor skips the clean window, and skips the drifted one too
+   (alerting a person) because the labelled source has nothing new; inverted labelled images then
+   arrive, and the next tick asks for exactly one retraining run, and nothing more when evaluated again;
+5. retrain_job run with the sensor's tags; the retrained model is better on the drifted data, so the
+   gate promotes it, and the running service follows the pointer.
+
+The seconds of each phase from drift onset to the new model served are in the summary (``phases_s``).
 
 Prints one JSON summary line (prefixed ``LOOP_SUMMARY``) that the test asserts on.
 """
@@ -100,41 +103,58 @@ def main(root: Path) -> dict:
 
             drift_window = clean_window + timedelta(minutes=1)
             wait_until(drift_window + timedelta(seconds=1))
-            log(f"inverted traffic in window {drift_window:%H:%M}, and inverted labelled images to the source")
+            log(f"inverted traffic in window {drift_window:%H:%M}")
+            phases: dict[str, float] = {}
+            onset = time.monotonic()
             inverted, _ = apply_drift(test_images, test_labels, "invert")
             drifted = send_traffic(url, inverted)
             assert drifted["failed_requests"] == 0, drifted
             stats = wait_for_log(client, clean["images_sent"] + drifted["images_sent"])
             summary["log"] = stats
-            new_images, new_labels = apply_drift(digits.images[:600], digits.labels[:600], "invert")
-            write_labelled_images(folder, new_images, new_labels, digits.class_names, "inverted")
 
             wait_until(drift_window + timedelta(minutes=1, seconds=1))
+            phases["window_close"] = time.monotonic() - onset
             ticks = []
             cursor = None
+
+            def tick(name: str) -> dg.SensorResult:
+                nonlocal cursor
+                with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
+                    result = drift_sensor(context)
+                cursor = result.cursor or cursor
+                ticks.append({"window": name, "skip": result.skip_reason.skip_message if result.skip_reason else None,
+                              "run_keys": [r.run_key for r in result.run_requests or []]})
+                return result
+
             for window in (clean_window, drift_window):
                 key = window.strftime("%Y-%m-%d-%H:%M")
                 log(f"profile window {key}")
+                started = time.monotonic()
                 profiled = dg.materialize(ASSETS, selection=["inference_profiles"], partition_key=key,
                                           resources=resources, instance=instance)
                 assert profiled.success, f"inference_profiles {key} failed"
                 assert (root / "artifacts" / "profiles" / window_version(window)).is_dir()
-                with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
-                    result = drift_sensor(context)
-                cursor = result.cursor or cursor
-                ticks.append({"window": key, "skip": result.skip_reason.skip_message if result.skip_reason else None,
-                              "run_keys": [r.run_key for r in result.run_requests or []]})
-            with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
-                again = drift_sensor(context)
-            ticks.append({"window": "re-evaluation", "run_keys": [r.run_key for r in again.run_requests or []],
-                          "skip": again.skip_reason.skip_message if again.skip_reason else None})
+                phases["profile"] = time.monotonic() - started
+                started = time.monotonic()
+                tick(key)
+                phases["sensor_tick"] = time.monotonic() - started
+            # drift, but nothing new to learn from: the sensor skips and alerts a person
+            log("drift seen; now inverted labelled images arrive in the source")
+            new_images, new_labels = apply_drift(digits.images[:600], digits.labels[:600], "invert")
+            write_labelled_images(folder, new_images, new_labels, digits.class_names, "inverted")
+            result = tick("labelled data arrived")
+            tick("re-evaluation")
             summary["ticks"] = ticks
+            summary["alerts"] = [json.loads(line)["kind"] for line in
+                                 (root / "artifacts" / "alerts" / "alerts.jsonl").read_text().splitlines()]
             request = next(iter(result.run_requests or []), None)
             assert request is not None, f"no retraining requested: {ticks}"
 
             log(f"retrain_job for {request.run_key}")
+            started = time.monotonic()
             retrain = loop_defs.resolve_job_def("retrain_job").execute_in_process(
                 instance=instance, run_config=fast, tags=request.tags, raise_on_error=False)
+            phases["retrain_and_gate"] = time.monotonic() - started
             registered = next(
                 e.materialization.metadata for e in retrain.get_asset_materialization_events()
                 if e.asset_key.to_user_string() == "registered_model"
@@ -144,12 +164,16 @@ def main(root: Path) -> dict:
             summary["gate_reason"] = registered["gate_reason"].value
             summary["production_after"] = registry.production().version
             summary["run_tags"] = dict(request.tags)
+            started = time.monotonic()
             deadline = time.monotonic() + 30
             served = client.get("/model").json()["version"]
             while served != summary["production_after"] and time.monotonic() < deadline:
                 time.sleep(0.2)
                 served = client.get("/model").json()["version"]
+            phases["swap"] = time.monotonic() - started
+            phases["onset_to_served"] = time.monotonic() - onset
             summary["served_after"] = served
+            summary["phases_s"] = {k: round(v, 2) for k, v in phases.items()}
     return summary
 
 

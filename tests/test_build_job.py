@@ -94,6 +94,11 @@ def test_rebuild_is_reproducible_and_rewrites_nothing(digits_build):
     assert second.success
     for key in ("data_splits", "trained_model", "onnx_model"):
         assert metadata(second, key)["version"] == metadata(first, key)["version"], key
+    # unchanged split, config and training code: the model is reused, not trained again
+    assert metadata(first, "trained_model")["reused"] == "trained"
+    assert metadata(second, "trained_model")["reused"] == f"reused {metadata(first, 'trained_model')['version']}"
+    logs = [e.message for e in second.all_events if e.message]
+    assert not any("epoch" in m and "train loss" in m for m in logs)
     assert onnx_dir.stat().st_mtime_ns == mtime
     assert len(ModelRegistry(root / "bentoml", "image_classifier").list_versions()) == 1
     assert "already the production model" in metadata(second, "registered_model")["gate_reason"]
@@ -108,6 +113,7 @@ def test_gate_refuses_a_worse_model_and_keeps_production(digits_build):
     registered = metadata(result, "registered_model")
     assert registered["promoted"] is False
     assert "below production" in registered["gate_reason"]
+    assert "on the same" in registered["gate_reason"] and registered["compared_rows"] > 0
     registry = ModelRegistry(root / "bentoml", "image_classifier")
     assert registry.production().version == production_before
     gate = next(e for e in result.get_asset_check_evaluations() if e.check_name == "promoted_to_production")

@@ -27,15 +27,17 @@ def test_drift_closes_the_loop(tmp_path):
     assert process.returncode == 0 and lines, process.stdout[-3000:] + process.stderr[-5000:]
     summary = json.loads(lines[-1].removeprefix("LOOP_SUMMARY "))
 
-    clean, drifted, again = summary["ticks"]
+    clean, drifted, labelled, again = summary["ticks"]
     assert clean["run_keys"] == [] and "drift share" in clean["skip"]
-    assert len(drifted["run_keys"]) == 1 and drifted["run_keys"][0].startswith("drift-")
+    assert drifted["run_keys"] == [] and "no new labelled data" in drifted["skip"]
+    assert summary["alerts"] == ["drift_without_new_data"]
+    assert len(labelled["run_keys"]) == 1 and labelled["run_keys"][0].startswith("drift-")
     assert again["run_keys"] == [] and again["skip"]
     assert summary["log"]["dropped"] == 0
     assert summary["run_tags"]["mlops/trigger"] == "drift"
     assert summary["retrain_success"]
-    if summary["promoted"]:
-        assert summary["production_after"] != summary["first_production"]
-        assert summary["served_after"] == summary["production_after"]
-    else:
-        assert summary["production_after"] == summary["first_production"] and summary["gate_reason"]
+    # the retrained model is better on the drifted data: promoted, and the running service serves it
+    assert summary["promoted"], summary["gate_reason"]
+    assert "on the same" in summary["gate_reason"]
+    assert summary["production_after"] != summary["first_production"]
+    assert summary["served_after"] == summary["production_after"]
