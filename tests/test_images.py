@@ -114,3 +114,40 @@ def test_missing_folder_is_a_clear_error(tmp_path):
 def test_bad_spec_is_rejected():
     with pytest.raises(ValueError, match="channels"):
         PreprocessSpec(8, 8, 2)
+
+
+def test_folder_fingerprint_changes_with_the_labelled_content_and_only_then(tmp_path):
+    """The drift sensor's cheap 'is there new labelled data?' check: no pixel read, every change seen."""
+    import os
+
+    from mlops_assets.ml.images import folder_fingerprint
+
+    for name in ("cats", "dogs"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "cats" / "a.png").write_bytes(b"a")
+    (tmp_path / "dogs" / "b.png").write_bytes(b"b")
+    (tmp_path / "dogs" / "notes.txt").write_text("not an image")
+    first = folder_fingerprint(tmp_path)
+    assert first.startswith("folder-2-")
+    (tmp_path / "cats" / "a.png").read_bytes()
+    (tmp_path / "dogs" / "notes.txt").write_text("edited, still not an image")
+    assert folder_fingerprint(tmp_path) == first
+    seen = {first}
+
+    def changed() -> str:
+        value = folder_fingerprint(tmp_path)
+        assert value not in seen
+        seen.add(value)
+        return value
+
+    (tmp_path / "cats" / "c.png").write_bytes(b"c")  # added
+    changed()
+    (tmp_path / "cats" / "c.png").rename(tmp_path / "dogs" / "c.png")  # relabelled
+    changed()
+    (tmp_path / "dogs" / "c.png").write_bytes(b"cc")  # rewritten
+    changed()
+    stat = (tmp_path / "dogs" / "b.png").stat()
+    os.utime(tmp_path / "dogs" / "b.png", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # touched
+    changed()
+    (tmp_path / "dogs" / "c.png").unlink()  # removed
+    assert changed().startswith("folder-2-")

@@ -187,22 +187,22 @@ def folder_fingerprint(root: str | Path) -> str:
     if not root.is_dir():
         raise DatasetError(f"image folder {root} does not exist or is not a directory")
     entries: list[str] = []
-    stack = [root]
+    stack = [""]  # paths relative to root, so no per-file relpath
     while stack:
-        directory = stack.pop()
-        with os.scandir(directory) as listing:
+        relative_dir = stack.pop()
+        with os.scandir(root / relative_dir if relative_dir else root) as listing:
             for entry in listing:
-                if entry.name.startswith("."):
+                name = entry.name
+                if name.startswith("."):
                     continue
+                relative = f"{relative_dir}/{name}" if relative_dir else name
                 if entry.is_dir(follow_symlinks=True):
-                    stack.append(Path(entry.path))
-                elif entry.name.lower().endswith(IMAGE_SUFFIXES):
+                    stack.append(relative)
+                elif name.lower().endswith(IMAGE_SUFFIXES):
                     stat = entry.stat()
-                    relative = os.path.relpath(entry.path, root)
                     entries.append(f"{relative}\0{stat.st_size}\0{stat.st_mtime_ns}")
-    digest = hashlib.sha256()
-    for line in sorted(entries):
-        digest.update(line.encode("utf-8", "surrogateescape") + b"\n")
+    entries.sort()
+    digest = hashlib.sha256("\n".join(entries).encode("utf-8", "surrogateescape"))
     return f"folder-{len(entries)}-{digest.hexdigest()[:16]}"
 
 
