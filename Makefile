@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: install
-	$(PY) -m mlops_assets.demo
+	$(PY) -m mlops_assets.tools.demo
 
 test: install browser-deps
 	$(PY) -m pytest -q

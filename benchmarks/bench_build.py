@@ -36,7 +36,7 @@ def _job_for(executor: str):
     import dagster as dg
 
     from mlops_assets.definitions import ASSET_CHECKS, ASSETS
-    from tests.conftest import make_resources
+    from testkit.fixtures import make_resources
 
     executor_def = dg.in_process_executor if executor == "in_process" else dg.multiprocess_executor
     job = dg.define_asset_job("bench_build", selection=dg.AssetSelection.groups("build"), executor_def=executor_def)

@@ -3,7 +3,7 @@ embedded SQLite default.
 
 Both topologies are the same processes (a gRPC code server for the tiny test location, the webserver,
 the daemon, runs launched in the code server's process tree); only the instance differs:
-deploy/dagster.yaml on a fresh PostgreSQL database (tests/topology_processes.py) or the top-level
+deploy/dagster.yaml on a fresh PostgreSQL database (testkit/topology.py) or the top-level
 dagster.yaml (SQLite under a temporary DAGSTER_HOME). Runs are submitted one after the other through
 GraphQL and timed from their own events:
 
@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from benchmarks.report import machine, write_section
-from tests.topology_processes import (
+from testkit.topology import (
     TINY,
     Topology,
     embedded_instance_config,
@@ -98,7 +98,7 @@ def render(results: dict[str, dict[str, list[float]]], runs: int) -> str:
         "## Run launch: production topology (PostgreSQL) vs embedded default (SQLite)",
         "",
         f"`python -m benchmarks.bench_launch --runs {runs}` on {machine()}, dagster {dagster.__version__}. "
-        f"{runs} runs of the two-step `tiny_job` (tests/topology_tiny_location.py, in-process executor), "
+        f"{runs} runs of the two-step `tiny_job` (testkit/topology_tiny_location.py, in-process executor), "
         "one after the other, through the webserver's GraphQL API; a gRPC code server, the webserver and the "
         "daemon in both cases, runs launched as processes by the code server. Seconds, "
         "median / p90 / max, from the runs' own events.",

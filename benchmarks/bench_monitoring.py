@@ -16,7 +16,6 @@ InferenceLogWriter; profiles are written by the real ``inference_profiles`` layo
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
@@ -56,7 +55,7 @@ def build_log(root: Path, total_rows: int) -> dict[str, float]:
     from mlops_assets.ml.drift import profile_frame
     from mlops_assets.ml.features import CONFIDENCE, PREDICTED_CLASS
     from mlops_assets.ml.inference_log import InferenceLogWriter, read_window
-    from mlops_assets.monitoring import publish_profile, window_version
+    from mlops_assets.ml.profile_layout import window_version
     from resources.artifact_store import ArtifactStore
 
     store = ArtifactStore(root=str(root / "artifacts"))
@@ -77,8 +76,8 @@ def build_log(root: Path, total_rows: int) -> dict[str, float]:
         assert writer.dropped == 0, writer.last_error
         began = time.perf_counter()
         window = read_window(store.root_path, T0 + timedelta(hours=w), T0 + timedelta(hours=w + 1))
-        publish_profile(store, window_version(T0 + timedelta(hours=w)), profile_frame(window),
-                        {"n_rows": len(window)})
+        store.profiles().publish(window_version(T0 + timedelta(hours=w)), profile_frame(window),
+                                 {"n_rows": len(window)})
         profile_seconds += time.perf_counter() - began
     return {"log_rows_per_s": total_rows / log_seconds, "read_and_profile_rows_per_s": total_rows / profile_seconds}
 
@@ -88,21 +87,20 @@ def sensor_tick_seconds(root: Path, repeats: int = 5) -> float:
     import dagster as dg
 
     from mlops_assets.ml.drift import profile_frame
-    from mlops_assets.monitoring import list_windows, publish_profile, reference_version
-    from resources.artifact_store import ArtifactStore
-    from resources.model_registry import ModelRegistryResource
+    from mlops_assets.ml.profile_layout import reference_version
     from sensors.drift_sensor import DriftCursor, drift_sensor
+    from testkit.fixtures import make_resources
 
-    store = ArtifactStore(root=str(root / "artifacts"))
-    registry = ModelRegistryResource(home=str(root / "bentoml"))
-    pointer = registry.registry().pointer_path
-    if not pointer.exists():
-        pointer.parent.mkdir(parents=True, exist_ok=True)
-        pointer.write_text(json.dumps({"current": MODEL}))
+    resources = make_resources(root)
+    store, registry = resources["artifact_store"], resources["model_registry"].registry()
+    if registry.production_version() is None:
+        stand_in = root / "model.onnx"
+        stand_in.write_bytes(b"stand-in: the sensor never loads the model")
+        registry.register(stand_in, MODEL, {}, {})
+        registry.promote(MODEL, reason="benchmark setup", actor="benchmark")
         reference_rows, _ = synthetic_rows(1257, seed=0)
-        publish_profile(store, reference_version(MODEL), profile_frame(reference_rows), {})
-    cursor = DriftCursor(window=list_windows(store)[-2]).dump()
-    resources = {"artifact_store": store, "model_registry": registry}
+        store.profiles().publish(reference_version(MODEL), profile_frame(reference_rows), {})
+    cursor = DriftCursor(window=store.profiles().windows()[-2]).dump()
     samples = []
     with dg.DagsterInstance.ephemeral() as instance:
         for _ in range(repeats + 1):  # the first tick pays whylogs' import; the daemon pays it once

@@ -145,8 +145,8 @@ def build_registry(root: Path) -> Model:
     from mlops_assets import data, evaluation, packaging, registration, training
     from mlops_assets.ml.artifacts import read_split
     from mlops_assets.ml.registry import ModelRegistry
-    from resources.settings import MODEL_NAME, resolve
-    from tests.conftest import make_resources
+    from mlops_assets.ml.settings import MODEL_NAME, resolve
+    from testkit.fixtures import make_resources
 
     assets = [data.raw_images, data.data_splits, training.trained_model, packaging.onnx_model,
               evaluation.evaluation_report, registration.registered_model]
@@ -208,7 +208,8 @@ def measure_ceiling(onnx_path: Path, images: np.ndarray, seconds: float = 3.0) -
 # -- the servers -----------------------------------------------------------------------------------
 @contextmanager
 def serve_handrolled(model: Model, log_path: Path) -> Iterator[str]:
-    from mlops_assets.serving import free_port, stop_process_group, wait_until_ready
+    from mlops_assets.deploy.bento_server import wait_until_ready
+    from mlops_assets.deploy.processes import free_port, stop_process_group
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -228,7 +229,7 @@ def serve_handrolled(model: Model, log_path: Path) -> Iterator[str]:
 
 @contextmanager
 def serve_bentoml(model: Model, setting: str, log_path: Path) -> Iterator[str]:
-    from mlops_assets.serving import SERVICE_TARGET, serve_bento
+    from mlops_assets.deploy.bento_server import SERVICE_TARGET, serve_bento
 
     root = model.home.parent  # everything the server writes (the inference log) stays in the temporary root
     env = {"MLOPS_FOLLOW_PRODUCTION": "0", "BENTOML_HOME": str(model.home), "MLOPS_HOME": str(root),

@@ -6,7 +6,7 @@
    file) on a 200k-file folder, against listing the same folder without stat-ing (the floor of any check
    that notices added or removed files).
 3. Drift onset → new model served, with one-minute windows: the loop scenario of the tests
-   (``tests/loop_scenario.py``), each phase's seconds.
+   (``testkit/loop_scenario.py``), each phase's seconds.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def second_build() -> dict[str, float]:
     import dagster as dg
 
     from mlops_assets.definitions import ASSET_CHECKS, ASSETS
-    from tests.conftest import make_resources
+    from testkit.fixtures import make_resources
 
     with tempfile.TemporaryDirectory() as home, dg.instance_for_test() as instance:
         defs = dg.Definitions(assets=ASSETS, asset_checks=ASSET_CHECKS,
@@ -80,7 +80,7 @@ def loop_phases() -> dict[str, float]:
         start = (datetime.now(UTC) - timedelta(hours=1)).strftime("%Y-%m-%d-%H:%M")
         env = {**os.environ, "MLOPS_PROFILE_CRON": "* * * * *", "MLOPS_MONITOR_START": start,
                "MLOPS_HOME": home, "PYTHONPATH": str(ROOT)}
-        process = subprocess.run([sys.executable, "-m", "tests.loop_scenario", home], cwd=ROOT, env=env,
+        process = subprocess.run([sys.executable, "-m", "testkit.loop_scenario", home], cwd=ROOT, env=env,
                                  capture_output=True, text=True, timeout=900)
         lines = [line for line in process.stdout.splitlines() if line.startswith("LOOP_SUMMARY ")]
         if process.returncode != 0 or not lines:
@@ -116,7 +116,7 @@ def main() -> None:
         f"| `folder_fingerprint` (names, sizes, mtimes) | {fingerprint['fingerprint']:.3f} s | "
         f"{fingerprint['fingerprint'] / fingerprint['listing']:.2f} |",
         "",
-        "Drift onset → new model served, one-minute windows (`tests/loop_scenario.py`; the sensor is ticked "
+        "Drift onset → new model served, one-minute windows (`testkit/loop_scenario.py`; the sensor is ticked "
         "as soon as a window is profiled, where the daemon would tick within `minimum_interval_seconds`=60):",
         "",
         "| phase | seconds |",

@@ -1,32 +1,32 @@
-"""The code location: assembles the stages into one Definitions, and nothing else."""
+"""The code location: every stage's assets and checks, the automation, the resources. It only assembles.
+
+Each lifecycle stage is a package (``build``, ``deploy``, ``monitor``); its group is the package's name and the
+owner is the team's, set here once for every asset rather than on each decorator.
+"""
 
 from __future__ import annotations
 
 import dagster as dg
 
-from mlops_assets import data, evaluation, monitoring, packaging, registration, serving, training, validation
-from mlops_assets.jobs import build_job, weekly_rebuild_schedule
-from mlops_assets.resources_config import default_resources
-from sensors.alerts import run_failure_alert
-from sensors.drift_sensor import drift_sensor
+from mlops_assets import automation, build, deploy, monitor
+from resources.defaults import default_resources
 
-ASSETS = [
-    *dg.load_assets_from_modules([data, training, packaging, evaluation, registration, serving]),
-    *monitoring.monitor_assets,
-]
-ASSET_CHECKS = [
-    *validation.data_quality_checks,
-    packaging.onnx_matches_torch,
-    registration.promoted_to_production,
-    serving.bento_application_test,
-]
+OWNER = "team:ml-platform"
+STAGES = {"build": build, "deploy": deploy, "monitor": monitor}
+
+ASSETS = dg.map_asset_specs(
+    lambda spec: spec.replace_attributes(owners=[OWNER]),
+    [asset for group, package in STAGES.items()
+     for asset in dg.load_assets_from_package_module(package, group_name=group)],
+)
+ASSET_CHECKS = [check for package in STAGES.values() for check in dg.load_asset_checks_from_package_module(package)]
 
 defs = dg.Definitions(
     assets=ASSETS,
     asset_checks=ASSET_CHECKS,
-    jobs=[build_job, serving.deploy_job, serving.rollback_job, *monitoring.monitor_jobs],
-    schedules=[weekly_rebuild_schedule, *monitoring.monitor_schedules],
-    sensors=[drift_sensor, run_failure_alert],
+    jobs=automation.JOBS,
+    schedules=automation.SCHEDULES,
+    sensors=automation.SENSORS,
     resources=default_resources(),
     # Runs launched from the UI (a re-materialisation, the launchpad) use the same in-process
     # executor as build_job: a process per step costs seconds of CPU each (BENCHMARKS.md).

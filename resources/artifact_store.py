@@ -52,6 +52,12 @@ class ArtifactStore(dg.ConfigurableResource):
             return []
         return sorted(p.name for p in base.iterdir() if p.is_dir() and not p.name.startswith("."))
 
+    def profiles(self):
+        """The whylogs profiles under this root (their layout is owned by ``mlops_assets.ml.profile_layout``)."""
+        from mlops_assets.ml.profile_layout import ProfileStore
+
+        return ProfileStore(self.root_path / "profiles")
+
     # -- pointers: small mutable JSON files naming versions, switched atomically ------------------
     def pointer_path(self, name: str) -> Path:
         if not name or "/" in name or name.startswith("."):

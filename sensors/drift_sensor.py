@@ -12,47 +12,38 @@ share reaches the threshold, requests one ``retrain_job`` run. Guarantees:
 - no run while a retraining run (tag ``mlops/kind=training``) is queued or running: the tick skips
   *without* advancing the cursor, so those windows are judged once the run has finished, against
   the reference of whichever model is in production then;
-- too little data in a window (``MLOPS_DRIFT_MIN_ROWS``) is a skip, not an alarm;
-- a cooldown (``MLOPS_DRIFT_COOLDOWN_HOURS``, default 6, 0 to disable) after a drift-launched run:
+- too little data in a window (``drift_policy.min_rows``) is a skip, not an alarm;
+- a cooldown (``drift_policy.cooldown_hours``, default 6, 0 to disable) after a drift-launched run:
   drift that persists while the newly labelled data is still arriving does not retrain every window;
-- retraining only on new labelled data (``MLOPS_RETRAIN_REQUIRES_NEW_DATA``, default 1): when the
+- retraining only on new labelled data (``drift_policy.retrain_requires_new_data``, default on): when the
   labelled source's fingerprint (file names, sizes, modification times; no pixel is read) is the one the
   production model was trained on, retraining would reproduce production, so the tick skips, says so,
   and alerts a person once per drift episode (file and webhook, as run failures). The drift stays
   pending in the cursor: when labelled data arrives later, the next tick launches the run for it.
 
-Thresholds come from MLOPS_DRIFT_SHARE, MLOPS_DRIFT_P_VALUE, MLOPS_DRIFT_DISTANCE and
-MLOPS_DRIFT_MIN_ROWS (see ``mlops_assets/ml/drift.py``), read at each tick.
+Thresholds and policy come from the ``drift_policy`` resource, the same one ``drift_report`` judges with
+(its defaults from MLOPS_DRIFT_SHARE, _P_VALUE, _DISTANCE, _MIN_ROWS, _COOLDOWN_HOURS and
+MLOPS_RETRAIN_REQUIRES_NEW_DATA; shown in the UI with the code location's resources).
 """
 
 import dataclasses
 import json
-import os
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from mlops_assets.jobs import RUN_KIND_TAG
-from mlops_assets.monitoring import (
-    PROFILE_FILE,
-    list_windows,
-    production_model_version,
-    read_summary,
-    reference_version,
-    retrain_job,
-    window_label,
-)
-from resources import settings
+from mlops_assets.ml.profile_layout import reference_version, window_label
+from mlops_assets.monitor.profiles import production_model_version
+from mlops_assets.run_tags import RUN_KIND_TAG, TRIGGER_TAG
+from resources.alerts import AlertSink
 from resources.artifact_store import ArtifactStore
 from resources.dataset_source import DatasetSource
+from resources.drift_policy import DriftPolicy
 from resources.model_registry import ModelRegistryResource
-from sensors.alerts import alert_path, record_alert
 
 MAX_WINDOWS_PER_TICK = 48
-COOLDOWN_ENV = settings.DRIFT_COOLDOWN_HOURS
-DEFAULT_COOLDOWN_HOURS = 6.0
 IN_FLIGHT_STATUSES = [
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
@@ -97,26 +88,15 @@ def in_flight_training_run(instance: dg.DagsterInstance) -> dg.DagsterRun | None
     return records[0].dagster_run if records else None
 
 
-def cooldown_hours() -> float:
-    try:
-        return max(0.0, float(os.environ.get(COOLDOWN_ENV) or DEFAULT_COOLDOWN_HOURS))
-    except ValueError as exc:
-        raise ValueError(f"{COOLDOWN_ENV} must be a number of hours: {exc}") from exc
-
-
 def recent_drift_run(instance: dg.DagsterInstance, hours: float):
     """The newest run this sensor launched within the last ``hours`` (any status), if any."""
     if hours <= 0:
         return None
     since = datetime.now(UTC) - timedelta(hours=hours)
     records = instance.get_run_records(
-        dg.RunsFilter(tags={"mlops/trigger": "drift"}, created_after=since), limit=1
+        dg.RunsFilter(tags={TRIGGER_TAG: "drift"}, created_after=since), limit=1
     )
     return records[0] if records else None
-
-
-def retrain_requires_new_data() -> bool:
-    return settings.resolve_flag(settings.RETRAIN_REQUIRES_NEW_DATA, True)
 
 
 @dataclass(frozen=True)
@@ -170,7 +150,7 @@ def drift_run_request(window: str, share: float, ref_version: str, features: lis
         run_key=f"drift-{window.removeprefix('window-')}-{ref_version}{suffix}",
         tags={
             RUN_KIND_TAG: "training",
-            "mlops/trigger": "drift",
+            TRIGGER_TAG: "drift",
             "mlops/drift_window": window_label(window),
             "mlops/drift_share": f"{share:.2f}",
             "mlops/reference": ref_version,
@@ -186,21 +166,23 @@ def evaluate_drift_tick(
     artifact_store: ArtifactStore,
     model_registry: ModelRegistryResource,
     dataset_source: DatasetSource,
+    drift_policy: DriftPolicy,
+    alert_sink: AlertSink,
 ) -> dg.SensorResult:
     """The whole decision of one tick (the sensor is a thin wrapper around it)."""
-    from mlops_assets.ml.drift import DriftThresholds, evaluate_drift, read_profile, too_little_data
+    from mlops_assets.ml.drift import evaluate_drift, too_little_data
 
     state = DriftCursor.parse(cursor)
     model_version = production_model_version(model_registry)
     if model_version is None:
         return dg.SensorResult(skip_reason="no production model yet: nothing to compare traffic against")
     ref_version = reference_version(model_version)
-    ref_path = artifact_store.path("profiles", ref_version) / PROFILE_FILE
-    if not ref_path.is_file():
+    profiles = artifact_store.profiles()
+    if not profiles.exists(ref_version):
         return dg.SensorResult(
             skip_reason=f"no reference profile for production model {model_version}: materialise reference_profile"
         )
-    windows = list_windows(artifact_store)
+    windows = profiles.windows()
     new = [w for w in windows if w > state.window] if state.window else windows[-1:]
     if not new:
         last = window_label(state.window) if state.window else "none"
@@ -226,16 +208,15 @@ def evaluate_drift_tick(
                 f"{len(new)} new window(s) from {window_label(new[0])} will be judged after it finishes"
             )
         )
-    thresholds = DriftThresholds.from_env()
-    reference = read_profile(ref_path)
+    thresholds = drift_policy.thresholds()
+    reference = profiles.read(ref_version)
     verdicts = []
     for window in new:
-        directory = artifact_store.path("profiles", window)
-        n_rows = int(read_summary(directory).get("n_rows", -1))
+        n_rows = int(profiles.summary(window).get("n_rows", -1))
         if 0 <= n_rows < thresholds.min_rows:  # too little data: no need to open the profile
             verdicts.append((window, too_little_data(window_label(window), n_rows, thresholds)))
             continue
-        profile = read_profile(directory / PROFILE_FILE)
+        profile = profiles.read(window)
         verdicts.append((window, evaluate_drift(profile, reference, window_label(window), thresholds)))
     drifted = [(w, v) for w, v in verdicts if v.is_drift]
     judged = state.replace(window=new[-1], reference=ref_version)
@@ -248,30 +229,29 @@ def evaluate_drift_tick(
             cursor=judged.replace(pending_window=None, pending_share=None, alerted_episode=None).dump(),
         )
     window, verdict = drifted[-1]
-    recent = recent_drift_run(instance, cooldown_hours())
+    recent = recent_drift_run(instance, drift_policy.cooldown_hours)
     if recent is not None:
         age_h = (time.time() - recent.create_timestamp.timestamp()) / 3600.0
         return dg.SensorResult(
             skip_reason=(
                 f"{verdict.reason}; but drift retraining run {recent.dagster_run.run_id[:8]} was launched "
-                f"{age_h:.1f} h ago (cooldown {cooldown_hours():g} h, {COOLDOWN_ENV})"
+                f"{age_h:.1f} h ago (cooldown {drift_policy.cooldown_hours:g} h, drift_policy.cooldown_hours)"
             ),
             cursor=judged.dump(),
         )
     data = labelled_data(dataset_source, model_registry)
-    if retrain_requires_new_data() and not data.is_new:
+    if drift_policy.retrain_requires_new_data and not data.is_new:
         why = (f"the labelled source cannot be read ({data.problem})" if data.current is None else
                f"no new labelled data since dataset version {data.dataset_version}")
         episode = f"{ref_version}|{data.current}"
         alerted = ""
         if state.alerted_episode != episode:
-            record_alert(stale_data_alert(verdict, model_version, ref_version, data), alert_path(artifact_store),
-                         os.environ.get(settings.ALERT_WEBHOOK_URL))
+            alert_sink.send(stale_data_alert(verdict, model_version, ref_version, data))
             alerted = "; a person was alerted"
         return dg.SensorResult(
             skip_reason=(
                 f"{verdict.reason}; {why}: retraining would reproduce production {model_version} "
-                f"({settings.RETRAIN_REQUIRES_NEW_DATA}=1){alerted}"
+                f"(drift_policy.retrain_requires_new_data){alerted}"
             ),
             cursor=judged.replace(pending_window=window, pending_share=float(verdict.drift_share),
                                   alerted_episode=episode).dump(),
@@ -283,7 +263,7 @@ def evaluate_drift_tick(
 
 @dg.sensor(
     name="drift_sensor",
-    job=retrain_job,
+    job_name="retrain_job",
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
@@ -295,9 +275,10 @@ def evaluate_drift_tick(
 )
 def drift_sensor(
     context: dg.SensorEvaluationContext, artifact_store: ArtifactStore, model_registry: ModelRegistryResource,
-    dataset_source: DatasetSource,
+    dataset_source: DatasetSource, drift_policy: DriftPolicy, alert_sink: AlertSink,
 ) -> dg.SensorResult:
-    result = evaluate_drift_tick(context.cursor, context.instance, artifact_store, model_registry, dataset_source)
+    result = evaluate_drift_tick(context.cursor, context.instance, artifact_store, model_registry, dataset_source,
+                                 drift_policy, alert_sink)
     if result.run_requests:
         context.log.info(f"drift: requesting {result.run_requests[0].run_key}")
     return result

@@ -94,7 +94,7 @@ def wait_for_version(client, version: str, timeout_s: float = 30.0) -> dict:
 @pytest.fixture(scope="module")
 def dev_server(serving_world: ServingWorld, tmp_path_factory: pytest.TempPathFactory):
     """``bentoml serve bentos.service:ClassifierService`` following the production pointer."""
-    from mlops_assets.serving import SERVICE_TARGET, serve_bento
+    from mlops_assets.deploy.bento_server import SERVICE_TARGET, serve_bento
 
     log = tmp_path_factory.mktemp("logs") / "dev_server.log"
     env = {"MLOPS_MODEL_NAME": MODEL_NAME, "MLOPS_POLL_SECONDS": "0.2", "MLOPS_FOLLOW_PRODUCTION": "1",

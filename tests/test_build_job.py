@@ -11,7 +11,7 @@ from mlops_assets.definitions import ASSET_CHECKS, ASSETS
 from mlops_assets.ml.artifacts import read_manifest, read_original_sizes, read_split
 from mlops_assets.ml.registry import ModelRegistry
 from resources.dataset_source import DatasetSource
-from tests.conftest import draw_shape_folder, make_resources
+from testkit.fixtures import draw_shape_folder, make_resources
 
 pytestmark = pytest.mark.slow
 

@@ -8,11 +8,11 @@ import dagster as dg
 import numpy as np
 import pytest
 
-from mlops_assets.data import data_splits, raw_images
+from mlops_assets.build.data import data_splits, raw_images
+from mlops_assets.build.validation import data_quality_checks
 from mlops_assets.ml import data_quality as dq
 from mlops_assets.ml.artifacts import write_arrays, write_manifest
 from mlops_assets.ml.splits import SPLIT_NAMES
-from mlops_assets.validation import data_quality_checks
 from resources.artifact_store import ArtifactStore
 from resources.dataset_source import DatasetSource
 

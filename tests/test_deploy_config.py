@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.topology_processes import DEPLOY, REPO, fresh_database, pg_connect, pg_env
+from testkit.topology import DEPLOY, REPO, fresh_database, pg_connect, pg_env
 
 COMPOSE = yaml.safe_load((DEPLOY / "docker-compose.yaml").read_text())
 INSTANCE = yaml.safe_load((DEPLOY / "dagster.yaml").read_text())
@@ -33,8 +33,8 @@ def env_names(node) -> set[str]:
 
 
 def shared_settings() -> set[str]:
-    """The variable names of resources/settings.py: one set for Dagster, the Bento service and deploy."""
-    import resources.settings as settings
+    """The variable names of mlops_assets/ml/settings.py: one set for Dagster, the Bento service and deploy."""
+    import mlops_assets.ml.settings as settings
 
     return {value for name, value in vars(settings).items()
             if name.isupper() and isinstance(value, str) and re.fullmatch(r"[A-Z][A-Z0-9_]+", value)}

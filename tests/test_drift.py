@@ -14,7 +14,7 @@ from mlops_assets.ml.drift import (
     write_profile,
 )
 from mlops_assets.ml.features import image_features, with_predictions
-from mlops_assets.simulator import DRIFT_KINDS, apply_drift
+from mlops_assets.tools.simulator import DRIFT_KINDS, apply_drift
 
 THRESHOLDS = DriftThresholds()  # the shipped defaults: the test is about them
 
@@ -84,11 +84,22 @@ def test_profiles_merge_and_round_trip(digits_world, tmp_path):
     assert html.stat().st_size > 1000 and "<html" in html.read_text()[:5000].lower()
 
 
-def test_thresholds_from_environment():
-    t = DriftThresholds.from_env({"MLOPS_DRIFT_SHARE": "0.5", "MLOPS_DRIFT_MIN_ROWS": "10"})
-    assert (t.drift_share, t.min_rows, t.p_value) == (0.5, 10, 0.05)
+def test_the_drift_policy_resource_takes_its_defaults_from_the_environment(monkeypatch):
+    from mlops_assets.ml.settings import SettingError
+    from resources.defaults import default_resources
+
+    monkeypatch.setenv("MLOPS_DRIFT_SHARE", "0.5")
+    monkeypatch.setenv("MLOPS_DRIFT_MIN_ROWS", "10")
+    monkeypatch.setenv("MLOPS_RETRAIN_REQUIRES_NEW_DATA", "0")
+    policy = default_resources()["drift_policy"]
+    t = policy.thresholds()
+    assert (t.drift_share, t.min_rows, t.p_value) == (0.5, 10, 0.05) and not policy.retrain_requires_new_data
+    monkeypatch.setenv("MLOPS_DRIFT_SHARE", "3")
     with pytest.raises(ValueError, match="drift_share"):
-        DriftThresholds.from_env({"MLOPS_DRIFT_SHARE": "3"})
+        default_resources()["drift_policy"].thresholds()
+    monkeypatch.setenv("MLOPS_DRIFT_SHARE", "a lot")
+    with pytest.raises(SettingError, match="MLOPS_DRIFT_SHARE must be a number"):
+        default_resources()
 
 
 def test_a_stricter_share_turns_an_alarm_into_a_skip(digits_world):

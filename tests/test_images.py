@@ -15,7 +15,7 @@ from mlops_assets.ml.images import (
     load_image_folder,
     to_training_scale,
 )
-from tests.conftest import draw_shape_folder
+from testkit.fixtures import draw_shape_folder
 
 
 def png_bytes(img: Image.Image, fmt: str = "PNG") -> bytes:

@@ -9,38 +9,31 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 
-from mlops_assets import monitoring
 from mlops_assets.ml.drift import profile_frame, profile_rows, read_profile
 from mlops_assets.ml.features import image_features, with_predictions
 from mlops_assets.ml.inference_log import InferenceLogWriter
-from mlops_assets.simulator import apply_drift
-from resources.artifact_store import ArtifactStore
+from mlops_assets.ml.profile_layout import reference_version
+from mlops_assets.monitor.drift_report import drift_report
+from mlops_assets.monitor.profiles import inference_profiles, reference_profile
+from mlops_assets.tools.simulator import apply_drift
 from resources.model_registry import ModelRegistryResource
-from sensors.alerts import run_failure_alert
-from sensors.drift_sensor import drift_sensor
+from testkit.fixtures import make_resources
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = datetime(2026, 11, 22, 10, tzinfo=UTC)
 
 
 def monitor_definitions(resources: dict[str, object]) -> dg.Definitions:
-    """The real build stage plus the monitor stage, assembled as mlops_assets/definitions.py does."""
-    from mlops_assets import data, evaluation, packaging, registration, training, validation
+    """The real code location's assets, checks and automation, on other resources."""
+    from mlops_assets import automation
+    from mlops_assets.definitions import ASSET_CHECKS, ASSETS
 
-    return dg.Definitions(
-        assets=[*dg.load_assets_from_modules([data, training, packaging, evaluation, registration]),
-                *monitoring.monitor_assets],
-        asset_checks=[*validation.data_quality_checks, packaging.onnx_matches_torch,
-                      registration.promoted_to_production],
-        jobs=monitoring.monitor_jobs,
-        schedules=monitoring.monitor_schedules,
-        sensors=[drift_sensor, run_failure_alert],
-        resources=resources,
-    )
+    return dg.Definitions(assets=ASSETS, asset_checks=ASSET_CHECKS, jobs=automation.JOBS,
+                          schedules=automation.SCHEDULES, sensors=automation.SENSORS, resources=resources)
 
 
 def test_monitor_definitions_load_and_retrain_job_selects_the_build():
-    from mlops_assets.resources_config import default_resources
+    from resources.defaults import default_resources
 
     defs = monitor_definitions(default_resources())
     dg.Definitions.validate_loadable(defs)
@@ -59,7 +52,8 @@ def test_monitor_definitions_load_and_retrain_job_selects_the_build():
 
 def test_monitor_modules_import_nothing_heavy():
     code = (
-        "import json, sys; import mlops_assets.monitoring, sensors.drift_sensor, sensors.alerts; "
+        "import json, sys; import mlops_assets.monitor.profiles, mlops_assets.monitor.drift_report, "
+        "sensors.drift_sensor, sensors.alerts; "
         "print(json.dumps([m for m in ['whylogs', 'torch', 'bentoml', 'onnxruntime', 'pyarrow'] "
         "if m in sys.modules]))"
     )
@@ -68,11 +62,17 @@ def test_monitor_modules_import_nothing_heavy():
 
 
 def monitoring_resources(root: Path) -> dict[str, object]:
-    return {
-        "artifact_store": ArtifactStore(root=str(root / "artifacts")),
-        "model_registry": ModelRegistryResource(home=str(root / "bentoml")),
-        "io_manager": dg.FilesystemIOManager(base_dir=str(root / "artifacts" / "dagster_io")),
-    }
+    return make_resources(root)
+
+
+def register_production(registry: ModelRegistryResource, version: str, root: Path, class_names, **labels) -> None:
+    """A production version in the real registry (the tests that never load it register a stand-in file)."""
+    onnx = root / f"{version}.onnx"
+    if not onnx.exists():
+        onnx.write_bytes(b"stand-in, never loaded")
+    registry.registry().register(onnx, version, labels,
+                                 {"class_names": class_names, "spec": {"height": 8, "width": 8, "channels": 1}})
+    registry.registry().promote(version, reason="test setup", actor="test")
 
 
 def log_traffic(root: Path, images: np.ndarray, labels, start: datetime) -> None:
@@ -89,16 +89,14 @@ def test_inference_profiles_then_drift_report(tmp_path):
 
     resources = monitoring_resources(tmp_path)
     store, registry = resources["artifact_store"], resources["model_registry"]
-    pointer = registry.registry().pointer_path
-    pointer.parent.mkdir(parents=True)
-    pointer.write_text(json.dumps({"current": "v1"}))
     data = load_digits_dataset()
+    register_production(registry, "v1", tmp_path, data.class_names)
     order = np.random.default_rng(0).permutation(len(data.labels))
     train, held_out = order[:1257], order[1257:]
     reference_rows = with_predictions(
         image_features(data.images[train]), [str(v) for v in data.labels[train]], np.full(len(train), 0.95)
     )
-    monitoring.publish_profile(store, monitoring.reference_version("v1"), profile_frame(reference_rows), {})
+    store.profiles().publish(reference_version("v1"), profile_frame(reference_rows), {})
     log_traffic(store.root_path, data.images[held_out], data.labels[held_out], T0)
     drifted, drifted_labels = apply_drift(data.images[held_out], data.labels[held_out], "brightness")
     log_traffic(store.root_path, drifted, drifted_labels, T0 + timedelta(hours=1))
@@ -106,20 +104,20 @@ def test_inference_profiles_then_drift_report(tmp_path):
     instance = dg.DagsterInstance.ephemeral()
     for hour in (0, 1):
         key = (T0 + timedelta(hours=hour)).strftime("%Y-%m-%d-%H:%M")
-        result = dg.materialize([monitoring.inference_profiles], partition_key=key, resources=resources,
+        result = dg.materialize([inference_profiles], partition_key=key, resources=resources,
                                 instance=instance)
         meta = result.asset_materializations_for_node("inference_profiles")[0].metadata
         assert meta["n_rows"].value == len(held_out) and meta["profile_written"].value
-    window = store.path("profiles", "window-20261122T1000")
-    assert profile_rows(read_profile(window / monitoring.PROFILE_FILE)) == len(held_out)
-    written = (window / monitoring.PROFILE_FILE).stat().st_mtime_ns
-    again = dg.materialize([monitoring.inference_profiles], partition_key="2026-11-22-10:00",
+    window = store.profiles().profile_path("window-20261122T1000")
+    assert profile_rows(read_profile(window)) == len(held_out)
+    written = window.stat().st_mtime_ns
+    again = dg.materialize([inference_profiles], partition_key="2026-11-22-10:00",
                            resources=resources, instance=instance)
     assert again.asset_materializations_for_node("inference_profiles")[0].metadata["already_profiled"].value
-    assert (window / monitoring.PROFILE_FILE).stat().st_mtime_ns == written  # written once
+    assert window.stat().st_mtime_ns == written  # written once
 
     def report(windows: int) -> dict:
-        result = dg.materialize([monitoring.drift_report], resources=resources, instance=instance,
+        result = dg.materialize([drift_report], resources=resources, instance=instance,
                                 run_config={"ops": {"drift_report": {"config": {"windows": windows}}}})
         return {k: v.value for k, v in result.asset_materializations_for_node("drift_report")[0].metadata.items()}
 
@@ -150,15 +148,13 @@ def test_reference_profile_of_a_registered_production_model(tmp_path):
 
     store.publish("splits", "s1", build)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
-    export_onnx(model.eval(), np.zeros((1, 1, 8, 8), np.float32), tmp_path / "model.onnx")
-    registry = resources["model_registry"].registry()
-    registry.register(tmp_path / "model.onnx", "m1", {"splits_version": "s1"}, {"class_names": data.class_names})
-    registry.promote("m1")
-    result = dg.materialize([monitoring.reference_profile], resources=resources,
+    export_onnx(model.eval(), np.zeros((1, 1, 8, 8), np.float32), tmp_path / "m1.onnx")
+    register_production(resources["model_registry"], "m1", tmp_path, data.class_names, splits_version="s1")
+    result = dg.materialize([reference_profile], resources=resources,
                             instance=dg.DagsterInstance.ephemeral())
     meta = result.asset_materializations_for_node("reference_profile")[0].metadata
     assert meta["version"].value == "reference-m1" and meta["n_rows"].value == 300
-    view = read_profile(store.path("profiles", "reference-m1") / monitoring.PROFILE_FILE)
+    view = store.profiles().read("reference-m1")
     assert {"predicted_class", "confidence", "mean_c0"} <= set(view.get_columns())
 
 
@@ -169,7 +165,7 @@ def test_simulator_sends_real_http_and_adds_labelled_images(tmp_path):
 
     from mlops_assets.ml.artifacts import write_arrays, write_manifest
     from mlops_assets.ml.images import load_digits_dataset, load_image_folder
-    from mlops_assets.simulator import PREDICT_PATH, main, send_traffic
+    from mlops_assets.tools.simulator import PREDICT_PATH, main, send_traffic
 
     received: list[tuple[str, int]] = []
 

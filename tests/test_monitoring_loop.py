@@ -1,6 +1,6 @@
 """The loop closes: clean traffic → no retrain; drifted traffic → drift → retraining → served.
 
-The scenario (tests/loop_scenario.py) runs in its own interpreter because the profile cadence is
+The scenario (testkit/loop_scenario.py) runs in its own interpreter because the profile cadence is
 read when the definitions are imported: one-minute windows keep this test to a few minutes.
 """
 
@@ -21,7 +21,7 @@ def test_drift_closes_the_loop(tmp_path):
     start = (datetime.now(UTC) - timedelta(hours=1)).strftime("%Y-%m-%d-%H:%M")
     env = {**os.environ, "MLOPS_PROFILE_CRON": "* * * * *", "MLOPS_MONITOR_START": start,
            "MLOPS_HOME": str(tmp_path), "PYTHONPATH": str(ROOT)}
-    process = subprocess.run([sys.executable, "-m", "tests.loop_scenario", str(tmp_path)], cwd=ROOT, env=env,
+    process = subprocess.run([sys.executable, "-m", "testkit.loop_scenario", str(tmp_path)], cwd=ROOT, env=env,
                              capture_output=True, text=True, timeout=600)
     lines = [line for line in process.stdout.splitlines() if line.startswith("LOOP_SUMMARY ")]
     assert process.returncode == 0 and lines, process.stdout[-3000:] + process.stderr[-5000:]

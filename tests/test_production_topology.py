@@ -2,7 +2,7 @@
 
 One topology for the module (fresh database on the local PostgreSQL server, two gRPC code servers:
 the product's ``mlops`` location and the tiny test location, the webserver, the daemon), instance
-configuration derived from deploy/dagster.yaml (see tests/topology_processes.py). The tests share it in
+configuration derived from deploy/dagster.yaml (see testkit/topology.py). The tests share it in
 file order: build_job end to end, the daemon ticking schedules and sensors, then the two fault tests,
 which kill the daemon and a code server and bring them back.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.topology_processes import (
+from testkit.topology import (
     PRODUCT,
     TINY,
     Topology,

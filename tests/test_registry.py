@@ -14,7 +14,7 @@ from mlops_assets.ml.promotion import (
     decide_promotion,
 )
 from mlops_assets.ml.registry import IncompatibleModelError, ModelRegistry, RegistryError, signature_differences
-from mlops_assets.registry_cli import main as registry_cli
+from mlops_assets.tools.registry_cli import main as registry_cli
 
 NONE = ChampionComparison(NO_PRODUCTION)
 

@@ -10,12 +10,14 @@ import pytest
 
 from mlops_assets.ml.drift import profile_frame
 from mlops_assets.ml.features import image_features, with_predictions
-from mlops_assets.monitoring import publish_profile, reference_version, window_version
-from mlops_assets.simulator import apply_drift
+from mlops_assets.ml.profile_layout import reference_version, window_version
+from mlops_assets.tools.simulator import apply_drift
+from resources.alerts import AlertSink, record_alert
 from resources.artifact_store import ArtifactStore
 from resources.dataset_source import DatasetSource
+from resources.drift_policy import DriftPolicy
 from resources.model_registry import ModelRegistryResource
-from sensors.alerts import record_alert, run_failure_alert
+from sensors.alerts import run_failure_alert
 from sensors.drift_sensor import DriftCursor, drift_sensor
 
 MODEL = "v1"
@@ -68,23 +70,28 @@ def world(tmp_path, digits):
     add_labelled_image(folder, "first")
     source = DatasetSource(kind="image_folder", path=str(folder), height=8, width=8)
     register_model(registry, MODEL, source, tmp_path)
-    publish_profile(store, reference_version(MODEL), profile_frame(frame(dataset, train)), {"n_rows": len(train)})
+    store.profiles().publish(reference_version(MODEL), profile_frame(frame(dataset, train)), {"n_rows": len(train)})
 
     def add_window(hour: int, drift: str = "none", n: int = 300) -> str:
         idx = np.resize(held_out, n)
         rows = frame(dataset, idx, drift, seed=hour)
         start = T0 + timedelta(hours=hour)
         version = window_version(start)
-        publish_profile(store, version, profile_frame(rows), {"n_rows": n, "start": start.isoformat()})
+        store.profiles().publish(version, profile_frame(rows), {"n_rows": n, "start": start.isoformat()})
         return version
 
-    resources = {"artifact_store": store, "model_registry": registry, "dataset_source": source}
+    resources = {"artifact_store": store, "model_registry": registry, "dataset_source": source,
+                 "drift_policy": DriftPolicy(), "alert_sink": AlertSink(file=str(tmp_path / "alerts.jsonl"))}
     return store, registry, add_window, resources
 
 
 def new_labelled_data(resources, name: str = "new") -> None:
     """Someone labels more images and adds them to the source."""
     add_labelled_image(Path(resources["dataset_source"].path), name)
+
+
+def with_policy(resources, **policy) -> dict:
+    return {**resources, "drift_policy": DriftPolicy(**policy)}
 
 
 def tick(resources, instance, cursor=None) -> dg.SensorResult:
@@ -161,7 +168,7 @@ def test_no_run_while_a_retraining_run_is_in_flight(world):
     assert len(resumed.run_requests) == 1
 
 
-def test_cooldown_after_a_drift_run_then_disabled(world, monkeypatch):
+def test_cooldown_after_a_drift_run_then_disabled(world):
     _, _, add_window, resources = world
     add_window(0)
     with dg.DagsterInstance.ephemeral() as instance:
@@ -176,8 +183,7 @@ def test_cooldown_after_a_drift_run_then_disabled(world, monkeypatch):
         reason = skip_text(cooled)
         assert "≥ 0.30 on window 2026-11-22T11" in reason and "run eeeeeeee was launched 0.0 h ago" in reason
         assert DriftCursor.parse(cooled.cursor).window == "window-20261122T1100"
-        monkeypatch.setenv("MLOPS_DRIFT_COOLDOWN_HOURS", "0")
-        assert len(tick(resources, instance, cursor).run_requests) == 1
+        assert len(tick(with_policy(resources, cooldown_hours=0), instance, cursor).run_requests) == 1
 
 
 def test_too_little_data_is_a_skip(world):
@@ -190,12 +196,11 @@ def test_too_little_data_is_a_skip(world):
     assert skip_text(result) == "too little data on window 2026-11-22T11: 20 rows < 100 (minimum)"
 
 
-def test_thresholds_come_from_the_environment(world, monkeypatch):
+def test_thresholds_come_from_the_drift_policy_resource(world):
     _, _, add_window, resources = world
     add_window(0, "brightness")
-    monkeypatch.setenv("MLOPS_DRIFT_SHARE", "1.0")
     with dg.DagsterInstance.ephemeral() as instance:
-        result = tick(resources, instance)
+        result = tick(with_policy(resources, drift_share=1.0), instance)
     assert " < 1.00 on window 2026-11-22T10" in skip_text(result)
 
 
@@ -210,14 +215,14 @@ def test_missing_model_or_reference_is_a_skip(world, tmp_path):
     assert reason == "no reference profile for production model v2: materialise reference_profile"
 
 
-def alerts(store: ArtifactStore) -> list[dict]:
-    path = store.root_path / "alerts" / "alerts.jsonl"
+def alerts(resources) -> list[dict]:
+    path = Path(resources["alert_sink"].file)
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 def test_drift_without_new_labelled_data_skips_and_alerts_once_per_episode(world):
     """Retraining on an unchanged source reproduces production: skip, say so, and tell a person once."""
-    store, _, add_window, resources = world
+    _, _, add_window, resources = world
     add_window(0)
     with dg.DagsterInstance.ephemeral() as instance:
         cursor = tick(resources, instance).cursor
@@ -226,17 +231,17 @@ def test_drift_without_new_labelled_data_skips_and_alerts_once_per_episode(world
         reason = skip_text(first)
         assert reason.startswith("drift share") and "on window 2026-11-22T11" in reason
         assert "no new labelled data since dataset version dataset-v1" in reason and "a person was alerted" in reason
-        assert [a["kind"] for a in alerts(store)] == ["drift_without_new_data"]
-        assert "Label recent production images" in alerts(store)[0]["text"]
+        assert [a["kind"] for a in alerts(resources)] == ["drift_without_new_data"]
+        assert "Label recent production images" in alerts(resources)[0]["text"]
         add_window(2, "invert")  # the same episode goes on: skipped, not alerted again
         second = tick(resources, instance, first.cursor)
         assert "no new labelled data" in skip_text(second) and "alerted" not in skip_text(second)
-        assert len(alerts(store)) == 1
+        assert len(alerts(resources)) == 1
         add_window(3)  # the episode ends
         ended = tick(resources, instance, second.cursor)
         add_window(4, "invert")  # a new episode is alerted again
         tick(resources, instance, ended.cursor)
-        assert len(alerts(store)) == 2
+        assert len(alerts(resources)) == 2
 
 
 def test_labelled_data_arriving_after_the_drift_launches_exactly_one_run(world):
@@ -259,9 +264,9 @@ def test_labelled_data_arriving_after_the_drift_launches_exactly_one_run(world):
         assert skip_text(after) == "no new profile window since 2026-11-22T11"
 
 
-def test_the_new_data_requirement_can_be_turned_off(world, monkeypatch):
+def test_the_new_data_requirement_can_be_turned_off(world):
     _, _, add_window, resources = world
-    monkeypatch.setenv("MLOPS_RETRAIN_REQUIRES_NEW_DATA", "0")
+    resources = with_policy(resources, retrain_requires_new_data=False)
     add_window(0)
     with dg.DagsterInstance.ephemeral() as instance:
         cursor = tick(resources, instance).cursor
@@ -269,13 +274,12 @@ def test_the_new_data_requirement_can_be_turned_off(world, monkeypatch):
         assert len(tick(resources, instance, cursor).run_requests) == 1
 
 
-def test_run_failure_writes_an_alert_even_when_the_webhook_is_down(tmp_path, monkeypatch):
+def test_run_failure_writes_an_alert_even_when_the_webhook_is_down(tmp_path):
     @dg.asset
     def broken():
         raise ValueError("the disk is on fire")
 
-    monkeypatch.setenv("MLOPS_ALERT_WEBHOOK_URL", "http://127.0.0.1:9/unreachable")
-    store = ArtifactStore(root=str(tmp_path / "artifacts"))
+    sink = AlertSink(file=str(tmp_path / "alerts" / "alerts.jsonl"), webhook_url="http://127.0.0.1:9/unreachable")
     with dg.DagsterInstance.ephemeral() as instance:
         result = dg.materialize([broken], instance=instance, raise_on_error=False)
         assert not result.success
@@ -286,8 +290,8 @@ def test_run_failure_writes_an_alert_even_when_the_webhook_is_down(tmp_path, mon
             sensor_name="run_failure_alert", dagster_event=failure.dagster_event,
             dagster_instance=instance, dagster_run=run,
         ).for_run_failure()
-        run_failure_alert(context, artifact_store=store)
-    lines = (tmp_path / "artifacts" / "alerts" / "alerts.jsonl").read_text().splitlines()
+        run_failure_alert(context, alert_sink=sink)
+    lines = (tmp_path / "alerts" / "alerts.jsonl").read_text().splitlines()
     alert = json.loads(lines[-1])
     assert alert["run_id"] == run.run_id and "the disk is on fire" in json.dumps(alert["failed_steps"])
     assert alert["delivery_problems"] and "webhook" in alert["delivery_problems"][0]

@@ -15,15 +15,11 @@ import httpx
 import numpy as np
 import pytest
 
+from mlops_assets.automation import rollback_job
+from mlops_assets.deploy.bento import bento, bento_application_test
+from mlops_assets.deploy.bento_server import REPO_ROOT, run_application_test
 from mlops_assets.ml.onnx_model import predict_labels
 from mlops_assets.refs import EvaluationRef, RegisteredModelRef, SplitsRef
-from mlops_assets.serving import (
-    REPO_ROOT,
-    bento,
-    bento_application_test,
-    rollback_job,
-    run_application_test,
-)
 from resources.model_registry import ModelRegistryResource
 from tests import serving_fixtures
 from tests.serving_fixtures import MODEL_NAME, register, wait_for_version
@@ -181,7 +177,7 @@ def test_rollback_with_one_cli_command_changes_model(serving_world, dev_server):
     registry.promote("v2", reason="test: the release to undo")
     with httpx.Client(base_url=dev_server, timeout=30) as client:
         wait_for_version(client, "v2")
-        command = [sys.executable, "-m", "mlops_assets.registry_cli", "--home", str(serving_world.home),
+        command = [sys.executable, "-m", "mlops_assets.tools.registry_cli", "--home", str(serving_world.home),
                    "--model", MODEL_NAME, "rollback", "--reason", "test rollback"]
         done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr

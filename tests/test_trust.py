@@ -6,8 +6,8 @@ import pytest
 from mlops_assets.ml.artifacts import read_split_hashes
 from mlops_assets.ml.images import load_digits_dataset
 from mlops_assets.ml.registry import ModelRegistry
-from mlops_assets.registry_cli import main as registry_cli
-from mlops_assets.simulator import apply_drift, write_labelled_images
+from mlops_assets.tools.registry_cli import main as registry_cli
+from mlops_assets.tools.simulator import apply_drift, write_labelled_images
 from resources.dataset_source import DatasetSource
 from tests.test_build_job import materialize_build, metadata
 

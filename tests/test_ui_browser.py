@@ -220,7 +220,7 @@ def service_class(path: Path) -> str | None:
 def test_bento_docs_page_lists_the_endpoints(ui_world, page):
     from playwright.sync_api import expect
 
-    from mlops_assets.serving import serve_bento
+    from mlops_assets.deploy.bento_server import serve_bento
 
     world, _ = ui_world
     service_file = REPO / "bentos" / "service.py"

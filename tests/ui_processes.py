@@ -21,8 +21,8 @@ from typing import Any
 
 import yaml
 
-from mlops_assets.ml.processes import ProcessExitedError, free_port, stop_process_group, wait_until
-from mlops_assets.ml.processes import log_tail as tail
+from mlops_assets.deploy.processes import ProcessExitedError, free_port, stop_process_group, wait_until
+from mlops_assets.deploy.processes import log_tail as tail
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

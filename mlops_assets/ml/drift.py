@@ -22,27 +22,18 @@ from __future__ import annotations
 
 import html
 import math
-import os
 import re
 import warnings
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from mlops_assets.ml.features import BOOKKEEPING_COLUMNS, PREDICTED_CLASS
+from mlops_assets.ml.markdown import markdown_table
 from mlops_assets.ml.storage import atomic_write_bytes
-from resources import settings
-
-# Environment variables for the thresholds, read by the sensor and the drift report alike.
-ENV_DRIFT_SHARE = settings.DRIFT_SHARE
-ENV_DRIFT_P_VALUE = settings.DRIFT_P_VALUE
-ENV_DRIFT_DISTANCE = settings.DRIFT_DISTANCE
-ENV_DRIFT_MIN_ROWS = settings.DRIFT_MIN_ROWS
-
-PROFILE_FILE = "profile.bin"
 
 
 class ProfileError(ValueError):
@@ -67,21 +58,6 @@ class DriftThresholds:
             raise ValueError(f"distance must be in [0, 1], got {self.distance}")
         if self.min_rows < 1:
             raise ValueError(f"min_rows must be at least 1, got {self.min_rows}")
-
-    @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> DriftThresholds:
-        """The defaults, overridden by MLOPS_DRIFT_SHARE / _P_VALUE / _DISTANCE / _MIN_ROWS where set."""
-        env = os.environ if environ is None else environ
-        base = cls()
-        try:
-            return cls(
-                drift_share=float(env.get(ENV_DRIFT_SHARE) or base.drift_share),
-                p_value=float(env.get(ENV_DRIFT_P_VALUE) or base.p_value),
-                distance=float(env.get(ENV_DRIFT_DISTANCE) or base.distance),
-                min_rows=int(env.get(ENV_DRIFT_MIN_ROWS) or base.min_rows),
-            )
-        except ValueError as exc:
-            raise ValueError(f"invalid drift threshold in the environment: {exc}") from exc
 
     def describe(self) -> str:
         return (
@@ -117,8 +93,6 @@ class DriftVerdict:
     reason: str = field(default="")
 
     def markdown(self) -> str:
-        from mlops_assets.metadata import markdown_table
-
         rows = [
             [f.column, f.algorithm, _fmt(f.statistic), _fmt(f.p_value), _fmt(f.distance), f.category,
              "yes" if f.drifted else "no"]
@@ -284,11 +258,6 @@ def write_html_report(target, reference, path: str | Path) -> Path:
     page = html.unescape(match.group(1)) if match else f"<!DOCTYPE html><html><body>{snippet}</body></html>"
     atomic_write_bytes(path, page.encode())
     return Path(path)
-
-
-def with_thresholds(thresholds: DriftThresholds, **overrides: Any) -> DriftThresholds:
-    """``thresholds`` with the non-None overrides applied (for the report's launchpad config)."""
-    return replace(thresholds, **{k: v for k, v in overrides.items() if v is not None})
 
 
 def _hellinger(target_column, reference_column, algorithm) -> float | None:

@@ -126,10 +126,9 @@ class ModelRegistry:
         return self.home / "production" / f"{self.model_name}.json"
 
     def _store(self):
-        from bentoml._internal.models import ModelStore
+        from mlops_assets.ml.bentoml_private import model_store
 
-        (self.home / "models").mkdir(parents=True, exist_ok=True)
-        return ModelStore(self.home / "models")
+        return model_store(self.home / "models")
 
     def tag(self, version: str) -> str:
         return f"{self.model_name}:{version}"

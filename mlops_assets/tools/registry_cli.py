@@ -14,7 +14,7 @@ from mlops_assets.ml.registry import ModelRegistry, RegistryError
 
 
 def _registry(args: argparse.Namespace) -> ModelRegistry:
-    from resources.settings import BENTOML_HOME, MODEL_NAME, resolve
+    from mlops_assets.ml.settings import BENTOML_HOME, MODEL_NAME, resolve
 
     return ModelRegistry(args.home or resolve(BENTOML_HOME), args.model or resolve(MODEL_NAME))
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from mlops_assets.ml.processes import ProcessExitedError, WaitAborted, free_port, wait_until
+from mlops_assets.deploy.processes import ProcessExitedError, WaitAborted, free_port, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
@@ -86,7 +86,7 @@ def pg_env(db: str) -> dict[str, str]:
 
 # ---------------------------------------------------------------- configuration
 
-PROCESS_LAUNCHER = {"module": "tests.topology_launcher", "class": "ProcessRunLauncher"}
+PROCESS_LAUNCHER = {"module": "testkit.topology_launcher", "class": "ProcessRunLauncher"}
 
 
 def production_instance_config(monitoring_poll_seconds: int | None = 2) -> dict:
@@ -116,7 +116,7 @@ class Location:
 
 
 PRODUCT = Location("mlops", "mlops_assets.definitions")
-TINY = Location("topology_tiny", "tests.topology_tiny_location")
+TINY = Location("topology_tiny", "testkit.topology_tiny_location")
 
 
 def workspace_config(extra: list[Location], product: bool = True) -> dict:

@@ -4,8 +4,9 @@
 import dagster as dg
 from pydantic import Field
 
-from mlops_assets.evaluation import comparison_markdown
-from mlops_assets.metadata import git_commit, markdown_table
+from mlops_assets.build.evaluation import comparison_markdown
+from mlops_assets.metadata import git_commit
+from mlops_assets.ml.markdown import markdown_table
 from mlops_assets.ml.promotion import ChampionComparison, PromotionPolicy, decide_promotion
 from mlops_assets.refs import EvaluationRef, OnnxModelRef, RegisteredModelRef, SplitsRef
 from resources.model_registry import ModelRegistryResource
@@ -35,10 +36,8 @@ class PromotionConfig(dg.Config):
 
 
 @dg.asset(
-    group_name="build",
     kinds={"bentoml"},
     code_version="1",
-    owners=["team:ml-platform"],
     description=(
         "The ONNX model in the BentoML model store with its lineage (data split, code version, "
         "hyper-parameters, metrics, run id). Promoted to production only if it clears the gate; "

@@ -7,8 +7,9 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from mlops_assets.metadata import markdown_table, png_markdown, short_hash, source_hash
+from mlops_assets.metadata import png_markdown, short_hash, source_hash
 from mlops_assets.ml.artifacts import read_split
+from mlops_assets.ml.markdown import markdown_table
 from mlops_assets.refs import SplitsRef, TrainedModelRef
 from resources.artifact_store import ArtifactStore
 
@@ -16,7 +17,7 @@ CHECKPOINT = "model.pt"
 CURVES = "training_curves.png"
 TRAINING_RECORD = "training.json"  # how the model was trained, and from which inputs (for reuse)
 # The real version of the training code: what this module and the training loop compute.
-TRAINING_CODE_VERSION = source_hash(__file__, Path(__file__).parent / "ml" / "train.py")
+TRAINING_CODE_VERSION = source_hash(__file__, Path(__file__).parents[1] / "ml" / "train.py")
 
 
 class TrainingConfig(dg.Config):
@@ -114,10 +115,8 @@ def train_new_model(
 
 
 @dg.asset(
-    group_name="build",
     kinds={"pytorch"},
     code_version=TRAINING_CODE_VERSION,
-    owners=["team:ml-platform"],
     description=(
         "A small CNN trained on the train split; learning rate, width and epochs are chosen on val. "
         "Seeded, so the same splits and config give the same weights; uses CUDA when available. "

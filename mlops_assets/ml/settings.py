@@ -1,7 +1,10 @@
-"""Settings shared by Dagster, the Bento service, the CLI and the deployment files.
+"""Every setting of the project: its environment variable, its default and its type, read here and only here.
 
-One set of environment variable names, read in one place. Locally everything defaults to
-``./.mlops`` under the working directory; in production the same variables point at shared volumes.
+Dagster reads them through ConfigurableResources (``resources/defaults.py``: ``EnvVar`` when a variable is set, so
+the UI shows where a value came from); the Bento service, the CLIs, the simulator and ``deploy/`` use the same
+names. Pure standard library: the core, the service and the command-line tools import it without Dagster.
+Locally everything defaults to ``./.mlops`` under the working directory; in production the same variables
+point at shared volumes.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ IMAGE_HEIGHT = "MLOPS_IMAGE_HEIGHT"  # image_folder images are converted to this
 IMAGE_WIDTH = "MLOPS_IMAGE_WIDTH"
 IMAGE_CHANNELS = "MLOPS_IMAGE_CHANNELS"  # 1 (grayscale) or 3 (RGB)
 
-# Monitoring (defaults where they are used: mlops_assets/monitoring.py, mlops_assets/ml/drift.py, sensors/)
+# Monitoring
 PROFILE_CRON = "MLOPS_PROFILE_CRON"  # inference profile windows, e.g. "0 * * * *" (hourly, the default)
 MONITOR_START = "MLOPS_MONITOR_START"  # first window, "YYYY-MM-DD-HH:MM" (UTC)
 DRIFT_SHARE = "MLOPS_DRIFT_SHARE"
@@ -32,7 +35,7 @@ RETRAIN_REQUIRES_NEW_DATA = "MLOPS_RETRAIN_REQUIRES_NEW_DATA"
 ALERT_FILE = "MLOPS_ALERT_FILE"
 ALERT_WEBHOOK_URL = "MLOPS_ALERT_WEBHOOK_URL"
 
-# The Bento service (defaults in bentos/service.py)
+# The Bento service
 FOLLOW_PRODUCTION = "MLOPS_FOLLOW_PRODUCTION"  # 1/0: swap to the version the production pointer names
 POLL_SECONDS = "MLOPS_POLL_SECONDS"  # how often the pointer file is stat-ed
 MAX_BATCH = "MLOPS_MAX_BATCH"  # most images one /classify request may carry
@@ -44,35 +47,59 @@ SERVICE_THREADS = "MLOPS_SERVICE_THREADS"  # worker threads for the synchronous 
 INFERENCE_LOG = "MLOPS_INFERENCE_LOG"  # 1/0: record per-image features and predictions for monitoring
 
 DEFAULTS_RELATIVE_TO_HOME = {ARTIFACT_ROOT: "artifacts", BENTOML_HOME: "bentoml"}
+DEFAULTS = {
+    MODEL_NAME: "image_classifier",
+    DATASET_KIND: "digits",
+    IMAGE_FOLDER: "",
+    IMAGE_HEIGHT: "32",
+    IMAGE_WIDTH: "32",
+    IMAGE_CHANNELS: "1",
+    PROFILE_CRON: "0 * * * *",
+    MONITOR_START: "2026-11-01-00:00",
+    DRIFT_SHARE: "0.30",
+    DRIFT_P_VALUE: "0.05",
+    DRIFT_DISTANCE: "0.15",
+    DRIFT_MIN_ROWS: "100",
+    DRIFT_COOLDOWN_HOURS: "6",
+    RETRAIN_REQUIRES_NEW_DATA: "1",
+    ALERT_FILE: "",
+    ALERT_WEBHOOK_URL: "",
+    FOLLOW_PRODUCTION: "1",
+    POLL_SECONDS: "1.0",
+    MAX_BATCH: "1024",
+    BATCH_MAX_SIZE: "256",
+    BATCH_MAX_LATENCY_MS: "10000",
+    BATCH_MAX_WAIT_MS: "2",
+    MAX_BODY_BYTES: str(8 * 1024 * 1024),
+    SERVICE_THREADS: "4",
+    INFERENCE_LOG: "1",
+}
+ALL = (MLOPS_HOME, *DEFAULTS_RELATIVE_TO_HOME, *DEFAULTS)
+
+
+class SettingError(ValueError):
+    """A variable set to something its setting cannot be (the message names the variable)."""
+
+
+def is_set(name: str) -> bool:
+    return bool(os.environ.get(name))
 
 
 def mlops_home() -> Path:
-    return Path(os.environ.get(MLOPS_HOME, ".mlops")).expanduser().resolve()
+    return Path(os.environ.get(MLOPS_HOME) or ".mlops").expanduser().resolve()
 
 
 def default_for(name: str) -> str:
     if name in DEFAULTS_RELATIVE_TO_HOME:
         return str(mlops_home() / DEFAULTS_RELATIVE_TO_HOME[name])
-    return {
-        MODEL_NAME: "image_classifier",
-        DATASET_KIND: "digits",
-        IMAGE_FOLDER: "",
-        IMAGE_HEIGHT: "32",
-        IMAGE_WIDTH: "32",
-        IMAGE_CHANNELS: "1",
-    }[name]
-
-
-def setting(name: str):
-    """An ``EnvVar`` when the variable is set (the UI then shows where the value came from),
-    otherwise the local default, so ``dagster dev`` works on a fresh clone with nothing set."""
-    import dagster as dg
-
-    return dg.EnvVar(name) if os.environ.get(name) else default_for(name)
+    try:
+        return DEFAULTS[name]
+    except KeyError:
+        raise SettingError(f"unknown setting {name!r}; known: {', '.join(ALL)}") from None
 
 
 def resolve(name: str) -> str:
-    """The value itself, for code outside Dagster (CLI, Bento service, benchmarks)."""
+    """The value: the environment's when set, otherwise the default."""
     return os.environ.get(name) or default_for(name)
 
 
@@ -81,16 +108,27 @@ def resolve_int(name: str) -> int:
     try:
         return int(value)
     except ValueError:
-        raise ValueError(f"environment variable {name} must be an integer, got {value!r}") from None
+        raise SettingError(f"environment variable {name} must be an integer, got {value!r}") from None
 
 
-def resolve_flag(name: str, default: bool) -> bool:
-    """A 1/0 (true/false, yes/no) variable; anything else is an error naming the variable."""
-    value = os.environ.get(name, "").strip().lower()
-    if not value:
-        return default
+def resolve_float(name: str) -> float:
+    value = resolve(name)
+    try:
+        return float(value)
+    except ValueError:
+        raise SettingError(f"environment variable {name} must be a number, got {value!r}") from None
+
+
+def resolve_flag(name: str) -> bool:
+    """A 1/0 (true/false, yes/no, on/off) variable; anything else is an error naming the variable."""
+    value = resolve(name).strip().lower()
     if value in ("1", "true", "yes", "on"):
         return True
     if value in ("0", "false", "no", "off"):
         return False
-    raise ValueError(f"environment variable {name} must be 1 or 0, got {value!r}")
+    raise SettingError(f"environment variable {name} must be 1 or 0, got {value!r}")
+
+
+def process_environment(**overrides: str) -> dict[str, str]:
+    """This process's environment with ``overrides``, for a child process (a server, a tool)."""
+    return {**os.environ, **overrides}

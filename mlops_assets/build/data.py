@@ -5,7 +5,7 @@ import dagster as dg
 import numpy as np
 from pydantic import Field
 
-from mlops_assets.metadata import markdown_table, short_hash
+from mlops_assets.metadata import short_hash
 from mlops_assets.ml.artifacts import (
     read_dataset,
     read_split_hashes,
@@ -13,6 +13,7 @@ from mlops_assets.ml.artifacts import (
     write_dataset,
     write_manifest,
 )
+from mlops_assets.ml.markdown import markdown_table
 from mlops_assets.ml.splits import SPLIT_NAMES, SplitFractions, class_counts, stratified_split
 from mlops_assets.refs import DatasetRef, SplitsRef
 from resources.artifact_store import ArtifactStore
@@ -23,10 +24,8 @@ SPLITS_LINEAGE_POINTER = "splits-lineage"
 
 
 @dg.asset(
-    group_name="build",
     kinds={"numpy"},
     code_version="1",
-    owners=["team:ml-platform"],
     description=(
         "The labelled images, decoded to one geometry and stored once under their content hash. "
         "Its data version is that hash, so adding or changing images marks everything downstream stale."
@@ -111,10 +110,8 @@ def record_lineage(artifact_store: ArtifactStore, key: str, version: str) -> Non
 
 
 @dg.asset(
-    group_name="build",
     kinds={"numpy", "great_expectations"},
     code_version=SPLIT_CODE_VERSION,
-    owners=["team:ml-platform"],
     description=(
         "Stratified train/val/test splits with identical images kept together (no leakage) and every "
         "image kept in the split it had in the previous version (new images are dealt to restore the "

@@ -16,7 +16,6 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from mlops_assets.metadata import markdown_table
 from mlops_assets.ml.data_quality import (
     CHECK_DESCRIPTIONS,
     CHECK_NAMES,
@@ -28,6 +27,7 @@ from mlops_assets.ml.data_quality import (
     validate_split_directory,
     write_html_report,
 )
+from mlops_assets.ml.markdown import markdown_table
 from mlops_assets.refs import SplitsRef
 from resources.artifact_store import ArtifactStore
 

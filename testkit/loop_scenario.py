@@ -1,6 +1,6 @@
 """The monitoring loop end to end, on the real definitions, real server and real traffic.
 
-Run as a script (``python -m tests.loop_scenario ROOT``) with ``MLOPS_PROFILE_CRON="* * * * *"``
+Run as a script (``python -m testkit.loop_scenario ROOT``) with ``MLOPS_PROFILE_CRON="* * * * *"``
 set before anything imports the definitions, so profile windows are one minute long and the loop
 closes in minutes rather than hours. Steps:
 
@@ -54,16 +54,16 @@ def wait_for_log(client: httpx.Client, written: int, deadline_s: float = 30.0) -
 def main(root: Path) -> dict:
     import dagster as dg
 
+    from mlops_assets.automation import build_job, retrain_job
     from mlops_assets.definitions import ASSET_CHECKS, ASSETS
-    from mlops_assets.jobs import build_job
+    from mlops_assets.deploy.bento_server import SERVICE_TARGET, serve_bento
     from mlops_assets.ml.images import load_digits_dataset
+    from mlops_assets.ml.profile_layout import window_version
     from mlops_assets.ml.registry import ModelRegistry
-    from mlops_assets.monitoring import retrain_job, window_version
-    from mlops_assets.serving import SERVICE_TARGET, serve_bento
-    from mlops_assets.simulator import apply_drift, send_traffic, write_labelled_images
+    from mlops_assets.tools.simulator import apply_drift, send_traffic, write_labelled_images
     from resources.dataset_source import DatasetSource
     from sensors.drift_sensor import drift_sensor
-    from tests.conftest import make_resources
+    from testkit.fixtures import make_resources
 
     folder = root / "images"
     digits = load_digits_dataset()

@@ -7,9 +7,10 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 
-from mlops_assets.metadata import markdown_table, png_markdown, short_hash
+from mlops_assets.metadata import png_markdown, short_hash
 from mlops_assets.ml.artifacts import read_arrays, read_split_hashes
 from mlops_assets.ml.images import image_hashes, to_training_scale
+from mlops_assets.ml.markdown import markdown_table
 from mlops_assets.ml.metrics import classification_report, per_class_markdown
 from mlops_assets.ml.onnx_model import predict_labels
 from mlops_assets.ml.promotion import COMPARED, INCOMPATIBLE, NO_PRODUCTION, NOT_COMPARABLE, ChampionComparison
@@ -93,10 +94,8 @@ def comparison_markdown(comparison: ChampionComparison) -> str:
 
 
 @dg.asset(
-    group_name="build",
     kinds={"onnx"},
     code_version="1",
-    owners=["team:ml-platform"],
     description=(
         "Accuracy, macro precision/recall/F1, per-class metrics, the confusion matrix and the worst "
         "per-class recall gap of the ONNX model on the test split, next to the production model's."

@@ -5,10 +5,10 @@ the drift sensor fires → the retraining run → a new model promoted if it is 
 With ``--add-labelled DIR`` it also drops drifted images, with their true labels, into an image
 folder source (one sub-folder per class), as a labelling team would after seeing the drift.
 
-    python -m mlops_assets.simulator --url http://127.0.0.1:3000 --n 500
-    python -m mlops_assets.simulator --url http://127.0.0.1:3000 --drift brightness --n 500
-    python -m mlops_assets.simulator --drift invert --n 0 --add-labelled ./images --labelled-n 200
-    python -m mlops_assets.simulator --export-digits ./images     # digits as an image-folder source
+    python -m mlops_assets.tools.simulator --url http://127.0.0.1:3000 --n 500
+    python -m mlops_assets.tools.simulator --url http://127.0.0.1:3000 --drift brightness --n 500
+    python -m mlops_assets.tools.simulator --drift invert --n 0 --add-labelled ./images --labelled-n 200
+    python -m mlops_assets.tools.simulator --export-digits ./images     # digits as an image-folder source
 
 The test split is the production model's (found through the registry), or ``--splits DIR``.
 The request format lives in :func:`predict_request` only.
@@ -96,7 +96,7 @@ def load_test_split(splits_dir: str | None = None) -> tuple[np.ndarray, np.ndarr
 
 def _production_splits_dir() -> Path:
     from mlops_assets.ml.registry import ModelRegistry
-    from resources.settings import ARTIFACT_ROOT, BENTOML_HOME, MODEL_NAME, resolve
+    from mlops_assets.ml.settings import ARTIFACT_ROOT, BENTOML_HOME, MODEL_NAME, resolve
 
     production = ModelRegistry(resolve(BENTOML_HOME), resolve(MODEL_NAME)).production()
     if production is None:
@@ -168,7 +168,7 @@ def send_traffic(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mlops_assets.simulator", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m mlops_assets.tools.simulator", description=__doc__.split("\n")[0])
     parser.add_argument("--url", default="http://127.0.0.1:3000", help="The Bento service's base URL.")
     parser.add_argument("--drift", choices=DRIFT_KINDS, default="none", help="Drift applied to the images.")
     parser.add_argument("--severity", type=float, default=1.0, help="Drift strength (1 = the documented one).")

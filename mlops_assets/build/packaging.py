@@ -18,10 +18,8 @@ PARITY_TOLERANCE = 1e-4
 
 
 @dg.asset(
-    group_name="build",
     kinds={"onnx"},
     code_version="1",
-    owners=["team:ml-platform"],
     description=(
         "The trained model exported to ONNX with a dynamic batch axis, versioned by the file's hash: "
         "what the registry stores and the Bento serves."

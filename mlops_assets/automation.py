@@ -1,0 +1,100 @@
+"""Every job, schedule and sensor of the code location, wired in one place.
+
+The stages (``build/``, ``deploy/``, ``monitor/``) define assets and checks; ``sensors/`` defines the sensors'
+decisions; this module says what runs together and when.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from mlops_assets.deploy.rollback import rollback_production
+from mlops_assets.ml import settings
+from mlops_assets.monitor.profiles import HOURLY
+from mlops_assets.run_tags import RUN_KIND_TAG
+from sensors.alerts import run_failure_alert
+from sensors.drift_sensor import drift_sensor
+
+# In-process: the build is a chain of seven steps on one small dataset, and each multiprocess
+# step pays ~3 s of process start-up on a 2-core machine (see BENCHMARKS.md).
+build_job = dg.define_asset_job(
+    name="build_job",
+    selection=dg.AssetSelection.groups("build"),
+    executor_def=dg.in_process_executor,
+    tags={RUN_KIND_TAG: "training"},
+    description="Images → splits → data checks → model → ONNX → evaluation → registry (with the gate).",
+)
+
+deploy_job = dg.define_asset_job(
+    name="deploy_job",
+    selection=dg.AssetSelection.groups("deploy"),
+    executor_def=dg.in_process_executor,
+    tags={RUN_KIND_TAG: "release"},
+    description="Build the Bento of the production model and run its application test (the release gate).",
+)
+
+
+@dg.job(
+    description="Roll production back to the previous model version (the services follow the pointer).",
+    tags={RUN_KIND_TAG: "release"},
+)
+def rollback_job() -> None:
+    rollback_production()
+
+
+retrain_job = dg.define_asset_job(
+    name="retrain_job",
+    # raw_images and everything downstream of it (splits … registered_model, bento, the reference
+    # profile of the new production model), but not the traffic profiles or the report.
+    selection=dg.AssetSelection.assets("raw_images").downstream()
+    - dg.AssetSelection.assets("inference_profiles", "drift_report"),
+    executor_def=dg.in_process_executor,
+    tags={RUN_KIND_TAG: "training"},
+    description="Re-materialise the model on the latest data, launched by the drift sensor.",
+)
+
+profile_job = dg.define_asset_job(
+    name="profile_inference_log_job",
+    selection=dg.AssetSelection.assets("inference_profiles"),
+    executor_def=dg.in_process_executor,
+    tags={RUN_KIND_TAG: "monitoring"},
+    description="Profile one window of the inference log.",
+)
+
+drift_report_job = dg.define_asset_job(
+    name="drift_report_job",
+    selection=dg.AssetSelection.assets("drift_report"),
+    executor_def=dg.in_process_executor,
+    tags={RUN_KIND_TAG: "monitoring"},
+    description="Compare the latest traffic profiles with the reference.",
+)
+
+weekly_rebuild_schedule = dg.ScheduleDefinition(
+    name="weekly_rebuild",
+    job=build_job,
+    cron_schedule="0 3 * * 1",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+    description="Rebuild the model every Monday 03:00 UTC on whatever the image source holds then.",
+)
+
+profiling_schedule = dg.build_schedule_from_partitioned_job(
+    profile_job,
+    name="inference_profiling_schedule",
+    minute_of_hour=5 if settings.resolve(settings.PROFILE_CRON) == HOURLY else None,
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Profile each window of the inference log once it has ended (hourly by default, at :05).",
+)
+
+daily_drift_report_schedule = dg.ScheduleDefinition(
+    name="daily_drift_report",
+    job=drift_report_job,
+    cron_schedule="30 0 * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Every day at 00:30 UTC: the last 24 windows merged and compared with the reference.",
+)
+
+JOBS = [build_job, deploy_job, rollback_job, retrain_job, profile_job, drift_report_job]
+SCHEDULES = [weekly_rebuild_schedule, profiling_schedule, daily_drift_report_schedule]
+SENSORS = [drift_sensor, run_failure_alert]

@@ -1,0 +1,1 @@
+"""Build: labelled images → splits (checked) → model → ONNX → evaluation → registry, one module per stage."""

@@ -1,0 +1,1 @@
+"""Deploy: the Bento of the production model, its application test, and rollback."""

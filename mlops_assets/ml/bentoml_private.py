@@ -1,0 +1,65 @@
+"""Every use of a BentoML private API, in one place, checked against the version it was written for.
+
+BentoML 1.4 offers no public way to do three things this project needs:
+
+- open the model store at an explicit path (the registry serves one ``BENTOML_HOME`` per instance, while
+  BentoML's public API reads the home once, at import): ``bentoml._internal.models.ModelStore``;
+- cap how long the adaptive-batching dispatcher holds a lone request (it learns its wait from the last
+  batches and decays it slowly; after a burst single requests were measured at ~14 req/s for minutes):
+  ``bentoml._internal.marshal.dispatcher.Optimizer.trigger_refresh``;
+- declare an API's response media type (BentoML otherwise rebuilds the output model's JSON schema on
+  every response to find it, ~20% of the worker's CPU at concurrency 64): ``service.apis[name].output_spec``.
+
+``tests/test_bentoml_private.py`` fails when an upgrade removes or changes any of them; at run time a
+different version only logs a warning, since the patches degrade to BentoML's own behaviour.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+WRITTEN_FOR = "1.4.39"  # also pinned in pyproject.toml and bentos/bentofile.yaml
+logger = logging.getLogger(__name__)
+
+
+def installed_version() -> str:
+    from importlib.metadata import version
+
+    return version("bentoml")
+
+
+def warn_if_untested_version() -> None:
+    if installed_version() != WRITTEN_FOR:
+        logger.warning("BentoML %s is installed; %s relies on private APIs of %s", installed_version(),
+                       __name__, WRITTEN_FOR)
+
+
+def model_store(path: str | Path):
+    """BentoML's model store rooted at ``path`` (created if missing)."""
+    from bentoml._internal.models import ModelStore
+
+    Path(path).mkdir(parents=True, exist_ok=True)
+    return ModelStore(Path(path))
+
+
+def cap_batching_wait(max_wait_ms: float) -> None:
+    """Cap the dispatcher's learned wait for a batch to form at ``max_wait_ms`` (idempotent)."""
+    from bentoml._internal.marshal import dispatcher
+
+    if getattr(dispatcher.Optimizer.trigger_refresh, "_mlops_capped", False):
+        return
+    refresh = dispatcher.Optimizer.trigger_refresh
+
+    def capped_refresh(self) -> None:
+        refresh(self)
+        self.wait = min(self.wait, max_wait_ms / 1000)
+
+    capped_refresh._mlops_capped = True
+    dispatcher.Optimizer.trigger_refresh = capped_refresh
+
+
+def declare_json_response(service: Any, api_name: str) -> None:
+    """Tell BentoML the API answers JSON, so it does not derive the media type per response."""
+    service.apis[api_name].output_spec.media_type = "application/json"

@@ -1,0 +1,180 @@
+"""Monitor stage: whylogs profiles of the production model's training data and of served traffic.
+
+- ``reference_profile``: the training split of the production model (image features plus the model's own
+  predictions on it), versioned with the model.
+- ``inference_profiles``: one profile per time window of the inference log (hourly by default), each
+  written once. Longer views merge them.
+
+Where the profiles live is owned by :mod:`mlops_assets.ml.profile_layout`; the drift sensor and the drift
+report read the same files through it, never the rows.
+"""
+
+from datetime import UTC, datetime
+
+import dagster as dg
+
+from mlops_assets.ml import settings
+from mlops_assets.ml.markdown import markdown_table
+from mlops_assets.ml.profile_layout import PROFILE_FILE, reference_version, window_label, window_version
+from resources.artifact_store import ArtifactStore
+from resources.model_registry import ModelRegistryResource
+
+MONITOR_CODE_VERSION = "1"
+HOURLY = "0 * * * *"
+
+
+class MonitorError(RuntimeError):
+    """The monitor cannot do what it was asked (no production model, no reference, an open window)."""
+
+
+def profile_partitions() -> dg.TimeWindowPartitionsDefinition:
+    """Hourly windows by default; MLOPS_PROFILE_CRON sets another cadence (e.g. "*/5 * * * *" for a demo)."""
+    cron = settings.resolve(settings.PROFILE_CRON)
+    start = settings.resolve(settings.MONITOR_START)
+    if cron == HOURLY:
+        return dg.HourlyPartitionsDefinition(start_date=start, timezone="UTC")
+    return dg.TimeWindowPartitionsDefinition(
+        cron_schedule=cron, start=start, fmt="%Y-%m-%d-%H:%M", timezone="UTC"
+    )
+
+
+def production_model_version(model_registry: ModelRegistryResource) -> str | None:
+    """The production version from the registry's pointer (no BentoML import: sensors call it)."""
+    from mlops_assets.ml.registry import RegistryError
+
+    try:
+        return model_registry.registry().production_version()
+    except RegistryError as exc:
+        raise MonitorError(str(exc)) from exc
+
+
+def _profile_table(view) -> str:
+    """count / mean / p05 / median / p95 per numeric column of a profile, as Markdown."""
+    summary = view.to_pandas()
+    rows = []
+    for column, stats in summary.iterrows():
+        mean = stats.get("distribution/mean")
+        if mean is None or mean != mean:  # NaN: a categorical column
+            top = stats.get("frequent_items/frequent_strings")
+            rows.append([column, int(stats.get("counts/n", 0)), "—", "—", "—", "—",
+                         str(top)[:60] if top is not None else "—"])
+            continue
+        rows.append([column, int(stats.get("counts/n", 0)), float(mean), float(stats["distribution/q_05"]),
+                     float(stats["distribution/median"]), float(stats["distribution/q_95"]), ""])
+    return markdown_table(["feature", "rows", "mean", "p05", "median", "p95", "top values"], rows)
+
+
+@dg.asset(
+    kinds={"whylogs"},
+    code_version=MONITOR_CODE_VERSION,
+    deps=["registered_model"],
+    description=(
+        "whylogs profile of the production model's training split: the per-image features the service "
+        "logs, plus the model's own predicted class and confidence on those images. Versioned with the "
+        "production model; drift is measured against it."
+    ),
+)
+def reference_profile(
+    context: dg.AssetExecutionContext, artifact_store: ArtifactStore, model_registry: ModelRegistryResource
+) -> dg.MaterializeResult:
+    from mlops_assets.ml.artifacts import read_arrays, read_original_sizes
+    from mlops_assets.ml.drift import profile_frame, profile_rows
+    from mlops_assets.ml.features import image_features, with_predictions
+    from mlops_assets.ml.images import to_training_scale
+    from mlops_assets.ml.onnx_model import onnx_logits, open_session, softmax
+
+    production = model_registry.registry().production()
+    if production is None:
+        raise MonitorError("no production model: materialise registered_model (build_job) first")
+    splits_version = production.labels.get("splits_version")
+    splits_dir = artifact_store.path("splits", str(splits_version))
+    images, _ = read_arrays(splits_dir, "train")
+    probabilities = softmax(onnx_logits(open_session(production.onnx_path), to_training_scale(images)))
+    class_names = list(production.metadata.get("class_names") or [])
+    predicted = probabilities.argmax(axis=1)
+    labels = [class_names[i] if i < len(class_names) else str(i) for i in predicted]
+    sizes = read_original_sizes(splits_dir, "train")
+    frame = with_predictions(image_features(images, sizes), labels, probabilities.max(axis=1))
+    view = profile_frame(frame)
+    version = reference_version(production.version)
+    profiles = artifact_store.profiles()
+    summary = {
+        "model_version": production.version,
+        "splits_version": splits_version,
+        "n_rows": len(frame),
+        "columns": list(frame.columns),
+        "written_at": datetime.now(UTC).isoformat(),
+    }
+    directory, written = profiles.publish(version, view, summary)
+    context.log.info(f"{version}: {len(frame)} training images profiled ({'written' if written else 'existed'})")
+    return dg.MaterializeResult(
+        data_version=dg.DataVersion(version),
+        metadata={
+            "version": version,
+            "model_version": production.version,
+            "splits_version": str(splits_version),
+            "n_rows": profile_rows(view),
+            "profile_path": dg.MetadataValue.path(str(directory / PROFILE_FILE)),
+            "profile_bytes": (directory / PROFILE_FILE).stat().st_size,
+            "features": dg.MetadataValue.md(_profile_table(view)),
+        },
+    )
+
+
+@dg.asset(
+    kinds={"whylogs"},
+    code_version=MONITOR_CODE_VERSION,
+    partitions_def=profile_partitions(),
+    description=(
+        "One whylogs profile per time window (hourly unless MLOPS_PROFILE_CRON says otherwise) of the "
+        "inference log, written once as a .bin file. Profiles merge: a day is the merge of its hours."
+    ),
+)
+def inference_profiles(context: dg.AssetExecutionContext, artifact_store: ArtifactStore) -> dg.MaterializeResult:
+    from mlops_assets.ml.drift import profile_frame
+    from mlops_assets.ml.inference_log import read_window
+
+    window = context.partition_time_window
+    start, end = window.start.astimezone(UTC), window.end.astimezone(UTC)
+    if end > datetime.now(UTC):  # Dagster offers only ended windows; this guards against clock skew
+        raise MonitorError(
+            f"window {start:%Y-%m-%dT%H:%M} ends at {end:%H:%M} UTC and is still open; profiles are written "
+            "once, so profile it after it ends (for a demo, shorten the windows with MLOPS_PROFILE_CRON)"
+        )
+    version = window_version(start)
+    profiles = artifact_store.profiles()
+    if profiles.exists(version):
+        directory = profiles.directory(version)
+        summary = profiles.summary(version)
+        context.log.info(f"{version} was already profiled; profiles are written once")
+        return dg.MaterializeResult(
+            metadata={"version": version, "n_rows": int(summary.get("n_rows", 0)), "already_profiled": True,
+                      "profile_path": dg.MetadataValue.path(str(directory / PROFILE_FILE))}
+        )
+    rows = read_window(artifact_store.root_path, start, end)
+    if rows.empty:
+        context.log.info(f"no logged predictions in {start:%Y-%m-%dT%H:%M}–{end:%H:%M}; nothing to profile")
+        return dg.MaterializeResult(metadata={"version": version, "n_rows": 0, "profile_written": False})
+    view = profile_frame(rows)
+    models = rows["model_version"].value_counts().to_dict() if "model_version" in rows else {}
+    summary = {
+        "window": window_label(version),
+        "start": start.isoformat(),
+        "end": end.isoformat(),
+        "n_rows": len(rows),
+        "model_versions": models,
+        "written_at": datetime.now(UTC).isoformat(),
+    }
+    directory, _ = profiles.publish(version, view, summary)
+    return dg.MaterializeResult(
+        metadata={
+            "version": version,
+            "window": window_label(version),
+            "n_rows": len(rows),
+            "profile_written": True,
+            "profile_path": dg.MetadataValue.path(str(directory / PROFILE_FILE)),
+            "profile_bytes": (directory / PROFILE_FILE).stat().st_size,
+            "model_versions": dg.MetadataValue.md(markdown_table(["model version", "predictions"], models.items())),
+            "features": dg.MetadataValue.md(_profile_table(view)),
+        }
+    )

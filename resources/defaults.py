@@ -1,0 +1,59 @@
+"""The resources every stage is wired with, from the one settings module (``mlops_assets/ml/settings.py``).
+
+A variable that is set reaches Dagster as an ``EnvVar`` (the UI then shows where the value came from); one that
+is not set gives its local default, so ``dagster dev`` works on a fresh clone with nothing set.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+
+from mlops_assets.ml import settings
+from resources.alerts import AlertSink
+from resources.artifact_store import ArtifactStore
+from resources.dataset_source import DatasetSource
+from resources.drift_policy import DriftPolicy
+from resources.model_registry import ModelRegistryResource
+
+
+def setting(name: str):
+    """``EnvVar(name)`` when the variable is set, otherwise the setting's default."""
+    return dg.EnvVar(name) if settings.is_set(name) else settings.default_for(name)
+
+
+def default_alert_file() -> str:
+    return settings.resolve(settings.ALERT_FILE) or str(
+        Path(settings.resolve(settings.ARTIFACT_ROOT)) / "alerts" / "alerts.jsonl"
+    )
+
+
+def default_resources() -> dict[str, object]:
+    artifact_root = settings.resolve(settings.ARTIFACT_ROOT)
+    return {
+        "artifact_store": ArtifactStore(root=setting(settings.ARTIFACT_ROOT)),
+        "dataset_source": DatasetSource(
+            kind=settings.resolve(settings.DATASET_KIND),
+            path=setting(settings.IMAGE_FOLDER),
+            height=settings.resolve_int(settings.IMAGE_HEIGHT),
+            width=settings.resolve_int(settings.IMAGE_WIDTH),
+            channels=settings.resolve_int(settings.IMAGE_CHANNELS),
+        ),
+        "model_registry": ModelRegistryResource(
+            home=setting(settings.BENTOML_HOME), model_name=setting(settings.MODEL_NAME)
+        ),
+        "drift_policy": DriftPolicy(
+            drift_share=settings.resolve_float(settings.DRIFT_SHARE),
+            p_value=settings.resolve_float(settings.DRIFT_P_VALUE),
+            distance=settings.resolve_float(settings.DRIFT_DISTANCE),
+            min_rows=settings.resolve_int(settings.DRIFT_MIN_ROWS),
+            cooldown_hours=settings.resolve_float(settings.DRIFT_COOLDOWN_HOURS),
+            retrain_requires_new_data=settings.resolve_flag(settings.RETRAIN_REQUIRES_NEW_DATA),
+        ),
+        "alert_sink": AlertSink(
+            file=default_alert_file(), webhook_url=setting(settings.ALERT_WEBHOOK_URL),
+        ),
+        # Asset values are small references to versioned artifacts; keep them beside the artifacts.
+        "io_manager": dg.FilesystemIOManager(base_dir=f"{artifact_root}/dagster_io"),
+    }
