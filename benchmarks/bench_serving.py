@@ -142,7 +142,7 @@ def build_registry(root: Path) -> Model:
     """The build assets (a short training run) into ``root``: a registry with a production model."""
     import dagster as dg
 
-    from mlops_assets import data, evaluation, packaging, registration, training
+    from mlops_assets.build import data, evaluation, packaging, registration, training
     from mlops_assets.ml.artifacts import read_split
     from mlops_assets.ml.registry import ModelRegistry
     from mlops_assets.ml.settings import MODEL_NAME, resolve

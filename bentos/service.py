@@ -30,25 +30,32 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import bentoml
-from bentoml.exceptions import InvalidArgument
+from bentoml.exceptions import UnprocessableEntity
 from pydantic import BaseModel, Field
 
 from bentos.model_watcher import LoadedModel, ProductionWatcher, load_model
-from bentos.validation import BodySizeLimit, image_batch_type
+from bentos.openapi import api_document
+from bentos.request_guard import RequestGuard, RequestTooLarge
+from bentos.uploads import decode_upload
+from bentos.validation import image_batch_type
 from mlops_assets.ml import bentoml_private, settings
-from mlops_assets.ml.images import ImageDecodeError, PreprocessSpec, decode_image_with_size, to_training_scale
+from mlops_assets.ml.images import ImageDecodeError, ImageTooLargeError, PreprocessSpec, to_training_scale
 from mlops_assets.ml.inference_log import InferenceLogWriter
 from mlops_assets.ml.registry import ModelRegistry, RegistryError
 
 logger = logging.getLogger("bentoml.mlops.classifier")
 bentoml_private.warn_if_untested_version()
 bentoml_private.cap_batching_wait(settings.resolve_int(settings.BATCH_MAX_WAIT_MS))
+bentoml_private.quiet_client_errors()
 
 
 class ServiceArgs(BaseModel):
     """Bento arguments: stored in the Bento by ``bentoml build --arg``, so a built Bento pins its model."""
 
     model_tag: str | None = Field(default=None, description="NAME:VERSION to serve; default: production")
+    artifact_root: str | None = Field(
+        default=None, description="Absolute artifact root for the inference log when MLOPS_ARTIFACT_ROOT is not set"
+    )
 
 
 def _registry() -> ModelRegistry:
@@ -75,7 +82,17 @@ ARGS = bentoml.use_arguments(ServiceArgs)
 PINNED_MODEL = bentoml.models.BentoModel(_startup_tag(ARGS))
 # The request schema is fixed for the life of the process: a followed version must keep this geometry.
 SPEC = PreprocessSpec(**PINNED_MODEL.resolve().info.metadata["spec"])
-ImageBatch = image_batch_type(SPEC, settings.resolve_int(settings.MAX_BATCH))
+MAX_IMAGES = settings.resolve_int(settings.MAX_BATCH)
+MAX_PIXELS = settings.resolve_int(settings.MAX_IMAGE_PIXELS)
+ImageBatch = image_batch_type(SPEC, MAX_IMAGES)
+
+
+def artifact_root() -> Path:
+    """Where the inference log goes: MLOPS_ARTIFACT_ROOT, else the root the Bento was built for, else the
+    default; always absolute, so a Bento served from the store never writes into the store."""
+    if settings.is_set(settings.ARTIFACT_ROOT) or not ARGS.artifact_root:
+        return Path(settings.resolve(settings.ARTIFACT_ROOT)).expanduser().resolve()
+    return Path(ARGS.artifact_root)
 
 
 class Prediction(BaseModel):
@@ -159,7 +176,7 @@ class ClassifierService:
             self.watcher.start()
         self.inference_log: InferenceLogWriter | None = None
         if settings.resolve_flag(settings.INFERENCE_LOG):
-            self.inference_log = InferenceLogWriter(settings.resolve(settings.ARTIFACT_ROOT))
+            self.inference_log = InferenceLogWriter(artifact_root())
         logger.info("serving %s (follow production: %s, inference log: %s)", self.active.tag, self.follow,
                     self.inference_log.artifact_root if self.inference_log else "off")
 
@@ -187,9 +204,11 @@ class ClassifierService:
         model = self.active
         data = Path(image).read_bytes()
         try:
-            pixels, size = decode_image_with_size(data, SPEC, name="upload")
+            pixels, size = decode_upload(data, SPEC, MAX_PIXELS)
+        except ImageTooLargeError as exc:
+            raise RequestTooLarge(f"{exc} (MLOPS_MAX_IMAGE_PIXELS)") from None
         except ImageDecodeError as exc:
-            raise InvalidArgument(f"{exc}; send a PNG or JPEG image") from None
+            raise UnprocessableEntity(str(exc)) from None
         return predictions(model, model.probabilities(to_training_scale(pixels)[None], self.inference_log, [size]))[0]
 
     @bentoml.api(route="/model")
@@ -221,5 +240,7 @@ class ClassifierService:
 
 bentoml_private.declare_json_response(ClassifierService, "classify")  # measured: BENCHMARKS.md
 ClassifierService.add_asgi_middleware(
-    BodySizeLimit, max_bytes=settings.resolve_int(settings.MAX_BODY_BYTES), setting_name=settings.MAX_BODY_BYTES
+    RequestGuard, max_bytes=settings.resolve_int(settings.MAX_BODY_BYTES), setting_name=settings.MAX_BODY_BYTES,
+    openapi=lambda: api_document(SPEC, MAX_IMAGES, settings.resolve_int(settings.MAX_BODY_BYTES), MAX_PIXELS,
+                                 {"Prediction": Prediction, "ModelInfo": ModelInfo}, str(PINNED_MODEL.tag)),
 )

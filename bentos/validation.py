@@ -1,18 +1,27 @@
-"""What the classifier service accepts: the request types (validated before batching, so one bad request never
-fails the others batched with it) and the request-body size limit. Every refusal says what was wrong."""
+"""What ``/classify`` accepts: numbers in the training scale [0, 1] of the served shape, validated before
+batching (so one bad request never fails the others batched with it). Every refusal says what was wrong and,
+where it can, the likely mistake (0–255 pixels sent instead of pixels / 255)."""
 
 from __future__ import annotations
 
-import json
-from http import HTTPStatus
 from typing import Annotated, Any
 
 import numpy as np
-from bentoml.exceptions import BentoMLException
 from bentoml.validators import DType
 from pydantic import AfterValidator, BeforeValidator, Field
 
 from mlops_assets.ml.images import PreprocessSpec
+
+
+def _contains_bool(value: Any) -> bool:
+    """JSON ``true``/``false`` anywhere in a nested list (numpy would silently read them as 1.0 and 0.0)."""
+    if isinstance(value, bool):
+        return True
+    if isinstance(value, list):
+        if value and not isinstance(value[0], list):
+            return any(item is True or item is False for item in value)
+        return any(_contains_bool(item) for item in value)
+    return False
 
 
 def as_float_array(value: Any) -> np.ndarray:
@@ -20,9 +29,11 @@ def as_float_array(value: Any) -> np.ndarray:
     if isinstance(value, np.ndarray):
         if value.dtype.kind not in "fiu":
             raise ValueError(f"images must be numbers, got an array of dtype {value.dtype}")
-        return value.astype(np.float32, copy=False)
+        return checked(value.astype(np.float64))
     if not isinstance(value, list):
         raise ValueError(f"images must be a nested list of numbers, got {type(value).__name__}")
+    if _contains_bool(value):
+        raise ValueError("images must contain only numbers in [0, 1]; got true/false")
     try:
         array = np.asarray(value)
     except (TypeError, ValueError) as exc:
@@ -30,15 +41,39 @@ def as_float_array(value: Any) -> np.ndarray:
             "images must be a rectangular nested list of numbers (N×C×H×W or N×H×W); "
             f"it could not be read as one: {exc}"
         ) from None
-    if array.size and array.dtype.kind not in "fiu":
-        raise ValueError(
-            "images must contain only numbers (float32 in [0, 1]); "
-            f"got {'booleans' if array.dtype.kind == 'b' else 'strings, nulls or objects'}"
-        )
-    array = array.astype(np.float64)
-    if np.isfinite(array).all() and np.abs(array).max(initial=0.0) > np.finfo(np.float32).max:
-        raise ValueError("images contain values too large for float32")
+    if array.dtype == object:  # integers beyond int64, or strings/nulls/objects mixed in
+        if not all(isinstance(item, int | float) for item in array.ravel()):
+            raise ValueError("images must contain only numbers; got strings, nulls or objects")
+        try:
+            array = array.astype(np.float64)
+        except OverflowError:
+            raise ValueError("images contain a number too large to be a pixel value (beyond float64)") from None
+    elif array.size and array.dtype.kind not in "fiu":
+        raise ValueError("images must contain only numbers; got strings, nulls or objects")
+    return checked(array.astype(np.float64))
+
+
+def checked(array: np.ndarray) -> np.ndarray:
+    """Finite numbers in the training scale, as float32."""
+    if not np.isfinite(array).all():
+        raise ValueError("images contain NaN or infinite values")
+    check_training_scale(array)
     return array.astype(np.float32)
+
+
+def check_training_scale(array: np.ndarray) -> None:
+    """Values outside [0, 1] are refused, naming the likely mistake; a model answers garbage with confidence."""
+    if not array.size:
+        return
+    low, high = float(array.min()), float(array.max())
+    if low >= 0.0 and high <= 1.0:
+        return
+    if low >= 0.0 and high <= 255.0 and float(np.abs(array - np.rint(array)).max()) == 0.0:
+        raise ValueError(
+            f"images have values up to {high:g}: these look like 0–255 pixels; send pixels / 255 "
+            "(the training scale is [0, 1])"
+        )
+    raise ValueError(f"images must be in the training scale [0, 1] (pixels / 255); got values from {low:g} to {high:g}")
 
 
 def expected_shape(spec: PreprocessSpec) -> str:
@@ -61,8 +96,6 @@ def image_checker(spec: PreprocessSpec, max_images: int):
             )
         if images.shape[0] > max_images:
             raise ValueError(f"the batch has {images.shape[0]} images; at most {max_images} per request")
-        if not np.isfinite(images).all():
-            raise ValueError("images contain NaN or infinite values")
         return np.ascontiguousarray(images)
 
     return check
@@ -77,48 +110,3 @@ def image_batch_type(spec: PreprocessSpec, max_images: int) -> Any:
         AfterValidator(image_checker(spec, max_images)),
         Field(description=f"Images in the training scale [0, 1]: {expected_shape(spec)}, 1 ≤ N ≤ {max_images}."),
     ]
-
-
-class RequestTooLarge(BentoMLException):
-    error_code = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
-
-
-class BodySizeLimit:
-    """ASGI middleware: 413 for a declared Content-Length over the limit, and for streamed bodies
-    (no Content-Length) as soon as they cross it, before anything is parsed."""
-
-    def __init__(self, app: Any, max_bytes: int, setting_name: str) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-        self.setting_name = setting_name
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope.get("headers") or [])
-        declared = headers.get(b"content-length")
-        message = f"request body larger than {self.max_bytes} bytes (set {self.setting_name} to change)"
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            await send_json(send, HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": message})
-            return
-        received = 0
-
-        async def limited_receive() -> dict:
-            nonlocal received
-            event = await receive()
-            if event["type"] == "http.request":
-                received += len(event.get("body", b""))
-                if received > self.max_bytes:
-                    raise RequestTooLarge(message)
-            return event
-
-        await self.app(scope, limited_receive, send)
-
-
-async def send_json(send: Any, status: HTTPStatus, payload: dict) -> None:
-    body = json.dumps(payload).encode()
-    await send({"type": "http.response.start", "status": int(status),
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})

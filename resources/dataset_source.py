@@ -8,6 +8,7 @@ import dagster as dg
 from pydantic import Field
 
 from mlops_assets.ml.images import (
+    DEFAULT_MAX_PIXELS,
     ImageDataset,
     PreprocessSpec,
     digits_fingerprint,
@@ -31,6 +32,9 @@ class DatasetSource(dg.ConfigurableResource):
     width: int = Field(default=32, description="Target width for image_folder images.")
     channels: int = Field(default=1, description="1 (grayscale) or 3 (RGB) for image_folder images.")
     min_images_per_class: int = Field(default=3, description="Fewer readable images in a class is an error.")
+    max_image_pixels: int = Field(
+        default=DEFAULT_MAX_PIXELS, description="Larger images (from their header) are skipped, never decoded."
+    )
 
     def spec(self) -> PreprocessSpec:
         return PreprocessSpec(height=self.height, width=self.width, channels=self.channels)
@@ -52,4 +56,5 @@ class DatasetSource(dg.ConfigurableResource):
             return load_digits_dataset()
         if not self.path:
             raise ValueError("DatasetSource kind=image_folder needs `path` (set MLOPS_IMAGE_FOLDER)")
-        return load_image_folder(self.path, self.spec(), min_per_class=self.min_images_per_class)
+        return load_image_folder(self.path, self.spec(), min_per_class=self.min_images_per_class,
+                                 max_pixels=self.max_image_pixels)

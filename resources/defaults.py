@@ -39,6 +39,7 @@ def default_resources() -> dict[str, object]:
             height=settings.resolve_int(settings.IMAGE_HEIGHT),
             width=settings.resolve_int(settings.IMAGE_WIDTH),
             channels=settings.resolve_int(settings.IMAGE_CHANNELS),
+            max_image_pixels=settings.resolve_int(settings.MAX_IMAGE_PIXELS),
         ),
         "model_registry": ModelRegistryResource(
             home=setting(settings.BENTOML_HOME), model_name=setting(settings.MODEL_NAME)

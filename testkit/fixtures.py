@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
 from pathlib import Path
 
 import dagster as dg
@@ -52,3 +54,12 @@ def draw_shape_folder(root: Path, per_class: int = 30, seed: int = 0, corrupt: b
     if corrupt:
         (root / "circles" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not a png")
     return root
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims width×height pixels, with no pixel data: decoding it would need gigabytes."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))

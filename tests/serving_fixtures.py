@@ -91,12 +91,16 @@ def wait_for_version(client, version: str, timeout_s: float = 30.0) -> dict:
     raise AssertionError(f"server still serves {info.get('version')} (wanted {version}): {info}")
 
 
+def dev_server_log(world: ServingWorld) -> Path:
+    return world.home.parent / "dev_server.log"
+
+
 @pytest.fixture(scope="module")
 def dev_server(serving_world: ServingWorld, tmp_path_factory: pytest.TempPathFactory):
     """``bentoml serve bentos.service:ClassifierService`` following the production pointer."""
     from mlops_assets.deploy.bento_server import SERVICE_TARGET, serve_bento
 
-    log = tmp_path_factory.mktemp("logs") / "dev_server.log"
+    log = dev_server_log(serving_world)
     env = {"MLOPS_MODEL_NAME": MODEL_NAME, "MLOPS_POLL_SECONDS": "0.2", "MLOPS_FOLLOW_PRODUCTION": "1",
            "MLOPS_MAX_BATCH": "64", "MLOPS_MAX_BODY_BYTES": str(2 * 1024 * 1024),
            "MLOPS_ARTIFACT_ROOT": str(serving_world.home.parent / "artifacts")}

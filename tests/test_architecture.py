@@ -46,8 +46,8 @@ def test_only_the_settings_module_reads_the_environment():
 
 
 def test_bentoml_private_apis_are_used_in_one_module():
-    users = [str(p.relative_to(ROOT)) for p in python_files(*PRODUCT) if "bentoml._internal" in p.read_text()
-             or "output_spec" in p.read_text()]
+    private = ("bentoml._internal", "_bentoml_impl", "_bentoml_sdk", "output_spec")
+    users = [str(p.relative_to(ROOT)) for p in python_files(*PRODUCT) if any(m in p.read_text() for m in private)]
     assert users == ["mlops_assets/ml/bentoml_private.py"]
 
 
@@ -82,3 +82,26 @@ def test_the_folders_read_as_the_lifecycle():
     too_long = {str(p.relative_to(ROOT)): n for p in python_files(*PRODUCT)
                 if (n := len(p.read_text().splitlines())) > 500}
     assert too_long == {}
+
+
+def test_every_import_of_the_project_resolves():
+    """A moved module leaves no dangling import behind, in product, kit, tests or benchmarks (function-level
+    imports included, which only run when their function does)."""
+    import importlib
+
+    dangling = []
+    for path in python_files(*PRODUCT, "testkit", "tests", "benchmarks"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not isinstance(node, ast.ImportFrom) or node.level or not node.module:
+                continue
+            top = node.module.split(".")[0]
+            if top not in ("mlops_assets", "resources", "sensors", "testkit", "benchmarks") or node.module == "tests":
+                continue
+            if importlib.util.find_spec(node.module) is None:
+                dangling.append(f"{path.relative_to(ROOT)}: {node.module}")
+                continue
+            module = importlib.import_module(node.module)
+            for alias in node.names:
+                if not hasattr(module, alias.name) and importlib.util.find_spec(f"{node.module}.{alias.name}") is None:
+                    dangling.append(f"{path.relative_to(ROOT)}: {node.module}.{alias.name}")
+    assert dangling == []

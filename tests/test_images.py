@@ -1,6 +1,7 @@
 """Image loading: sizes, modes, corrupt files and the dataset errors a user can act on."""
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from mlops_assets.ml.images import (
     load_image_folder,
     to_training_scale,
 )
-from testkit.fixtures import draw_shape_folder
+from testkit.fixtures import draw_shape_folder, png_header_only
 
 
 def png_bytes(img: Image.Image, fmt: str = "PNG") -> bytes:
@@ -151,3 +152,57 @@ def test_folder_fingerprint_changes_with_the_labelled_content_and_only_then(tmp_
     changed()
     (tmp_path / "dogs" / "c.png").unlink()  # removed
     assert changed().startswith("folder-2-")
+
+
+@pytest.mark.parametrize("width, height", [(10_000, 10_000), (20_000, 20_000)])
+def test_the_pixel_limit_is_checked_from_the_header_before_decoding(width, height):
+    from mlops_assets.ml.images import ImageTooLargeError, decode_image
+
+    spec = PreprocessSpec(height=8, width=8, channels=1)
+    with pytest.raises(ImageTooLargeError, match=f"{width}×{height}"):
+        decode_image(png_header_only(width, height), spec, name="bomb.png")
+
+
+def test_every_supported_format_decodes_and_others_are_refused(tmp_path):
+    from PIL import Image
+
+    from mlops_assets.ml.images import SUPPORTED_FORMATS, ImageDecodeError, decode_image
+
+    spec = PreprocessSpec(height=8, width=8, channels=1)
+    for image_format in SUPPORTED_FORMATS:
+        buffer = io.BytesIO()
+        Image.new("RGB", (20, 12), (200, 100, 50)).save(buffer, format=image_format)
+        assert decode_image(buffer.getvalue(), spec).shape == (1, 8, 8), image_format
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16)).save(buffer, format="ICO")
+    with pytest.raises(ImageDecodeError, match=r"not an image of a supported format \(PNG, JPEG, WEBP, BMP"):
+        decode_image(buffer.getvalue(), spec, name="icon.ico")
+
+
+def test_the_folder_loader_lists_every_file_it_does_not_use(tmp_path):
+    from PIL import Image
+
+    for name in ("cats", "dogs"):
+        (tmp_path / name).mkdir()
+        for i, image_format in enumerate(("WEBP", "BMP", "GIF", "TIFF")):
+            suffix = {"WEBP": ".webp", "BMP": ".bmp", "GIF": ".gif", "TIFF": ".tif"}[image_format]
+            Image.new("RGB", (10, 10), (i * 40, 0, 0)).save(tmp_path / name / f"{i}{suffix}", format=image_format)
+    (tmp_path / "cats" / "notes.txt").write_text("not an image")
+    (tmp_path / "dogs" / "huge.png").write_bytes(png_header_only(10_000, 10_000))
+    (tmp_path / "README.md").write_text("beside the classes")
+    dataset = load_image_folder(tmp_path, PreprocessSpec(height=8, width=8, channels=1))
+    assert len(dataset.labels) == 8
+    reasons = {Path(path).name: reason for path, reason in dataset.skipped}
+    assert set(reasons) == {"notes.txt", "huge.png", "README.md"}
+    assert "not an image file (suffix .txt)" in reasons["notes.txt"]
+    assert "10000×10000" in reasons["huge.png"] and "belongs to no class" in reasons["README.md"]
+
+
+def test_nested_class_folders_are_an_error_naming_the_path(tmp_path):
+    from PIL import Image
+
+    for folder in ("animals/circle", "animals/square", "other/triangle"):
+        (tmp_path / folder).mkdir(parents=True)
+        Image.new("L", (8, 8)).save(tmp_path / folder / "a.png")
+    with pytest.raises(DatasetError, match=r"animals/circle.*move nested classes up one level"):
+        load_image_folder(tmp_path, PreprocessSpec(height=8, width=8, channels=1))

@@ -17,6 +17,7 @@ from mlops_assets.deploy.bento_server import build_bento, directory_size, run_ap
 from mlops_assets.ml import settings
 from mlops_assets.ml.onnx_model import predict_labels
 from mlops_assets.refs import EvaluationRef, RegisteredModelRef, SplitsRef
+from resources.artifact_store import ArtifactStore
 from resources.model_registry import ModelRegistryResource
 
 
@@ -47,6 +48,7 @@ def bento(
     evaluation_report: EvaluationRef,
     data_splits: SplitsRef,
     model_registry: ModelRegistryResource,
+    artifact_store: ArtifactStore,
 ) -> dg.Output[BentoRef]:
     registry = model_registry.registry()
     if not registered_model.production_version:
@@ -55,7 +57,7 @@ def bento(
             f"{registered_model.version} was not promoted ({registered_model.reason})",
         )
     model = registry.get(registered_model.production_version)
-    tag, path = build_bento(registry.home, model.tag)
+    tag, path = build_bento(registry.home, model.tag, artifact_store.root_path)
     size = directory_size(path)
     model_size = directory_size(Path(model.path))
     context.log.info(f"built {tag} serving {model.tag}")
@@ -75,6 +77,7 @@ def bento(
             "bento_path": dg.MetadataValue.path(str(path)),
             "splits_version": model.labels.get("splits_version", ""),
             "dataset_version": model.labels.get("dataset_version", ""),
+            "inference_log": dg.MetadataValue.path(str(artifact_store.root_path / "inference_log")),
             "candidate_promoted": registered_model.promoted,
             "serve": dg.MetadataValue.md(
                 f"`BENTOML_HOME={registry.home} bentoml serve {tag} --host 127.0.0.1 --port 3000`"

@@ -46,12 +46,16 @@ def _server_env(bentoml_home: str | Path, extra: dict[str, str] | None = None) -
     return env
 
 
-def build_bento(bentoml_home: str | Path, model_tag: str) -> tuple[str, Path]:
+def build_bento(bentoml_home: str | Path, model_tag: str, artifact_root: str | Path) -> tuple[str, Path]:
     """``bentoml build`` of the service pinned to ``model_tag``; returns the Bento tag and its path.
+
+    The absolute ``artifact_root`` is stored in the Bento too, so a Bento served from the store logs its
+    traffic where the drift monitor reads it (unless MLOPS_ARTIFACT_ROOT says otherwise when it is served).
 
     A subprocess, so BENTOML_HOME (read once when bentoml is imported) is the registry's home.
     """
     command = [*_bentoml_cli(), "build", "-f", str(BENTOFILE), "--arg", f"model_tag={model_tag}",
+               "--arg", f"artifact_root={Path(artifact_root).expanduser().resolve()}",
                "-o", "tag", str(REPO_ROOT)]
     result = subprocess.run(command, cwd=REPO_ROOT, env=_server_env(bentoml_home), capture_output=True,
                             text=True, timeout=300)

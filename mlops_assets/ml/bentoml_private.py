@@ -8,7 +8,9 @@ BentoML 1.4 offers no public way to do three things this project needs:
   batches and decays it slowly; after a burst single requests were measured at ~14 req/s for minutes):
   ``bentoml._internal.marshal.dispatcher.Optimizer.trigger_refresh``;
 - declare an API's response media type (BentoML otherwise rebuilds the output model's JSON schema on
-  every response to find it, ~20% of the worker's CPU at concurrency 64): ``service.apis[name].output_spec``.
+  every response to find it, ~20% of the worker's CPU at concurrency 64): ``service.apis[name].output_spec``;
+- log a client's error as one WARNING line instead of an ERROR traceback (BentoML logs every 400 with its
+  traceback): ``_bentoml_impl.server.app.log_exception``.
 
 ``tests/test_bentoml_private.py`` fails when an upgrade removes or changes any of them; at run time a
 different version only logs a warning, since the patches degrade to BentoML's own behaviour.
@@ -63,3 +65,35 @@ def cap_batching_wait(max_wait_ms: float) -> None:
 def declare_json_response(service: Any, api_name: str) -> None:
     """Tell BentoML the API answers JSON, so it does not derive the media type per response."""
     service.apis[api_name].output_spec.media_type = "application/json"
+
+
+def quiet_client_errors() -> None:
+    """Client errors (validation, 4xx) log one WARNING line; server faults keep BentoML's ERROR traceback."""
+    import sys
+
+    from _bentoml_impl.server import app
+    from bentoml.exceptions import BentoMLException
+    from pydantic import ValidationError
+
+    if getattr(app.log_exception, "_mlops_quiet", False):
+        return
+    original = app.log_exception
+
+    def log_exception(request: Any, exc_info: Any = True) -> None:
+        error = sys.exc_info()[1]
+        client_error = isinstance(error, ValidationError) or (
+            isinstance(error, BentoMLException) and int(error.error_code) < 500
+        )
+        if not client_error:
+            original(request, exc_info)
+            return
+        if isinstance(error, ValidationError) and error.errors():
+            first = error.errors()[0]
+            message = f"{'.'.join(map(str, first.get('loc', ()))) or 'body'}: {first.get('msg')}"
+        else:
+            message = str(error) or type(error).__name__
+        logger.warning("client error on %s [%s]: %s", request.url.path, request.method,
+                       " ".join(message.split())[:300])
+
+    log_exception._mlops_quiet = True
+    app.log_exception = log_exception

@@ -16,11 +16,20 @@ from pathlib import Path
 
 import numpy as np
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+# The one list of image formats: the folder loader reads these files and the service decodes these uploads.
+SUPPORTED_FORMATS = {"PNG": (".png",), "JPEG": (".jpg", ".jpeg"), "WEBP": (".webp",), "BMP": (".bmp",),
+                     "GIF": (".gif",), "TIFF": (".tif", ".tiff")}
+IMAGE_SUFFIXES = tuple(suffix for suffixes in SUPPORTED_FORMATS.values() for suffix in suffixes)
+# Decoding is bounded: an image with more pixels than this (read from its header, before decoding) is refused.
+DEFAULT_MAX_PIXELS = 4096 * 4096
 
 
 class ImageDecodeError(ValueError):
     """An image that cannot be decoded; the message names the file or upload."""
+
+
+class ImageTooLargeError(ImageDecodeError):
+    """An image whose header declares more pixels than the limit; it is never decoded."""
 
 
 class DatasetError(ValueError):
@@ -82,28 +91,54 @@ def image_hashes(images: np.ndarray) -> list[str]:
     return [hashlib.sha1(np.ascontiguousarray(img).tobytes()).hexdigest() for img in images]
 
 
-def decode_image(data: bytes | Path | str, spec: PreprocessSpec, name: str | None = None) -> np.ndarray:
-    """Decode a PNG/JPEG into uint8 C×H×W of the given geometry (see :func:`decode_image_with_size`)."""
-    return decode_image_with_size(data, spec, name)[0]
+def image_pixels(data: bytes) -> int:
+    """How many pixels an encoded image declares, from its header alone (nothing is decoded)."""
+    from PIL import Image, UnidentifiedImageError
+
+    Image.MAX_IMAGE_PIXELS = None  # see decode_image_with_size
+    try:
+        with Image.open(io.BytesIO(data), formats=list(SUPPORTED_FORMATS)) as img:
+            return img.width * img.height
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError):
+        return 0  # not readable as an image: decoding will say why
+
+
+def decode_image(data: bytes | Path | str, spec: PreprocessSpec, name: str | None = None,
+                 max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode a PNG/JPEG/… into uint8 C×H×W of the given geometry (see :func:`decode_image_with_size`)."""
+    return decode_image_with_size(data, spec, name, max_pixels)[0]
 
 
 def decode_image_with_size(
-    data: bytes | Path | str, spec: PreprocessSpec, name: str | None = None
+    data: bytes | Path | str, spec: PreprocessSpec, name: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> tuple[np.ndarray, tuple[int, int]]:
-    """Decode a PNG/JPEG (any size, any mode) into uint8 C×H×W of the given geometry.
+    """Decode an image of a supported format (any size up to ``max_pixels``, any mode) into uint8 C×H×W.
 
-    Palette, alpha, 16-bit and CMYK images are converted through PIL's own conversions; images are
-    resized with bilinear filtering. Anything PIL cannot read raises :class:`ImageDecodeError`
-    naming ``name`` (or the path), so one bad file is reported and never aborts a whole load.
+    The pixel count is read from the header and checked before anything is decoded
+    (:class:`ImageTooLargeError`), so a small file that expands to gigabytes is refused for the price of its
+    header. Palette, alpha, 16-bit and CMYK images are converted through PIL's own conversions; images are
+    resized with bilinear filtering (JPEGs are first decoded at a reduced scale when much larger than the
+    target). Anything PIL cannot read raises :class:`ImageDecodeError` naming ``name`` (or the path), so one
+    bad file is reported and never aborts a whole load.
     """
     from PIL import Image, UnidentifiedImageError
 
+    # ``max_pixels``, checked below on every image, replaces PIL's process-wide bomb limit (which warns at
+    # 89M pixels and refuses at 179M without saying the size), so the message names the image's size.
+    Image.MAX_IMAGE_PIXELS = None
     label = name or (str(data) if not isinstance(data, bytes) else "<upload>")
     try:
         source = io.BytesIO(data) if isinstance(data, bytes) else open(data, "rb")  # noqa: SIM115
-        with source, Image.open(source) as img:
-            img.load()
+        with source, Image.open(source, formats=list(SUPPORTED_FORMATS)) as img:
             size = (img.height, img.width)
+            if img.width * img.height > max_pixels:
+                raise ImageTooLargeError(
+                    f"image {label} is {img.width}×{img.height} = {img.width * img.height} pixels; at most "
+                    f"{max_pixels} are decoded"
+                )
+            if img.format == "JPEG":  # decode at 1/2, 1/4 or 1/8 scale when that still covers the target
+                img.draft(img.mode, (spec.width, spec.height))
+            img.load()
             if img.mode in ("I;16", "I;16B", "I"):
                 img = img.point(lambda v: v * (1 / 256)).convert("L")
             if img.mode in ("RGBA", "LA", "P", "PA"):
@@ -114,7 +149,13 @@ def decode_image_with_size(
             if img.size != (spec.width, spec.height):
                 img = img.resize((spec.width, spec.height), Image.Resampling.BILINEAR)
             array = np.asarray(img, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+    except ImageTooLargeError:
+        raise
+    except UnidentifiedImageError as exc:
+        raise ImageDecodeError(
+            f"cannot decode image {label}: not an image of a supported format ({', '.join(SUPPORTED_FORMATS)})"
+        ) from exc
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise ImageDecodeError(f"cannot decode image {label}: {exc}") from exc
     if array.ndim == 2:
         array = array[None, :, :]
@@ -123,12 +164,16 @@ def decode_image_with_size(
     return np.ascontiguousarray(array), size
 
 
-def load_image_folder(root: str | Path, spec: PreprocessSpec, min_per_class: int = 1) -> ImageDataset:
-    """Load a folder with one sub-folder per class; corrupt files are skipped and reported.
+def load_image_folder(
+    root: str | Path, spec: PreprocessSpec, min_per_class: int = 1, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> ImageDataset:
+    """Load a folder with one sub-folder per class; every file not used is skipped and reported with why.
 
     Classes are the sub-folder names in sorted order, so label indices are stable across runs.
-    A folder with fewer than two classes, or a class with no readable image, is a
-    :class:`DatasetError`: a model trained on it would be meaningless.
+    A folder with fewer than two classes, a class with too few readable images, or a class folder that
+    holds folders (nesting would be guessed, not read) is a :class:`DatasetError` naming the path: a model
+    trained on it would be meaningless. Files of other formats, unreadable files and images over
+    ``max_pixels`` are listed in ``skipped`` with the reason.
     """
     root = Path(root)
     if not root.is_dir():
@@ -139,20 +184,31 @@ def load_image_folder(root: str | Path, spec: PreprocessSpec, min_per_class: int
             f"image folder {root} has {len(class_dirs)} class sub-folder(s); at least two are needed "
             "(one sub-folder per class, e.g. cats/ and dogs/)"
         )
+    nested = [p for d in class_dirs for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    if nested:
+        raise DatasetError(
+            f"image folder {root}: class folders must hold image files, not folders; found "
+            f"{', '.join(str(p.relative_to(root)) for p in nested[:5])}"
+            + (f" and {len(nested) - 5} more" if len(nested) > 5 else "")
+            + ". Each sub-folder of the root is one class: move nested classes up one level."
+        )
     images: list[np.ndarray] = []
     labels: list[int] = []
     sources: list[str] = []
     sizes: list[tuple[int, int]] = []
     skipped: list[tuple[str, str]] = []
     counts: dict[str, int] = {}
+    for stray in sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith(".")):
+        skipped.append((str(stray), "a file beside the class folders belongs to no class"))
     for label, class_dir in enumerate(class_dirs):
-        files = sorted(
-            p for p in class_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-        )
         counts[class_dir.name] = 0
-        for path in files:
+        for path in sorted(p for p in class_dir.iterdir() if p.is_file() and not p.name.startswith(".")):
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                skipped.append((str(path), f"not an image file (suffix {path.suffix or 'none'}); read are: "
+                                           f"{' '.join(IMAGE_SUFFIXES)}"))
+                continue
             try:
-                image, size = decode_image_with_size(path, spec)
+                image, size = decode_image_with_size(path, spec, max_pixels=max_pixels)
             except ImageDecodeError as exc:
                 skipped.append((str(path), str(exc.__cause__ or exc)))
                 continue

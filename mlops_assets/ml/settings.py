@@ -43,6 +43,7 @@ BATCH_MAX_SIZE = "MLOPS_BATCH_MAX_SIZE"  # adaptive batching: most images in one
 BATCH_MAX_LATENCY_MS = "MLOPS_BATCH_MAX_LATENCY_MS"  # adaptive batching: queueing budget before a 503
 BATCH_MAX_WAIT_MS = "MLOPS_BATCH_MAX_WAIT_MS"  # adaptive batching: longest a lone request waits for company
 MAX_BODY_BYTES = "MLOPS_MAX_BODY_BYTES"  # larger request bodies are refused with 413
+MAX_IMAGE_PIXELS = "MLOPS_MAX_IMAGE_PIXELS"  # larger images (read from the header) are never decoded: 413
 SERVICE_THREADS = "MLOPS_SERVICE_THREADS"  # worker threads for the synchronous endpoints
 INFERENCE_LOG = "MLOPS_INFERENCE_LOG"  # 1/0: record per-image features and predictions for monitoring
 
@@ -71,6 +72,7 @@ DEFAULTS = {
     BATCH_MAX_LATENCY_MS: "10000",
     BATCH_MAX_WAIT_MS: "2",
     MAX_BODY_BYTES: str(8 * 1024 * 1024),
+    MAX_IMAGE_PIXELS: str(4096 * 4096),
     SERVICE_THREADS: "4",
     INFERENCE_LOG: "1",
 }

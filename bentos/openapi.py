@@ -1,0 +1,146 @@
+"""The service's OpenAPI document: what every endpoint accepts and every answer it can give, exactly.
+
+BentoML 1.4's generated document disagrees with what the service answers (error bodies, nullable fields,
+``GET /model`` missing, an ``images`` schema that accepts any array of numbers), so the service serves this
+one at ``/docs.json`` instead (``bentos/request_guard.py``). Request and response schemas come from the
+served geometry and the pydantic models, not from hand-written JSON; ``tests/test_serving.py`` runs
+schemathesis with all its checks against it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from mlops_assets.ml.images import SUPPORTED_FORMATS, PreprocessSpec
+
+OPENAPI_VERSION = "3.1.0"
+IMAGE_MEDIA_TYPES = [f"image/{name.lower()}" for name in SUPPORTED_FORMATS]
+REF = "#/components/schemas/{model}"
+
+
+class ErrorResponse(BaseModel):
+    """Every refusal and every fault has this body."""
+
+    error: str = Field(description="What was wrong, in a sentence a client can act on.")
+    field: str | None = Field(default=None, description="The request field it concerns, when there is one.")
+
+
+def image_array_schema(spec: PreprocessSpec, max_images: int, channel_axis: bool) -> dict[str, Any]:
+    """N×C×H×W (or N×H×W) numbers in the training scale [0, 1], with every axis's exact length."""
+    pixel: dict[str, Any] = {"type": "number", "minimum": 0, "maximum": 1}
+    row = {"type": "array", "items": pixel, "minItems": spec.width, "maxItems": spec.width}
+    plane = {"type": "array", "items": row, "minItems": spec.height, "maxItems": spec.height}
+    image = ({"type": "array", "items": plane, "minItems": spec.channels, "maxItems": spec.channels}
+             if channel_axis else plane)
+    return {"type": "array", "items": image, "minItems": 1, "maxItems": max_images}
+
+
+def classify_request_schema(spec: PreprocessSpec, max_images: int) -> dict[str, Any]:
+    shapes = [image_array_schema(spec, max_images, channel_axis=True)]
+    if spec.channels == 1:
+        shapes.append(image_array_schema(spec, max_images, channel_axis=False))
+    images = shapes[0] if len(shapes) == 1 else {"anyOf": shapes}
+    shape = f"N×{spec.channels}×{spec.height}×{spec.width}" + (
+        f" or N×{spec.height}×{spec.width}" if spec.channels == 1 else "")
+    images["description"] = f"Images in the training scale [0, 1] (pixels / 255): {shape}, 1 ≤ N ≤ {max_images}."
+    return {"type": "object", "required": ["images"], "properties": {"images": images}}
+
+
+def _json(schema: dict[str, Any] | str) -> dict[str, Any]:
+    ref = {"$ref": REF.format(model=schema)} if isinstance(schema, str) else schema
+    return {"application/json": {"schema": ref}}
+
+
+def _errors(*statuses: tuple[int, str]) -> dict[str, Any]:
+    return {str(code): {"description": text, "content": _json("ErrorResponse")} for code, text in statuses}
+
+
+SERVER_FAULT = (500, "A fault of the server (never a consequence of the request); logged with its traceback.")
+WRONG_MEDIA_TYPE = (415, "The request body is not of the media type this endpoint takes.")
+
+
+def api_document(spec: PreprocessSpec, max_images: int, max_body_bytes: int, max_pixels: int,
+                 models: dict[str, type[BaseModel]], version: str) -> dict[str, Any]:
+    """The whole document: the three APIs, BentoML's infrastructure endpoints, and the schemas they use."""
+    formats = ", ".join(SUPPORTED_FORMATS)
+    schemas: dict[str, Any] = {}
+    for model in (ErrorResponse, *models.values()):
+        schema = model.model_json_schema(ref_template=REF)
+        schemas.update(schema.pop("$defs", {}))
+        schemas[model.__name__] = schema
+    infra = {
+        "/healthz": "Liveness (deprecated name of /livez).",
+        "/livez": "200 while the server process is alive.",
+        "/readyz": "200 once the model is loaded and the server accepts traffic.",
+    }
+    paths: dict[str, Any] = {
+        path: {"get": {"tags": ["Infrastructure"], "summary": text, "operationId": path.strip("/"),
+                       "responses": {"200": {"description": text}}}}
+        for path, text in infra.items()
+    }
+    paths["/metrics"] = {"get": {
+        "tags": ["Infrastructure"], "operationId": "metrics", "summary": "Prometheus metrics.",
+        "responses": {"200": {"description": "Prometheus text format.",
+                              "content": {"text/plain": {"schema": {"type": "string"}}}}},
+    }}
+    too_large = (413, f"The body is over {max_body_bytes} bytes (MLOPS_MAX_BODY_BYTES).")
+    paths["/classify"] = {"post": {
+        "tags": ["Service APIs"], "operationId": "classify",
+        "summary": "Classify a batch of images already in the training scale; one prediction per image.",
+        "requestBody": {"required": True, "content": _json(classify_request_schema(spec, max_images))},
+        "responses": {
+            "200": {"description": "One prediction per image, in order.",
+                    "content": _json({"type": "array", "items": {"$ref": REF.format(model="Prediction")}})},
+            **_errors(
+                (400, "Not JSON, or images that are not numbers in [0, 1] of the served shape (the message says "
+                      "which; 0–255 pixels are named as such)."),
+                too_large, WRONG_MEDIA_TYPE,
+                (503, "Too many requests queued for the model; retry."), SERVER_FAULT,
+            ),
+        },
+    }}
+    paths["/classify_image"] = {"post": {
+        "tags": ["Service APIs"], "operationId": "classify_image",
+        "summary": "Classify one uploaded image, decoded and scaled exactly as in training.",
+        "requestBody": {"required": True, "content": {"multipart/form-data": {
+            "schema": {
+                "type": "object", "required": ["image"], "additionalProperties": False,
+                "properties": {"image": {"type": "string", "format": "binary",
+                                         "description": f"One image file ({formats}). Bytes only: a URL or a "
+                                                        "path is never fetched or opened."}},
+            },
+            "encoding": {"image": {"contentType": ", ".join(IMAGE_MEDIA_TYPES)}},
+        }}},
+        "responses": {
+            "200": {"description": "The prediction.", "content": _json("Prediction")},
+            **_errors(
+                (400, "A malformed multipart body, or anything but exactly one file field named 'image'."),
+                (413, f"The body is over {max_body_bytes} bytes (MLOPS_MAX_BODY_BYTES), or the image's header "
+                      f"declares more than {max_pixels} pixels (MLOPS_MAX_IMAGE_PIXELS); it is not decoded."),
+                WRONG_MEDIA_TYPE,
+                (422, f"The file is not an image of a supported format ({formats})."),
+                SERVER_FAULT,
+            ),
+        },
+    }}
+    model_info = {"200": {"description": "The served model, its data version and the pointer's state.",
+                          "content": _json("ModelInfo")}}
+    paths["/model"] = {
+        "get": {"tags": ["Service APIs"], "operationId": "model_info_get",
+                "summary": "Which model and data version this server answers with.", "responses": model_info},
+        "post": {"tags": ["Service APIs"], "operationId": "model_info",
+                 "summary": "The same as GET /model (for BentoML clients).",
+                 "requestBody": {"required": False, "content": _json({"type": "object"})},
+                 "responses": {**model_info, **_errors(
+                     (400, "A body that is not a JSON object."), too_large, WRONG_MEDIA_TYPE, SERVER_FAULT)}},
+    }
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": {"title": "image_classifier_service", "version": version,
+                 "description": "The production image classifier (ONNX, onnxruntime) with adaptive batching. "
+                                "Every error body is an ErrorResponse."},
+        "paths": paths,
+        "components": {"schemas": schemas},
+    }

@@ -1,0 +1,236 @@
+"""The service's front door, an ASGI middleware: nothing malformed reaches BentoML, and every refusal has one shape.
+
+- A body over ``MLOPS_MAX_BODY_BYTES`` is a 413, declared or streamed, before anything is parsed.
+- Each API takes one media type (``/classify`` and ``/model`` JSON, ``/classify_image`` multipart); another is
+  a 415. A multipart body is parsed here first: no boundary, a part without a name, a text field instead of a
+  file, a second field or another field name are 400s naming the field. Only then does BentoML see it, so it
+  never tries to fetch a string as a URL (what it does with a text field for a file parameter).
+- Every error answer of the APIs, BentoML's own included, is rewritten into :class:`bentos.openapi.ErrorResponse`
+  (``{"error": ..., "field": ...}``), which is what the OpenAPI document served at ``/docs.json`` declares.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from http import HTTPStatus
+from typing import Any
+
+from bentoml.exceptions import BentoMLException
+
+JSON = "application/json"
+MULTIPART = "multipart/form-data"
+API_MEDIA_TYPES = {"/classify": JSON, "/classify_image": MULTIPART, "/model": JSON}
+UPLOAD_FIELD = "image"
+
+
+class RequestTooLarge(BentoMLException):
+    error_code = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+
+
+class Refusal(Exception):
+    """A request refused at the door, with its status and the ErrorResponse body."""
+
+    def __init__(self, status: HTTPStatus, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.field = status, message, field
+
+
+def error_body(message: str, field: str | None = None) -> dict[str, Any]:
+    return {"error": message, "field": field}
+
+
+async def send_json(send: Callable[[dict], Awaitable[None]], status: int, payload: Any) -> None:
+    body = json.dumps(payload).encode()
+    await send({"type": "http.response.start", "status": int(status),
+                "headers": [(b"content-type", JSON.encode()), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def normalise_error(status: int, body: bytes) -> dict[str, Any]:
+    """BentoML's error bodies (a pydantic error list, a one-element list, plain text) → ErrorResponse."""
+    try:
+        payload = json.loads(body or b"null")
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        text = body.decode("utf-8", "replace").strip()
+        return error_body(text or HTTPStatus(status).phrase)
+    if isinstance(payload, list) and len(payload) == 1:
+        payload = payload[0]
+    if not isinstance(payload, dict):
+        return error_body(HTTPStatus(status).phrase)
+    details = payload.get("detail")
+    if isinstance(details, list) and details and isinstance(details[0], dict):
+        first = details[0]
+        message = str(first.get("msg", payload.get("error", ""))).removeprefix("Value error, ")
+        location = [str(part) for part in first.get("loc", []) if part not in ("body",)]
+        if first.get("type") == "missing" and location:
+            message = f"the field '{location[0]}' is required"
+        return error_body(message, ".".join(location) or None)
+    if "error" in payload and set(payload) <= {"error", "field"}:
+        return error_body(str(payload["error"]), payload.get("field"))
+    return error_body(str(payload.get("error") or HTTPStatus(status).phrase))
+
+
+async def check_upload(headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    """Exactly one multipart part, a file, named ``image``; anything else is a Refusal."""
+    from starlette.datastructures import Headers, UploadFile
+    from starlette.formparsers import MultiPartException, MultiPartParser
+
+    async def stream():
+        yield body
+
+    try:
+        form = await MultiPartParser(Headers(raw=headers), stream(), max_files=2, max_fields=2).parse()
+    except MultiPartException as exc:
+        raise Refusal(HTTPStatus.BAD_REQUEST, f"malformed multipart body: {exc}") from None
+    try:
+        items = list(form.multi_items())
+        names = [name for name, _ in items]
+        hint = f"send exactly one file field named '{UPLOAD_FIELD}' (curl -F {UPLOAD_FIELD}=@digit.png)"
+        if names != [UPLOAD_FIELD]:
+            got = ", ".join(f"'{n}'" for n in names) or "no field"
+            raise Refusal(HTTPStatus.BAD_REQUEST, f"{hint}; got {got}", UPLOAD_FIELD)
+        if not isinstance(items[0][1], UploadFile):
+            raise Refusal(HTTPStatus.BAD_REQUEST, f"'{UPLOAD_FIELD}' must be a file upload, not a text field: URLs and "
+                          "paths are never fetched or opened; send the image's bytes", UPLOAD_FIELD)
+    finally:
+        await form.close()
+
+
+class RequestGuard:
+    """See the module docstring. ``openapi`` builds the document served at ``/docs.json``."""
+
+    def __init__(self, app: Any, max_bytes: int, setting_name: str, openapi: Callable[[], dict]) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.setting_name = setting_name
+        self.openapi = openapi
+        self._document: bytes | None = None
+        self._methods: dict[str, str] | None = None
+
+    def document(self) -> bytes:
+        if self._document is None:
+            document = self.openapi()
+            self._document = json.dumps(document).encode()
+            self._methods = {path: ", ".join(m.upper() for m in operations)
+                             for path, operations in document["paths"].items()}
+        return self._document
+
+    def too_large(self) -> Refusal:
+        return Refusal(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                       f"request body larger than {self.max_bytes} bytes (set {self.setting_name} to change)")
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path, method = scope.get("path", ""), scope.get("method", "GET")
+        if path == "/docs.json" and method == "GET":
+            document = self.document()
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", JSON.encode()),
+                                    (b"content-length", str(len(document)).encode())]})
+            await send({"type": "http.response.body", "body": document})
+            return
+        expected = API_MEDIA_TYPES.get(path) if method == "POST" else None
+        try:
+            receive = await self.admit(scope, receive, expected)
+        except Refusal as refusal:
+            await send_json(send, refusal.status, error_body(refusal.message, refusal.field))
+            return
+        if path in API_MEDIA_TYPES:
+            self.document()
+            send = self.normalising(send, (self._methods or {}).get(path))
+        await self.app(scope, receive, send)
+
+    async def admit(self, scope: dict, receive: Any, expected: str | None) -> Any:
+        """Check size and media type (and the multipart structure); the ``receive`` to pass on."""
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            raise self.too_large()
+        if expected is None:
+            return self.limited(receive)
+        content_type = headers.get(b"content-type", b"").decode("latin-1")
+        media = content_type.split(";")[0].strip().lower()
+        if media != expected and not (expected == JSON and media == ""):
+            raise Refusal(HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+                          f"this endpoint takes {expected}, got {media or 'no content type'}")
+        if expected != MULTIPART:
+            return self.limited(receive)
+        body = await self.read_body(receive)
+        await check_upload(scope.get("headers") or [], body)
+        return self.replay(body)
+
+    async def read_body(self, receive: Any) -> bytes:
+        chunks, size = [], 0
+        while True:
+            event = await receive()
+            if event["type"] == "http.disconnect":
+                raise Refusal(HTTPStatus.BAD_REQUEST, "the client disconnected before sending the whole body")
+            chunk = event.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                raise self.too_large()
+            chunks.append(chunk)
+            if not event.get("more_body", False):
+                return b"".join(chunks)
+
+    @staticmethod
+    def replay(body: bytes) -> Callable[[], Awaitable[dict]]:
+        sent = False
+
+        async def receive() -> dict:
+            nonlocal sent
+            if sent:
+                return {"type": "http.disconnect"}
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return receive
+
+    def limited(self, receive: Any) -> Callable[[], Awaitable[dict]]:
+        """Streamed bodies without a declared length: refused as soon as they cross the limit."""
+        received = 0
+
+        async def limited_receive() -> dict:
+            nonlocal received
+            event = await receive()
+            if event["type"] == "http.request":
+                received += len(event.get("body", b""))
+                if received > self.max_bytes:
+                    raise RequestTooLarge(self.too_large().message)
+            return event
+
+        return limited_receive
+
+    @staticmethod
+    def normalising(send: Any, allowed: str | None) -> Callable[[dict], Awaitable[None]]:
+        """Error answers of the APIs rewritten into ErrorResponse (successful answers pass untouched); a 405
+        lists every method the path serves (BentoML's route and the GET /model route each know only theirs)."""
+        state: dict[str, Any] = {"start": None, "chunks": []}
+
+        async def normalising_send(event: dict) -> None:
+            if event["type"] == "http.response.start":
+                if event["status"] < 400:
+                    await send(event)
+                    return
+                state["start"] = event
+                return
+            if event["type"] != "http.response.body" or state["start"] is None:
+                await send(event)
+                return
+            state["chunks"].append(event.get("body", b""))
+            if event.get("more_body", False):
+                return
+            start = state["start"]
+            body = json.dumps(normalise_error(start["status"], b"".join(state["chunks"]))).encode()
+            replaced = (b"content-length", b"content-type") + ((b"allow",) if start["status"] == 405 else ())
+            headers = [(k, v) for k, v in start.get("headers", []) if k.lower() not in replaced]
+            headers += [(b"content-type", JSON.encode()), (b"content-length", str(len(body)).encode())]
+            if start["status"] == 405 and allowed:
+                headers.append((b"allow", allowed.encode()))
+            await send({**start, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+
+        return normalising_send

@@ -1,0 +1,178 @@
+"""The service under hostile input, as a real server: no 5xx, one error schema, bounded decoding, no fetching of
+a client's URL or path, refusals that name the likely mistake, one log line per client error, and an OpenAPI
+document that schemathesis (all checks, over 1,000 cases) finds no disagreement with."""
+
+from __future__ import annotations
+
+import errno
+import io
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from testkit.fixtures import png_header_only
+from tests import serving_fixtures
+
+pytestmark = pytest.mark.slow
+serving_world = serving_fixtures.serving_world
+dev_server = serving_fixtures.dev_server
+ROOT = Path(__file__).resolve().parents[1]
+BOUNDARY = "XyZ123"
+
+
+def multipart(*parts: str, boundary: str = BOUNDARY) -> bytes:
+    """A multipart body from raw part headers+content, so malformed bodies can be written exactly."""
+    body = "".join(f"--{boundary}\r\n{part}\r\n" for part in parts) + f"--{boundary}--\r\n"
+    return body.encode()
+
+
+FILE_PART = 'Content-Disposition: form-data; name="image"; filename="d.png"\r\nContent-Type: image/png\r\n\r\n'
+WITH_BOUNDARY = {"content-type": f"multipart/form-data; boundary={BOUNDARY}"}
+
+
+def assert_error_body(response: httpx.Response, status: int, message: str, field: str | None = None) -> None:
+    assert response.status_code == status, (response.status_code, response.text)
+    body = response.json()
+    assert set(body) == {"error", "field"} and isinstance(body["error"], str), body
+    assert re.search(message, body["error"]), body
+    assert body["field"] == field, body
+
+
+@pytest.mark.parametrize("path", ["/classify", "/classify_image", "/model"])
+def test_multipart_without_a_boundary_is_a_client_error(dev_server, path):
+    response = httpx.post(f"{dev_server}{path}", content=b"x=1", headers={"content-type": "multipart/form-data"})
+    expected = (400, "malformed multipart body: Missing boundary") if path == "/classify_image" else (
+        415, "takes application/json")
+    assert_error_body(response, *expected)
+
+
+@pytest.mark.parametrize("path", ["/classify", "/classify_image", "/model"])
+def test_a_part_without_a_name_is_a_client_error(dev_server, path):
+    body = multipart('Content-Disposition: form-data\r\n\r\nabc')
+    response = httpx.post(f"{dev_server}{path}", content=body, headers=WITH_BOUNDARY)
+    expected = (400, 'field "name" must be provided') if path == "/classify_image" else (415, "application/json")
+    assert_error_body(response, *expected)
+
+
+def test_upload_field_mistakes_name_the_field(serving_world, dev_server):
+    png = serving_fixtures_png(serving_world)
+    with httpx.Client(base_url=dev_server, timeout=30) as client:
+        two = client.post("/classify_image", files=[("image", ("a.png", png)), ("image2", ("b.png", png))])
+        assert_error_body(two, 400, r"exactly one file field named 'image'.*got 'image', 'image2'", "image")
+        wrong_name = client.post("/classify_image", files={"picture": ("a.png", png)})
+        assert_error_body(wrong_name, 400, r"got 'picture'", "image")
+        as_json = client.post("/classify_image", json={"image": "/etc/passwd"})
+        assert_error_body(as_json, 415, "takes multipart/form-data")
+        assert client.post("/classify_image", files={"image": ("a.png", png)}).status_code == 200
+
+
+def serving_fixtures_png(world) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(world.pixels_test[0][0]).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_a_url_in_the_upload_field_is_never_fetched(dev_server):
+    """``image=http://127.0.0.1:<port>`` as a text field: BentoML would download it; the door refuses it."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.settimeout(0.5)
+    port = listener.getsockname()[1]
+    connections = []
+
+    def accept() -> None:
+        try:
+            connections.append(listener.accept())
+        except OSError:
+            pass
+
+    watcher = threading.Thread(target=accept)
+    watcher.start()
+    try:
+        for value in (f"http://127.0.0.1:{port}/secret", f"127.0.0.1:{port}", "abc"):
+            as_text_field = httpx.post(f"{dev_server}/classify_image", files={"image": (None, value)}, timeout=30)
+            assert_error_body(as_text_field, 400, "must be a file upload, not a text field", "image")
+            as_form = httpx.post(f"{dev_server}/classify_image", data={"image": value}, timeout=30)
+            assert_error_body(as_form, 415, "takes multipart/form-data")
+        watcher.join(timeout=2)
+    finally:
+        listener.close()
+    assert connections == []
+
+
+def test_a_path_in_the_upload_field_is_never_opened(dev_server, tmp_path):
+    """A FIFO blocks whoever opens it for reading; had the server opened it, a writer could now connect."""
+    fifo = tmp_path / "fifo.png"
+    os.mkfifo(fifo)
+    response = httpx.post(f"{dev_server}/classify_image", files={"image": (None, str(fifo))}, timeout=30)
+    assert_error_body(response, 400, "not a text field", "image")
+    with pytest.raises(OSError) as no_reader:
+        os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+    assert no_reader.value.errno == errno.ENXIO
+
+
+@pytest.mark.parametrize("width, height", [(10_000, 10_000), (20_000, 20_000)])
+def test_an_image_over_the_pixel_limit_is_a_413_and_never_decoded(dev_server, width, height):
+    bomb = png_header_only(width, height)  # about 100 bytes that claim gigabytes of pixels
+    response = httpx.post(f"{dev_server}/classify_image", files={"image": ("bomb.png", bomb)}, timeout=30)
+    assert_error_body(response, 413, f"{width}×{height} = {width * height} pixels; at most 16777216.*"
+                                     "MLOPS_MAX_IMAGE_PIXELS")
+
+
+@pytest.mark.parametrize("values, message", [
+    (-0.5, r"training scale \[0, 1\].*from -0.5"),
+    (1000.5, r"training scale \[0, 1\].*to 1000.5"),
+    (255, r"values up to 255: these look like 0–255 pixels; send pixels / 255"),
+    (10**30, r"from 0 to 1e\+30"),
+    (10**400, "a number too large to be a pixel value"),
+])
+def test_out_of_scale_values_are_refused_naming_the_likely_mistake(dev_server, values, message):
+    images = np.zeros((1, 8, 8), dtype=object)
+    images[0, 0, 0] = values
+    body = json.dumps({"images": images.tolist()}, default=int).encode()
+    response = httpx.post(f"{dev_server}/classify", content=body, headers={"content-type": "application/json"})
+    assert_error_body(response, 400, message, "images")
+
+
+def test_booleans_anywhere_are_refused(dev_server):
+    images = np.full((1, 8, 8), 0.5).tolist()
+    images[0][3][4] = True
+    response = httpx.post(f"{dev_server}/classify", json={"images": images})
+    assert_error_body(response, 400, "only numbers in \\[0, 1\\]; got true/false", "images")
+
+
+def test_client_errors_log_one_warning_line_and_no_traceback(serving_world, dev_server):
+    log = serving_fixtures.dev_server_log(serving_world)
+    before = log.read_text().count("\n")
+    httpx.post(f"{dev_server}/classify", json={"images": [[0.5]]})
+    httpx.post(f"{dev_server}/classify", json={"images": [[[2.0] * 8] * 8]})
+    new = log.read_text().splitlines()[before:]
+    warnings = [line for line in new if "[WARNING]" in line and "client error on /classify" in line]
+    assert len(warnings) == 2, new
+    assert not any("Traceback" in line or "[ERROR]" in line for line in new), new
+
+
+def test_schemathesis_with_all_checks_finds_nothing(dev_server, tmp_path):
+    """Response conformance, negative data, status codes, methods...: every check, 1,000+ generated cases."""
+    env = {**os.environ, "SCHEMATHESIS_HOOKS": "testkit.schemathesis_hooks", "PYTHONPATH": str(ROOT)}
+    command = [str(Path(sys.executable).parent / "st"), "run", f"{dev_server}/docs.json", "--url", dev_server,
+               "--checks", "all", "--max-examples", "300", "--seed", "20261127", "--no-color"]
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    output = result.stdout + result.stderr
+    generated = re.search(r"(\d+) generated", output)
+    assert result.returncode == 0, output[-6000:]
+    assert generated and int(generated.group(1)) >= 1000, output[-3000:]
+    assert "No issues found" in output, output[-3000:]
+    assert httpx.get(f"{dev_server}/readyz", timeout=10).status_code == 200
