@@ -66,7 +66,8 @@ drift_report_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets("drift_report"),
     executor_def=dg.in_process_executor,
     tags={RUN_KIND_TAG: "monitoring"},
-    description="Compare the latest traffic profiles with the reference.",
+    description="Judge windows again (a backfill of drift_report), e.g. against a new production reference; "
+    "the drift sensor judges each new window by itself.",
 )
 
 weekly_rebuild_schedule = dg.ScheduleDefinition(
@@ -86,15 +87,6 @@ profiling_schedule = dg.build_schedule_from_partitioned_job(
     description="Profile each window of the inference log once it has ended (hourly by default, at :05).",
 )
 
-daily_drift_report_schedule = dg.ScheduleDefinition(
-    name="daily_drift_report",
-    job=drift_report_job,
-    cron_schedule="30 0 * * *",
-    execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Every day at 00:30 UTC: the last 24 windows merged and compared with the reference.",
-)
-
 JOBS = [build_job, deploy_job, rollback_job, retrain_job, profile_job, drift_report_job]
-SCHEDULES = [weekly_rebuild_schedule, profiling_schedule, daily_drift_report_schedule]
+SCHEDULES = [weekly_rebuild_schedule, profiling_schedule]
 SENSORS = [drift_sensor, run_failure_alert]

@@ -8,7 +8,8 @@ share reaches the threshold, requests one ``retrain_job`` run. Guarantees:
   the same window (a retried tick, a restarted daemon) requests the same key and Dagster launches
   it once;
 - none missed: the cursor (the last window evaluated) advances only with the tick's result, and a
-  tick evaluates every window after it (up to ``MAX_WINDOWS_PER_TICK``);
+  tick evaluates the windows after it, oldest first, up to ``MAX_WINDOWS_PER_TICK`` (each is judged and
+  recorded with its HTML report, about half a second); a backlog is worked off over the next ticks;
 - no run while a retraining run (tag ``mlops/kind=training``) is queued or running: the tick skips
   *without* advancing the cursor, so those windows are judged once the run has finished, against
   the reference of whichever model is in production then;
@@ -36,6 +37,7 @@ import dagster as dg
 
 from mlops_assets.ml.profile_layout import reference_version, window_label
 from mlops_assets.monitor.profiles import production_model_version
+from mlops_assets.monitor.verdicts import judge_window, record_verdict
 from mlops_assets.run_tags import RUN_KIND_TAG, TRIGGER_TAG
 from resources.alerts import AlertSink
 from resources.artifact_store import ArtifactStore
@@ -43,7 +45,7 @@ from resources.dataset_source import DatasetSource
 from resources.drift_policy import DriftPolicy
 from resources.model_registry import ModelRegistryResource
 
-MAX_WINDOWS_PER_TICK = 48
+MAX_WINDOWS_PER_TICK = 12  # keeps a tick well inside Dagster's 60 s sensor timeout
 IN_FLIGHT_STATUSES = [
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
@@ -170,7 +172,6 @@ def evaluate_drift_tick(
     alert_sink: AlertSink,
 ) -> dg.SensorResult:
     """The whole decision of one tick (the sensor is a thin wrapper around it)."""
-    from mlops_assets.ml.drift import evaluate_drift, too_little_data
 
     state = DriftCursor.parse(cursor)
     model_version = production_model_version(model_registry)
@@ -198,8 +199,8 @@ def evaluate_drift_tick(
                 f"still waits for new labelled data (production trained on dataset version {data.dataset_version})"
             ))
         return dg.SensorResult(skip_reason=f"no new profile window since {last}")
-    skipped_old = max(0, len(new) - MAX_WINDOWS_PER_TICK)
-    new = new[-MAX_WINDOWS_PER_TICK:]
+    backlog = max(0, len(new) - MAX_WINDOWS_PER_TICK)
+    new = new[:MAX_WINDOWS_PER_TICK]
     running = in_flight_training_run(instance)
     if running is not None:
         return dg.SensorResult(
@@ -210,22 +211,17 @@ def evaluate_drift_tick(
         )
     thresholds = drift_policy.thresholds()
     reference = profiles.read(ref_version)
-    verdicts = []
-    for window in new:
-        n_rows = int(profiles.summary(window).get("n_rows", -1))
-        if 0 <= n_rows < thresholds.min_rows:  # too little data: no need to open the profile
-            verdicts.append((window, too_little_data(window_label(window), n_rows, thresholds)))
-            continue
-        profile = profiles.read(window)
-        verdicts.append((window, evaluate_drift(profile, reference, window_label(window), thresholds)))
+    verdicts = [(window, judge_window(profiles, window, reference, thresholds)) for window in new]
+    # each verdict becomes drift_report's record for its window: the UI shows and plots it
+    records = [record_verdict(artifact_store, verdict, window, ref_version, reference) for window, verdict in verdicts]
     drifted = [(w, v) for w, v in verdicts if v.is_drift]
     judged = state.replace(window=new[-1], reference=ref_version)
     if not drifted:
         reasons = "; ".join(v.reason for _, v in verdicts[-3:])
         more = f" (and {len(verdicts) - 3} earlier window(s) without drift)" if len(verdicts) > 3 else ""
-        stale = f"; {skipped_old} older window(s) not judged" if skipped_old else ""
+        remaining = f"; {backlog} later window(s) are judged on the next tick" if backlog else ""
         return dg.SensorResult(  # the drift episode, if any, is over
-            skip_reason=reasons + more + stale,
+            skip_reason=reasons + more + remaining, asset_events=records,
             cursor=judged.replace(pending_window=None, pending_share=None, alerted_episode=None).dump(),
         )
     window, verdict = drifted[-1]
@@ -237,7 +233,7 @@ def evaluate_drift_tick(
                 f"{verdict.reason}; but drift retraining run {recent.dagster_run.run_id[:8]} was launched "
                 f"{age_h:.1f} h ago (cooldown {drift_policy.cooldown_hours:g} h, drift_policy.cooldown_hours)"
             ),
-            cursor=judged.dump(),
+            cursor=judged.dump(), asset_events=records,
         )
     data = labelled_data(dataset_source, model_registry)
     if drift_policy.retrain_requires_new_data and not data.is_new:
@@ -255,9 +251,10 @@ def evaluate_drift_tick(
             ),
             cursor=judged.replace(pending_window=window, pending_share=float(verdict.drift_share),
                                   alerted_episode=episode).dump(),
+            asset_events=records,
         )
     request = drift_run_request(window, verdict.drift_share, ref_version, list(verdict.drifted_features), data)
-    return dg.SensorResult(run_requests=[request], cursor=judged.replace(
+    return dg.SensorResult(run_requests=[request], asset_events=records, cursor=judged.replace(
         last_run_key=request.run_key, pending_window=None, pending_share=None, alerted_episode=None).dump())
 
 

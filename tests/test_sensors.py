@@ -113,6 +113,27 @@ def test_clean_window_is_a_skip_with_a_readable_reason_and_advances_the_cursor(w
     assert DriftCursor.parse(result.cursor).window == "window-20261122T1000"
 
 
+def test_every_judged_window_is_recorded_as_drift_reports_materialization(world):
+    """The verdicts the UI plots: one record per window, its figures numeric, whatever the decision."""
+    _, _, add_window, resources = world
+    add_window(0)
+    add_window(1, "invert")
+    add_window(2, "invert", n=20)
+    with dg.DagsterInstance.ephemeral() as instance:
+        cursor = DriftCursor(window="window-20261122T0900").dump()
+        result = tick(resources, instance, cursor)
+    records = {event.partition: event for event in result.asset_events}
+    assert set(records) == {"2026-11-22-10:00", "2026-11-22-11:00", "2026-11-22-12:00"}
+    assert all(event.asset_key == dg.AssetKey("drift_report") for event in records.values())
+    clean, drifted, thin = (records[k].metadata for k in sorted(records))
+    assert clean["is_drift"].value is False and drifted["is_drift"].value is True
+    assert drifted["drift_share"].value > clean["drift_share"].value and drifted["n_rows"].value == 300
+    assert drifted["hellinger/mean_c0"].value > clean["hellinger/mean_c0"].value
+    assert thin["enough_data"].value is False and "too little data" in thin["reason"].value
+    assert Path(drifted["html_report"].value).is_file() and "html_report" not in thin
+    assert drifted["reference"].value == reference_version(MODEL)
+
+
 def test_one_drift_event_gives_exactly_one_run_request(world):
     _, _, add_window, resources = world
     add_window(0)
