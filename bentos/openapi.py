@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 
 from mlops_assets.ml.images import SUPPORTED_FORMATS, PreprocessSpec
 
-OPENAPI_VERSION = "3.1.0"
+OPENAPI_VERSION = "3.0.3"  # what the Swagger UI bundled with BentoML 1.4 renders
 IMAGE_MEDIA_TYPES = [f"image/{name.lower()}" for name in SUPPORTED_FORMATS]
 REF = "#/components/schemas/{model}"
 
@@ -25,6 +25,24 @@ class ErrorResponse(BaseModel):
 
     error: str = Field(description="What was wrong, in a sentence a client can act on.")
     field: str | None = Field(default=None, description="The request field it concerns, when there is one.")
+
+
+def openapi_30(schema: Any) -> Any:
+    """pydantic's JSON Schema → OpenAPI 3.0: ``anyOf [X, null]`` becomes ``X`` with ``nullable: true``."""
+    if isinstance(schema, list):
+        return [openapi_30(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    options = schema.get("anyOf")
+    if isinstance(options, list) and {"type": "null"} in options:
+        rest = [option for option in options if option != {"type": "null"}]
+        merged = {k: v for k, v in schema.items() if k != "anyOf"}
+        merged.update(rest[0] if len(rest) == 1 else {"anyOf": rest})
+        merged["nullable"] = True
+        if merged.get("default", 0) is None:
+            merged.pop("default")
+        return openapi_30(merged)
+    return {key: openapi_30(value) for key, value in schema.items()}
 
 
 def image_array_schema(spec: PreprocessSpec, max_images: int, channel_axis: bool) -> dict[str, Any]:
@@ -70,6 +88,7 @@ def api_document(spec: PreprocessSpec, max_images: int, max_body_bytes: int, max
         schema = model.model_json_schema(ref_template=REF)
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
+    schemas = openapi_30(schemas)
     infra = {
         "/healthz": "Liveness (deprecated name of /livez).",
         "/livez": "200 while the server process is alive.",
@@ -139,8 +158,8 @@ def api_document(spec: PreprocessSpec, max_images: int, max_body_bytes: int, max
     return {
         "openapi": OPENAPI_VERSION,
         "info": {"title": "image_classifier_service", "version": version,
-                 "description": "The production image classifier (ONNX, onnxruntime) with adaptive batching. "
-                                "Every error body is an ErrorResponse."},
+                 "description": "# image_classifier_service\n\nThe production image classifier (ONNX, "
+                                "onnxruntime) with adaptive batching. Every error body is an ErrorResponse."},
         "paths": paths,
         "components": {"schemas": schemas},
     }

@@ -240,6 +240,8 @@ def test_bento_docs_page_lists_the_endpoints(ui_world, page):
         # BentoML 1.4 serves its Swagger UI docs page at "/" (the spec at /docs.json); /docs is a 404.
         page.goto(f"{url}/")
         expect(page.get_by_role("heading", name=re.compile(spec["info"]["title"]))).to_be_visible()
-        for path in paths:
-            expect(page.locator(f'.opblock-summary-path[data-path="{path}"]'), path).to_be_visible()
+        for path in paths:  # every operation of the document (GET and POST /model included) is listed
+            for method in spec["paths"][path]:
+                operation = page.locator(f'.opblock-{method} .opblock-summary-path[data-path="{path}"]')
+                expect(operation, f"{method.upper()} {path}").to_be_visible()
         full_page_screenshot(page, SCREENSHOTS / "7-bento-docs.png")
