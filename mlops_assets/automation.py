@@ -9,11 +9,10 @@ from __future__ import annotations
 import dagster as dg
 
 from mlops_assets.deploy.rollback import rollback_production
-from mlops_assets.ml import settings
-from mlops_assets.monitor.profiles import HOURLY
 from mlops_assets.run_tags import RUN_KIND_TAG
 from sensors.alerts import run_failure_alert
 from sensors.drift_sensor import drift_sensor
+from sensors.profiling_sensor import inference_profiling_sensor
 
 # In-process: the build is a chain of seven steps on one small dataset, and each multiprocess
 # step pays ~3 s of process start-up on a 2-core machine (see BENCHMARKS.md).
@@ -79,14 +78,6 @@ weekly_rebuild_schedule = dg.ScheduleDefinition(
     description="Rebuild the model every Monday 03:00 UTC on whatever the image source holds then.",
 )
 
-profiling_schedule = dg.build_schedule_from_partitioned_job(
-    profile_job,
-    name="inference_profiling_schedule",
-    minute_of_hour=5 if settings.resolve(settings.PROFILE_CRON) == HOURLY else None,
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Profile each window of the inference log once it has ended (hourly by default, at :05).",
-)
-
 JOBS = [build_job, deploy_job, rollback_job, retrain_job, profile_job, drift_report_job]
-SCHEDULES = [weekly_rebuild_schedule, profiling_schedule]
-SENSORS = [drift_sensor, run_failure_alert]
+SCHEDULES = [weekly_rebuild_schedule]
+SENSORS = [inference_profiling_sensor, drift_sensor, run_failure_alert]

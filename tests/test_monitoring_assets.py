@@ -42,8 +42,9 @@ def test_monitor_definitions_load_and_retrain_job_selects_the_build():
     assert {"raw_images", "data_splits", "trained_model", "registered_model", "reference_profile"} <= keys
     assert not keys & {"inference_profiles", "drift_report"}
     assert job.tags["mlops/kind"] == "training"
-    assert defs.resolve_schedule_def("inference_profiling_schedule").cron_schedule == "5 * * * *"
-    assert "daily_drift_report" not in {s.name for s in defs.schedules}  # the sensor judges every window
+    sensors = {sensor.name for sensor in defs.sensors}
+    assert {"inference_profiling_sensor", "drift_sensor", "run_failure_alert"} <= sensors
+    assert {schedule.name for schedule in defs.schedules} == {"weekly_rebuild"}  # sensors do the monitoring
     graph = defs.resolve_asset_graph()
     for name in ("reference_profile", "inference_profiles", "drift_report"):
         node = graph.get(dg.AssetKey(name))

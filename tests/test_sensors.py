@@ -323,3 +323,35 @@ def test_record_alert_reports_an_unwritable_file(tmp_path):
     blocker.write_text("x")
     problems = record_alert({"text": "hi"}, blocker / "alerts.jsonl")
     assert problems and "not writable" in problems[0]
+
+
+def test_the_profiling_sensor_leaves_no_window_missing(tmp_path, monkeypatch):
+    """Every ended window: profiled already (skipped), with traffic (one run), or without (recorded empty)."""
+    from mlops_assets.ml.inference_log import InferenceLogWriter
+    from sensors.profiling_sensor import evaluate_profiling_tick
+
+    monkeypatch.setenv("MLOPS_MONITOR_START", (T0 - timedelta(hours=2)).strftime("%Y-%m-%d-%H:%M"))
+    monkeypatch.delenv("MLOPS_PROFILE_CRON", raising=False)
+    store = ArtifactStore(root=str(tmp_path / "artifacts"))
+    store.profiles().publish(window_version(T0 - timedelta(hours=1)), profile_frame(frame_of_digits()), {})
+    with InferenceLogWriter(store.root_path, flush_interval_s=0.05, clock=lambda: T0 + timedelta(minutes=5)) as log:
+        rows = frame_of_digits()
+        log.log(rows.drop(columns=["predicted_class", "confidence"]), rows["predicted_class"].tolist(),
+                rows["confidence"].to_numpy(), MODEL)
+        assert log.flush()
+    now = T0 + timedelta(hours=2, minutes=1)  # windows 08:00 … 11:00 have ended; 12:00 has not
+    first = evaluate_profiling_tick(None, store, now)
+    assert [r.partition_key for r in first.run_requests] == ["2026-11-22-10:00"]
+    assert first.run_requests[0].run_key == "profile-2026-11-22-10:00"
+    assert [e.partition for e in first.asset_events] == ["2026-11-22-08:00", "2026-11-22-11:00"]
+    assert all(e.metadata["n_rows"].value == 0 for e in first.asset_events)
+    assert first.cursor == "2026-11-22-11:00"
+    again = evaluate_profiling_tick(first.cursor, store, now)
+    assert again.skip_reason.skip_message == "no window has ended since 2026-11-22-11:00"
+
+
+def frame_of_digits(n: int = 150):
+    from mlops_assets.ml.images import load_digits_dataset
+
+    data = load_digits_dataset()
+    return with_predictions(image_features(data.images[:n]), [str(v) for v in data.labels[:n]], np.full(n, 0.9))
