@@ -278,4 +278,6 @@ def drift_sensor(
                                  drift_policy, alert_sink)
     if result.run_requests:
         context.log.info(f"drift: requesting {result.run_requests[0].run_key}")
+    elif result.skip_reason:  # also in the tick's logs ("View logs" in the tick list)
+        context.log.info(result.skip_reason.skip_message)
     return result

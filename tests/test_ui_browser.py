@@ -20,6 +20,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from tests.ui_processes import (
     graphql,
     make_world,
     run_build,
+    run_monitoring,
     skip_community_prompt,
 )
 
@@ -44,6 +46,10 @@ pytestmark = pytest.mark.slow
 GROUPS = ("build", "deploy", "monitor")
 ASSET = "evaluation_report"
 RUN_DEADLINE_MS = 180_000  # queue → daemon → run process → one step, on a busy 2-core machine
+PLOTTED = """
+query ($path: [String!]!) { assetOrError(assetKey: {path: $path}) {
+  ... on Asset { assetMaterializations { metadataEntries { label ... on FloatMetadataEntry { floatValue } } } } } }
+"""
 MATERIALIZATIONS = """
 query ($path: [String!]!) { assetOrError(assetKey: {path: $path}) {
   ... on Asset { assetMaterializations { runId } } } }
@@ -67,9 +73,12 @@ def chromium() -> str:
 
 @pytest.fixture(scope="module")
 def ui_world(chromium, tmp_path_factory: pytest.TempPathFactory) -> tuple[UiWorld, str]:
-    """An instance where build_job has run once (fast config); returns it and the run id."""
+    """An instance where build_job has run once (fast config) and two windows of traffic were profiled and
+    judged (clean, then inverted); returns it and the build's run id."""
     world = make_world(tmp_path_factory.mktemp("ui") / "dagster_home")
-    return world, run_build(world)["run_id"]
+    build = run_build(world)
+    run_monitoring(world)
+    return world, build["run_id"]
 
 
 @pytest.fixture(scope="module")
@@ -206,6 +215,54 @@ def test_materialize_button_runs_and_adds_a_materialization(dagster_ui, ui_world
     expect(page.get_by_text(re.compile(rf"Materialized in run\s+{run_id[:8]}")).first).to_be_visible()
     full_page_screenshot(page, SCREENSHOTS / "6-materializations.png")
     assert materialization_run_ids(dagster_ui, ASSET)[0] == run_id
+
+
+SENSOR_TICKS = """
+query ($selector: SensorSelector!) { sensorOrError(sensorSelector: $selector) {
+  ... on Sensor { sensorState { ticks(limit: 20) { status skipReason } } } } }
+"""
+
+
+def test_drift_is_visible_per_window_with_its_history_and_reasons(dagster_ui, page):
+    """drift_report shows the latest verdict, the per-feature table and the HTML report, and plots drift per
+    window; the drift sensor's page gives the reason of every tick that launched nothing."""
+    from playwright.sync_api import expect
+
+    data = graphql(dagster_ui, PLOTTED, {"path": ["drift_report"]})["assetOrError"]["assetMaterializations"]
+    shares = [next(float(m["floatValue"]) for m in e["metadataEntries"] if m["label"] == "drift_share") for e in data]
+    assert len(shares) >= 2 and max(shares) > min(shares), shares
+
+    page.goto(f"{dagster_ui}/assets/drift_report")
+    expect(metadata_row(page, "drift_share")).to_be_visible()
+    expect(metadata_row(page, "reason").get_by_text(re.compile(r"drift share \d\.\d\d"))).to_be_visible()
+    expect(metadata_row(page, "features").get_by_role("columnheader", name="Hellinger")).to_be_visible()
+    expect(metadata_row(page, "html_report")).to_be_visible()
+    full_page_screenshot(page, SCREENSHOTS / "8-drift-report.png")
+
+    page.get_by_role("button", name=re.compile("Plots")).click()  # the metadata section's Table | Plots
+    expect(page.get_by_text("drift_share", exact=True).first).to_be_visible()
+    expect(page.locator("canvas").first).to_be_visible()
+    full_page_screenshot(page, SCREENSHOTS / "9-drift-plots.png")
+
+    page.goto(f"{dagster_ui}/assets/inference_profiles")
+    expect(metadata_row(page, "n_rows")).to_be_visible()
+    full_page_screenshot(page, SCREENSHOTS / "10-inference-profiles.png")
+
+    selector = {"repositoryLocationName": "mlops", "repositoryName": "__repository__", "sensorName": "drift_sensor"}
+    deadline = time.monotonic() + 150  # the daemon ticks each sensor every 60 s
+    reasons: list[str] = []
+    while time.monotonic() < deadline and not reasons:
+        ticks = graphql(dagster_ui, SENSOR_TICKS, {"selector": selector})["sensorOrError"]["sensorState"]["ticks"]
+        reasons = [t["skipReason"] for t in ticks if t["status"] == "SKIPPED" and t["skipReason"]]
+        time.sleep(2)
+    assert reasons, "the drift sensor never skipped with a reason"
+    page.goto(f"{dagster_ui}/locations/mlops/sensors/drift_sensor")
+    result = page.get_by_role("table").last.get_by_text("0 runs requested").last  # the tick list's Result column
+    expect(result).to_be_visible()
+    full_page_screenshot(page, SCREENSHOTS / "11-drift-sensor.png")
+    result.click()
+    expect(page.get_by_role("dialog").get_by_text(reasons[0][:40]).first).to_be_visible()
+    full_page_screenshot(page, SCREENSHOTS / "12-drift-sensor-tick.png")
 
 
 # -- the Bento service's docs page ----------------------------------------------------------------------

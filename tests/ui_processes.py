@@ -126,6 +126,51 @@ def run_build(world: UiWorld, run_config: dict | None = None, timeout: float = 6
     return json.loads(lines[-1])
 
 
+MONITOR_SCRIPT = """
+import json, sys
+from datetime import UTC, datetime, timedelta
+import dagster as dg
+import numpy as np
+from mlops_assets.definitions import ASSETS, defs
+from mlops_assets.ml.features import image_features
+from mlops_assets.ml.images import load_digits_dataset
+from mlops_assets.ml.inference_log import InferenceLogWriter
+from mlops_assets.ml.settings import ARTIFACT_ROOT, resolve
+from mlops_assets.tools.simulator import apply_drift
+
+instance = dg.DagsterInstance.get()
+resources = defs.resources
+assert dg.materialize(ASSETS, selection=["reference_profile"], resources=resources, instance=instance).success
+digits = load_digits_dataset()
+hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+windows = []
+for offset, drift in ((3, "none"), (2, "invert")):
+    start = hour - timedelta(hours=offset)
+    images, labels = apply_drift(digits.images[-300:], digits.labels[-300:], drift)
+    with InferenceLogWriter(resolve(ARTIFACT_ROOT), clock=lambda s=start: s + timedelta(minutes=10)) as log:
+        log.log(image_features(images), [str(v) for v in labels], np.full(len(labels), 0.9), "ui-test")
+        assert log.flush()
+    key = start.strftime("%Y-%m-%d-%H:%M")
+    for asset in ("inference_profiles", "drift_report"):
+        assert dg.materialize(ASSETS, selection=[asset], partition_key=key, resources=resources,
+                              instance=instance).success
+    windows.append(key)
+print(json.dumps({"windows": windows}))
+"""
+
+
+def run_monitoring(world: UiWorld, timeout: float = 600) -> dict[str, Any]:
+    """Two past hourly windows of logged traffic (clean, then inverted), profiled and judged."""
+    log = world.logs / "monitoring.log"
+    result = subprocess.run([sys.executable, "-c", MONITOR_SCRIPT], cwd=world.home, env=world.env(),
+                            capture_output=True, text=True, timeout=timeout)
+    log.write_text(result.stdout + "\n" + result.stderr)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    if result.returncode != 0 or not lines:
+        raise RuntimeError(f"monitoring setup failed (exit {result.returncode}); log {log}:\n{result.stderr[-4000:]}")
+    return json.loads(lines[-1])
+
+
 # -- servers ------------------------------------------------------------------------------------------
 @contextmanager
 def process_group(command: list[str], env: dict[str, str], cwd: Path, log: Path) -> Iterator[subprocess.Popen]:
