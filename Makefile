@@ -9,7 +9,7 @@ export MLOPS_HOME ?= $(CURDIR)/.mlops
 export BENTOML_HOME ?= $(MLOPS_HOME)/bentoml
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: install demo test test-fast dev lint bench clean browser-deps bench-deps
+.PHONY: install demo test test-fast dev serve lint bench clean browser-deps bench-deps
 
 install: $(VENV)/.installed
 
@@ -42,8 +42,12 @@ bench-deps:
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
 
+# The Dagster UI on 3000 and the Bento service on 3001: the same ports as deploy/ and the README.
 dev: install
 	$(VENV)/bin/dagster dev -h 127.0.0.1 -p 3000
+
+serve: install
+	$(VENV)/bin/bentoml serve bentos.service:ClassifierService --host 127.0.0.1 --port 3001
 
 lint: install
 	$(VENV)/bin/ruff check .

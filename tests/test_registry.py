@@ -217,3 +217,14 @@ def test_cli_refuses_an_incompatible_promotion_with_the_reason(incompatible, cap
     assert incompatible.production().version == "v1"
     assert registry_cli([*home, "promote", "shapes", "--allow-incompatible"]) == 0
     assert incompatible.production().version == "shapes"
+
+
+def test_cli_says_where_it_looked_and_creates_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("BENTOML_HOME", raising=False)
+    monkeypatch.delenv("MLOPS_HOME", raising=False)
+    for command in (["list"], ["production"], ["history"], ["rollback"]):
+        assert registry_cli(command) == 2
+        error = capsys.readouterr().err
+        assert f"no model registry at {tmp_path}/.mlops/bentoml/models" in error and "--home" in error
+    assert list(tmp_path.iterdir()) == []  # a read creates no directory

@@ -38,11 +38,12 @@ def warn_if_untested_version() -> None:
                        __name__, WRITTEN_FOR)
 
 
-def model_store(path: str | Path):
-    """BentoML's model store rooted at ``path`` (created if missing)."""
+def model_store(path: str | Path, create: bool = False):
+    """BentoML's model store rooted at ``path``; created only when ``create`` (a read never writes)."""
     from bentoml._internal.models import ModelStore
 
-    Path(path).mkdir(parents=True, exist_ok=True)
+    if create:
+        Path(path).mkdir(parents=True, exist_ok=True)
     return ModelStore(Path(path))
 
 

@@ -125,10 +125,18 @@ class ModelRegistry:
     def pointer_path(self) -> Path:
         return self.home / "production" / f"{self.model_name}.json"
 
-    def _store(self):
+    @property
+    def store_path(self) -> Path:
+        return self.home / "models"
+
+    def exists(self) -> bool:
+        """Whether a model store is at ``home`` at all (reading never creates one)."""
+        return self.store_path.is_dir()
+
+    def _store(self, create: bool = False):
         from mlops_assets.ml.bentoml_private import model_store
 
-        return model_store(self.home / "models")
+        return model_store(self.store_path, create=create)
 
     def tag(self, version: str) -> str:
         return f"{self.model_name}:{version}"
@@ -141,7 +149,7 @@ class ModelRegistry:
         import bentoml
         from bentoml.exceptions import NotFound
 
-        store = self._store()
+        store = self._store(create=True)
         try:
             bentoml.models.get(self.tag(version), _model_store=store)
         except NotFound:
@@ -155,6 +163,8 @@ class ModelRegistry:
         import bentoml
         from bentoml.exceptions import NotFound
 
+        if not self.exists():
+            raise RegistryError(f"no model registry at {self.store_path}: nothing is registered there yet")
         try:
             model = bentoml.models.get(self.tag(version), _model_store=self._store())
         except NotFound as exc:
@@ -167,6 +177,8 @@ class ModelRegistry:
         import bentoml
         from bentoml.exceptions import NotFound
 
+        if not self.exists():
+            return []
         try:
             models = bentoml.models.list(self.model_name, _model_store=self._store())
         except NotFound:

@@ -7,11 +7,13 @@ lineage, checks and metadata. Exits non-zero if any step or blocking check faile
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 
 def main() -> int:
     import dagster as dg
 
+    from mlops_assets.build.evaluation import CONFUSION_PNG
     from mlops_assets.definitions import defs
 
     job = defs.resolve_job_def("build_job")
@@ -35,6 +37,11 @@ def main() -> int:
     if evaluation:
         print(f"  test accuracy   {evaluation['accuracy'].value:.4f}   macro F1 {evaluation['macro_f1'].value:.4f}")
         print(f"  report          {evaluation['report_path'].value}")
+        report_dir = Path(evaluation["report_path"].value).parent
+        print(f"  confusion PNG   {report_dir / CONFUSION_PNG}")
+    if "trained_model" in outputs:
+        print(f"  trained model   {outputs['trained_model']['reused'].value}: "
+              f"{outputs['trained_model']['artifact_path'].value}")
     if "onnx_model" in outputs:
         print(f"  ONNX model      {outputs['onnx_model']['artifact_path'].value}")
     if registered:

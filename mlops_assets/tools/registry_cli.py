@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from mlops_assets.ml.registry import ModelRegistry, RegistryError
 
@@ -50,11 +51,21 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("history", help="promotions and rollbacks, oldest first")
     args = parser.parse_args(argv)
     registry = _registry(args)
+    if not registry.exists():
+        from mlops_assets.ml.settings import BENTOML_HOME, is_set
+
+        source = "--home" if args.home else f"${BENTOML_HOME}" if is_set(BENTOML_HOME) else (
+            f"the default, ./.mlops/bentoml under {Path.cwd()}")
+        print(f"mlops-registry: no model registry at {registry.store_path} (from {source}); run it in the "
+              f"project after `make demo`, or point --home or {BENTOML_HOME} at the registry", file=sys.stderr)
+        return 2
     try:
         if args.command == "list":
             versions = registry.list_versions()
             if args.json:
                 print(json.dumps([v.__dict__ for v in versions], indent=2, default=str))
+            if not versions and not args.json:
+                print(f"no versions of {registry.model_name} in {registry.store_path}", file=sys.stderr)
             for v in [] if args.json else versions:
                 accuracy = v.metadata.get("metrics", {}).get("accuracy")
                 acc = f"{accuracy:.4f}" if isinstance(accuracy, float) else "-"

@@ -5,8 +5,8 @@ the drift sensor fires → the retraining run → a new model promoted if it is 
 With ``--add-labelled DIR`` it also drops drifted images, with their true labels, into an image
 folder source (one sub-folder per class), as a labelling team would after seeing the drift.
 
-    python -m mlops_assets.tools.simulator --url http://127.0.0.1:3000 --n 500
-    python -m mlops_assets.tools.simulator --url http://127.0.0.1:3000 --drift brightness --n 500
+    python -m mlops_assets.tools.simulator --url http://127.0.0.1:3001 --n 500
+    python -m mlops_assets.tools.simulator --url http://127.0.0.1:3001 --drift brightness --n 500
     python -m mlops_assets.tools.simulator --drift invert --n 0 --add-labelled ./images --labelled-n 200
     python -m mlops_assets.tools.simulator --export-digits ./images     # digits as an image-folder source
 
@@ -30,6 +30,8 @@ from mlops_assets.ml.images import to_training_scale
 
 DRIFT_KINDS = ("none", "brightness", "noise", "rotation", "invert", "class_prior")
 PREDICT_PATH = "/classify"
+
+SERVICE_URL = "http://127.0.0.1:3001"  # `make serve`; the Dagster UI (`make dev`) is on 3000
 
 
 class SimulatorError(RuntimeError):
@@ -169,7 +171,7 @@ def send_traffic(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mlops_assets.tools.simulator", description=__doc__.split("\n")[0])
-    parser.add_argument("--url", default="http://127.0.0.1:3000", help="The Bento service's base URL.")
+    parser.add_argument("--url", default=SERVICE_URL, help="The Bento service's base URL.")
     parser.add_argument("--drift", choices=DRIFT_KINDS, default="none", help="Drift applied to the images.")
     parser.add_argument("--severity", type=float, default=1.0, help="Drift strength (1 = the documented one).")
     parser.add_argument("--n", type=int, default=500, help="Images to send (the test split, repeated).")
@@ -182,7 +184,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--export-digits", metavar="DIR", default=None,
                         help="Write scikit-learn's digits as an image folder (PNG per class) and exit: the "
                         "image-folder source the loop adds labelled images to.")
+    parser.add_argument("--sample-image", metavar="PNG", default=None,
+                        help="Write one digit as a PNG file (e.g. for curl -F image=@digit.png) and exit.")
     args = parser.parse_args(argv)
+    if args.sample_image:
+        from PIL import Image
+
+        from mlops_assets.ml.images import load_digits_dataset
+
+        digits = load_digits_dataset()
+        Image.fromarray(digits.images[0][0]).save(args.sample_image, format="PNG")
+        print(json.dumps({"image": args.sample_image, "label": digits.class_names[int(digits.labels[0])]}))
+        return 0
     if args.export_digits:
         from mlops_assets.ml.images import load_digits_dataset
 
