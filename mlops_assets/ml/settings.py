@@ -105,20 +105,20 @@ def resolve(name: str) -> str:
     return os.environ.get(name) or default_for(name)
 
 
-def resolve_int(name: str) -> int:
+def _resolve_as(name: str, convert, kind: str):
     value = resolve(name)
     try:
-        return int(value)
+        return convert(value)
     except ValueError:
-        raise SettingError(f"environment variable {name} must be an integer, got {value!r}") from None
+        raise SettingError(f"environment variable {name} must be {kind}, got {value!r}") from None
+
+
+def resolve_int(name: str) -> int:
+    return _resolve_as(name, int, "an integer")
 
 
 def resolve_float(name: str) -> float:
-    value = resolve(name)
-    try:
-        return float(value)
-    except ValueError:
-        raise SettingError(f"environment variable {name} must be a number, got {value!r}") from None
+    return _resolve_as(name, float, "a number")
 
 
 def resolve_flag(name: str) -> bool:
