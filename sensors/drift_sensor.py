@@ -36,7 +36,6 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 
 from mlops_assets.ml.profile_layout import reference_version, window_label
-from mlops_assets.monitor.profiles import production_model_version
 from mlops_assets.monitor.verdicts import judge_window, record_verdict
 from mlops_assets.run_tags import RUN_KIND_TAG, TRIGGER_TAG
 from resources.alerts import AlertSink
@@ -174,7 +173,7 @@ def evaluate_drift_tick(
     """The whole decision of one tick (the sensor is a thin wrapper around it)."""
 
     state = DriftCursor.parse(cursor)
-    model_version = production_model_version(model_registry)
+    model_version = model_registry.registry().production_version()
     if model_version is None:
         return dg.SensorResult(skip_reason="no production model yet: nothing to compare traffic against")
     ref_version = reference_version(model_version)

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 
 from mlops_assets.ml.profile_layout import window_version
-from mlops_assets.monitor.profiles import profile_partitions
+from mlops_assets.monitor.windows import profile_partitions
 from mlops_assets.run_tags import RUN_KIND_TAG
 from resources.artifact_store import ArtifactStore
 

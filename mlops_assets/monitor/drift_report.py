@@ -10,13 +10,9 @@ partition here (the UI, a backfill) judges that window again, against today's pr
 import dagster as dg
 
 from mlops_assets.ml.profile_layout import reference_version, window_version
-from mlops_assets.monitor.profiles import (
-    MONITOR_CODE_VERSION,
-    MonitorError,
-    production_model_version,
-    profile_partitions,
-)
+from mlops_assets.monitor.profiles import MONITOR_CODE_VERSION, MonitorError, production_model_version
 from mlops_assets.monitor.verdicts import judge_window, publish_report, verdict_metadata
+from mlops_assets.monitor.windows import profile_partitions
 from resources.artifact_store import ArtifactStore
 from resources.drift_policy import DriftPolicy
 from resources.model_registry import ModelRegistryResource

@@ -13,29 +13,17 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from mlops_assets.ml import settings
 from mlops_assets.ml.markdown import markdown_table
 from mlops_assets.ml.profile_layout import PROFILE_FILE, reference_version, window_label, window_version
+from mlops_assets.monitor.windows import profile_partitions
 from resources.artifact_store import ArtifactStore
 from resources.model_registry import ModelRegistryResource
 
 MONITOR_CODE_VERSION = "1"
-HOURLY = "0 * * * *"
 
 
 class MonitorError(RuntimeError):
     """The monitor cannot do what it was asked (no production model, no reference, an open window)."""
-
-
-def profile_partitions() -> dg.TimeWindowPartitionsDefinition:
-    """Hourly windows by default; MLOPS_PROFILE_CRON sets another cadence (e.g. "*/5 * * * *" for a demo)."""
-    cron = settings.resolve(settings.PROFILE_CRON)
-    start = settings.resolve(settings.MONITOR_START)
-    if cron == HOURLY:
-        return dg.HourlyPartitionsDefinition(start_date=start, timezone="UTC")
-    return dg.TimeWindowPartitionsDefinition(
-        cron_schedule=cron, start=start, fmt="%Y-%m-%d-%H:%M", timezone="UTC"
-    )
 
 
 def production_model_version(model_registry: ModelRegistryResource) -> str | None:

@@ -12,14 +12,9 @@ from typing import Any
 import dagster as dg
 
 from mlops_assets.metadata import short_hash
-from mlops_assets.ml.profile_layout import ProfileStore, window_label, window_start
+from mlops_assets.ml.profile_layout import ProfileStore, window_label
+from mlops_assets.monitor.windows import partition_key
 from resources.artifact_store import ArtifactStore
-
-PARTITION_FORMAT = "%Y-%m-%d-%H:%M"  # the profile windows' partition keys (hourly and cron windows alike)
-
-
-def partition_key(window_version: str) -> str:
-    return window_start(window_version).strftime(PARTITION_FORMAT)
 
 
 def judge_window(profiles: ProfileStore, window: str, reference_view, thresholds):
