@@ -131,6 +131,7 @@ def test_every_judged_window_is_recorded_as_drift_reports_materialization(world)
     assert drifted["hellinger/mean_c0"].value > clean["hellinger/mean_c0"].value
     assert thin["enough_data"].value is False and "too little data" in thin["reason"].value
     assert Path(drifted["html_report"].value).is_file() and "html_report" not in thin
+    assert "materialise this partition" in clean["html_report"].value  # whylogs' HTML: drifted windows only
     assert drifted["reference"].value == reference_version(MODEL)
 
 

@@ -47,6 +47,6 @@ def drift_report(
         raise MonitorError(f"window {context.partition_key} has no profile: materialise inference_profiles for it")
     reference_view = profiles.read(reference)
     verdict = judge_window(profiles, window, reference_view, drift_policy.thresholds())
-    report = publish_report(artifact_store, verdict, window, reference, reference_view)
+    report = publish_report(artifact_store, verdict, window, reference, reference_view, html=True)
     context.log.info(verdict.reason)
     return dg.MaterializeResult(metadata=verdict_metadata(verdict, window, reference, report))

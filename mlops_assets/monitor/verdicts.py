@@ -27,8 +27,12 @@ def judge_window(profiles: ProfileStore, window: str, reference_view, thresholds
     return evaluate_drift(profiles.read(window), reference_view, window_label(window), thresholds)
 
 
-def publish_report(artifact_store: ArtifactStore, verdict, window: str, reference: str, reference_view) -> Path:
-    """drift.md, drift.json and (with enough rows) whylogs' HTML report, under reports/<window, reference>."""
+def publish_report(artifact_store: ArtifactStore, verdict, window: str, reference: str, reference_view,
+                   html: bool) -> Path:
+    """drift.md, drift.json and (when ``html``) whylogs' HTML report, under reports/<window, reference>.
+
+    whylogs renders its HTML report in about a second, fifty times the cost of judging the window, so the
+    sensor writes it for drifted windows only; materialising a window's partition always writes it."""
     from mlops_assets.ml.drift import write_html_report
 
     version = f"drift-{window.removeprefix('window-')}-{short_hash(reference, vars(verdict.thresholds))[:8]}"
@@ -38,7 +42,7 @@ def publish_report(artifact_store: ArtifactStore, verdict, window: str, referenc
         (directory / "drift.json").write_text(
             json.dumps({**verdict.as_dict(), "window_version": window, "reference": reference}, indent=2, default=str)
         )
-        if verdict.enough_data:
+        if html and verdict.enough_data:
             write_html_report(artifact_store.profiles().read(window), reference_view, directory / "drift.html")
 
     return artifact_store.publish("reports", version, build)
@@ -68,13 +72,15 @@ def verdict_metadata(verdict, window: str, reference: str, report: Path) -> dict
     if html.is_file():
         metadata["html_report"] = dg.MetadataValue.path(str(html))
         metadata["html_report_url"] = dg.MetadataValue.url(html.as_uri())
+    elif verdict.enough_data:
+        metadata["html_report"] = "written for drifted windows; materialise this partition to write it"
     return metadata
 
 
 def record_verdict(artifact_store: ArtifactStore, verdict, window: str, reference: str,
                    reference_view) -> dg.AssetMaterialization:
     """The verdict as drift_report's materialization of the window's partition (what the sensor emits)."""
-    report = publish_report(artifact_store, verdict, window, reference, reference_view)
+    report = publish_report(artifact_store, verdict, window, reference, reference_view, html=verdict.is_drift)
     return dg.AssetMaterialization(
         asset_key="drift_report", partition=partition_key(window),
         description=verdict.reason, metadata=verdict_metadata(verdict, window, reference, report),
