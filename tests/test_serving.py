@@ -190,6 +190,31 @@ def test_rollback_with_one_cli_command_changes_model(serving_world, dev_server):
 
 
 @pytest.mark.slow
+def test_the_service_refuses_to_hot_swap_to_an_incompatible_model(serving_world, dev_server):
+    """Even promoted explicitly, a model of other classes is not swapped in under a running service."""
+    registry = serving_world.registry
+    registry.promote("v1", reason="test: setup", actor="test")
+    registry.register(serving_world.versions["v2"], "other-classes", {"splits_version": "s"},
+                      {"class_names": [f"c{i}" for i in range(10)], "spec": {"height": 8, "width": 8, "channels": 1},
+                       "metrics": {}})
+    with httpx.Client(base_url=dev_server, timeout=30) as client:
+        wait_for_version(client, "v1")
+        registry.promote("other-classes", reason="test: explicit replacement", actor="test", allow_incompatible=True)
+        deadline = time.monotonic() + 30
+        while (info := client.get("/model").json())["swap_error"] is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert info["version"] == "v1" and info["production_version"] == "other-classes"
+        assert "signature differs" in info["swap_error"] and "classes differ" in info["swap_error"]
+        assert "restart the service" in info["swap_error"]
+        assert client.post("/classify", json={"images": serving_world.x_test[:1].tolist()}).status_code == 200
+        registry.rollback(reason="test: back", actor="test", allow_incompatible=True)
+        deadline = time.monotonic() + 30
+        while client.get("/model").json()["swap_error"] is not None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert client.get("/model").json()["swap_error"] is None
+
+
+@pytest.mark.slow
 def test_unloadable_version_keeps_the_old_one_serving(serving_world, dev_server, tmp_path):
     registry = serving_world.registry
     registry.promote("v1", reason="test: setup")
