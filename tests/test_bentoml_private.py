@@ -10,8 +10,10 @@ def test_the_installed_bentoml_is_the_version_the_patches_were_written_for():
     assert bentoml_private.installed_version() == bentoml_private.WRITTEN_FOR
 
 
-def test_the_model_store_opens_at_an_explicit_path(tmp_path):
-    store = bentoml_private.model_store(tmp_path / "models")
+def test_the_model_store_opens_at_an_explicit_path_and_a_read_creates_nothing(tmp_path):
+    bentoml_private.model_store(tmp_path / "models")
+    assert not (tmp_path / "models").exists()
+    store = bentoml_private.model_store(tmp_path / "models", create=True)
     assert (tmp_path / "models").is_dir() and list(store.list()) == []
 
 
