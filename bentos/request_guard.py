@@ -40,11 +40,18 @@ def error_body(message: str, field: str | None = None) -> dict[str, Any]:
     return {"error": message, "field": field}
 
 
-async def send_json(send: Callable[[dict], Awaitable[None]], status: int, payload: Any) -> None:
-    body = json.dumps(payload).encode()
-    await send({"type": "http.response.start", "status": int(status),
-                "headers": [(b"content-type", JSON.encode()), (b"content-length", str(len(body)).encode())]})
+def json_headers(body: bytes) -> list[tuple[bytes, bytes]]:
+    return [(b"content-type", JSON.encode()), (b"content-length", str(len(body)).encode())]
+
+
+async def send_body(send: Callable[[dict], Awaitable[None]], status: int, body: bytes) -> None:
+    """A whole JSON response in one go."""
+    await send({"type": "http.response.start", "status": int(status), "headers": json_headers(body)})
     await send({"type": "http.response.body", "body": body})
+
+
+async def send_json(send: Callable[[dict], Awaitable[None]], status: int, payload: Any) -> None:
+    await send_body(send, status, json.dumps(payload).encode())
 
 
 def normalise_error(status: int, body: bytes) -> dict[str, Any]:
@@ -126,11 +133,7 @@ class RequestGuard:
             return
         path, method = scope.get("path", ""), scope.get("method", "GET")
         if path == "/docs.json" and method == "GET":
-            document = self.document()
-            await send({"type": "http.response.start", "status": 200,
-                        "headers": [(b"content-type", JSON.encode()),
-                                    (b"content-length", str(len(document)).encode())]})
-            await send({"type": "http.response.body", "body": document})
+            await send_body(send, 200, self.document())
             return
         expected = API_MEDIA_TYPES.get(path) if method == "POST" else None
         try:
@@ -227,7 +230,7 @@ class RequestGuard:
             body = json.dumps(normalise_error(start["status"], b"".join(state["chunks"]))).encode()
             replaced = (b"content-length", b"content-type") + ((b"allow",) if start["status"] == 405 else ())
             headers = [(k, v) for k, v in start.get("headers", []) if k.lower() not in replaced]
-            headers += [(b"content-type", JSON.encode()), (b"content-length", str(len(body)).encode())]
+            headers += json_headers(body)
             if start["status"] == 405 and allowed:
                 headers.append((b"allow", allowed.encode()))
             await send({**start, "headers": headers})

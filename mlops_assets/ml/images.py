@@ -91,15 +91,28 @@ def image_hashes(images: np.ndarray) -> list[str]:
     return [hashlib.sha1(np.ascontiguousarray(img).tobytes()).hexdigest() for img in images]
 
 
+# What PIL raises for a file it cannot read (UnidentifiedImageError is an OSError).
+UNREADABLE = (OSError, ValueError, SyntaxError, EOFError)
+
+
+def open_image(source):
+    """PIL's lazy open (the header only) of a supported format.
+
+    ``max_pixels``, checked by the callers on every image, replaces PIL's process-wide bomb limit (which
+    warns at 89M pixels and refuses at 179M without saying the size), so messages name the image's size.
+    """
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = None
+    return Image.open(source, formats=list(SUPPORTED_FORMATS))
+
+
 def image_pixels(data: bytes) -> int:
     """How many pixels an encoded image declares, from its header alone (nothing is decoded)."""
-    from PIL import Image, UnidentifiedImageError
-
-    Image.MAX_IMAGE_PIXELS = None  # see decode_image_with_size
     try:
-        with Image.open(io.BytesIO(data), formats=list(SUPPORTED_FORMATS)) as img:
+        with open_image(io.BytesIO(data)) as img:
             return img.width * img.height
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError):
+    except UNREADABLE:
         return 0  # not readable as an image: decoding will say why
 
 
@@ -123,13 +136,10 @@ def decode_image_with_size(
     """
     from PIL import Image, UnidentifiedImageError
 
-    # ``max_pixels``, checked below on every image, replaces PIL's process-wide bomb limit (which warns at
-    # 89M pixels and refuses at 179M without saying the size), so the message names the image's size.
-    Image.MAX_IMAGE_PIXELS = None
     label = name or (str(data) if not isinstance(data, bytes) else "<upload>")
     try:
         source = io.BytesIO(data) if isinstance(data, bytes) else open(data, "rb")  # noqa: SIM115
-        with source, Image.open(source, formats=list(SUPPORTED_FORMATS)) as img:
+        with source, open_image(source) as img:
             size = (img.height, img.width)
             if img.width * img.height > max_pixels:
                 raise ImageTooLargeError(
@@ -155,7 +165,7 @@ def decode_image_with_size(
         raise ImageDecodeError(
             f"cannot decode image {label}: not an image of a supported format ({', '.join(SUPPORTED_FORMATS)})"
         ) from exc
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+    except UNREADABLE as exc:
         raise ImageDecodeError(f"cannot decode image {label}: {exc}") from exc
     if array.ndim == 2:
         array = array[None, :, :]
