@@ -24,19 +24,9 @@ MAX_WINDOWS_PER_TICK = 500
 GRACE = timedelta(seconds=30)  # the service flushes its log every second or so: wait for the last rows
 
 
-def has_logged_rows(artifact_root, start: datetime, end: datetime) -> bool:
-    """Whether any log file covers an hour overlapping [start, end) (cheap: a directory listing)."""
-    from mlops_assets.ml.inference_log import hour_part_files
-
-    hour = start.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-    while hour < end:
-        if hour_part_files(artifact_root, hour):
-            return True
-        hour += timedelta(hours=1)
-    return False
-
-
 def evaluate_profiling_tick(cursor: str | None, artifact_store: ArtifactStore, now: datetime) -> dg.SensorResult:
+    from mlops_assets.ml.inference_log import window_part_files  # pandas: not at code-location load
+
     partitions = profile_partitions()
     ended = [key for key in partitions.get_partition_keys(current_time=now - GRACE) if cursor is None or key > cursor]
     if not ended:
@@ -48,7 +38,7 @@ def evaluate_profiling_tick(cursor: str | None, artifact_store: ArtifactStore, n
         window = partitions.time_window_for_partition_key(key)
         if profiles.exists(window_version(window.start)):
             continue
-        if has_logged_rows(artifact_store.root_path, window.start, window.end):
+        if window_part_files(artifact_store.root_path, window.start, window.end):
             runs.append(dg.RunRequest(partition_key=key, run_key=f"profile-{key}", tags={RUN_KIND_TAG: "monitoring"}))
         else:
             empty.append(dg.AssetMaterialization(

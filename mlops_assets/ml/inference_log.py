@@ -344,14 +344,20 @@ def hour_part_files(artifact_root: str | Path, hour: datetime) -> list[Path]:
     return sorted(p for p in directory.glob("part-*.parquet") if p.is_file())
 
 
+def window_part_files(artifact_root: str | Path, start: datetime, end: datetime) -> list[Path]:
+    """The log files of every hour partition overlapping [start, end) (a directory listing, nothing read)."""
+    hour = _as_utc(start).replace(minute=0, second=0, microsecond=0)
+    files: list[Path] = []
+    while hour < _as_utc(end):
+        files += hour_part_files(artifact_root, hour)
+        hour += timedelta(hours=1)
+    return files
+
+
 def read_window(artifact_root: str | Path, start: datetime, end: datetime) -> pd.DataFrame:
     """Every logged row with ``start <= timestamp < end`` (UTC), from the hour partitions overlapping it."""
     start, end = _as_utc(start), _as_utc(end)
-    hour = start.replace(minute=0, second=0, microsecond=0)
-    files: list[Path] = []
-    while hour < end:
-        files += hour_part_files(artifact_root, hour)
-        hour += timedelta(hours=1)
+    files = window_part_files(artifact_root, start, end)
     if not files:
         return pd.DataFrame()
     import pyarrow.parquet as pq
