@@ -43,11 +43,13 @@ test-fast: install
 	$(PY) -m pytest -q -m "not slow"
 
 # The Dagster UI on 3000 and the Bento service on 3001: the same ports as deploy/ and the README.
+# Both run under a supervisor: Ctrl-C or SIGTERM stops the whole server within seconds (SIGKILL after 10 s).
+SUPERVISE := $(PY) -m mlops_assets.tools.supervise --grace 10 --
 dev: install
-	$(VENV)/bin/dagster dev -h 127.0.0.1 -p 3000
+	$(SUPERVISE) $(VENV)/bin/dagster dev -h 127.0.0.1 -p 3000
 
 serve: install
-	$(VENV)/bin/bentoml serve bentos.service:ClassifierService --host 127.0.0.1 --port 3001
+	$(SUPERVISE) $(VENV)/bin/bentoml serve bentos.service:ClassifierService --host 127.0.0.1 --port 3001
 
 lint: install
 	$(VENV)/bin/ruff check .

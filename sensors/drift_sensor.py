@@ -35,6 +35,7 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
+from mlops_assets.ml import settings
 from mlops_assets.ml.profile_layout import reference_version, window_label
 from mlops_assets.monitor.verdicts import judge_window, record_verdict
 from mlops_assets.run_tags import RUN_KIND_TAG, TRIGGER_TAG
@@ -260,7 +261,7 @@ def evaluate_drift_tick(
 @dg.sensor(
     name="drift_sensor",
     job_name="retrain_job",
-    minimum_interval_seconds=60,
+    minimum_interval_seconds=settings.resolve_int(settings.SENSOR_INTERVAL_S),
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
         "Compares each new traffic profile window with the production model's reference profile; on "

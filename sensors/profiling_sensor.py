@@ -15,20 +15,25 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
+from mlops_assets.ml import settings
 from mlops_assets.ml.profile_layout import window_version
 from mlops_assets.monitor.windows import profile_partitions
 from mlops_assets.run_tags import RUN_KIND_TAG
 from resources.artifact_store import ArtifactStore
 
 MAX_WINDOWS_PER_TICK = 500
-GRACE = timedelta(seconds=30)  # the service flushes its log every second or so: wait for the last rows
+
+
+def grace() -> timedelta:
+    """How long after a window ends it is profiled: the service flushes its log every second or so."""
+    return timedelta(seconds=settings.resolve_float(settings.PROFILE_GRACE_S))
 
 
 def evaluate_profiling_tick(cursor: str | None, artifact_store: ArtifactStore, now: datetime) -> dg.SensorResult:
     from mlops_assets.ml.inference_log import window_part_files  # pandas: not at code-location load
 
     partitions = profile_partitions()
-    ended = [key for key in partitions.get_partition_keys(current_time=now - GRACE) if cursor is None or key > cursor]
+    ended = [key for key in partitions.get_partition_keys(current_time=now - grace()) if cursor is None or key > cursor]
     if not ended:
         return dg.SensorResult(skip_reason=f"no window has ended since {cursor or 'the first monitored window'}")
     batch = ended[:MAX_WINDOWS_PER_TICK]
@@ -57,7 +62,7 @@ def evaluate_profiling_tick(cursor: str | None, artifact_store: ArtifactStore, n
 @dg.sensor(
     name="inference_profiling_sensor",
     job_name="profile_inference_log_job",
-    minimum_interval_seconds=60,
+    minimum_interval_seconds=settings.resolve_int(settings.SENSOR_INTERVAL_S),
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
         "Profiles every ended window of the inference log (one run per window with traffic), and records "

@@ -26,20 +26,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.ui_pages import full_page_screenshot, small_png
-from tests.ui_processes import (
-    REPO,
-    SCREENSHOTS,
-    UiWorld,
-    chromium_path,
+from mlops_assets.deploy.local_stack import (
+    StackHome,
     dagster_daemon,
     dagster_webserver,
     graphql,
-    make_world,
-    run_build,
-    run_monitoring,
+    make_home,
     skip_community_prompt,
 )
+from tests.ui_pages import full_page_screenshot, small_png
+from tests.ui_processes import REPO, SCREENSHOTS, chromium_path, run_build, run_monitoring
 
 pytestmark = pytest.mark.slow
 
@@ -72,10 +68,10 @@ def chromium() -> str:
 
 
 @pytest.fixture(scope="module")
-def ui_world(chromium, tmp_path_factory: pytest.TempPathFactory) -> tuple[UiWorld, str]:
+def ui_world(chromium, tmp_path_factory: pytest.TempPathFactory) -> tuple[StackHome, str]:
     """An instance where build_job has run once (fast config) and two windows of traffic were profiled and
     judged (clean, then inverted); returns it and the build's run id."""
-    world = make_world(tmp_path_factory.mktemp("ui") / "dagster_home")
+    world = make_home(tmp_path_factory.mktemp("ui") / "dagster_home")
     build = run_build(world)
     run_monitoring(world)
     return world, build["run_id"]

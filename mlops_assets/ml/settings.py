@@ -5,6 +5,11 @@ the UI shows where a value came from); the Bento service, the CLIs, the simulato
 names. Pure standard library: the core, the service and the command-line tools import it without Dagster.
 Locally everything defaults to ``./.mlops`` under the working directory; in production the same variables
 point at shared volumes.
+
+One settings file for every process: on import this module loads ``./.env`` (or the file ``MLOPS_ENV_FILE``
+names) into the environment, without overriding a variable the environment already sets. So the UI, the
+daemon, the runs, the service, the simulator and the CLIs, started from the repository root in any terminal,
+see the same settings, and child processes inherit them.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+ENV_FILE = "MLOPS_ENV_FILE"  # the settings file every process loads (default ./.env); the environment wins
 MLOPS_HOME = "MLOPS_HOME"  # root of everything below, when the specific variables are not set
 ARTIFACT_ROOT = "MLOPS_ARTIFACT_ROOT"  # versioned artifacts (splits, models, reports, profiles)
 BENTOML_HOME = "BENTOML_HOME"  # BentoML's own variable: model store, bentos, production pointer
@@ -25,6 +31,8 @@ IMAGE_CHANNELS = "MLOPS_IMAGE_CHANNELS"  # 1 (grayscale) or 3 (RGB)
 # Monitoring
 PROFILE_CRON = "MLOPS_PROFILE_CRON"  # inference profile windows, e.g. "0 * * * *" (hourly, the default)
 MONITOR_START = "MLOPS_MONITOR_START"  # first window, "YYYY-MM-DD-HH:MM" (UTC)
+SENSOR_INTERVAL_S = "MLOPS_SENSOR_INTERVAL_S"  # how often the daemon evaluates the profiling and drift sensors
+PROFILE_GRACE_S = "MLOPS_PROFILE_GRACE_S"  # a window is profiled this long after it ends (late log flushes)
 DRIFT_SHARE = "MLOPS_DRIFT_SHARE"
 DRIFT_P_VALUE = "MLOPS_DRIFT_P_VALUE"
 DRIFT_DISTANCE = "MLOPS_DRIFT_DISTANCE"
@@ -57,6 +65,8 @@ DEFAULTS = {
     IMAGE_CHANNELS: "1",
     PROFILE_CRON: "0 * * * *",
     MONITOR_START: "2026-11-01-00:00",
+    SENSOR_INTERVAL_S: "60",
+    PROFILE_GRACE_S: "30",
     DRIFT_SHARE: "0.30",
     DRIFT_P_VALUE: "0.05",
     DRIFT_DISTANCE: "0.15",
@@ -76,11 +86,46 @@ DEFAULTS = {
     SERVICE_THREADS: "4",
     INFERENCE_LOG: "1",
 }
-ALL = (MLOPS_HOME, *DEFAULTS_RELATIVE_TO_HOME, *DEFAULTS)
+ALL = (ENV_FILE, MLOPS_HOME, *DEFAULTS_RELATIVE_TO_HOME, *DEFAULTS)
 
 
 class SettingError(ValueError):
     """A variable set to something its setting cannot be (the message names the variable)."""
+
+
+def env_file() -> Path:
+    return Path(os.environ.get(ENV_FILE) or ".env").expanduser()
+
+
+def parse_env_file(text: str, where: str = ".env") -> dict[str, str]:
+    """``KEY=value`` lines (``export KEY=value`` too); blank lines and ``#`` comments skipped; one pair of
+    matching quotes around a value removed. No interpolation: a value is taken as written."""
+    values: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.removeprefix("export ").partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key.replace("_", "").isalnum() or key[0].isdigit():
+            raise SettingError(f"{where}:{number}: expected KEY=value, got {raw!r}")
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key] = value
+    return values
+
+
+def load_env_file() -> dict[str, str]:
+    """Put the settings file's variables into this process's environment where it does not set them;
+    returns what was taken from the file. A missing file is no error (the defaults apply)."""
+    path = env_file()
+    try:
+        text = path.read_text()
+    except (FileNotFoundError, IsADirectoryError):
+        return {}
+    taken = {key: value for key, value in parse_env_file(text, str(path)).items() if key not in os.environ}
+    os.environ.update(taken)
+    return taken
 
 
 def is_set(name: str) -> bool:
@@ -134,3 +179,6 @@ def resolve_flag(name: str) -> bool:
 def process_environment(**overrides: str) -> dict[str, str]:
     """This process's environment with ``overrides``, for a child process (a server, a tool)."""
     return {**os.environ, **overrides}
+
+
+load_env_file()
