@@ -9,7 +9,7 @@ export MLOPS_HOME ?= $(CURDIR)/.mlops
 export BENTOML_HOME ?= $(MLOPS_HOME)/bentoml
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: install demo test test-fast dev serve lint bench clean browser-deps bench-deps
+.PHONY: install demo loop-demo walkthrough-env test test-fast dev serve lint bench clean browser-deps bench-deps
 
 install: $(VENV)/.installed
 
@@ -23,6 +23,21 @@ $(VENV)/.installed: pyproject.toml
 
 demo: install
 	$(PY) -m mlops_assets.tools.demo
+
+# The monitoring loop closing on the real daemon: build, serve, clean then drifted traffic, drift sensor,
+# retraining, gate, new version served; about 4 minutes. Stops everything it started (Ctrl-C too).
+loop-demo: install
+	$(PY) -m mlops_assets.tools.loop_demo $(LOOP_DEMO_ARGS)
+
+# The README walkthrough's settings in ./.env, which every process started here loads (mlops_assets/ml/settings.py;
+# Dagster's CLI reads it too): a new terminal is never wrong. Absolute paths, five-minute windows from today.
+walkthrough-env:
+	@printf '%s\n' "# written by make walkthrough-env: loaded by every process started in $(CURDIR)" \
+		"DAGSTER_HOME=$(CURDIR)" "MLOPS_HOME=$(CURDIR)/.mlops" "BENTOML_HOME=$(CURDIR)/.mlops/bentoml" \
+		"MLOPS_DATASET_KIND=image_folder" "MLOPS_IMAGE_FOLDER=$(CURDIR)/.mlops/images" \
+		"MLOPS_IMAGE_HEIGHT=8" "MLOPS_IMAGE_WIDTH=8" "MLOPS_PROFILE_CRON=*/5 * * * *" \
+		"MLOPS_MONITOR_START=$$(date -u +%Y-%m-%d-00:00)" > .env
+	@echo "wrote $(CURDIR)/.env:" && cat .env
 
 test: install browser-deps
 	$(PY) -m pytest -q

@@ -40,9 +40,10 @@ def alive(pid: int) -> bool:
 
 
 def supervise(command: list[str], tmp_path: Path, grace: float, env: dict | None = None) -> subprocess.Popen:
+    env = env or {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(
         [sys.executable, "-m", "mlops_assets.tools.supervise", "--grace", str(grace), "--", *command],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )
 
 

@@ -96,13 +96,15 @@ def serve_bento(
     env: dict[str, str] | None = None,
     cwd: str | Path | None = None,
     ready_timeout_s: float = 90.0,
+    port: int | None = None,
 ) -> Iterator[str]:
-    """``bentoml serve TARGET`` on 127.0.0.1 and a free port, in its own session; yields the base URL.
+    """``bentoml serve TARGET`` on 127.0.0.1 and ``port`` (a free one by default), in its own session; yields
+    the base URL.
 
     ``target`` is a Bento tag or ``bentos.service:ClassifierService``. The process group is always
     stopped on exit.
     """
-    port = free_port()
+    port = port or free_port()
     url = f"http://127.0.0.1:{port}"
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,9 @@
 """The local stack as processes: a Dagster home with the repository's instance configuration, the webserver
 and the daemon over it, each in its own session and stopped by process group.
 
+They run in the home, not the repository: Dagster's CLI loads ``./.env`` over the environment, and a
+developer's ``.env`` in the repository must not redirect a demo's or a test's stack.
+
 ``make loop-demo`` runs on it, and so do the browser tests. Every wait polls what a process answers, with a
 deadline; nothing sleeps a fixed time. Standard library and PyYAML only (no Dagster import): the servers are
 separate processes, spoken to over GraphQL.
@@ -147,7 +150,7 @@ def dagster_webserver(stack: StackHome, port: int | None = None, timeout: float 
     log = stack.logs / "webserver.log"
     command = [str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port),
                "-w", str(REPO / "workspace.yaml")]
-    with process_group(command, stack.env(), REPO, log) as process:
+    with process_group(command, stack.env(), stack.home, log) as process:
         wait_until(lambda: http_ok(f"{url}/server_info", process, log), timeout, f"dagster-webserver at {url}")
         wait_until(lambda: location_loaded(url), timeout, "the code location to load in the webserver")
         yield url
@@ -170,7 +173,7 @@ def dagster_daemon(stack: StackHome, base_url: str, timeout: float = 120,
     ``base_url`` reports each of ``daemons`` healthy (heartbeats)."""
     log = stack.logs / "daemon.log"
     command = [str(BIN / "dagster-daemon"), "run", "-w", str(REPO / "workspace.yaml")]
-    with process_group(command, stack.env(), REPO, log) as process:
+    with process_group(command, stack.env(), stack.home, log) as process:
         for daemon in daemons:
             wait_until(lambda d=daemon: daemon_healthy(base_url, d, process, log), timeout,
                        f"the daemon's {daemon} to report healthy")
