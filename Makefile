@@ -39,7 +39,7 @@ walkthrough-env:
 		"MLOPS_MONITOR_START=$$(date -u +%Y-%m-%d-00:00)" > .env
 	@echo "wrote $(CURDIR)/.env:" && cat .env
 
-test: install browser-deps
+test: install browser-deps bench-deps
 	$(PY) -m pytest -q
 
 # Debian's chromium for the browser tests (Playwright drives it; it never downloads a browser).

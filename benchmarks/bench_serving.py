@@ -53,8 +53,10 @@ FAST_TRAINING = {"learning_rates": [3e-3], "hidden": [16], "epochs": [10]}
 # BentoML settings tried: name -> (environment for the server, what it means).
 _NO_ACCESS_LOG = "services.image_classifier_service.logging.access.enabled=false"
 SETTINGS: dict[str, tuple[dict[str, str], str]] = {
-    "default": ({}, "the service as committed (max_latency 10 s, max_batch_size 256, lone-request wait ≤ 2 ms, "
-                    "4 threads, inference log on)"),
+    "default": ({}, "the service as committed (workers = cores, max_latency 10 s, max_batch_size 256, lone-request "
+                    "wait ≤ 2 ms, 4 threads, access log off, inference log on)"),
+    "workers1": ({"MLOPS_SERVICE_WORKERS": "1"}, "1 worker process (the hand-rolled endpoint's count)"),
+    "workers2": ({"MLOPS_SERVICE_WORKERS": "2"}, "2 worker processes"),
     "latency20": ({"MLOPS_BATCH_MAX_LATENCY_MS": "20"}, "a small queueing budget: 20 ms"),
     "latency50": ({"MLOPS_BATCH_MAX_LATENCY_MS": "50"}, "a queueing budget of 50 ms (the p99 goal)"),
     "batch32": ({"MLOPS_BATCH_MAX_SIZE": "32"}, "batches capped at 32 images"),
@@ -63,13 +65,16 @@ SETTINGS: dict[str, tuple[dict[str, str], str]] = {
     "uncapped": ({"MLOPS_BATCH_MAX_WAIT_MS": "100000"},
                  "BentoML's own lone-request wait (the learned average batch wait, uncapped)"),
     "nolog": ({"MLOPS_INFERENCE_LOG": "0"}, "the inference log off"),
-    "noaccess": ({"BENTOML_CONFIG_OPTIONS": _NO_ACCESS_LOG}, "BentoML's per-request access log off"),
-    "workers2": ({"BENTOML_CONFIG_OPTIONS": "services.image_classifier_service.workers=2"}, "2 worker processes"),
+    "accesslog": ({"MLOPS_ACCESS_LOG": "1"}, "BentoML's per-request access log on"),
 }
-DEFAULT_SETTINGS = ("default", "latency20", "batch64", "uncapped", "nolog")
+DEFAULT_SETTINGS = ("default", "workers1", "nolog")
+# The framework floor (benchmarks/floor_service.py) is measured with the same settings as these.
+FLOOR_SETTINGS = ("default", "workers1")
 # What can be recommended as the service's batching defaults: batching/concurrency knobs only (not turning a
 # feature off).
-BATCHING_SETTINGS = ("default", "latency20", "latency50", "batch32", "batch64", "threads1", "uncapped", "workers2")
+BATCHING_SETTINGS = ("default", "workers1", "workers2", "latency20", "latency50", "batch32", "batch64", "threads1",
+                     "uncapped")
+FLOOR_TARGET = "benchmarks.floor_service:FloorService"
 
 
 # -- wrk ------------------------------------------------------------------------------------------
@@ -113,6 +118,38 @@ def require_wrk() -> str:
         print(WRK_INSTALL_HINT, file=sys.stderr)
         raise SystemExit(2)
     return wrk
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """User + system CPU seconds of ``root`` and every live descendant (BentoML's workers run in sessions and
+    process groups of their own, so the process tree is what holds a server together), from /proc."""
+    stats: dict[int, tuple[int, float]] = {}  # pid -> (parent, cpu seconds)
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+        stats[int(pid)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / CLOCK_TICKS)
+    tree, frontier = {root}, [root]
+    while frontier:
+        parent = frontier.pop()
+        children = [pid for pid, (ppid, _) in stats.items() if ppid == parent and pid not in tree]
+        tree.update(children)
+        frontier.extend(children)
+    return sum(stats[pid][1] for pid in tree if pid in stats)
+
+
+def run_level(url: str, server_pid: int, connections: int, duration_s: float, bodies: Path) -> dict[str, float]:
+    """One wrk level, with the server's CPU over it: CPU ms per request and cores busy."""
+    before = tree_cpu_seconds(server_pid)
+    result = run_wrk(url, connections, duration_s, bodies)
+    cpu = tree_cpu_seconds(server_pid) - before
+    result["cpu_ms_per_request"] = 1000 * cpu / max(result["requests"], 1)
+    result["cores"] = cpu / max(result["duration_s"], 1e-9)
+    return result
 
 
 def run_wrk(url: str, connections: int, duration_s: float, bodies: Path) -> dict[str, float]:
@@ -207,7 +244,7 @@ def measure_ceiling(onnx_path: Path, images: np.ndarray, seconds: float = 3.0) -
 
 # -- the servers -----------------------------------------------------------------------------------
 @contextmanager
-def serve_handrolled(model: Model, log_path: Path) -> Iterator[str]:
+def serve_handrolled(model: Model, log_path: Path) -> Iterator[tuple[str, int]]:
     from mlops_assets.deploy.bento_server import wait_until_ready
     from mlops_assets.deploy.processes import free_port, stop_process_group
 
@@ -222,20 +259,22 @@ def serve_handrolled(model: Model, log_path: Path) -> Iterator[str]:
                                    start_new_session=True)
         try:
             wait_until_ready(url, process, 60.0, log_path)
-            yield url
+            yield url, process.pid
         finally:
             stop_process_group(process)
 
 
 @contextmanager
-def serve_bentoml(model: Model, setting: str, log_path: Path) -> Iterator[str]:
-    from mlops_assets.deploy.bento_server import SERVICE_TARGET, serve_bento
+def serve_bentoml(model: Model, setting: str, log_path: Path, target: str | None = None) -> Iterator[tuple[str, int]]:
+    """The service (or ``target``: the floor service, a built Bento's tag) with ``setting``'s environment."""
+    from mlops_assets.deploy.bento_server import SERVICE_TARGET, serve_bento_process
 
     root = model.home.parent  # everything the server writes (the inference log) stays in the temporary root
     env = {"MLOPS_FOLLOW_PRODUCTION": "0", "BENTOML_HOME": str(model.home), "MLOPS_HOME": str(root),
            "MLOPS_ARTIFACT_ROOT": str(root / "artifacts"), **SETTINGS[setting][0]}
-    with serve_bento(SERVICE_TARGET, model.home, log_path, env=env, ready_timeout_s=120.0) as url:
-        yield url
+    with serve_bento_process(target or SERVICE_TARGET, model.home, log_path, env=env, ready_timeout_s=120.0) as (
+            url, process):
+        yield url, process.pid
 
 
 def check_answers(url: str, model: Model, bodies: Path, expected: np.ndarray, n: int = 8) -> None:
@@ -269,10 +308,11 @@ class ServerRun:
         return tail <= 1.5 * self.levels[1]["p50_ms"] + 1.0
 
 
-def measure_server(url: str, run: ServerRun, bodies: Path, duration_s: float, recovery_s: int) -> ServerRun:
+def measure_server(url: str, server_pid: int, run: ServerRun, bodies: Path, duration_s: float,
+                   recovery_s: int) -> ServerRun:
     run_wrk(url, 1, 1, bodies)  # warm-up (BentoML's dispatcher trains its cost model on the first calls)
     for connections in CONCURRENCY:
-        run.levels[connections] = run_wrk(url, connections, duration_s, bodies)
+        run.levels[connections] = run_level(url, server_pid, connections, duration_s, bodies)
         print(f"  {run.server}/{run.setting} c={connections}: {_brief(run.levels[connections])}", flush=True)
     for _ in range(recovery_s):  # right after the c=64 burst: does c=1 come back?
         run.recovery.append(run_wrk(url, 1, 1, bodies))
@@ -283,6 +323,7 @@ def measure_server(url: str, run: ServerRun, bodies: Path, duration_s: float, re
 
 def _brief(r: dict[str, float]) -> str:
     return (f"{r['rps']:.0f} rps, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, "
+            f"{r['cpu_ms_per_request']:.2f} CPU ms/req on {r['cores']:.2f} cores, "
             f"non-2xx {r['non_2xx']}, socket errors {r['socket_errors']}")
 
 
@@ -306,7 +347,21 @@ def hand_reference(runs: list[ServerRun]) -> dict[int, float]:
 def _name(run: ServerRun) -> str:
     if run.server == "hand-rolled":
         return f"FastAPI/uvicorn hand-rolled ({run.setting})"
-    return f"BentoML `{run.setting}`"
+    if run.server == "floor":
+        return f"BentoML floor (trivial service) `{run.setting}`"
+    if run.server == "built":
+        return f"our service, built Bento `{run.setting}`"
+    return f"our service `{run.setting}`"
+
+
+def floor_cpu(runs: list[ServerRun], setting: str, connections: int) -> float | None:
+    """The framework floor's CPU ms per request at the same setting and concurrency, if measured."""
+    floors = [r for r in runs if r.server == "floor" and r.setting == setting and connections in r.levels]
+    return floors[0].levels[connections]["cpu_ms_per_request"] if floors else None
+
+
+def _ratio(value: float, reference: float | None) -> str:
+    return f"{value / reference:.2f}" if reference else "–"
 
 
 def render(runs: list[ServerRun], ceiling: dict[str, float], duration_s: float, recovery_s: int,
@@ -314,17 +369,18 @@ def render(runs: list[ServerRun], ceiling: dict[str, float], duration_s: float, 
     hand = hand_reference(runs)
     rows = [
         f"| onnxruntime in-process (ceiling) | one image per call | – | {ceiling['single_ips']:.0f} | "
-        f"{ceiling['single_p50_ms']:.3f} | {ceiling['single_p99_ms']:.3f} | – | "
+        f"{ceiling['single_p50_ms']:.3f} | {ceiling['single_p99_ms']:.3f} | – | – | – | – | "
         f"{ceiling['single_ips'] / hand[64]:.1f} | 1.00 |",
         f"| onnxruntime in-process | {ceiling['batch']} images per call | – | {ceiling['batched_ips']:.0f} | – | – | "
-        f"– | {ceiling['batched_ips'] / hand[64]:.1f} | "
+        f"– | – | – | – | {ceiling['batched_ips'] / hand[64]:.1f} | "
         f"{ceiling['batched_ips'] / ceiling['single_ips']:.2f} |",
     ]
     for run in runs:
         for c, r in run.levels.items():
             rows.append(
                 f"| {_name(run)} | c={c} | {_fmt_setting(run)} | {r['rps']:.0f} | {r['p50_ms']:.1f} | "
-                f"{r['p99_ms']:.1f} | "
+                f"{r['p99_ms']:.1f} | {r['cpu_ms_per_request']:.2f} | {r['cores']:.2f} | "
+                f"{_ratio(r['cpu_ms_per_request'], floor_cpu(runs, run.setting, c))} | "
                 f"{r['non_2xx']} / {r['socket_errors']} | {r['rps'] / hand[c]:.2f} | "
                 f"{r['rps'] / ceiling['single_ips']:.3f} |"
             )
@@ -347,8 +403,14 @@ def render(runs: list[ServerRun], ceiling: dict[str, float], duration_s: float, 
           f"{' '.join(f'`{k}={v}`' for k, v in SETTINGS[name][0].items()) or 'no variable set'}"
           for name, (_, description) in SETTINGS.items() if any(r.setting == name for r in runs)],
         "",
-        "| server | load | setting | req/s | p50 ms | p99 ms | non-2xx / socket errors | × hand-rolled | × ceiling |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+        "Every figure reads against two references: the hand-rolled peer (what a user would write without a "
+        "framework) and BentoML's floor (`benchmarks/floor_service.py`: the same service settings and batching, a "
+        "constant answer, no validation, model or log). CPU is the server's whole process tree (every worker), "
+        "user + system, from `/proc`, over the level.",
+        "",
+        "| server | load | setting | req/s | p50 ms | p99 ms | CPU ms/req | cores | CPU/req × floor | "
+        "non-2xx / socket errors | req/s × hand-rolled | × ceiling |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         *rows,
         "",
         f"Recovery: right after the c=64 burst, c=1 for {recovery_s} one-second windows (`req/s / p50 ms`); "
@@ -360,6 +422,8 @@ def render(runs: list[ServerRun], ceiling: dict[str, float], duration_s: float, 
         "",
         conclusion(runs, best),
         "",
+        floor_conclusion(runs),
+        "",
         f"Benchmark wall time: {wall_s:.0f} s (registry build included).",
     ])
 
@@ -368,6 +432,31 @@ def _fmt_setting(run: ServerRun) -> str:
     if run.server == "hand-rolled":
         return "1 worker, no batching"
     return run.setting
+
+
+def floor_conclusion(runs: list[ServerRun]) -> str:
+    """Our service against BentoML's floor (CPU per request, goal ≤ 1.1×), and 1 → N workers (goal ≥ 1.7×)."""
+    ours = {r.setting: r for r in runs if r.server == "bentoml"}
+    parts = []
+    for setting, run in ours.items():
+        ratios = [f"c={c} {_ratio(r['cpu_ms_per_request'], floor_cpu(runs, setting, c))}×"
+                  for c, r in run.levels.items() if floor_cpu(runs, setting, c)]
+        if ratios:
+            parts.append(f"`{setting}` CPU per request vs the floor at the same setting (goal ≤ 1.1×): "
+                         + ", ".join(ratios) + ".")
+    hands = [r for r in runs if r.server == "hand-rolled"]
+    floor1 = next((r for r in runs if r.server == "floor" and r.setting == "workers1"), None)
+    if hands and floor1:
+        parts.append("The floor's own CPU per request vs the hand-rolled peer's (1 worker each): " + ", ".join(
+            f"c={c} {floor1.levels[c]['cpu_ms_per_request']:.2f} vs "
+            f"{hands[0].levels[c]['cpu_ms_per_request']:.2f} ms" for c in floor1.levels if c in hands[0].levels)
+            + " — the framework's share.")
+    if "workers1" in ours and "default" in ours and 64 in ours["workers1"].levels:
+        one, many = ours["workers1"].levels[64], ours["default"].levels[64]
+        parts.append(f"Workers = cores ({os.cpu_count()}): c=64 throughput {many['rps']:.0f} vs {one['rps']:.0f} "
+                     f"req/s with 1 worker = {many['rps'] / one['rps']:.2f}× (goal ≥ 1.7×), on "
+                     f"{many['cores']:.2f} vs {one['cores']:.2f} cores.")
+    return ("**Against the floor.** " + " ".join(parts)) if parts else ""
 
 
 def conclusion(runs: list[ServerRun], best: ServerRun | None) -> str:
@@ -423,9 +512,17 @@ def conclusion(runs: list[ServerRun], best: ServerRun | None) -> str:
 # -- main --------------------------------------------------------------------------------------------
 def measure_handrolled(model: Model, root: Path, bodies: Path, expected: np.ndarray, label: str,
                        args: argparse.Namespace) -> ServerRun:
-    with serve_handrolled(model, root / f"handrolled_{label}.log") as url:
+    with serve_handrolled(model, root / f"handrolled_{label}.log") as (url, server_pid):
         check_answers(url, model, bodies, expected)
-        return measure_server(url, ServerRun("hand-rolled", label), bodies, args.duration, args.recovery)
+        return measure_server(url, server_pid, ServerRun("hand-rolled", label), bodies, args.duration, args.recovery)
+
+
+def measure_bentoml(model: Model, root: Path, bodies: Path, expected: np.ndarray | None, server: str, setting: str,
+                    args: argparse.Namespace, target: str | None = None) -> ServerRun:
+    with serve_bentoml(model, setting, root / f"{server}_{setting}.log", target) as (url, server_pid):
+        if expected is not None:  # the floor answers a constant
+            check_answers(url, model, bodies, expected)
+        return measure_server(url, server_pid, ServerRun(server, setting), bodies, args.duration, args.recovery)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -434,8 +531,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recovery", type=int, default=10, help="one-second c=1 windows after the burst")
     parser.add_argument("--settings", default=",".join(DEFAULT_SETTINGS),
                         help=f"BentoML settings to try, from {', '.join(SETTINGS)}")
+    parser.add_argument("--no-built", action="store_true", help="skip the built Bento (bentoml build + serve)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="CI mode: 1 s levels, 1 recovery window, the default setting only, no built Bento")
+    parser.add_argument("--report", default=None, help="write the section to this file instead of BENCHMARKS.md")
     parser.add_argument("--no-write", action="store_true", help="print the section, leave BENCHMARKS.md alone")
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.duration, args.recovery, args.settings, args.no_built = 1.0, 1, "default", True
     settings = [s for s in args.settings.split(",") if s]
     unknown = [s for s in settings if s not in SETTINGS]
     if unknown:
@@ -455,14 +558,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  ceiling: {ceiling['single_ips']:.0f} images/s one at a time, "
               f"{ceiling['batched_ips']:.0f} images/s in batches of {ceiling['batch']}", flush=True)
         runs = [measure_handrolled(model, root, bodies, expected, "first", args)]
+        for setting in [s for s in FLOOR_SETTINGS if s in settings]:
+            runs.append(measure_bentoml(model, root, bodies, None, "floor", setting, args, FLOOR_TARGET))
         for setting in settings:
-            with serve_bentoml(model, setting, root / f"bentoml_{setting}.log") as url:
-                check_answers(url, model, bodies, expected)
-                runs.append(measure_server(url, ServerRun("bentoml", setting), bodies, args.duration,
-                                           args.recovery))
-        runs.append(measure_handrolled(model, root, bodies, expected, "last", args))
+            runs.append(measure_bentoml(model, root, bodies, expected, "bentoml", setting, args))
+        if not args.no_built:
+            from mlops_assets.deploy.bento_server import build_bento
+
+            tag, _ = build_bento(model.home, model.tag, root / "artifacts")
+            runs.append(measure_bentoml(model, root, bodies, expected, "built", "default", args, tag))
+        if not args.smoke:
+            runs.append(measure_handrolled(model, root, bodies, expected, "last", args))
     body = render(runs, ceiling, args.duration, args.recovery, time.perf_counter() - started)
-    if not args.no_write:
+    if args.report:
+        Path(args.report).write_text(body + "\n")
+    elif not args.no_write:
         write_section("bench_serving", body)
     print(body)
     best = recommend(runs)

@@ -26,6 +26,7 @@ through ``mlops_assets/ml/bentoml_private.py``.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -127,8 +128,9 @@ class ModelInfo(BaseModel):
     swap_error: str | None = Field(description="Why the pointer's version is not served, if it is not.")
     swaps: int
     inference_log: dict[str, Any] | None = Field(
-        description="Inference log counters (written, dropped, last_error); null when logging is off."
+        description="This worker's inference log counters (written, dropped, last_error); null when logging is off."
     )
+    worker_pid: int = Field(description="The worker process that answered (counters and swaps are per worker).")
 
 
 # -- GET /model ---------------------------------------------------------------------------------------
@@ -149,9 +151,10 @@ def _model_info_app() -> Any:
 @bentoml.asgi_app(_model_info_app(), path="/")
 @bentoml.service(
     name="image_classifier_service",
-    workers=1,
+    workers=settings.service_workers(),
     threads=settings.resolve_int(settings.SERVICE_THREADS),
     traffic={"timeout": 60},
+    logging={"access": {"enabled": settings.resolve_flag(settings.ACCESS_LOG)}},
     labels={"owner": "team:ml-platform", "stage": "serving"},
 )
 class ClassifierService:
@@ -235,6 +238,7 @@ class ClassifierService:
             swap_error=self.watcher.error if self.watcher else None,
             swaps=self.swaps,
             inference_log=vars(self.inference_log.stats()) if self.inference_log else None,
+            worker_pid=os.getpid(),
         )
 
 

@@ -89,7 +89,9 @@ def main(root: Path) -> dict:
 
         test_images = digits.images[-300:]
         test_labels = digits.labels[-300:]
-        server_env = {"MLOPS_ARTIFACT_ROOT": str(root / "artifacts"), "MLOPS_POLL_SECONDS": "0.5"}
+        # one worker: the scenario waits on its inference-log counter (/model's counters are per worker)
+        server_env = {"MLOPS_ARTIFACT_ROOT": str(root / "artifacts"), "MLOPS_POLL_SECONDS": "0.5",
+                      "MLOPS_SERVICE_WORKERS": "1"}
         with serve_bento(SERVICE_TARGET, root / "bentoml", root / "server.log", env=server_env) as url, \
                 httpx.Client(base_url=url, timeout=30) as client:
             now = datetime.now(UTC)

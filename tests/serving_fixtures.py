@@ -101,8 +101,9 @@ def dev_server(serving_world: ServingWorld, tmp_path_factory: pytest.TempPathFac
     from mlops_assets.deploy.bento_server import SERVICE_TARGET, serve_bento
 
     log = dev_server_log(serving_world)
+    # one worker: the tests read its counters (/model's are per worker); test_serving has a 2-worker test
     env = {"MLOPS_MODEL_NAME": MODEL_NAME, "MLOPS_POLL_SECONDS": "0.2", "MLOPS_FOLLOW_PRODUCTION": "1",
-           "MLOPS_MAX_BATCH": "64", "MLOPS_MAX_BODY_BYTES": str(2 * 1024 * 1024),
+           "MLOPS_SERVICE_WORKERS": "1", "MLOPS_MAX_BATCH": "64", "MLOPS_MAX_BODY_BYTES": str(2 * 1024 * 1024),
            "MLOPS_ARTIFACT_ROOT": str(serving_world.home.parent / "artifacts")}
     serving_world.registry.promote("v1", reason="dev server start")
     with serve_bento(SERVICE_TARGET, serving_world.home, log, env=env) as url:

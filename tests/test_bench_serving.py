@@ -85,14 +85,16 @@ def test_missing_wrk_says_how_to_install_and_fails(monkeypatch, capsys):
     assert "apt-get install -y wrk" in capsys.readouterr().err
 
 
-def _level(rps: float, p50: float, p99: float, non_2xx: int = 0) -> dict[str, float]:
+def _level(rps: float, p50: float, p99: float, non_2xx: int = 0, cpu_ms: float = 1.0) -> dict[str, float]:
     return {"rps": rps, "p50_ms": p50, "p99_ms": p99, "non_2xx": non_2xx, "socket_errors": 0,
-            "requests": int(rps), "duration_s": 1.0}
+            "requests": int(rps), "duration_s": 1.0, "cpu_ms_per_request": cpu_ms, "cores": rps * cpu_ms / 1000}
 
 
-def _run(server: str, setting: str, c64_rps: float, non_2xx: int = 0, recovery_p50: float = 1.0) -> bench.ServerRun:
+def _run(server: str, setting: str, c64_rps: float, non_2xx: int = 0, recovery_p50: float = 1.0,
+         cpu_ms: float = 1.0) -> bench.ServerRun:
     run = bench.ServerRun(server, setting)
-    run.levels = {1: _level(500, 1.0, 2.0), 8: _level(800, 8.0, 20.0), 64: _level(c64_rps, 40.0, 45.0, non_2xx)}
+    run.levels = {1: _level(500, 1.0, 2.0, cpu_ms=cpu_ms), 8: _level(800, 8.0, 20.0, cpu_ms=cpu_ms),
+                  64: _level(c64_rps, 40.0, 45.0, non_2xx, cpu_ms=cpu_ms)}
     run.recovery = [_level(400, recovery_p50, recovery_p50)] * 4
     return run
 
@@ -116,11 +118,13 @@ def test_hand_reference_averages_the_first_and_last_hand_rolled_runs():
 
 
 def test_render_has_the_tables_ratios_and_an_honest_conclusion():
-    runs = [_run("hand-rolled", "first", 1000), _run("bentoml", "default", 500), _run("bentoml", "latency20", 900, 7)]
+    runs = [_run("hand-rolled", "first", 1000, cpu_ms=0.3), _run("floor", "default", 700, cpu_ms=0.8),
+            _run("bentoml", "default", 500, cpu_ms=1.0), _run("bentoml", "latency20", 900, 7)]
     ceiling = {"single_ips": 10000.0, "single_p50_ms": 0.1, "single_p99_ms": 0.2, "batched_ips": 40000.0, "batch": 64}
     text = bench.render(runs, ceiling, duration_s=8, recovery_s=4, wall_s=100)
-    assert "| BentoML `default` | c=64 | default | 500 |" in text
-    assert "| 0.50 | 0.050 |" in text  # × hand-rolled, × ceiling
+    assert "| our service `default` | c=64 | default | 500 |" in text
+    assert "| 1.00 | 0.50 | 1.25 | 0 / 0 | 0.50 | 0.050 |" in text  # CPU ms/req, cores, × floor, errors, ratios
+    assert "`default` CPU per request vs the floor at the same setting (goal ≤ 1.1×): c=1 1.25×" in text
     assert "`latency20` (7 failed requests)" in text
     assert "misses the throughput goal by 50%" in text and "**not met**" in text
 
@@ -138,3 +142,35 @@ def test_handrolled_validation_matches_the_service_essentials():
     for bad, message in bad_inputs:
         with pytest.raises(ValueError, match=message):
             check_images(bad, shape, 4)
+
+
+@pytest.mark.slow
+def test_the_serving_benchmark_runs_in_smoke_mode_and_writes_a_well_formed_report(tmp_path):
+    """`make bench`'s serving benchmark, with tiny durations: it runs every server (hand-rolled peer, BentoML
+    floor, our service), and its report has every row with numbers. No time is asserted."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if shutil.which("wrk") is None:
+        if os.environ.get("CI"):
+            pytest.fail("wrk is not installed (make bench-deps); CI must run the serving benchmark's smoke mode")
+        pytest.skip("wrk is not installed (make bench-deps)")
+    root = Path(__file__).resolve().parents[1]
+    report = tmp_path / "serving.md"
+    done = subprocess.run([sys.executable, "-m", "benchmarks.bench_serving", "--smoke", "--report", str(report)],
+                          cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    text = report.read_text()
+    assert text.startswith("## Serving")
+    rows = [line.split("|")[1:-1] for line in text.splitlines() if line.startswith("| ") and " c=" in line]
+    servers = {row[0].strip().split(" `")[0] for row in rows}
+    assert servers == {"FastAPI/uvicorn hand-rolled (first)", "BentoML floor (trivial service)", "our service"}
+    for row in rows:
+        rps, p50, p99, cpu, cores = (float(cell) for cell in row[3:8])
+        assert rps > 0 and 0 < p50 <= p99 and cpu > 0 and cores > 0, row
+        assert row[9].strip() == "0 / 0", f"failed requests in {row}"
+    assert "**Against the floor.**" in text

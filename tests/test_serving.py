@@ -288,11 +288,11 @@ def test_bento_asset_builds_and_its_application_test_passes(serving_world, tmp_p
     with serve_bento(tag, serving_world.home, tmp_path / "built.log", cwd=elsewhere) as url, \
             httpx.Client(base_url=url, timeout=30) as client:
         assert client.post("/classify", json={"images": serving_world.x_test[:8].tolist()}).status_code == 200
-        deadline = time.monotonic() + 30
-        while client.get("/model").json()["inference_log"]["written"] < 8 and time.monotonic() < deadline:
+        now = datetime.now(UTC)
+        deadline = time.monotonic() + 30  # the log is written asynchronously, by whichever worker answered
+        while len(rows := read_window(artifacts, now - timedelta(hours=1), now + timedelta(hours=1))) < 8 and \
+                time.monotonic() < deadline:
             time.sleep(0.2)
-    now = datetime.now(UTC)
-    rows = read_window(artifacts, now - timedelta(hours=1), now + timedelta(hours=1))
     assert len(rows) == 8 and set(rows["model_version"]) == {"v1"}
     bento_dir = Path(metadata["bento_path"].value)
     assert not any(p.name == ".mlops" for p in bento_dir.rglob("*")) and not (elsewhere / ".mlops").exists()
@@ -310,3 +310,38 @@ def test_rollback_job_moves_production_back(serving_world):
     assert result.success
     assert registry.production().version == "v1"
     assert registry.events()[-1]["action"] == "rollback"
+
+
+@pytest.mark.slow
+def test_every_worker_of_a_two_worker_service_answers_and_follows_production(serving_world, tmp_path):
+    """Workers = cores by default: each worker process serves, and each follows a promotion by itself."""
+    from mlops_assets.deploy.bento_server import SERVICE_TARGET
+
+    registry = serving_world.registry
+    registry.promote("v1", reason="test: two workers")
+    env = {"MLOPS_MODEL_NAME": MODEL_NAME, "MLOPS_SERVICE_WORKERS": "2", "MLOPS_POLL_SECONDS": "0.2",
+           "MLOPS_ARTIFACT_ROOT": str(tmp_path / "artifacts")}
+
+    def answers(url: str) -> dict[int, str]:
+        """worker pid -> version, over fresh connections (the kernel spreads connections over workers)."""
+        seen: dict[int, str] = {}
+        for _ in range(40):
+            info = httpx.get(f"{url}/model", timeout=30).json()
+            seen[info["worker_pid"]] = info["version"]
+        return seen
+
+    try:
+        with serve_bento(SERVICE_TARGET, serving_world.home, tmp_path / "two.log", env=env) as url:
+            deadline = time.monotonic() + 60
+            while len(seen := answers(url)) < 2 and time.monotonic() < deadline:
+                pass
+            assert len(seen) == 2 and set(seen.values()) == {"v1"}, seen
+            response = httpx.post(f"{url}/classify", json={"images": serving_world.x_test[:4].tolist()}, timeout=30)
+            assert response.status_code == 200 and len(response.json()) == 4
+            registry.promote("v2", reason="test: two workers swap")
+            deadline = time.monotonic() + 30
+            while set((seen := answers(url)).values()) != {"v2"} and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert len(seen) == 2 and set(seen.values()) == {"v2"}, seen
+    finally:
+        registry.promote("v1", reason="test: restore")

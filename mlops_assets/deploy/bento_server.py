@@ -89,7 +89,7 @@ def wait_until_ready(url: str, process: subprocess.Popen, deadline_s: float, log
 
 
 @contextmanager
-def serve_bento(
+def serve_bento_process(
     target: str,
     bentoml_home: str | Path,
     log_path: str | Path,
@@ -97,9 +97,9 @@ def serve_bento(
     cwd: str | Path | None = None,
     ready_timeout_s: float = 90.0,
     port: int | None = None,
-) -> Iterator[str]:
+) -> Iterator[tuple[str, subprocess.Popen]]:
     """``bentoml serve TARGET`` on 127.0.0.1 and ``port`` (a free one by default), in its own session; yields
-    the base URL.
+    the base URL and the process (its pid is the session id of every worker: the benchmark counts their CPU).
 
     ``target`` is a Bento tag or ``bentos.service:ClassifierService``. The process group is always
     stopped on exit.
@@ -116,9 +116,17 @@ def serve_bento(
         )
         try:
             wait_until_ready(url, process, ready_timeout_s, log_path)
-            yield url
+            yield url, process
         finally:
             stop_process_group(process)
+
+
+@contextmanager
+def serve_bento(target: str, bentoml_home: str | Path, log_path: str | Path, env: dict[str, str] | None = None,
+                cwd: str | Path | None = None, ready_timeout_s: float = 90.0, port: int | None = None) -> Iterator[str]:
+    """:func:`serve_bento_process`, yielding only the base URL."""
+    with serve_bento_process(target, bentoml_home, log_path, env, cwd, ready_timeout_s, port) as (url, _):
+        yield url
 
 
 def run_application_test(url: str, images: np.ndarray, labels: np.ndarray, concurrency: int = 4,

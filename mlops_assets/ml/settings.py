@@ -53,6 +53,8 @@ BATCH_MAX_WAIT_MS = "MLOPS_BATCH_MAX_WAIT_MS"  # adaptive batching: longest a lo
 MAX_BODY_BYTES = "MLOPS_MAX_BODY_BYTES"  # larger request bodies are refused with 413
 MAX_IMAGE_PIXELS = "MLOPS_MAX_IMAGE_PIXELS"  # larger images (read from the header) are never decoded: 413
 SERVICE_THREADS = "MLOPS_SERVICE_THREADS"  # worker threads for the synchronous endpoints
+SERVICE_WORKERS = "MLOPS_SERVICE_WORKERS"  # worker processes of the service; 0: one per CPU core
+ACCESS_LOG = "MLOPS_ACCESS_LOG"  # 1/0: BentoML's access-log line per request (metrics and the inference log stay)
 INFERENCE_LOG = "MLOPS_INFERENCE_LOG"  # 1/0: record per-image features and predictions for monitoring
 
 DEFAULTS_RELATIVE_TO_HOME = {ARTIFACT_ROOT: "artifacts", BENTOML_HOME: "bentoml"}
@@ -84,6 +86,8 @@ DEFAULTS = {
     MAX_BODY_BYTES: str(8 * 1024 * 1024),
     MAX_IMAGE_PIXELS: str(4096 * 4096),
     SERVICE_THREADS: "4",
+    SERVICE_WORKERS: "0",
+    ACCESS_LOG: "0",
     INFERENCE_LOG: "1",
 }
 ALL = (ENV_FILE, MLOPS_HOME, *DEFAULTS_RELATIVE_TO_HOME, *DEFAULTS)
@@ -174,6 +178,14 @@ def resolve_flag(name: str) -> bool:
     if value in ("0", "false", "no", "off"):
         return False
     raise SettingError(f"environment variable {name} must be 1 or 0, got {value!r}")
+
+
+def service_workers() -> int:
+    """MLOPS_SERVICE_WORKERS, where 0 (the default) means one worker process per CPU core."""
+    workers = resolve_int(SERVICE_WORKERS)
+    if workers < 0:
+        raise SettingError(f"environment variable {SERVICE_WORKERS} must be 0 (one per core) or more, got {workers}")
+    return workers or os.cpu_count() or 1
 
 
 def process_environment(**overrides: str) -> dict[str, str]:

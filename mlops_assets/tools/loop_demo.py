@@ -271,6 +271,7 @@ def run_loop(home: Path, ui_port: int, service_port: int, deadline_s: float, lin
         settings.MONITOR_START: window_key(datetime.now(UTC).replace(second=0, microsecond=0)),
         settings.SENSOR_INTERVAL_S: str(SENSOR_INTERVAL_S), settings.PROFILE_GRACE_S: str(GRACE_S),
         settings.POLL_SECONDS: "0.5",
+        settings.SERVICE_WORKERS: "1",  # the demo waits on the worker's inference-log counter (per worker)
     })
     say(f"the demo's instance, artifacts and logs: {home}")
     digits = load_digits_dataset()

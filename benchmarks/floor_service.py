@@ -1,0 +1,38 @@
+"""BentoML's own floor for the serving benchmark: a service that does nothing but what the framework does.
+
+Same ``@bentoml.service`` settings as ``bentos/service.py`` (workers, threads, timeout, access log), the same
+adaptive batching on one ``POST /classify`` taking ``{"images": [...]}`` as an array, the same lone-request
+wait cap, and a constant answer per image: no validation, no model, no inference log. What it costs per
+request is what BentoML costs; our service is measured against it.
+
+    bentoml serve benchmarks.floor_service:FloorService
+"""
+
+from __future__ import annotations
+
+import bentoml
+import numpy as np
+
+from mlops_assets.ml import bentoml_private, settings
+
+bentoml_private.cap_batching_wait(settings.resolve_int(settings.BATCH_MAX_WAIT_MS))
+
+ANSWER = {"label": 0, "class_name": "0", "probabilities": [1.0] + [0.0] * 9, "model_version": "floor"}
+
+
+@bentoml.service(
+    name="floor_service",
+    workers=settings.service_workers(),
+    threads=settings.resolve_int(settings.SERVICE_THREADS),
+    traffic={"timeout": 60},
+    logging={"access": {"enabled": settings.resolve_flag(settings.ACCESS_LOG)}},
+)
+class FloorService:
+    @bentoml.api(
+        batchable=True,
+        batch_dim=0,
+        max_batch_size=settings.resolve_int(settings.BATCH_MAX_SIZE),
+        max_latency_ms=settings.resolve_int(settings.BATCH_MAX_LATENCY_MS),
+    )
+    def classify(self, images: np.ndarray) -> list[dict]:
+        return [ANSWER] * len(images)
