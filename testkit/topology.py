@@ -93,7 +93,7 @@ def production_instance_config(monitoring_poll_seconds: int | None = 2) -> dict:
     """deploy/dagster.yaml with the process launcher instead of DockerRunLauncher (no Docker here);
     run monitoring polls faster so a test does not wait the production 30 s for a dead worker."""
     config = yaml.safe_load((DEPLOY / "dagster.yaml").read_text())
-    assert config["run_launcher"]["class"] == "DockerRunLauncher", "deploy/dagster.yaml changed launcher"
+    assert config["run_launcher"]["class"] == "TaggedDockerRunLauncher", "deploy/dagster.yaml changed launcher"
     config["run_launcher"] = dict(PROCESS_LAUNCHER)
     if monitoring_poll_seconds is not None:
         config["run_monitoring"]["poll_interval_seconds"] = monitoring_poll_seconds

@@ -53,7 +53,7 @@ def test_instance_config_validates_against_dagsters_schema(monkeypatch):
     for name, value in pg_env("dagster").items():
         monkeypatch.setenv(name, value)
     config, _ = dagster_instance_config(str(DEPLOY))
-    assert config["run_launcher"]["class"] == "DockerRunLauncher"
+    assert config["run_launcher"]["class"] == "TaggedDockerRunLauncher"
     assert config["run_monitoring"]["enabled"] is True
 
 
@@ -297,3 +297,53 @@ def test_readme_explains_the_deployment():
                  "DockerRunLauncher", "dagster instance migrate"):
         assert word in readme, word
     assert Path(DEPLOY / "env.example").is_file()
+
+
+# ---------------------------------------------------------------- GPU runs, selected by tag
+
+
+def launcher_from_deploy_config():
+    from dagster._config import process_config, resolve_to_config_type
+
+    from mlops_assets.deploy.docker_launcher import TaggedDockerRunLauncher
+
+    launcher_config = INSTANCE["run_launcher"]
+    assert (launcher_config["module"], launcher_config["class"]) == (
+        "mlops_assets.deploy.docker_launcher", "TaggedDockerRunLauncher")
+    processed = process_config(resolve_to_config_type(TaggedDockerRunLauncher.config_type()),
+                               launcher_config["config"])
+    assert processed.success, processed.errors
+    return TaggedDockerRunLauncher.from_config_value(None, processed.value)
+
+
+def container_create_arguments(container_kwargs: dict) -> dict:
+    """What docker-py really sends for these ``containers.create`` keyword arguments (API of Docker 20.10)."""
+    from docker.models.containers import _create_container_args
+
+    return _create_container_args({"image": "mlops-user-code", "version": "1.41", **container_kwargs})
+
+
+def test_a_run_tagged_for_gpu_gets_the_hosts_gpus_and_other_runs_do_not():
+    from dagster._core.storage.dagster_run import DagsterRun
+
+    from mlops_assets.deploy.docker_launcher import GPU_TAG
+
+    launcher = launcher_from_deploy_config()
+    gpu_run = DagsterRun(job_name="build_job", run_id="gpu", tags={GPU_TAG: "1", "mlops/kind": "training"})
+    cpu_run = DagsterRun(job_name="build_job", run_id="cpu", tags={"mlops/kind": "training"})
+
+    gpu_kwargs = launcher.get_container_context(gpu_run).container_kwargs
+    cpu_kwargs = launcher.get_container_context(cpu_run).container_kwargs
+    assert "device_requests" not in cpu_kwargs
+    assert cpu_kwargs["volumes"] == gpu_kwargs["volumes"]  # the tag adds, it takes nothing away
+    (request,) = container_create_arguments(gpu_kwargs)["host_config"]["DeviceRequests"]
+    assert request["Driver"] == "nvidia" and request["Count"] == -1 and request["Capabilities"] == [["gpu"]]
+    assert "DeviceRequests" not in container_create_arguments(cpu_kwargs)["host_config"]
+    assert launcher.get_container_context(gpu_run).networks == ["mlops_network"]
+
+
+def test_the_gpu_tag_is_documented_where_people_launch_training():
+    from mlops_assets.deploy.docker_launcher import GPU_TAG
+
+    readme = (DEPLOY / "README.md").read_text()
+    assert f"{GPU_TAG}=1" in readme and "device_requests" in readme and "NVIDIA Container Toolkit" in readme
