@@ -60,14 +60,24 @@ def png_of_a_digit() -> bytes:
     return buffer.getvalue()
 
 
+def exited_run_container(stack: DockerStack, run_id: str) -> dict:
+    """The one container DockerRunLauncher started for the run (it labels it with the run id), once
+    its process has exited: the run's success event is written just before the process ends."""
+    def exited() -> dict | None:
+        (container,) = stack.run_containers(run_id)
+        return container if container["State"]["Status"] == "exited" else None
+
+    return wait_until(exited, 120, f"the container of run {run_id} to exit", interval=1)
+
+
 def test_build_job_over_graphql_runs_in_its_own_container(stack):
     run_id = stack.submit("build_job", FAST_BUILD)
     status = stack.wait_run(run_id, timeout=900)
     assert status == "SUCCESS", stack.service_logs()
 
-    (container,) = stack.run_containers(run_id)  # DockerRunLauncher labels it with the run id
+    container = exited_run_container(stack, run_id)
     assert container["Config"]["Image"] == USER_CODE_IMAGE
-    assert container["State"]["Status"] == "exited" and container["State"]["ExitCode"] == 0, container["State"]
+    assert container["State"]["ExitCode"] == 0, container["State"]
     assert container["Config"]["Labels"]["dagster/job_name"] == "build_job"
     assert "mlops_network" in container["NetworkSettings"]["Networks"]
     mounts = {m["Name"]: m["Destination"] for m in container["Mounts"] if m["Type"] == "volume"}
@@ -97,7 +107,8 @@ def test_the_bento_container_classifies_an_image_with_the_promoted_model(stack):
                           files={"image": ("zero.png", png_of_a_digit(), "image/png")})
     assert response.status_code == 200, response.text
     prediction = response.json()
-    assert prediction["label"] in info["class_names"], (prediction, info["class_names"])
+    assert prediction["model_version"] == info["production_version"], (prediction, info)
+    assert prediction["class_name"] == info["class_names"][prediction["label"]] == "0", prediction
     assert inspect(stack.container("bento"))["State"]["Running"]
 
 
@@ -114,8 +125,7 @@ def test_a_run_queued_while_the_daemon_container_is_dead_starts_when_it_is_back(
     docker("start", daemon)
     stack.wait_run(run_id, timeout=180, statuses={"STARTING", "STARTED", "SUCCESS"})
     assert stack.wait_run(run_id, timeout=900) == "SUCCESS", stack.service_logs()
-    (container,) = stack.run_containers(run_id)
-    assert container["State"]["ExitCode"] == 0
+    assert exited_run_container(stack, run_id)["State"]["ExitCode"] == 0
     stack.wait_daemon()
 
 
