@@ -21,6 +21,7 @@ from testkit.topology import holds_for, production_instance_config, wait_until
 pytestmark = pytest.mark.slow
 
 FAST_BUILD = {"ops": {"trained_model": {"config": {"learning_rates": [3e-3], "hidden": [8], "epochs": [5]}}}}
+SLOW_BUILD = {"ops": {"trained_model": {"config": {"learning_rates": [3e-3], "hidden": [8], "epochs": [40]}}}}
 DEQUEUE_SECONDS = production_instance_config()["run_coordinator"]["config"]["dequeue_interval_seconds"]
 USER_CODE_IMAGE = "mlops-user-code"
 
@@ -112,6 +113,43 @@ def test_the_bento_container_classifies_an_image_with_the_promoted_model(stack):
     assert inspect(stack.container("bento"))["State"]["Running"]
 
 
+def step_events(stack: DockerStack, run_id: str, event_type: str) -> list[str]:
+    return [row[0] for row in stack.psql(
+        f"SELECT step_key FROM event_logs WHERE run_id = '{run_id}' AND dagster_event_type = '{event_type}' "
+        "ORDER BY id")]
+
+
+def test_a_run_whose_container_is_killed_fails_with_the_reason_and_reexecutes_from_failure(stack):
+    # A training configuration of its own, so trained_model really trains (long enough to be killed).
+    run_id = stack.submit("build_job", SLOW_BUILD)
+    wait_until(lambda: "trained_model" in step_events(stack, run_id, "STEP_START"), 300,
+               "trained_model to start", interval=0.5)
+    (container,) = stack.run_containers(run_id)
+    docker("kill", container["Id"])  # as an OOM kill or a lost host would
+
+    # Run monitoring (deploy/dagster.yaml: every 30 s) finds the dead container and fails the run.
+    assert stack.wait_run(run_id, timeout=180) == "FAILURE", stack.service_logs()
+    reasons = [row[0] for row in stack.psql(
+        "SELECT replace(event::json->'dagster_event'->>'message', E'\\n', ' ') FROM event_logs "
+        f"WHERE run_id = '{run_id}' AND dagster_event_type = 'PIPELINE_FAILURE'")]
+    assert len(reasons) == 1, reasons
+    assert "Detected run worker status FAILED" in reasons[0] and "Container status is exited" in reasons[0], reasons
+    assert '"ExitCode": 137' in reasons[0], reasons  # SIGKILL
+    assert "trained_model" not in step_events(stack, run_id, "STEP_SUCCESS")
+
+    launched = stack.graphql(REEXECUTE, {"params": {"parentRunId": run_id, "strategy": "FROM_FAILURE"}})
+    launched = launched["launchRunReexecution"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    child = launched["run"]["runId"]
+    assert stack.wait_run(child, timeout=900) == "SUCCESS", stack.service_logs()
+    assert exited_run_container(stack, child)["State"]["ExitCode"] == 0
+    started = step_events(stack, child, "STEP_START")
+    assert "trained_model" in started, started
+    # What succeeded before the kill is reused, not recomputed.
+    done_before = set(step_events(stack, run_id, "STEP_SUCCESS"))
+    assert done_before and not done_before & set(started), (done_before, started)
+
+
 def test_a_run_queued_while_the_daemon_container_is_dead_starts_when_it_is_back(stack):
     daemon = stack.container("daemon")
     docker("kill", daemon)
@@ -134,3 +172,10 @@ def test_deploy_down_leaves_no_container_network_or_volume(stack):
     stack.down()
     print(f"deploy-down: {time.monotonic() - started:.0f} s")
     assert leftovers() == {"containers": [], "networks": [], "volumes": []}
+
+
+REEXECUTE = """
+mutation($params: ReexecutionParams!) { launchRunReexecution(reexecutionParams: $params) {
+  __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message }
+  ... on InvalidStepError { invalidStepKey } ... on RunConflict { message } } }
+"""
