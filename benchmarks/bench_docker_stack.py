@@ -27,9 +27,16 @@ from pathlib import Path
 from benchmarks.bench_launch import PHASES, event_times, summary
 from benchmarks.report import machine, write_section
 from testkit.docker_stack import DockerStack, docker, engine_problem, leftovers
-from testkit.topology import PRODUCT, Topology, fresh_database, pg_env, production_instance_config, running
+from testkit.topology import (
+    FAST_BUILD,
+    PRODUCT,
+    Topology,
+    fresh_database,
+    pg_env,
+    production_instance_config,
+    running,
+)
 
-FAST_BUILD = {"ops": {"trained_model": {"config": {"learning_rates": [3e-3], "hidden": [8], "epochs": [5]}}}}
 STACK_IMAGES = ["mlops-user-code", "mlops-dagster", "mlops-postgres"]
 ALL_IMAGES = [*STACK_IMAGES, "mlops-base:bookworm", "python:3.11-slim", "postgres:16"]
 

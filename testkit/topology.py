@@ -33,6 +33,8 @@ DEPLOY = REPO / "deploy"
 BIN = Path(sys.executable).parent
 PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
 TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
+# build_job with a one-point search of a few epochs: the whole build in seconds, for tests and benchmarks.
+FAST_BUILD = {"ops": {"trained_model": {"config": {"learning_rates": [3e-3], "hidden": [8], "epochs": [5]}}}}
 
 
 class LocationLoadError(WaitAborted):
@@ -362,3 +364,10 @@ def running(topology: Topology, timeout: float = 120) -> Iterator[Topology]:
         yield topology.start(timeout)
     finally:
         topology.stop()
+
+
+REEXECUTE = """
+mutation($params: ReexecutionParams!) { launchRunReexecution(reexecutionParams: $params) {
+  __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message }
+  ... on InvalidStepError { invalidStepKey } ... on RunConflict { message } } }
+"""

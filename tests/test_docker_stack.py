@@ -16,11 +16,10 @@ import time
 import pytest
 
 from testkit.docker_stack import PROJECT, DockerStack, docker, engine_problem, inspect, leftovers
-from testkit.topology import holds_for, production_instance_config, wait_until
+from testkit.topology import FAST_BUILD, REEXECUTE, holds_for, production_instance_config, wait_until
 
 pytestmark = pytest.mark.slow
 
-FAST_BUILD = {"ops": {"trained_model": {"config": {"learning_rates": [3e-3], "hidden": [8], "epochs": [5]}}}}
 SLOW_BUILD = {"ops": {"trained_model": {"config": {"learning_rates": [3e-3], "hidden": [8], "epochs": [40]}}}}
 DEQUEUE_SECONDS = production_instance_config()["run_coordinator"]["config"]["dequeue_interval_seconds"]
 USER_CODE_IMAGE = "mlops-user-code"
@@ -172,10 +171,3 @@ def test_deploy_down_leaves_no_container_network_or_volume(stack):
     stack.down()
     print(f"deploy-down: {time.monotonic() - started:.0f} s")
     assert leftovers() == {"containers": [], "networks": [], "volumes": []}
-
-
-REEXECUTE = """
-mutation($params: ReexecutionParams!) { launchRunReexecution(reexecutionParams: $params) {
-  __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message }
-  ... on InvalidStepError { invalidStepKey } ... on RunConflict { message } } }
-"""
