@@ -29,9 +29,9 @@ else
     exit 1
 fi
 
-# An image present here, or pulled within the timeout; a registry that does not answer fails fast.
+# An image present here, or pulled within MLOPS_PULL_TIMEOUT_S (300); an unreachable registry fails in seconds.
 available() {
-    docker image inspect "$1" >/dev/null 2>&1 || timeout "${MLOPS_PULL_TIMEOUT_S:-30}" docker pull -q "$1" >/dev/null 2>&1
+    docker image inspect "$1" >/dev/null 2>&1 || timeout "${MLOPS_PULL_TIMEOUT_S:-300}" docker pull -q "$1" >/dev/null 2>&1
 }
 
 compose() {
