@@ -9,7 +9,8 @@ export MLOPS_HOME ?= $(CURDIR)/.mlops
 export BENTOML_HOME ?= $(MLOPS_HOME)/bentoml
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: install demo loop-demo walkthrough-env test test-fast dev serve lint bench clean browser-deps bench-deps
+.PHONY: install demo loop-demo walkthrough-env test test-fast dev serve lint bench clean browser-deps bench-deps \
+	docker-engine deploy-up deploy-down
 
 install: $(VENV)/.installed
 
@@ -65,6 +66,20 @@ dev: install
 
 serve: install
 	$(SUPERVISE) $(VENV)/bin/bentoml serve bentos.service:ClassifierService --host 127.0.0.1 --port 3001
+
+# The production stack of deploy/ in Docker (docker-compose 1.29 or Compose v2): PostgreSQL, the gRPC
+# code server, webserver, daemon (runs in their own containers), Bento service. Images build from a
+# wheelhouse prepared on the host; with no image registry reachable, from a local debootstrap base.
+# deploy-down removes the containers (run containers too), the network and the volumes;
+# KEEP_DATA=1 make deploy-down keeps the volumes. See deploy/README.md.
+docker-engine:
+	deploy/scripts/start_engine.sh
+
+deploy-up:
+	deploy/scripts/stack.sh up
+
+deploy-down:
+	deploy/scripts/stack.sh down
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -33,6 +33,8 @@ DEPLOY = REPO / "deploy"
 BIN = Path(sys.executable).parent
 PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
 TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
+# build_job with a one-point search of a few epochs: the whole build in seconds, for tests and benchmarks.
+FAST_BUILD = {"ops": {"trained_model": {"config": {"learning_rates": [3e-3], "hidden": [8], "epochs": [5]}}}}
 
 
 class LocationLoadError(WaitAborted):
@@ -93,7 +95,7 @@ def production_instance_config(monitoring_poll_seconds: int | None = 2) -> dict:
     """deploy/dagster.yaml with the process launcher instead of DockerRunLauncher (no Docker here);
     run monitoring polls faster so a test does not wait the production 30 s for a dead worker."""
     config = yaml.safe_load((DEPLOY / "dagster.yaml").read_text())
-    assert config["run_launcher"]["class"] == "DockerRunLauncher", "deploy/dagster.yaml changed launcher"
+    assert config["run_launcher"]["class"] == "TaggedDockerRunLauncher", "deploy/dagster.yaml changed launcher"
     config["run_launcher"] = dict(PROCESS_LAUNCHER)
     if monitoring_poll_seconds is not None:
         config["run_monitoring"]["poll_interval_seconds"] = monitoring_poll_seconds
@@ -362,3 +364,10 @@ def running(topology: Topology, timeout: float = 120) -> Iterator[Topology]:
         yield topology.start(timeout)
     finally:
         topology.stop()
+
+
+REEXECUTE = """
+mutation($params: ReexecutionParams!) { launchRunReexecution(reexecutionParams: $params) {
+  __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message }
+  ... on InvalidStepError { invalidStepKey } ... on RunConflict { message } } }
+"""

@@ -53,7 +53,7 @@ def test_instance_config_validates_against_dagsters_schema(monkeypatch):
     for name, value in pg_env("dagster").items():
         monkeypatch.setenv(name, value)
     config, _ = dagster_instance_config(str(DEPLOY))
-    assert config["run_launcher"]["class"] == "DockerRunLauncher"
+    assert config["run_launcher"]["class"] == "TaggedDockerRunLauncher"
     assert config["run_monitoring"]["enabled"] is True
 
 
@@ -143,13 +143,116 @@ def test_compose_uses_only_images_it_builds_or_declared_external_ones():
     assert SERVICES["user_code"]["environment"]["DAGSTER_CURRENT_IMAGE"] == user_code_image
 
 
-@pytest.mark.parametrize("dockerfile", sorted(p.name for p in DEPLOY.glob("Dockerfile*")))
-def test_dockerfiles_copy_only_files_that_exist(dockerfile):
+# Every Dockerfile with its build context (compose's `build.context`, relative to deploy/).
+DOCKERFILES = {"Dockerfile.user_code": REPO, "Dockerfile.dagster": REPO, "postgres/Dockerfile": DEPLOY / "postgres"}
+# Made on the host before a build (git-ignored), by the script that owns it.
+GENERATED = {"deploy/wheelhouse": DEPLOY / "scripts" / "prepare_wheelhouse.sh"}
+
+
+def copy_sources(dockerfile: str) -> list[str]:
+    """The build-context paths a Dockerfile copies (not ``COPY --from`` another stage)."""
+    sources = []
     for line in (DEPLOY / dockerfile).read_text().splitlines():
-        if line.startswith("COPY "):
-            sources = [s for s in line.split()[1:-1] if not s.startswith("--")]
-            for source in sources:
-                assert (REPO / source).exists(), f"{dockerfile}: COPY {source} does not exist"
+        if line.startswith("COPY ") and "--from=" not in line:
+            sources += [s for s in line.split()[1:-1] if not s.startswith("--")]
+    return sources
+
+
+def test_every_dockerfile_is_known_with_its_context():
+    on_disk = {str(p.relative_to(DEPLOY)) for p in DEPLOY.rglob("Dockerfile*") if p.name != "Dockerfile.dockerignore"}
+    assert on_disk == set(DOCKERFILES)
+    compose_files = [COMPOSE, yaml.safe_load((DEPLOY / "docker-compose.local-base.yaml").read_text())]
+    for document in compose_files:
+        for name, svc in document["services"].items():
+            if "build" in svc:
+                dockerfile = svc["build"].get("dockerfile", "Dockerfile")
+                context = (DEPLOY / svc["build"]["context"]).resolve()
+                key = str((context / dockerfile).relative_to(DEPLOY))
+                assert DOCKERFILES.get(key) == context, (name, key, context)
+
+
+@pytest.mark.parametrize("dockerfile", sorted(DOCKERFILES))
+def test_dockerfiles_copy_only_files_that_exist_or_that_a_script_makes(dockerfile):
+    for source in copy_sources(dockerfile):
+        path = DOCKERFILES[dockerfile] / source
+        if source in GENERATED:
+            assert source in GENERATED[source].read_text(), f"{GENERATED[source]} does not write {source}"
+            continue
+        assert path.exists(), f"{dockerfile}: COPY {source} does not exist"
+
+
+def dockerignore_admits(path: str) -> bool:
+    """The root .dockerignore is an allow-list: ``*`` then ``!path`` for what goes in."""
+    patterns = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()
+                if line.strip() and not line.startswith("#")]
+    assert patterns[0] == "*", "the .dockerignore is expected to start from an empty context"
+    allowed = [p[1:] for p in patterns if p.startswith("!")]
+    return any(path == a or path.startswith(a.rstrip("/") + "/") for a in allowed)
+
+
+@pytest.mark.parametrize("dockerfile", ["Dockerfile.user_code", "Dockerfile.dagster"])
+def test_the_build_context_admits_every_copied_path(dockerfile):
+    for source in copy_sources(dockerfile):
+        assert dockerignore_admits(source), f"{dockerfile}: COPY {source} is excluded by .dockerignore"
+    for secret_or_bulk in (".venv", ".git", ".mlops", "deploy/.env", "tests"):
+        assert not dockerignore_admits(secret_or_bulk), secret_or_bulk
+
+
+@pytest.mark.parametrize("dockerfile", ["Dockerfile.user_code", "Dockerfile.dagster"])
+def test_python_images_take_their_base_as_a_build_argument_and_install_only_from_the_wheelhouse(dockerfile):
+    text = (DEPLOY / dockerfile).read_text()
+    assert "ARG BASE_IMAGE=python:3.11-slim" in text
+    froms = [line for line in text.splitlines() if line.startswith("FROM ")]
+    assert froms and all(line.split()[1] == "${BASE_IMAGE}" for line in froms), froms
+    installs = [line for line in text.replace("\\\n", " ").splitlines() if "pip install" in line]
+    assert installs and all("--no-index" in line for line in installs), installs
+    for name, svc in SERVICES.items():
+        if svc.get("build", {}).get("dockerfile") == f"deploy/{dockerfile}":
+            assert svc["build"]["args"]["BASE_IMAGE"] == "${MLOPS_BASE_IMAGE:-python:3.11-slim}", name
+
+
+def test_code_layers_come_after_the_dependency_layers():
+    lines = (DEPLOY / "Dockerfile.user_code").read_text().splitlines()
+    final_stage = max(i for i, line in enumerate(lines) if line.startswith("FROM "))
+    code = [i for i, line in enumerate(lines) if line.startswith("COPY ") and any(
+        f" {pkg}" in line for pkg in ("mlops_assets", "resources", "sensors", "bentos"))]
+    venv = next(i for i, line in enumerate(lines) if line.startswith("COPY --from=dependencies"))
+    wheelhouse = next(i for i, line in enumerate(lines) if "deploy/wheelhouse" in line)
+    assert wheelhouse < final_stage < venv < min(code), "a code change would rebuild the dependencies"
+
+
+def test_the_local_postgres_image_stands_in_for_postgres_16():
+    override = yaml.safe_load((DEPLOY / "docker-compose.local-base.yaml").read_text())["services"]
+    assert set(override) == {"postgres"}
+    assert override["postgres"]["image"] == "mlops-postgres"
+    assert override["postgres"]["build"]["args"]["BASE_IMAGE"] == "${MLOPS_BASE_IMAGE:-mlops-base:bookworm}"
+    entrypoint = (DEPLOY / "postgres" / "entrypoint.sh").read_text()
+    for variable in EXTERNAL_IMAGES["postgres"] | {"PGDATA"}:
+        assert variable in entrypoint, variable
+    data = SERVICES["postgres"]["volumes"][0].split(":")[1]
+    assert f"PGDATA={data}" in (DEPLOY / "postgres" / "Dockerfile").read_text()
+
+
+@pytest.mark.parametrize("files", [["docker-compose.yaml"], ["docker-compose.yaml", "docker-compose.local-base.yaml"]])
+def test_compose_1_29_accepts_the_files(files, tmp_path):
+    import shutil
+    import subprocess
+
+    if shutil.which("docker-compose") is None:
+        if os.environ.get("CI"):
+            pytest.fail("docker-compose is not installed; .ci/run installs it (deploy/scripts/start_engine.sh)")
+        pytest.skip("docker-compose is not installed")
+    env_file = tmp_path / ".env"
+    env_file.write_text((DEPLOY / "env.example").read_text())
+    args = [arg for name in files for arg in ("-f", str(DEPLOY / name))]
+    done = subprocess.run(["docker-compose", *args, "--env-file", str(env_file), "config"],
+                          capture_output=True, text=True, timeout=60,
+                          env={k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "DAGSTER_"))})
+    assert done.returncode == 0, done.stderr
+    resolved = yaml.safe_load(done.stdout)
+    expected_postgres = "mlops-postgres" if len(files) == 2 else "postgres:16"
+    assert resolved["services"]["postgres"]["image"] == expected_postgres
+    assert resolved["services"]["user_code"]["build"]["args"]["BASE_IMAGE"] == "python:3.11-slim"
 
 
 def test_every_variable_compose_sets_is_read_by_something_in_the_repository():
@@ -189,6 +292,58 @@ def test_ports_line_up():
 
 def test_readme_explains_the_deployment():
     readme = (DEPLOY / "README.md").read_text()
-    for word in ("docker compose", "DAGSTER_PG_PASSWORD", "DockerRunLauncher", "dagster instance migrate"):
+    for word in ("docker compose", "docker-compose", "make deploy-up", "make deploy-down", "KEEP_DATA=1",
+                 "prepare_wheelhouse.sh", "build_base_image.sh", "MLOPS_BASE_IMAGE", "DAGSTER_PG_PASSWORD",
+                 "DockerRunLauncher", "dagster instance migrate"):
         assert word in readme, word
     assert Path(DEPLOY / "env.example").is_file()
+
+
+# ---------------------------------------------------------------- GPU runs, selected by tag
+
+
+def launcher_from_deploy_config():
+    from dagster._config import process_config, resolve_to_config_type
+
+    from mlops_assets.deploy.docker_launcher import TaggedDockerRunLauncher
+
+    launcher_config = INSTANCE["run_launcher"]
+    assert (launcher_config["module"], launcher_config["class"]) == (
+        "mlops_assets.deploy.docker_launcher", "TaggedDockerRunLauncher")
+    processed = process_config(resolve_to_config_type(TaggedDockerRunLauncher.config_type()),
+                               launcher_config["config"])
+    assert processed.success, processed.errors
+    return TaggedDockerRunLauncher.from_config_value(None, processed.value)
+
+
+def container_create_arguments(container_kwargs: dict) -> dict:
+    """What docker-py really sends for these ``containers.create`` keyword arguments (API of Docker 20.10)."""
+    from docker.models.containers import _create_container_args
+
+    return _create_container_args({"image": "mlops-user-code", "version": "1.41", **container_kwargs})
+
+
+def test_a_run_tagged_for_gpu_gets_the_hosts_gpus_and_other_runs_do_not():
+    from dagster._core.storage.dagster_run import DagsterRun
+
+    from mlops_assets.deploy.docker_launcher import GPU_TAG
+
+    launcher = launcher_from_deploy_config()
+    gpu_run = DagsterRun(job_name="build_job", run_id="gpu", tags={GPU_TAG: "1", "mlops/kind": "training"})
+    cpu_run = DagsterRun(job_name="build_job", run_id="cpu", tags={"mlops/kind": "training"})
+
+    gpu_kwargs = launcher.get_container_context(gpu_run).container_kwargs
+    cpu_kwargs = launcher.get_container_context(cpu_run).container_kwargs
+    assert "device_requests" not in cpu_kwargs
+    assert cpu_kwargs["volumes"] == gpu_kwargs["volumes"]  # the tag adds, it takes nothing away
+    (request,) = container_create_arguments(gpu_kwargs)["host_config"]["DeviceRequests"]
+    assert request["Driver"] == "nvidia" and request["Count"] == -1 and request["Capabilities"] == [["gpu"]]
+    assert "DeviceRequests" not in container_create_arguments(cpu_kwargs)["host_config"]
+    assert launcher.get_container_context(gpu_run).networks == ["mlops_network"]
+
+
+def test_the_gpu_tag_is_documented_where_people_launch_training():
+    from mlops_assets.deploy.docker_launcher import GPU_TAG
+
+    readme = (DEPLOY / "README.md").read_text()
+    assert f"{GPU_TAG}=1" in readme and "device_requests" in readme and "NVIDIA Container Toolkit" in readme

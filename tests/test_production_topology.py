@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 from testkit.topology import (
+    FAST_BUILD,
     PRODUCT,
+    REEXECUTE,
     TINY,
     Topology,
     fresh_database,
@@ -32,7 +34,6 @@ pytestmark = pytest.mark.slow
 
 REPOSITORY = "__repository__"
 DEQUEUE_SECONDS = production_instance_config()["run_coordinator"]["config"]["dequeue_interval_seconds"]
-FAST_BUILD = {"ops": {"trained_model": {"config": {"learning_rates": [3e-3], "hidden": [8], "epochs": [5]}}}}
 
 
 def _postgres_available() -> bool:
@@ -264,10 +265,3 @@ def test_code_server_killed_mid_run_fails_the_run_and_reexecution_finishes_it(to
     assert steps == ["held_number"], steps  # tiny_number's output is reused, not recomputed
     (body,) = sql(topology.database, "SELECT run_body FROM runs WHERE run_id = %s", (child,))[0]
     assert json.loads(body)["parent_run_id"] == run_id
-
-
-REEXECUTE = """
-mutation($params: ReexecutionParams!) { launchRunReexecution(reexecutionParams: $params) {
-  __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message }
-  ... on InvalidStepError { invalidStepKey } ... on RunConflict { message } } }
-"""

@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Bring the production stack of deploy/docker-compose.yaml up or down with docker-compose 1.29
+# (Debian's) or Compose v2 (`docker compose`), whichever is installed.
+#
+#   deploy/scripts/stack.sh up       # make deploy-up: wheelhouse, images, then the services
+#   deploy/scripts/stack.sh down     # make deploy-down: containers (run containers too), network, volumes
+#   KEEP_DATA=1 deploy/scripts/stack.sh down    # keep the volumes (Postgres data, artifacts)
+#
+# Settings (environment): MLOPS_STACK_PROJECT (compose project, default mlops), MLOPS_BASE_IMAGE
+# (Python base of the images; default python:3.11-slim when it can be pulled, else the local
+# debootstrap base mlops-base:bookworm, built on first use), DAGSTER_WEBSERVER_PORT and
+# MLOPS_BENTO_PORT (host ports, default 3000 and 3001). deploy/.env is written from
+# deploy/env.example with a random password when missing.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+project=${MLOPS_STACK_PROJECT:-mlops}
+env_file=deploy/.env
+local_base=mlops-base:bookworm
+public_base=python:3.11-slim
+public_postgres=postgres:16
+
+if command -v docker-compose >/dev/null; then
+    compose_cmd=(docker-compose)
+elif docker compose version >/dev/null 2>&1; then
+    compose_cmd=(docker compose)
+else
+    echo "stack: neither docker-compose nor docker compose is installed (deploy/scripts/start_engine.sh)" >&2
+    exit 1
+fi
+
+# An image present here, or pulled within MLOPS_PULL_TIMEOUT_S (300); an unreachable registry fails in seconds.
+available() {
+    docker image inspect "$1" >/dev/null 2>&1 || timeout "${MLOPS_PULL_TIMEOUT_S:-300}" docker pull -q "$1" >/dev/null 2>&1
+}
+
+compose() {
+    local files=(-f deploy/docker-compose.yaml)
+    if [ "${MLOPS_LOCAL_POSTGRES:-0}" = 1 ]; then
+        files+=(-f deploy/docker-compose.local-base.yaml)
+    fi
+    "${compose_cmd[@]}" -p "$project" "${files[@]}" --env-file "$env_file" "$@"
+}
+
+ensure_env_file() {
+    if [ ! -f "$env_file" ]; then
+        sed "s/^DAGSTER_PG_PASSWORD=.*/DAGSTER_PG_PASSWORD=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')/" \
+            deploy/env.example > "$env_file"
+        chmod 600 "$env_file"
+        echo "stack: wrote $env_file from deploy/env.example with a random DAGSTER_PG_PASSWORD"
+    fi
+}
+
+up() {
+    ensure_env_file
+    deploy/scripts/prepare_wheelhouse.sh "${MLOPS_WHEELHOUSE_PYTHON:-python3}"
+    if [ -z "${MLOPS_BASE_IMAGE:-}" ]; then
+        if available "$public_base"; then
+            export MLOPS_BASE_IMAGE=$public_base
+        else
+            echo "stack: $public_base cannot be pulled: using the local base $local_base"
+            deploy/scripts/build_base_image.sh "$local_base"
+            export MLOPS_BASE_IMAGE=$local_base
+        fi
+    fi
+    if [ -z "${MLOPS_LOCAL_POSTGRES:-}" ]; then
+        if available "$public_postgres"; then
+            export MLOPS_LOCAL_POSTGRES=0
+        else
+            echo "stack: $public_postgres cannot be pulled: building PostgreSQL on $MLOPS_BASE_IMAGE"
+            export MLOPS_LOCAL_POSTGRES=1
+        fi
+    fi
+    if [ "$MLOPS_LOCAL_POSTGRES" = 1 ] && [ "$MLOPS_BASE_IMAGE" = "$public_base" ]; then
+        deploy/scripts/build_base_image.sh "$local_base"  # the PostgreSQL image builds on Debian's apt
+    fi
+    echo "stack: base image $MLOPS_BASE_IMAGE; project $project"
+    compose build
+    compose up -d --no-build
+    echo "stack: up. Dagster UI http://localhost:${DAGSTER_WEBSERVER_PORT:-3000}," \
+         "Bento service http://localhost:${MLOPS_BENTO_PORT:-3001}"
+}
+
+down() {
+    ensure_env_file  # compose interpolates the file even to stop
+    # Run containers are started by DockerRunLauncher, not by compose: remove the ones on our network.
+    local network=${MLOPS_NETWORK:-mlops_network}
+    local runs
+    runs=$(docker ps -aq --filter label=dagster/run_id --filter "network=$network")
+    if [ -n "$runs" ]; then
+        echo "stack: removing $(echo "$runs" | wc -l) run container(s)"
+        docker rm -f $runs >/dev/null
+    fi
+    local volumes=(-v)
+    if [ "${KEEP_DATA:-0}" = 1 ]; then
+        volumes=()
+        echo "stack: KEEP_DATA=1: the volumes stay"
+    fi
+    MLOPS_LOCAL_POSTGRES=1 compose down --remove-orphans "${volumes[@]}"
+}
+
+case "${1:-}" in
+    up) up ;;
+    down) down ;;
+    *) echo "usage: $0 up|down" >&2; exit 2 ;;
+esac

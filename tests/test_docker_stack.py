@@ -1,0 +1,173 @@
+"""The production stack of deploy/ running for real in Docker, brought up by ``make deploy-up``'s script.
+
+One stack for the module (PostgreSQL, the gRPC code server, webserver, daemon, Bento service, on free
+host ports), used in file order: build_job launched over GraphQL runs in its own container started by
+DockerRunLauncher, the Bento container serves the promoted model, a run queued while the daemon
+container is dead starts once it is back, and ``make deploy-down``'s script leaves nothing behind.
+The first run builds the images (minutes: a debootstrap base where no registry answers, the
+wheelhouse); later runs rebuild only the code layers. Needs a Docker engine (root:
+deploy/scripts/start_engine.sh); with CI=1 a missing engine fails instead of skipping.
+"""
+
+import io
+import os
+import time
+
+import pytest
+
+from testkit.docker_stack import PROJECT, DockerStack, docker, engine_problem, inspect, leftovers
+from testkit.topology import FAST_BUILD, REEXECUTE, holds_for, production_instance_config, wait_until
+
+pytestmark = pytest.mark.slow
+
+SLOW_BUILD = {"ops": {"trained_model": {"config": {"learning_rates": [3e-3], "hidden": [8], "epochs": [40]}}}}
+DEQUEUE_SECONDS = production_instance_config()["run_coordinator"]["config"]["dequeue_interval_seconds"]
+USER_CODE_IMAGE = "mlops-user-code"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    problem = engine_problem()
+    if problem:
+        if os.environ.get("CI"):
+            pytest.fail(f"{problem}; CI must run the Docker stack (.ci/run starts the engine)")
+        pytest.skip(problem)
+    existing = {kind: names for kind, names in leftovers().items() if names}
+    if existing:
+        pytest.fail(f"a stack named {PROJECT} already exists on this engine ({existing}); "
+                    "this test would tear it down: run `make deploy-down` first if it is yours")
+    stack = DockerStack(tmp_path_factory.mktemp("docker_stack"))
+    try:
+        seconds = stack.up()
+        print(f"stack up (build included): {seconds:.0f} s")
+        stack.wait_ready()
+        yield stack
+    finally:
+        try:
+            stack.down()
+        except Exception as exc:  # reported by test_deploy_down_leaves_nothing_behind or the next run
+            print(f"deploy-down failed: {exc}")
+
+
+def png_of_a_digit() -> bytes:
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    pixels = load_digits().images[0]  # a zero, 0..16
+    image = Image.fromarray((pixels * (255 / 16)).astype("uint8"), mode="L")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def exited_run_container(stack: DockerStack, run_id: str) -> dict:
+    """The one container DockerRunLauncher started for the run (it labels it with the run id), once
+    its process has exited: the run's success event is written just before the process ends."""
+    def exited() -> dict | None:
+        (container,) = stack.run_containers(run_id)
+        return container if container["State"]["Status"] == "exited" else None
+
+    return wait_until(exited, 120, f"the container of run {run_id} to exit", interval=1)
+
+
+def test_build_job_over_graphql_runs_in_its_own_container(stack):
+    run_id = stack.submit("build_job", FAST_BUILD)
+    status = stack.wait_run(run_id, timeout=900)
+    assert status == "SUCCESS", stack.service_logs()
+
+    container = exited_run_container(stack, run_id)
+    assert container["Config"]["Image"] == USER_CODE_IMAGE
+    assert container["State"]["ExitCode"] == 0, container["State"]
+    assert container["Config"]["Labels"]["dagster/job_name"] == "build_job"
+    assert "mlops_network" in container["NetworkSettings"]["Networks"]
+    mounts = {m["Name"]: m["Destination"] for m in container["Mounts"] if m["Type"] == "volume"}
+    assert mounts.get("mlops_data") == "/opt/mlops", mounts
+    # Not the code server, not the daemon: a container of its own.
+    assert container["Id"] not in {stack.container(s) for s in ("user_code", "daemon")}
+
+    # Its events landed in the stack's PostgreSQL.
+    events = [row[0] for row in stack.psql(
+        f"SELECT dagster_event_type FROM event_logs WHERE run_id = '{run_id}' "
+        "AND dagster_event_type IS NOT NULL ORDER BY id")]
+    for once in ("PIPELINE_ENQUEUED", "PIPELINE_STARTING", "PIPELINE_START", "PIPELINE_SUCCESS"):
+        assert events.count(once) == 1, (once, events)
+    assert "ASSET_MATERIALIZATION" in events and "STEP_FAILURE" not in events
+
+
+def test_the_bento_container_classifies_an_image_with_the_promoted_model(stack):
+    import httpx
+
+    url = f"http://127.0.0.1:{stack.bento_port}"
+    # The service restarts until build_job has promoted a first model, then serves it.
+    wait_until(lambda: httpx.get(f"{url}/readyz", timeout=5).status_code == 200, 300,
+               f"the Bento service to be ready\n{stack.service_logs()}", interval=2)
+    info = httpx.get(f"{url}/model", timeout=10).json()
+    assert info["follow_production"] is True and info["production_version"], info
+    response = httpx.post(f"{url}/classify_image", timeout=30,
+                          files={"image": ("zero.png", png_of_a_digit(), "image/png")})
+    assert response.status_code == 200, response.text
+    prediction = response.json()
+    assert prediction["model_version"] == info["production_version"], (prediction, info)
+    assert prediction["class_name"] == info["class_names"][prediction["label"]] == "0", prediction
+    assert inspect(stack.container("bento"))["State"]["Running"]
+
+
+def step_events(stack: DockerStack, run_id: str, event_type: str) -> list[str]:
+    return [row[0] for row in stack.psql(
+        f"SELECT step_key FROM event_logs WHERE run_id = '{run_id}' AND dagster_event_type = '{event_type}' "
+        "ORDER BY id")]
+
+
+def test_a_run_whose_container_is_killed_fails_with_the_reason_and_reexecutes_from_failure(stack):
+    # A training configuration of its own, so trained_model really trains (long enough to be killed).
+    run_id = stack.submit("build_job", SLOW_BUILD)
+    wait_until(lambda: "trained_model" in step_events(stack, run_id, "STEP_START"), 300,
+               "trained_model to start", interval=0.5)
+    (container,) = stack.run_containers(run_id)
+    docker("kill", container["Id"])  # as an OOM kill or a lost host would
+
+    # Run monitoring (deploy/dagster.yaml: every 30 s) finds the dead container and fails the run.
+    assert stack.wait_run(run_id, timeout=180) == "FAILURE", stack.service_logs()
+    reasons = [row[0] for row in stack.psql(
+        "SELECT replace(event::json->'dagster_event'->>'message', E'\\n', ' ') FROM event_logs "
+        f"WHERE run_id = '{run_id}' AND dagster_event_type = 'PIPELINE_FAILURE'")]
+    assert len(reasons) == 1, reasons
+    assert "Detected run worker status FAILED" in reasons[0] and "Container status is exited" in reasons[0], reasons
+    assert '"ExitCode": 137' in reasons[0], reasons  # SIGKILL
+    assert "trained_model" not in step_events(stack, run_id, "STEP_SUCCESS")
+
+    launched = stack.graphql(REEXECUTE, {"params": {"parentRunId": run_id, "strategy": "FROM_FAILURE"}})
+    launched = launched["launchRunReexecution"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    child = launched["run"]["runId"]
+    assert stack.wait_run(child, timeout=900) == "SUCCESS", stack.service_logs()
+    assert exited_run_container(stack, child)["State"]["ExitCode"] == 0
+    started = step_events(stack, child, "STEP_START")
+    assert "trained_model" in started, started
+    # What succeeded before the kill is reused, not recomputed.
+    done_before = set(step_events(stack, run_id, "STEP_SUCCESS"))
+    assert done_before and not done_before & set(started), (done_before, started)
+
+
+def test_a_run_queued_while_the_daemon_container_is_dead_starts_when_it_is_back(stack):
+    daemon = stack.container("daemon")
+    docker("kill", daemon)
+    assert not inspect(daemon)["State"]["Running"]
+    run_id = stack.submit("build_job", FAST_BUILD)  # the webserver still takes it: into the queue
+    # A killed container stays down (a kill is a manual stop for `restart: unless-stopped`):
+    # nobody dequeues, the run waits in PostgreSQL.
+    holds_for(lambda: stack.run_status(run_id) == "QUEUED", 3 * DEQUEUE_SECONDS + 2,
+              "the run queued without a daemon")
+
+    docker("start", daemon)
+    stack.wait_run(run_id, timeout=180, statuses={"STARTING", "STARTED", "SUCCESS"})
+    assert stack.wait_run(run_id, timeout=900) == "SUCCESS", stack.service_logs()
+    assert exited_run_container(stack, run_id)["State"]["ExitCode"] == 0
+    stack.wait_daemon()
+
+
+def test_deploy_down_leaves_no_container_network_or_volume(stack):
+    started = time.monotonic()
+    stack.down()
+    print(f"deploy-down: {time.monotonic() - started:.0f} s")
+    assert leftovers() == {"containers": [], "networks": [], "volumes": []}
