@@ -30,6 +30,25 @@ def make_resources(
     }
 
 
+def write_split_arrays(directory: Path, splits: dict[str, tuple[np.ndarray, np.ndarray]], manifest: dict) -> Path:
+    """A self-contained splits directory from in-memory uint8 arrays: its pixel store inside it (``pixels/``),
+    written by the product's own writers, so tests read it exactly as they read a built split."""
+    from mlops_assets.ml.artifacts import write_splits
+    from mlops_assets.ml.pixel_store import PixelStoreWriter
+
+    directory.mkdir(parents=True, exist_ok=True)
+    first_images = next(iter(splits.values()))[0]
+    writer = PixelStoreWriter(directory / "pixels", first_images.shape[1:])
+    indices, start = {}, 0
+    for name, (images, labels) in splits.items():
+        writer.append(images, labels, np.tile(images.shape[2:], (len(images), 1)))
+        indices[name] = np.arange(start, start + len(images))
+        start += len(images)
+    writer.finish()
+    write_splits(directory, directory / "pixels", indices, manifest)
+    return directory
+
+
 def draw_shape_folder(root: Path, per_class: int = 30, seed: int = 0, corrupt: bool = True) -> Path:
     """Two classes of drawn shapes (circles, squares) in mixed sizes and modes, plus one corrupt file."""
     from PIL import Image, ImageDraw
