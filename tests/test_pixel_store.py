@@ -151,3 +151,32 @@ def test_rows_of_in_memory_arrays_keep_their_dtype():
     rows = ImageRows.from_arrays(floats, np.array([0, 1, 2]))
     pixel_min, pixel_max, pixel_mean, n_nan = rows.pixel_stats()
     assert rows.dtype == np.float32 and n_nan.tolist() == [1, 0, 0] and pixel_max.tolist() == [0, 0, 0]
+
+
+def test_an_upgrade_keeps_every_images_split_from_an_old_npz_version(tmp_path):
+    """A store built before the pixel store: its lineage points at compressed .npz splits. The next data_splits
+    (in the new layout) keeps each image where the old version put it, however a fresh deal would go."""
+    import dagster as dg
+
+    from mlops_assets.build.data import SPLITS_LINEAGE_POINTER, data_splits, lineage_key, raw_images
+    from mlops_assets.ml.splits import SplitFractions, assign_splits
+    from testkit.fixtures import make_resources
+
+    resources = make_resources(tmp_path)
+    store = resources["artifact_store"]
+    digits = load_digits_dataset()
+    old = assign_splits(image_hashes(digits.images), digits.labels, SplitFractions(), seed=99).indices
+
+    def legacy(directory):
+        for name, rows in old.items():
+            np.savez_compressed(directory / f"{name}.npz", images=digits.images[rows], labels=digits.labels[rows])
+
+    store.publish("splits", "legacy-v1", legacy)
+    key = lineage_key(SplitFractions(), 42)
+    store.write_pointer(SPLITS_LINEAGE_POINTER, {key: "legacy-v1"})
+    result = dg.materialize([raw_images, data_splits], resources=resources, instance=dg.DagsterInstance.ephemeral())
+    meta = {k: v.value for k, v in result.asset_materializations_for_node("data_splits")[0].metadata.items()}
+    assert meta["parent_version"] == "legacy-v1" and meta["images_kept"] == 1797 and meta["images_dealt"] == 0
+    for name, rows in old.items():
+        assert read_split_hashes(meta["artifact_path"], (name,)) == set(image_hashes(digits.images[rows]))
+    assert store.read_pointer(SPLITS_LINEAGE_POINTER)[key] == meta["version"]
