@@ -33,8 +33,8 @@ HASH_DTYPE = "S40"
 # Rows per batch when a stage streams a split (a 32×32×3 batch is 12 MB as uint8, 48 MB as float32).
 DEFAULT_BATCH = 4096
 # Pixels (per channel) in one batch a model scores: the CNN's activations take about 0.5 kB a pixel at width 32,
-# so a model batch costs ~128 MB whatever the image size (256 images of 32×32, 4096 of 8×8).
-MODEL_BATCH_PIXELS = 2**18
+# so a model batch costs ~32 MB whatever the image size (64 images of 32×32, 1024 of 8×8).
+MODEL_BATCH_PIXELS = 2**16
 
 
 def model_batch_rows(shape: Sequence[int]) -> int:
