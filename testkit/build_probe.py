@@ -3,7 +3,7 @@
 The memory test and the scale benchmark share it. :func:`probe_build` starts ``python -m testkit.build_probe``
 with ``MLOPS_*`` variables pointing at a temporary home and the folder, so the code location's own resources
 are used, exactly as ``make demo`` uses them. Inside, a thread samples the resident set size of the process and
-its children (the decode workers) every few milliseconds; each step's peak is the largest sample between its
+its worker children (the decode pool) every few milliseconds; each step's peak is the largest sample between its
 start and end (Dagster's step stats). The process's own ``ru_maxrss`` (the kernel's exact peak) is reported too,
 and the peak used for the bound is the larger of the two.
 """
@@ -24,13 +24,16 @@ SAMPLE_SECONDS = 0.005
 
 
 def tree_rss(process) -> int:
-    """Resident bytes of ``process`` and all its children (file-backed pages, e.g. memory maps, included)."""
+    """Resident bytes of ``process`` and its multiprocessing children, the decode workers (file-backed pages, e.g.
+    memory maps, included). Other children are left out: a short-lived ``git`` between fork and exec shares
+    the parent's pages and would count them twice."""
     import psutil
 
-    total = 0
-    for proc in [process, *process.children(recursive=True)]:
+    total = process.memory_info().rss
+    for child in process.children(recursive=True):
         try:
-            total += proc.memory_info().rss
+            if any("multiprocessing" in part for part in child.cmdline()):
+                total += child.memory_info().rss
         except psutil.Error:  # a child that ended between the listing and the read
             continue
     return total
@@ -58,8 +61,10 @@ class RssSampler(threading.Thread):
         return self.samples
 
     def peak(self, start: float, end: float) -> int:
+        """The largest sample in [start, end]; for a step shorter than a sample, the one just before its end."""
         inside = [rss for t, rss in self.samples if start <= t <= end]
-        return max(inside, default=0)
+        before = [rss for t, rss in self.samples if t <= end]
+        return max(inside, default=before[-1] if before else 0)
 
 
 def main(run_config: dict) -> dict:
