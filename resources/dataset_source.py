@@ -37,7 +37,10 @@ class DatasetSource(dg.ConfigurableResource):
         default=DEFAULT_MAX_PIXELS, description="Larger images (from their header) are skipped, never decoded."
     )
     decode_workers: int = Field(
-        default=0, description="Processes decoding an image folder in parallel; 0 = one per core, 1 = no pool."
+        default=0, description=(
+            "Processes decoding an image folder in parallel; 0 = one per core, at most one per 10,000 files "
+            "(a worker's start costs what a few thousand decodes do); 1 = no pool."
+        ),
     )
 
     def spec(self) -> PreprocessSpec:

@@ -52,3 +52,27 @@ def test_the_dataset_version_does_not_depend_on_the_number_of_workers(tmp_path):
     assert len(stored.rows) == 1200 and stored.class_names == ["circles", "squares", "stripes"]
     assert np.bincount(stored.rows.labels).tolist() == [400, 400, 400]
     assert len(set(stored.rows.hash_list())) == 1200  # generated images are distinct
+
+
+def test_workers_start_without_re_running_the_callers_script(tmp_path):
+    """Spawned workers re-run the parent's main script by default: a script without a ``__main__`` guard (or a
+    console script such as ``dagster``) would be run again in every worker. Here it decodes, once."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    folder = draw_scale_folder(tmp_path / "scale", 300, size=16, workers=1)
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "from mlops_assets.ml.image_folder import decode_folder, list_image_folder\n"
+        "from mlops_assets.ml.images import PreprocessSpec\n"
+        "print('script ran')\n"
+        f"chunks = decode_folder(list_image_folder({str(folder)!r}), PreprocessSpec(16, 16, 1), workers=2,"
+        " chunk_files=50)\n"
+        "print('decoded', sum(len(c.labels) for c in chunks))\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                          env={"PYTHONPATH": str(root), "PATH": ""}, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines() == ["script ran", "decoded 300"]

@@ -23,7 +23,7 @@ SPLITS_LINEAGE_POINTER = "splits-lineage"
     kinds={"numpy"},
     code_version="2",  # 2: pixels stored once, uint8 and memory-mapped, decoded in parallel
     description=(
-        "The labelled images, decoded to one geometry (in parallel, one process per core) and stored once, "
+        "The labelled images, decoded to one geometry (by a process per core on big folders) and stored once, "
         "as uint8 in a memory-mapped pixel store, under their content hash. Its data version is that hash, so "
         "adding or changing images marks everything downstream stale."
     ),

@@ -10,8 +10,11 @@ light dependencies (numpy, PIL).
 from __future__ import annotations
 
 import os
+import sys
+import types
 from collections import deque
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,14 +33,18 @@ from mlops_assets.ml.pixel_store import DecodedChunk
 
 CHUNK_FILES = 512  # files per worker task: large enough to amortise the round trip, small enough to stream
 IN_FLIGHT_PER_WORKER = 4
+# Starting a worker (a fresh interpreter importing numpy and PIL) costs about what decoding a few thousand small
+# images does, so the automatic choice gives each worker at least this many files (BENCHMARKS.md, bench_scale).
+FILES_PER_WORKER = 10_000
 
 
-def default_workers() -> int:
-    """One decoding process per core this process may run on."""
+def default_workers(n_files: int) -> int:
+    """One decoding process per core this process may run on, but at most one per :data:`FILES_PER_WORKER` files."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, n_files // FILES_PER_WORKER))
 
 
 @dataclass
@@ -121,12 +128,13 @@ def decode_folder(
     listing: FolderListing, spec: PreprocessSpec, min_per_class: int = 1, max_pixels: int = DEFAULT_MAX_PIXELS,
     workers: int = 0, chunk_files: int = CHUNK_FILES,
 ) -> Iterator[DecodedChunk]:
-    """Decoded chunks of the listed files, in file order, by ``workers`` processes (0: one per core; 1: this one).
+    """Decoded chunks of the listed files, in file order, by ``workers`` processes (1: this one; 0: automatic,
+    :func:`default_workers`).
 
     After the last chunk, a class with fewer than ``min_per_class`` readable images raises :class:`DatasetError`,
     so a caller writing the chunks somewhere never publishes a dataset that cannot be trained on.
     """
-    workers = workers or default_workers()
+    workers = workers or default_workers(len(listing.files))
     tasks = [(str(listing.root), listing.files[i : i + chunk_files], spec.as_dict(), max_pixels)
              for i in range(0, len(listing.files), chunk_files)]
     counts = np.zeros(len(listing.class_names), dtype=np.int64)
@@ -157,10 +165,11 @@ def _decoded(tasks: list[tuple], workers: int) -> Iterator[DecodedChunk]:
     try:
         pending: deque = deque()
         queued = iter(tasks)
-        for task in queued:
-            pending.append(pool.submit(decode_files, *task))
-            if len(pending) >= workers * IN_FLIGHT_PER_WORKER:
-                break
+        with _without_main_module():  # the first submissions start every worker
+            for task in queued:
+                pending.append(pool.submit(decode_files, *task))
+                if len(pending) >= workers * IN_FLIGHT_PER_WORKER:
+                    break
         while pending:
             chunk = pending.popleft().result()
             next_task = next(queued, None)
@@ -169,6 +178,23 @@ def _decoded(tasks: list[tuple], workers: int) -> Iterator[DecodedChunk]:
             yield chunk
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+@contextmanager
+def _without_main_module() -> Iterator[None]:
+    """Start spawned workers without the parent's ``__main__``.
+
+    A spawned worker first re-runs the parent's main script: for a console script (``dagster``, ``pytest``) that
+    imports its whole package (seconds per worker), and a user's script without an ``if __name__ ==
+    "__main__"`` guard would start the build again and fail. Decoding needs none of it, so while workers start,
+    ``__main__`` is a bare module.
+    """
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
 
 
 def load_image_folder(

@@ -21,7 +21,7 @@ IMAGE_FOLDER = "MLOPS_IMAGE_FOLDER"
 IMAGE_HEIGHT = "MLOPS_IMAGE_HEIGHT"  # image_folder images are converted to this geometry
 IMAGE_WIDTH = "MLOPS_IMAGE_WIDTH"
 IMAGE_CHANNELS = "MLOPS_IMAGE_CHANNELS"  # 1 (grayscale) or 3 (RGB)
-DECODE_WORKERS = "MLOPS_DECODE_WORKERS"  # processes decoding an image folder; 0 = one per core
+DECODE_WORKERS = "MLOPS_DECODE_WORKERS"  # processes decoding an image folder; 0 = automatic (one per core)
 
 # Monitoring
 PROFILE_CRON = "MLOPS_PROFILE_CRON"  # inference profile windows, e.g. "0 * * * *" (hourly, the default)
