@@ -4,7 +4,7 @@ Each size is built in a fresh interpreter and a fresh artifact home (``testkit.b
 one epoch of one trial so the data path shows. Reported per size and per step: wall time and peak RSS (the process
 and its decode workers). The per-image cost subtracts the fixed cost measured by a tiny run in the same session:
 ``(wall(n) − wall(tiny)) / (n − n_tiny)``; goal: flat within 1.3× from 1× to 16×. Peak RSS is compared with the
-bound 3 × the dataset's uint8 bytes + 1 GB. Decoding speed with 1 and 2 processes is measured on the 1× folder.
+bound 3 × the dataset's uint8 bytes + 1 GB. Decoding speed with 1 and 2 processes is measured on the 4× folder.
 
 ``python -m benchmarks.bench_scale`` (1× = 12,500 images: 12.5k, 50k, 200k), ``--unit N`` for another 1×,
 ``--smoke`` for a tiny size that checks the report is well formed (the CI test; BENCHMARKS.md is not written),
@@ -32,6 +32,7 @@ ONE_EPOCH = {"ops": {"trained_model": {"config": {
 STEPS = ("raw_images", "data_splits", "data_quality", "trained_model", "onnx_model",
          "onnx_model_onnx_matches_torch", "evaluation_report", "registered_model")
 PIXELS_PER_IMAGE = 32 * 32
+REPEATS = 2  # runs per size but the largest; the quickest is reported
 
 
 def memory_bound(n_images: int) -> float:
@@ -68,7 +69,7 @@ def measure_decode(folder: Path) -> dict[str, dict[str, float]]:
     return out
 
 
-def run(unit: int, factors: tuple[int, ...], tiny: int, workdir: Path) -> dict:
+def run(unit: int, factors: tuple[int, ...], tiny: int, workdir: Path, repeats: int = REPEATS) -> dict:
     from testkit.build_probe import probe_build
     from testkit.fixtures import draw_scale_folder
 
@@ -80,15 +81,19 @@ def run(unit: int, factors: tuple[int, ...], tiny: int, workdir: Path) -> dict:
     runs = []
     for n in sizes:
         folder = prefix_folder(largest, workdir / f"images-{n}", n) if n != max(sizes) else largest
-        home = workdir / f"home-{n}"
-        result = probe_build(folder, home, ONE_EPOCH)
-        if not result["success"]:
-            raise RuntimeError(f"build of {n} images failed: {result['failures']}")
+        best = None
+        for _ in range(1 if n == max(sizes) else repeats):  # this machine is shared: the quickest of two
+            home = workdir / f"home-{n}"
+            result = probe_build(folder, home, ONE_EPOCH)
+            shutil.rmtree(home, ignore_errors=True)
+            if not result["success"]:
+                raise RuntimeError(f"build of {n} images failed: {result['failures']}")
+            if best is None or result["wall_seconds"] < best["wall_seconds"]:
+                best = result
         runs.append({"n_images": n, "pixel_bytes": n * PIXELS_PER_IMAGE, "bound": memory_bound(n),
-                     "wall_seconds": result["wall_seconds"], "peak_rss": result["peak_rss"],
-                     "steps": {s: result["steps"][s] for s in STEPS if s in result["steps"]},
-                     "test_accuracy": result["evaluation_report"].get("accuracy")})
-        shutil.rmtree(home, ignore_errors=True)
+                     "wall_seconds": best["wall_seconds"], "peak_rss": best["peak_rss"],
+                     "steps": {s: best["steps"][s] for s in STEPS if s in best["steps"]},
+                     "test_accuracy": best["evaluation_report"].get("accuracy")})
     fixed = runs[0]
     for entry in runs[1:]:
         extra = entry["n_images"] - fixed["n_images"]
@@ -99,8 +104,10 @@ def run(unit: int, factors: tuple[int, ...], tiny: int, workdir: Path) -> dict:
     base = runs[1]["per_image_us"]
     for entry in runs[1:]:
         entry["per_image_ratio"] = entry["per_image_us"] / base if base > 0 else float("nan")
-    return {"unit": unit, "factors": list(factors), "tiny": tiny, "generated_seconds": generated_s,
-            "decode": measure_decode(workdir / f"images-{unit}" if unit != max(sizes) else largest), "runs": runs}
+    decode_size = sizes[2] if len(sizes) > 2 else sizes[-1]  # 4×: where a second process can pay for its start
+    decode_folder = workdir / f"images-{decode_size}" if decode_size != max(sizes) else largest
+    return {"unit": unit, "factors": list(factors), "tiny": tiny, "repeats": repeats, "generated_seconds": generated_s,
+            "decode": measure_decode(decode_folder), "runs": runs}
 
 
 def markdown(results: dict) -> str:
@@ -128,7 +135,9 @@ def markdown(results: dict) -> str:
         f"build_job on generated folders of 32×32 grayscale PNGs in three classes (1× = {results['unit']:,} "
         "images), each in a fresh interpreter and artifact home, training cut to one epoch of one trial "
         "(run config) so the data path shows. Per-image cost = (wall − wall of the tiny run) / (images − "
-        f"{fixed['n_images']}); the tiny run ({fixed['n_images']} images) took {fixed['wall_seconds']:.1f} s. "
+        f"{fixed['n_images']}); the tiny run ({fixed['n_images']} images) took {fixed['wall_seconds']:.1f} s. Each "
+        f"size but the largest is built {results['repeats']} time(s) and the quickest build is shown (the machine "
+        "is shared). "
         "Peak RSS: the process and its decode workers, sampled every 5 ms (and the kernel's ru_maxrss); "
         "bound: 3 × uint8 pixels + 1 GB.",
         "",
@@ -150,9 +159,11 @@ def markdown(results: dict) -> str:
         "|---|" + "---:|" * len(scaled),
         *per_image_rows,
         "",
-        f"Decoding the {decode['1']['images']:,}-image folder (listing + decode, best of 2): 1 process "
-        f"{decode['1']['images_per_s']:,.0f} images/s, 2 processes {decode['2']['images_per_s']:,.0f} images/s: "
-        f"**{speedup:.2f}×**.",
+        f"Decoding the {decode['1']['images']:,}-image folder (listing + decode, best of 2, the pool's start "
+        f"included): 1 process {decode['1']['images_per_s']:,.0f} images/s, 2 processes "
+        f"{decode['2']['images_per_s']:,.0f} images/s: **{speedup:.2f}×**. With the default `decode_workers: 0`, "
+        "a folder gets one process per core but at most one per 10,000 files, since starting a worker costs "
+        "about what decoding a few thousand images does.",
     ])
 
 
@@ -165,7 +176,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     unit, factors, tiny = (SMOKE_UNIT, SMOKE_FACTORS, SMOKE_TINY) if args.smoke else (args.unit or UNIT, FACTORS, TINY)
     with tempfile.TemporaryDirectory(dir=args.workdir) as scratch:
-        results = run(unit, factors, tiny, Path(scratch))
+        results = run(unit, factors, tiny, Path(scratch), repeats=1 if args.smoke else REPEATS)
     results["markdown"] = markdown(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

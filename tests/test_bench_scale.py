@@ -25,7 +25,8 @@ def test_smoke_run_reports_every_size_and_step(tmp_path):
         assert run["peak_rss"] > 0 and run["bound"] == bench_scale.memory_bound(run["n_images"])
     for run in results["runs"][1:]:
         assert math.isfinite(run["per_image_us"]) and set(run["per_image_us_steps"]) == set(bench_scale.STEPS)
-    assert {w: d["images"] for w, d in results["decode"].items()} == {"1": 150, "2": 150}
+    decoded = bench_scale.SMOKE_UNIT * bench_scale.SMOKE_FACTORS[1]  # the 4× folder, or the largest below 4×
+    assert {w: d["images"] for w, d in results["decode"].items()} == {"1": decoded, "2": decoded}
     report = results["markdown"]
     assert report.startswith("## Scale") and "| images | uint8 pixels | wall |" in report
     for step in bench_scale.STEPS:
