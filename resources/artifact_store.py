@@ -16,7 +16,7 @@ from typing import Any
 
 import dagster as dg
 
-from mlops_assets.ml.storage import atomic_write_json, publish_directory
+from mlops_assets.ml.storage import atomic_write_json, publish_built, publish_directory
 
 ARTIFACT_KINDS = ("datasets", "splits", "models", "onnx", "reports", "gx", "profiles", "inference_log")
 
@@ -30,18 +30,27 @@ class ArtifactStore(dg.ConfigurableResource):
     def root_path(self) -> Path:
         return Path(self.root).expanduser().resolve()
 
-    def path(self, kind: str, version: str) -> Path:
+    def kind_path(self, kind: str) -> Path:
         if kind not in ARTIFACT_KINDS:
             raise ValueError(f"unknown artifact kind {kind!r}; expected one of {ARTIFACT_KINDS}")
+        return self.root_path / kind
+
+    def path(self, kind: str, version: str) -> Path:
         if not version or "/" in version or version.startswith("."):
             raise ValueError(f"invalid artifact version {version!r}")
-        return self.root_path / kind / version
+        return self.kind_path(kind) / version
 
     def publish(self, kind: str, version: str, build: Callable[[Path], None]) -> Path:
         """Write an artifact once; later calls with the same version return the existing one."""
         target = self.path(kind, version)
         publish_directory(target, build)
         return target
+
+    def publish_built(self, kind: str, build: Callable[[Path], str]) -> tuple[str, Path]:
+        """Write an artifact whose version is its content hash, known once written: ``build`` fills a staging
+        directory and returns the version; an existing version is kept and the new copy discarded."""
+        version, target, _ = publish_built(self.kind_path(kind), build)
+        return version, target
 
     def exists(self, kind: str, version: str) -> bool:
         return self.path(kind, version).is_dir()

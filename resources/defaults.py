@@ -40,6 +40,7 @@ def default_resources() -> dict[str, object]:
             width=settings.resolve_int(settings.IMAGE_WIDTH),
             channels=settings.resolve_int(settings.IMAGE_CHANNELS),
             max_image_pixels=settings.resolve_int(settings.MAX_IMAGE_PIXELS),
+            decode_workers=settings.resolve_int(settings.DECODE_WORKERS),
         ),
         "model_registry": ModelRegistryResource(
             home=setting(settings.BENTOML_HOME), model_name=setting(settings.MODEL_NAME)

@@ -30,6 +30,25 @@ def make_resources(
     }
 
 
+def write_split_arrays(directory: Path, splits: dict[str, tuple[np.ndarray, np.ndarray]], manifest: dict) -> Path:
+    """A self-contained splits directory from in-memory uint8 arrays: its pixel store inside it (``pixels/``),
+    written by the product's own writers, so tests read it exactly as they read a built split."""
+    from mlops_assets.ml.artifacts import write_splits
+    from mlops_assets.ml.pixel_store import PixelStoreWriter
+
+    directory.mkdir(parents=True, exist_ok=True)
+    first_images = next(iter(splits.values()))[0]
+    writer = PixelStoreWriter(directory / "pixels", first_images.shape[1:])
+    indices, start = {}, 0
+    for name, (images, labels) in splits.items():
+        writer.append(images, labels, np.tile(images.shape[2:], (len(images), 1)))
+        indices[name] = np.arange(start, start + len(images))
+        start += len(images)
+    writer.finish()
+    write_splits(directory, directory / "pixels", indices, manifest)
+    return directory
+
+
 def draw_shape_folder(root: Path, per_class: int = 30, seed: int = 0, corrupt: bool = True) -> Path:
     """Two classes of drawn shapes (circles, squares) in mixed sizes and modes, plus one corrupt file."""
     from PIL import Image, ImageDraw
@@ -63,3 +82,55 @@ def png_header_only(width: int, height: int) -> bytes:
 
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+
+
+SCALE_CLASSES = ("circles", "squares", "stripes")
+
+
+def _draw_scale_images(job: tuple[str, int, int, int, int, int]) -> int:
+    """Draw ``count`` noisy 32×32-style grayscale PNGs of one class (a process-pool task)."""
+    from PIL import Image
+
+    root, label, start, count, size, seed = job
+    rng = np.random.default_rng([seed, label, start])
+    folder = Path(root) / SCALE_CLASSES[label]
+    yy, xx = np.mgrid[0:size, 0:size]
+    for i in range(start, start + count):
+        cy, cx = rng.uniform(size * 0.3, size * 0.7, size=2)
+        radius = rng.uniform(size * 0.15, size * 0.35)
+        if label == 0:
+            mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2
+        elif label == 1:
+            mask = (np.abs(yy - cy) <= radius) & (np.abs(xx - cx) <= radius)
+        else:
+            mask = ((xx + yy) // max(2, int(radius / 2))) % 2 == 0
+        pixels = rng.normal(40, 25, size=(size, size)) + mask * rng.uniform(120, 200)
+        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), mode="L").save(
+            folder / f"{SCALE_CLASSES[label]}_{i:07d}.png"
+        )
+    return count
+
+
+def draw_scale_folder(root: Path, n_images: int, size: int = 32, seed: int = 0, workers: int = 2) -> Path:
+    """``n_images`` distinct noisy grayscale PNGs of ``size``×``size`` in three classes (circles, squares,
+    stripes), drawn by ``workers`` processes: the generated folders of the scale benchmark and memory test.
+
+    Image ``i`` of a class depends only on (seed, class, i), so a smaller folder is a prefix of a larger one.
+    """
+    import concurrent.futures
+    import multiprocessing
+
+    per_class = [n_images // 3 + (1 if k < n_images % 3 else 0) for k in range(3)]
+    chunk = 2000
+    jobs = []
+    for label, count in enumerate(per_class):
+        (root / SCALE_CLASSES[label]).mkdir(parents=True, exist_ok=True)
+        jobs += [(str(root), label, s, min(chunk, count - s), size, seed) for s in range(0, count, chunk)]
+    if workers <= 1:
+        for job in jobs:
+            _draw_scale_images(job)
+        return root
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+        list(pool.map(_draw_scale_images, jobs))
+    return root

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlops_assets.ml.artifacts import write_arrays
 from mlops_assets.ml.images import load_digits_dataset, to_training_scale
 from mlops_assets.ml.registry import ModelRegistry
+from testkit.fixtures import write_split_arrays
 
 MODEL_NAME = "image_classifier"
 N_TEST = 200
@@ -62,9 +62,8 @@ def serving_world(tmp_path_factory: pytest.TempPathFactory) -> ServingWorld:
     dataset = load_digits_dataset()
     train_pixels, train_labels = dataset.images[:-N_TEST], dataset.labels[:-N_TEST]
     test_pixels, test_labels = dataset.images[-N_TEST:], dataset.labels[-N_TEST:]
-    splits_dir = root / "splits"
-    splits_dir.mkdir()
-    write_arrays(splits_dir, "test", test_pixels, test_labels)
+    splits_dir = write_split_arrays(root / "splits", {"test": (test_pixels, test_labels)},
+                                    {"class_names": dataset.class_names})
     world = ServingWorld(
         home=root / "bentoml", registry=ModelRegistry(root / "bentoml", MODEL_NAME), splits_dir=splits_dir,
         x_test=to_training_scale(test_pixels), y_test=test_labels, pixels_test=test_pixels, versions={},

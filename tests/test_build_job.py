@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mlops_assets.definitions import ASSET_CHECKS, ASSETS
-from mlops_assets.ml.artifacts import read_manifest, read_original_sizes, read_split
+from mlops_assets.ml.artifacts import open_split, read_manifest, read_split
 from mlops_assets.ml.registry import ModelRegistry
 from resources.dataset_source import DatasetSource
 from testkit.fixtures import draw_shape_folder, make_resources
@@ -132,7 +132,7 @@ def test_image_folder_build_with_a_corrupt_file(tmp_path):
     assert raw["n_images"] == 80 and raw["n_skipped"] == 1 and "broken.png" in raw["skipped_files"]
     assert raw["image_shape"] == "3×16×16"
     splits_dir = metadata(result, "data_splits")["artifact_path"]
-    sizes = read_original_sizes(splits_dir, "train")
+    sizes = open_split(splits_dir, "train").original_sizes
     assert sizes is not None and len(sizes) == metadata(result, "data_splits")["rows_train"] and sizes.min() >= 24
     assert metadata(result, "evaluation_report")["accuracy"] >= 0.9
     report = json.loads(Path(metadata(result, "evaluation_report")["report_path"]).read_text())

@@ -11,10 +11,10 @@ import pytest
 from mlops_assets.build.data import data_splits, raw_images
 from mlops_assets.build.validation import data_quality_checks
 from mlops_assets.ml import data_quality as dq
-from mlops_assets.ml.artifacts import write_arrays, write_manifest
 from mlops_assets.ml.splits import SPLIT_NAMES
 from resources.artifact_store import ArtifactStore
 from resources.dataset_source import DatasetSource
+from testkit.fixtures import write_split_arrays
 
 CLASS_NAMES = ["cat", "dog", "owl"]
 SPEC = {"height": 8, "width": 8, "channels": 1}
@@ -33,14 +33,10 @@ def make_arrays(per_class: dict[str, list[int]], seed: int = 0) -> dict[str, tup
 
 
 def write_split_dir(directory: Path, arrays: dict[str, tuple[np.ndarray, np.ndarray]]) -> Path:
-    directory.mkdir(parents=True)
-    for split, (images, labels) in arrays.items():
-        write_arrays(directory, split, images, labels)
-    write_manifest(
-        directory,
+    return write_split_arrays(
+        directory, arrays,
         {"class_names": CLASS_NAMES, "spec": SPEC, "counts": {s: len(a[1]) for s, a in arrays.items()}},
     )
-    return directory
 
 
 def failed(report: dq.DataQualityReport) -> set[str]:

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mlops_assets.ml.image_folder import load_image_folder
 from mlops_assets.ml.images import (
     DatasetError,
     ImageDecodeError,
     PreprocessSpec,
     decode_image,
     load_digits_dataset,
-    load_image_folder,
     to_training_scale,
 )
 from testkit.fixtures import draw_shape_folder, png_header_only

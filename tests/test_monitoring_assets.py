@@ -135,17 +135,17 @@ def test_reference_profile_of_a_registered_production_model(tmp_path):
     """A real ONNX model in the real registry: the reference holds its predictions on the train split."""
     import torch
 
-    from mlops_assets.ml.artifacts import write_arrays, write_manifest
     from mlops_assets.ml.images import load_digits_dataset
     from mlops_assets.ml.onnx_model import export_onnx
+    from testkit.fixtures import write_split_arrays
 
     resources = monitoring_resources(tmp_path)
     store = resources["artifact_store"]
     data = load_digits_dataset()
 
     def build(directory):
-        write_arrays(directory, "train", data.images[:300], data.labels[:300])
-        write_manifest(directory, {"class_names": data.class_names})
+        write_split_arrays(directory, {"train": (data.images[:300], data.labels[:300])},
+                           {"class_names": data.class_names})
 
     store.publish("splits", "s1", build)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
@@ -164,9 +164,10 @@ def test_simulator_sends_real_http_and_adds_labelled_images(tmp_path):
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from mlops_assets.ml.artifacts import write_arrays, write_manifest
-    from mlops_assets.ml.images import load_digits_dataset, load_image_folder
+    from mlops_assets.ml.image_folder import load_image_folder
+    from mlops_assets.ml.images import load_digits_dataset
     from mlops_assets.tools.simulator import PREDICT_PATH, main, send_traffic
+    from testkit.fixtures import write_split_arrays
 
     received: list[tuple[str, int]] = []
 
@@ -182,10 +183,8 @@ def test_simulator_sends_real_http_and_adds_labelled_images(tmp_path):
             pass
 
     data = load_digits_dataset()
-    splits = tmp_path / "splits"
-    splits.mkdir()
-    write_arrays(splits, "test", data.images[:40], data.labels[:40])
-    write_manifest(splits, {"class_names": data.class_names})
+    splits = write_split_arrays(tmp_path / "splits", {"test": (data.images[:40], data.labels[:40])},
+                                {"class_names": data.class_names})
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:

@@ -1,54 +1,51 @@
 """Build stage 1: the labelled images and their versioned train/val/test splits."""
 
 
+import hashlib
+
 import dagster as dg
 import numpy as np
 from pydantic import Field
 
 from mlops_assets.metadata import short_hash
-from mlops_assets.ml.artifacts import (
-    read_dataset,
-    read_split_hashes,
-    write_arrays,
-    write_dataset,
-    write_manifest,
-)
+from mlops_assets.ml.artifacts import open_dataset, read_split_hashes, write_splits
 from mlops_assets.ml.markdown import markdown_table
-from mlops_assets.ml.splits import SPLIT_NAMES, SplitFractions, class_counts, stratified_split
+from mlops_assets.ml.splits import SPLIT_NAMES, SplitFractions, assign_splits, class_counts
 from mlops_assets.refs import DatasetRef, SplitsRef
 from resources.artifact_store import ArtifactStore
 from resources.dataset_source import DatasetSource
 
-SPLIT_CODE_VERSION = "2"  # 2: stable assignment carried forward
+SPLIT_CODE_VERSION = "3"  # 2: stable assignment carried forward; 3: rows into the dataset's pixel store
 SPLITS_LINEAGE_POINTER = "splits-lineage"
 
 
 @dg.asset(
     kinds={"numpy"},
-    code_version="1",
+    code_version="2",  # 2: pixels stored once, uint8 and memory-mapped, decoded in parallel
     description=(
-        "The labelled images, decoded to one geometry and stored once under their content hash. "
-        "Its data version is that hash, so adding or changing images marks everything downstream stale."
+        "The labelled images, decoded to one geometry (by a process per core on big folders) and stored once, "
+        "as uint8 in a memory-mapped pixel store, under their content hash. Its data version is that hash, so "
+        "adding or changing images marks everything downstream stale."
     ),
 )
 def raw_images(
     context: dg.AssetExecutionContext, dataset_source: DatasetSource, artifact_store: ArtifactStore
 ) -> dg.Output[DatasetRef]:
     fingerprint = dataset_source.fingerprint()  # before reading: a file added meanwhile reads as new next time
-    dataset = dataset_source.load()
-    version = dataset.content_hash()[:16]
+    version, directory = artifact_store.publish_built(
+        "datasets", lambda d: dataset_source.write_dataset(d, {"source": dataset_source.describe()})
+    )
+    dataset = open_dataset(directory)
+    images = dataset.rows
     for path, reason in dataset.skipped:
         context.log.warning(f"skipped unreadable image {path}: {reason}")
-    directory = artifact_store.publish(
-        "datasets", version, lambda d: write_dataset(d, dataset, {"source": dataset_source.describe()})
-    )
-    counts = class_counts(dataset.labels, len(dataset.class_names))
+    counts = class_counts(images.labels, len(dataset.class_names))
     ref = DatasetRef(
         version=version,
         path=str(directory),
         class_names=dataset.class_names,
         spec=dataset.spec.as_dict(),
-        n_images=len(dataset.labels),
+        n_images=len(images),
         source_fingerprint=fingerprint,
     )
     skipped_md = markdown_table(["file", "reason"], dataset.skipped) if dataset.skipped else "none"
@@ -60,9 +57,10 @@ def raw_images(
             "source": dataset_source.describe(),
             "source_fingerprint": fingerprint,
             "artifact_path": dg.MetadataValue.path(str(directory)),
-            "n_images": len(dataset.labels),
+            "n_images": len(images),
             "n_classes": len(dataset.class_names),
             "image_shape": f"{dataset.spec.channels}×{dataset.spec.height}×{dataset.spec.width}",
+            "pixel_bytes": images.nbytes,
             "n_skipped": len(dataset.skipped),
             "skipped_files": dg.MetadataValue.md(skipped_md),
             "class_balance": dg.MetadataValue.md(
@@ -115,7 +113,8 @@ def record_lineage(artifact_store: ArtifactStore, key: str, version: str) -> Non
     description=(
         "Stratified train/val/test splits with identical images kept together (no leakage) and every "
         "image kept in the split it had in the previous version (new images are dealt to restore the "
-        "fractions). Versioned by the assignment itself."
+        "fractions). Each split is a list of rows into the dataset's pixel store: pixels are not copied. "
+        "Versioned by the assignment itself."
     ),
 )
 def data_splits(
@@ -123,24 +122,26 @@ def data_splits(
     artifact_store: ArtifactStore,
 ) -> dg.Output[SplitsRef]:
     fractions = SplitFractions(config.train_fraction, config.val_fraction, config.test_fraction)
-    dataset = read_dataset(raw_images.path)
+    dataset = open_dataset(raw_images.path)
+    labels = dataset.rows.labels
     key = lineage_key(fractions, config.seed)
     parent, previous = previous_assignment(artifact_store, key)
-    assignment = stratified_split(dataset.images, dataset.labels, fractions, config.seed, previous)
+    # The content hashes were computed once, when the images were decoded: no pixel is read here.
+    assignment = assign_splits(dataset.rows.hash_list(), labels, fractions, config.seed, previous)
     indices = assignment.indices
-    version = short_hash(raw_images.version, key, SPLIT_CODE_VERSION, {n: i.tolist() for n, i in indices.items()})
+    rows_digest = {n: hashlib.sha256(i.tobytes()).hexdigest() for n, i in indices.items()}
+    version = short_hash(raw_images.version, key, SPLIT_CODE_VERSION, rows_digest)
     n_classes = len(dataset.class_names)
-    per_split = {name: class_counts(dataset.labels[idx], n_classes) for name, idx in indices.items()}
+    per_split = {name: class_counts(labels[idx], n_classes) for name, idx in indices.items()}
     small = {dataset.class_names[label]: n for label, n in assignment.small_classes.items()}
     if small:
         context.log.warning(f"classes with fewer than 3 distinct images cannot fill three splits: {small}")
 
     def build(directory):
-        for name, idx in indices.items():
-            sizes = dataset.original_sizes[idx] if dataset.original_sizes is not None else None
-            write_arrays(directory, name, dataset.images[idx], dataset.labels[idx], sizes)
-        write_manifest(
+        write_splits(
             directory,
+            raw_images.path,
+            indices,
             {
                 "version": version,
                 "dataset_version": raw_images.version,
@@ -156,7 +157,6 @@ def data_splits(
                 "small_classes": small,
                 "counts": {name: int(len(idx)) for name, idx in indices.items()},
                 "class_counts": per_split,
-                "source_rows": {name: idx.tolist() for name, idx in indices.items()},
             },
         )
 

@@ -8,11 +8,11 @@ import dagster as dg
 import numpy as np
 
 from mlops_assets.metadata import png_markdown, short_hash
-from mlops_assets.ml.artifacts import read_arrays, read_split_hashes
-from mlops_assets.ml.images import image_hashes, to_training_scale
+from mlops_assets.ml.artifacts import open_split, read_split_hashes
 from mlops_assets.ml.markdown import markdown_table
 from mlops_assets.ml.metrics import classification_report, per_class_markdown
-from mlops_assets.ml.onnx_model import predict_labels
+from mlops_assets.ml.onnx_model import predict_rows
+from mlops_assets.ml.pixel_store import ImageRows
 from mlops_assets.ml.promotion import COMPARED, INCOMPATIBLE, NO_PRODUCTION, NOT_COMPARABLE, ChampionComparison
 from mlops_assets.ml.registry import signature_differences
 from mlops_assets.refs import EvaluationRef, OnnxModelRef, SplitsRef
@@ -35,8 +35,8 @@ def production_trained_hashes(
 
 
 def compare_with_production(
-    registry: ModelRegistryResource, artifact_store: ArtifactStore, test_images: np.ndarray, y_test: np.ndarray,
-    data_splits: SplitsRef, candidate_onnx: str,
+    registry: ModelRegistryResource, artifact_store: ArtifactStore, test: ImageRows, data_splits: SplitsRef,
+    candidate_onnx: str,
 ) -> ChampionComparison:
     """Score the candidate and production on the same rows: this test split less production's training images."""
     production = registry.registry().production()
@@ -46,27 +46,27 @@ def compare_with_production(
     candidate_metadata = {"class_names": data_splits.class_names, "spec": data_splits.spec}
     differences = signature_differences(production.metadata, candidate_metadata)
     if differences:
-        return ChampionComparison(INCOMPATIBLE, production.version, data_splits.version, n_test=len(y_test),
+        return ChampionComparison(INCOMPATIBLE, production.version, data_splits.version, n_test=len(test),
                                   production_stored=stored, reason="; ".join(differences))
     trained = production_trained_hashes(artifact_store, production.labels.get("splits_version"))
-    keep = np.ones(len(y_test), dtype=bool)
+    keep = np.ones(len(test), dtype=bool)
     note = ""
     if trained is None:
         note = f"production's training split {production.labels.get('splits_version')} is not in the artifact " \
                "store: overlap with its training images unchecked"
     else:
-        keep = np.asarray([digest not in trained for digest in image_hashes(test_images)], dtype=bool)
-    x_shared, y_shared = to_training_scale(test_images[keep]), y_test[keep]
+        keep = np.asarray([digest not in trained for digest in test.hash_list()], dtype=bool)
+    shared = test.select(keep)
     base = dict(production_version=production.version, splits_version=data_splits.version, n=int(keep.sum()),
-                n_test=len(y_test), excluded=int((~keep).sum()), production_stored=stored)
-    if len(y_shared) == 0:
+                n_test=len(test), excluded=int((~keep).sum()), production_stored=stored)
+    if len(shared) == 0:
         return ChampionComparison(COMPARED, **base, reason=note or "no test image left")
     try:
-        champion = classification_report(y_shared, predict_labels(production.onnx_path, x_shared),
+        champion = classification_report(shared.labels, predict_rows(production.onnx_path, shared),
                                          data_splits.class_names)
     except Exception as exc:  # noqa: BLE001 - a production model that cannot score this split is reported
         return ChampionComparison(NOT_COMPARABLE, **base, reason=f"{type(exc).__name__}: {exc}")
-    challenger = classification_report(y_shared, predict_labels(candidate_onnx, x_shared), data_splits.class_names)
+    challenger = classification_report(shared.labels, predict_rows(candidate_onnx, shared), data_splits.class_names)
     return ChampionComparison(
         COMPARED, **base, reason=note,
         candidate={k: float(challenger[k]) for k in HEADLINE},
@@ -107,13 +107,10 @@ def evaluation_report(
 ) -> dg.Output[EvaluationRef]:
     from mlops_assets.ml.plots import confusion_matrix_png
 
-    test_images, y_test = read_arrays(data_splits.path, "test")
+    test = open_split(data_splits.path, "test")
     class_names = data_splits.class_names
-    report = classification_report(y_test, predict_labels(onnx_model.path, to_training_scale(test_images)),
-                                   class_names)
-    comparison = compare_with_production(
-        model_registry, artifact_store, test_images, y_test, data_splits, onnx_model.path
-    )
+    report = classification_report(test.labels, predict_rows(onnx_model.path, test), class_names)
+    comparison = compare_with_production(model_registry, artifact_store, test, data_splits, onnx_model.path)
     version = short_hash(onnx_model.version, data_splits.version, comparison.production_version)
 
     def build(directory: Path) -> None:

@@ -1,14 +1,15 @@
-"""Build stage 3: a small CNN in PyTorch, chosen by a grid search on the validation split."""
+"""Build stage 3: a small CNN in PyTorch, chosen by a search on the validation split."""
 
 
 import json
 from pathlib import Path
+from typing import Literal
 
 import dagster as dg
 from pydantic import Field
 
 from mlops_assets.metadata import png_markdown, short_hash, source_hash
-from mlops_assets.ml.artifacts import read_split
+from mlops_assets.ml.artifacts import open_split
 from mlops_assets.ml.markdown import markdown_table
 from mlops_assets.refs import SplitsRef, TrainedModelRef
 from resources.artifact_store import ArtifactStore
@@ -23,7 +24,20 @@ TRAINING_CODE_VERSION = source_hash(__file__, Path(__file__).parents[1] / "ml" /
 class TrainingConfig(dg.Config):
     learning_rates: list[float] = Field(default=[1e-3, 3e-3], description="Adam learning rates to try.")
     hidden: list[int] = Field(default=[16, 32], description="Widths (first conv channels) to try.")
-    epochs: list[int] = Field(default=[15, 30], description="Epoch counts to score (one run per lr×width).")
+    epochs: list[int] = Field(
+        default=[15, 30],
+        description=(
+            "Epoch budgets. halving: every trial trains to the first, the better half goes on to the next, and "
+            "so on; grid: every trial trains to the largest. A trial is scored by its best epoch on val."
+        ),
+    )
+    search: Literal["halving", "grid"] = Field(
+        default="halving",
+        description="halving (successive halving over the epoch budgets: affordable on big data) or grid.",
+    )
+    patience: int = Field(
+        default=10, description="A trial stops after this many epochs without a better val score (0 = never)."
+    )
     batch_size: int = Field(default=64)
     weight_decay: float = Field(default=1e-4)
     seed: int = Field(default=0, description="Seeds torch, numpy and shuffling: same inputs, same model.")
@@ -64,10 +78,8 @@ def train_new_model(
     artifact_store: ArtifactStore, inputs_key: str,
 ) -> tuple[Path, dict]:
     from mlops_assets.ml.plots import training_curves_png
-    from mlops_assets.ml.train import SearchSpace, grid_search, save_checkpoint
+    from mlops_assets.ml.train import SearchSpace, save_checkpoint, search_hyperparameters
 
-    x_train, y_train = read_split(data_splits.path, "train")
-    x_val, y_val = read_split(data_splits.path, "val")
     space = SearchSpace(
         learning_rates=tuple(config.learning_rates),
         hidden=tuple(config.hidden),
@@ -75,6 +87,8 @@ def train_new_model(
         batch_size=config.batch_size,
         weight_decay=config.weight_decay,
         seed=config.seed,
+        search=config.search,
+        patience=config.patience,
     )
 
     def log_epoch(row: dict) -> None:
@@ -83,8 +97,9 @@ def train_new_model(
             "acc {train_accuracy:.4f} | val loss {val_loss:.4f} acc {val_accuracy:.4f}".format(**row)
         )
 
-    result = grid_search(
-        x_train, y_train, x_val, y_val, len(data_splits.class_names), space, config.device, log_epoch
+    result = search_hyperparameters(
+        open_split(data_splits.path, "train"), open_split(data_splits.path, "val"), len(data_splits.class_names),
+        space, config.device, log_epoch,
     )
     version = state_dict_hash(result.state_dict, {**result.config.as_dict(), "splits": data_splits.version})
     best = result.best
@@ -100,7 +115,7 @@ def train_new_model(
         "trials": result.trials,
         "history": result.history[: best["epochs"]],
         "hyperparameters": {**best, "batch_size": space.batch_size, "weight_decay": space.weight_decay,
-                            "seed": space.seed},
+                            "seed": space.seed, "search": space.search, "patience": space.patience},
         "device": result.device,
     }
 
@@ -118,8 +133,9 @@ def train_new_model(
     kinds={"pytorch"},
     code_version=TRAINING_CODE_VERSION,
     description=(
-        "A small CNN trained on the train split; learning rate, width and epochs are chosen on val. "
-        "Seeded, so the same splits and config give the same weights; uses CUDA when available. "
+        "A small CNN trained on the train split, in batches read from the uint8 pixel store; learning rate, "
+        "width and epochs are chosen on val (successive halving and early stopping keep the search affordable "
+        "on big data). Seeded, so the same splits and config give the same weights; uses CUDA when available. "
         "When a model was already trained from the same split, config and training code, it is reused."
     ),
 )
@@ -137,8 +153,8 @@ def trained_model(
     best = record["best"]
     version = record["version"]
     search_rows = [
-        [t["lr"], t["hidden"], t["epochs"], t["val_accuracy"], t["val_loss"],
-         "✔" if (t["lr"], t["hidden"], t["epochs"]) == (best["lr"], best["hidden"], best["epochs"]) else ""]
+        [t["lr"], t["hidden"], t["epochs"], t.get("trained_epochs", t["epochs"]), t.get("outcome", ""),
+         t["val_accuracy"], t["val_loss"], "✔" if (t["lr"], t["hidden"]) == (best["lr"], best["hidden"]) else ""]
         for t in record["trials"]
     ]
     epoch_rows = [
@@ -166,7 +182,8 @@ def trained_model(
             "val_accuracy": float(best["val_accuracy"]),
             "hyperparameters": dg.MetadataValue.json(record["hyperparameters"]),
             "search": dg.MetadataValue.md(
-                markdown_table(["lr", "hidden", "epochs", "val acc", "val loss", "chosen"], search_rows)
+                markdown_table(["lr", "hidden", "best epoch", "epochs trained", "stopped by", "val acc", "val loss",
+                                "chosen"], search_rows)
             ),
             "epochs": dg.MetadataValue.md(
                 markdown_table(["epoch", "train loss", "train acc", "val loss", "val acc"], epoch_rows)

@@ -1,20 +1,32 @@
 """File layout inside artifact version directories (datasets and splits), read and written here only.
 
-A dataset or split directory holds ``manifest.json`` (what it is and where it came from) and one
-``.npz`` per array set, with images stored as uint8 C×H×W exactly as decoded.
+- A **dataset** directory holds ``manifest.json`` (class names, geometry, source files, skipped files) and the
+  dataset's pixel store (:mod:`mlops_assets.ml.pixel_store`): every image once, as uint8, memory-mapped.
+- A **splits** directory holds ``manifest.json`` and one ``<split>.rows.npy`` per split: ascending positions
+  into the pixel store that the manifest names by relative path (``pixels``), normally the dataset it was split
+  from. Pixels are therefore stored once, however many split versions point at them.
+
+Splits written before this layout held compressed ``<split>.npz`` copies of their pixels. They are still read
+(the carried-forward split assignment and production's training images go back to them), never written.
 """
 
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mlops_assets.ml.images import ImageDataset, PreprocessSpec, image_hashes, to_training_scale
+from mlops_assets.ml.images import ImageDataset, PreprocessSpec, content_hash, to_training_scale
+from mlops_assets.ml.pixel_store import DecodedChunk, ImageRows, PixelStoreWriter, open_pixel_store
 
 MANIFEST = "manifest.json"
+ROWS_SUFFIX = ".rows.npy"
+LEGACY_SUFFIX = ".npz"
 
 
 class ArtifactFormatError(ValueError):
@@ -33,75 +45,125 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
         raise ArtifactFormatError(f"{path} is missing: {directory} is not a complete artifact") from exc
 
 
-def write_arrays(
-    directory: Path, name: str, images: np.ndarray, labels: np.ndarray, original_sizes: np.ndarray | None = None
-) -> None:
-    arrays = {"images": images.astype(np.uint8), "labels": labels}
-    if original_sizes is not None:
-        arrays["original_sizes"] = np.asarray(original_sizes, dtype=np.int64)
-    np.savez_compressed(directory / f"{name}.npz", **arrays)
+# -- datasets ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StoredDataset:
+    """A dataset directory opened for reading: every row of its pixel store, and what the manifest says."""
+
+    directory: Path
+    rows: ImageRows
+    class_names: list[str]
+    spec: PreprocessSpec
+    skipped: list[tuple[str, str]]
 
 
-def read_arrays(directory: str | Path, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 images (N×C×H×W) and int64 labels of one array set."""
-    path = Path(directory) / f"{name}.npz"
+def write_dataset_stream(
+    directory: Path, class_names: list[str], spec: PreprocessSpec, chunks: Iterable[DecodedChunk],
+    extra: dict[str, Any], skipped: Iterable[tuple[str, str]] = (),
+) -> str:
+    """Write decoded chunks as a dataset directory, one chunk in memory at a time; returns its version (the first
+    16 hex digits of :func:`~mlops_assets.ml.images.content_hash`, the same as the images would hash in memory)."""
+    writer = PixelStoreWriter(directory, (spec.channels, spec.height, spec.width))
+    sources: list[str] = []
+    skipped = list(skipped)
+    for chunk in chunks:
+        writer.append(chunk.images, chunk.labels, chunk.original_sizes)
+        sources += chunk.sources
+        skipped += chunk.skipped
+    store = writer.finish()
+    version = content_hash(class_names, spec, store.pixels, store.labels, store.original_sizes)[:16]
+    write_manifest(
+        directory,
+        {
+            "version": version,
+            "class_names": class_names,
+            "spec": spec.as_dict(),
+            "n_images": len(store),
+            "sources": sources,
+            "skipped": [{"path": p, "reason": r} for p, r in skipped],
+            **extra,
+        },
+    )
+    return version
+
+
+def write_dataset(directory: Path, dataset: ImageDataset, extra: dict[str, Any]) -> str:
+    """An in-memory dataset (the bundled digits) written as a dataset directory; returns its version."""
+    sizes = dataset.original_sizes
+    if sizes is None:
+        sizes = np.tile([dataset.spec.height, dataset.spec.width], (len(dataset.labels), 1))
+    chunk = DecodedChunk(dataset.images, dataset.labels, sizes, list(dataset.sources))
+    return write_dataset_stream(directory, dataset.class_names, dataset.spec, [chunk], extra, dataset.skipped)
+
+
+def open_dataset(directory: str | Path) -> StoredDataset:
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    return StoredDataset(
+        directory=directory,
+        rows=open_pixel_store(directory),
+        class_names=list(manifest["class_names"]),
+        spec=PreprocessSpec(**manifest["spec"]),
+        skipped=[(s["path"], s["reason"]) for s in manifest.get("skipped", [])],
+    )
+
+
+# -- splits --------------------------------------------------------------------------------------
+def write_splits(directory: Path, pixels: str | Path, indices: Mapping[str, np.ndarray],
+                 manifest: dict[str, Any]) -> None:
+    """A splits directory: each split's ascending row positions into the pixel store in ``pixels``.
+
+    The store is named relative to the splits directory, so an artifact store can be moved as a whole.
+    """
+    for name, rows in indices.items():
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) > 1 and np.any(np.diff(rows) <= 0):
+            raise ArtifactFormatError(f"split {name}: row positions must be ascending and distinct")
+        np.save(directory / f"{name}{ROWS_SUFFIX}", rows)
+    write_manifest(directory, {**manifest, "pixels": os.path.relpath(Path(pixels).resolve(), directory.resolve())})
+
+
+def open_split(directory: str | Path, name: str) -> ImageRows:
+    """One split's rows: labels, hashes and sizes in memory, pixels memory-mapped (legacy ``.npz``: in memory)."""
+    directory = Path(directory)
+    rows_file = directory / f"{name}{ROWS_SUFFIX}"
+    if rows_file.is_file():
+        store = open_pixel_store(directory / read_manifest(directory)["pixels"])
+        rows = np.load(rows_file)
+        if len(rows) and (rows.min() < 0 or rows.max() >= len(store)):
+            raise ArtifactFormatError(f"{rows_file} points outside its pixel store of {len(store)} images")
+        return store.select(rows)
+    legacy = directory / f"{name}{LEGACY_SUFFIX}"
+    if legacy.is_file():
+        return _open_legacy_split(legacy)
+    raise ArtifactFormatError(f"{directory} has no split {name!r} (neither {rows_file.name} nor {legacy.name})")
+
+
+def _open_legacy_split(path: Path) -> ImageRows:
     try:
         with np.load(path) as data:
             images, labels = data["images"], data["labels"].astype(np.int64)
-    except FileNotFoundError as exc:
-        raise ArtifactFormatError(f"{path} is missing") from exc
+            sizes = data["original_sizes"] if "original_sizes" in data.files else None
     except KeyError as exc:
         raise ArtifactFormatError(f"{path} lacks the array {exc}") from exc
     if images.ndim != 4 or len(images) != len(labels):
         raise ArtifactFormatError(f"{path}: images {images.shape} and labels {labels.shape} do not match")
-    return images, labels
-
-
-def read_original_sizes(directory: str | Path, name: str) -> np.ndarray | None:
-    """(height, width) of each image before resizing, or None for artifacts written without them."""
-    with np.load(Path(directory) / f"{name}.npz") as data:
-        return data["original_sizes"] if "original_sizes" in data.files else None
+    return ImageRows.from_arrays(images, labels, sizes)
 
 
 def read_split(directory: str | Path, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """One split in the training scale: float32 images and int64 labels."""
-    images, labels = read_arrays(directory, name)
-    return to_training_scale(images), labels
+    """One whole split in the training scale (float32, 4 bytes a pixel) and its labels.
+
+    For consumers that use every image anyway and run on test-sized data (the release's application test,
+    the serving benchmark); the build stages stream :func:`open_split` instead.
+    """
+    split = open_split(directory, name)
+    return to_training_scale(split.images()), split.labels
 
 
 def read_split_hashes(directory: str | Path, names: tuple[str, ...]) -> set[str]:
-    """Content hashes of every image in the named array sets (e.g. what a model trained on)."""
+    """Content hashes of every image in the named splits (e.g. what a model trained on)."""
     hashes: set[str] = set()
     for name in names:
-        images, _ = read_arrays(directory, name)
-        hashes.update(image_hashes(images))
+        hashes.update(open_split(directory, name).hash_list())
     return hashes
-
-
-def write_dataset(directory: Path, dataset: ImageDataset, extra: dict[str, Any]) -> None:
-    write_arrays(directory, "images", dataset.images, dataset.labels, dataset.original_sizes)
-    write_manifest(
-        directory,
-        {
-            "class_names": dataset.class_names,
-            "spec": dataset.spec.as_dict(),
-            "n_images": int(len(dataset.labels)),
-            "sources": dataset.sources,
-            "skipped": [{"path": p, "reason": r} for p, r in dataset.skipped],
-            **extra,
-        },
-    )
-
-
-def read_dataset(directory: str | Path) -> ImageDataset:
-    manifest = read_manifest(directory)
-    images, labels = read_arrays(directory, "images")
-    return ImageDataset(
-        images=images,
-        labels=labels,
-        class_names=list(manifest["class_names"]),
-        spec=PreprocessSpec(**manifest["spec"]),
-        sources=list(manifest.get("sources", [])),
-        skipped=[(s["path"], s["reason"]) for s in manifest.get("skipped", [])],
-        original_sizes=read_original_sizes(directory, "images"),
-    )

@@ -13,7 +13,9 @@ Six checks guard training, each one GX expectation suite:
 The suites run on small pandas tables derived from the split arrays (one row per image, per
 (split, class), per distinct (image, split)), so an unexpected row count is a number a person can
 act on: bad images, missing classes, leaked images. Per-image aggregates (min, max, mean, NaN
-count) stand in for pixel columns, which keeps thousands of 32×32×3 images as cheap as 8×8 ones.
+count) stand in for pixel columns, which keeps thousands of 32×32×3 images as cheap as 8×8 ones;
+they are computed a batch of pixels at a time, and the image hashes are the ones stored when the
+images were decoded, so the checks' memory grows with the number of images, not their pixels.
 
 Pure logic, no Dagster. ``great_expectations`` and ``pandas`` are imported inside the functions
 that use them, so importing this module (and the code location) stays cheap.
@@ -24,7 +26,6 @@ from __future__ import annotations
 import datetime
 import html
 import math
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,8 +33,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mlops_assets.ml.artifacts import read_arrays, read_manifest
-from mlops_assets.ml.images import image_hashes
+from mlops_assets.ml.artifacts import open_split, read_manifest
+from mlops_assets.ml.pixel_store import ImageRows
 from mlops_assets.ml.splits import SPLIT_NAMES
 
 if TYPE_CHECKING:
@@ -155,55 +156,50 @@ def page_name(check: str) -> str:
     return f"{check}.html"
 
 
-def load_split_arrays(directory: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    return {name: read_arrays(directory, name) for name in SPLIT_NAMES}
+def open_splits(directory: str | Path) -> dict[str, ImageRows]:
+    return {name: open_split(directory, name) for name in SPLIT_NAMES}
 
 
 def build_frames(
-    arrays: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    splits: Mapping[str, ImageRows | tuple[np.ndarray, np.ndarray]],
     class_names: list[str],
     spec: Mapping[str, int],
     expected_rows: int | None = None,
 ) -> SplitFrames:
-    """Turn each split's images (N×C×H×W, any dtype) and labels into the tables GX validates."""
+    """Turn each split (its rows of a pixel store, or in-memory images N×C×H×W of any dtype and labels) into
+    the tables GX validates."""
     import pandas as pd
 
-    missing = [name for name in SPLIT_NAMES if name not in arrays]
+    missing = [name for name in SPLIT_NAMES if name not in splits]
     if missing:
         raise ValueError(f"splits {missing} are missing; expected all of {SPLIT_NAMES}")
     n_classes = len(class_names)
     parts, count_rows = [], []
     for name in SPLIT_NAMES:
-        images, labels = arrays[name]
-        images, labels = np.asarray(images), np.asarray(labels)
-        if images.ndim != 4 or len(images) != len(labels):
-            raise ValueError(f"split {name}: images {images.shape} and labels {labels.shape} do not match")
-        n = len(images)
-        flat = images.reshape(n, int(np.prod(images.shape[1:])))
-        if np.issubdtype(flat.dtype, np.floating):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN images give NaN stats
-                pixel_min, pixel_max = np.nanmin(flat, axis=1), np.nanmax(flat, axis=1)
-                pixel_mean = np.nanmean(flat, axis=1)
-            n_nan = np.isnan(flat).sum(axis=1)
-        else:
-            pixel_min, pixel_max, pixel_mean = flat.min(axis=1), flat.max(axis=1), flat.mean(axis=1)
-            n_nan = np.zeros(n, dtype=np.int64)
+        split = splits[name]
+        if not isinstance(split, ImageRows):
+            images, labels = (np.asarray(a) for a in split)
+            if images.ndim != 4 or len(images) != len(labels):
+                raise ValueError(f"split {name}: images {images.shape} and labels {labels.shape} do not match")
+            split = ImageRows.from_arrays(images, labels)
+        labels = split.labels
+        n = len(split)
+        pixel_min, pixel_max, pixel_mean, n_nan = split.pixel_stats()
         parts.append(
             pd.DataFrame(
                 {
                     "split": name,
                     "row": np.arange(n, dtype=np.int64),
                     "label": labels,
-                    "image_hash": image_hashes(images),
-                    "dtype": str(images.dtype),
-                    "channels": images.shape[1],
-                    "height": images.shape[2],
-                    "width": images.shape[3],
-                    "pixel_min": pixel_min.astype(np.float64),
-                    "pixel_max": pixel_max.astype(np.float64),
-                    "pixel_mean": pixel_mean.astype(np.float64),
-                    "n_nan": n_nan.astype(np.int64),
+                    "image_hash": split.hash_list(),
+                    "dtype": str(split.dtype),
+                    "channels": split.shape[1],
+                    "height": split.shape[2],
+                    "width": split.shape[3],
+                    "pixel_min": pixel_min,
+                    "pixel_max": pixel_max,
+                    "pixel_mean": pixel_mean,
+                    "n_nan": n_nan,
                 },
                 columns=list(IMAGE_COLUMNS),
             )
@@ -227,7 +223,7 @@ def frames_from_directory(directory: str | Path) -> SplitFrames:
     manifest = read_manifest(directory)
     counts = manifest.get("counts")
     return build_frames(
-        load_split_arrays(directory),
+        open_splits(directory),
         class_names=list(manifest["class_names"]),
         spec=manifest["spec"],
         expected_rows=sum(int(v) for v in counts.values()) if counts else None,

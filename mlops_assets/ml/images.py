@@ -72,13 +72,26 @@ class ImageDataset:
 
     def content_hash(self) -> str:
         """A hash of what a model would learn from: pixels, labels, class names and geometry."""
-        digest = hashlib.sha256()
-        digest.update(repr((self.class_names, self.spec.as_dict(), self.images.shape)).encode())
-        digest.update(np.ascontiguousarray(self.images, dtype=np.uint8).tobytes())
-        digest.update(np.ascontiguousarray(self.labels, dtype=np.int64).tobytes())
-        if self.original_sizes is not None:
-            digest.update(np.ascontiguousarray(self.original_sizes, dtype=np.int64).tobytes())
-        return digest.hexdigest()
+        return content_hash(self.class_names, self.spec, self.images, self.labels, self.original_sizes)
+
+
+def content_hash(
+    class_names: list[str], spec: PreprocessSpec, images: np.ndarray, labels: np.ndarray,
+    original_sizes: np.ndarray | None, batch: int = 8192,
+) -> str:
+    """The dataset's identity: class names, geometry, every pixel, label and original size, hashed.
+
+    Pixels are fed a batch at a time (a memory-mapped store is read, never copied whole), in the order an
+    in-memory array would be, so a stored dataset and the same images in memory hash alike.
+    """
+    digest = hashlib.sha256()
+    digest.update(repr((class_names, spec.as_dict(), tuple(int(n) for n in images.shape))).encode())
+    for start in range(0, len(images), batch):
+        digest.update(np.ascontiguousarray(images[start : start + batch], dtype=np.uint8).data)
+    digest.update(np.ascontiguousarray(labels, dtype=np.int64).tobytes())
+    if original_sizes is not None:
+        digest.update(np.ascontiguousarray(original_sizes, dtype=np.int64).tobytes())
+    return digest.hexdigest()
 
 
 def to_training_scale(images: np.ndarray) -> np.ndarray:
@@ -172,76 +185,6 @@ def decode_image_with_size(
     else:
         array = np.transpose(array, (2, 0, 1))
     return np.ascontiguousarray(array), size
-
-
-def load_image_folder(
-    root: str | Path, spec: PreprocessSpec, min_per_class: int = 1, max_pixels: int = DEFAULT_MAX_PIXELS
-) -> ImageDataset:
-    """Load a folder with one sub-folder per class; every file not used is skipped and reported with why.
-
-    Classes are the sub-folder names in sorted order, so label indices are stable across runs.
-    A folder with fewer than two classes, a class with too few readable images, or a class folder that
-    holds folders (nesting would be guessed, not read) is a :class:`DatasetError` naming the path: a model
-    trained on it would be meaningless. Files of other formats, unreadable files and images over
-    ``max_pixels`` are listed in ``skipped`` with the reason.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise DatasetError(f"image folder {root} does not exist or is not a directory")
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if len(class_dirs) < 2:
-        raise DatasetError(
-            f"image folder {root} has {len(class_dirs)} class sub-folder(s); at least two are needed "
-            "(one sub-folder per class, e.g. cats/ and dogs/)"
-        )
-    nested = [p for d in class_dirs for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    if nested:
-        raise DatasetError(
-            f"image folder {root}: class folders must hold image files, not folders; found "
-            f"{', '.join(str(p.relative_to(root)) for p in nested[:5])}"
-            + (f" and {len(nested) - 5} more" if len(nested) > 5 else "")
-            + ". Each sub-folder of the root is one class: move nested classes up one level."
-        )
-    images: list[np.ndarray] = []
-    labels: list[int] = []
-    sources: list[str] = []
-    sizes: list[tuple[int, int]] = []
-    skipped: list[tuple[str, str]] = []
-    counts: dict[str, int] = {}
-    for stray in sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith(".")):
-        skipped.append((str(stray), "a file beside the class folders belongs to no class"))
-    for label, class_dir in enumerate(class_dirs):
-        counts[class_dir.name] = 0
-        for path in sorted(p for p in class_dir.iterdir() if p.is_file() and not p.name.startswith(".")):
-            if path.suffix.lower() not in IMAGE_SUFFIXES:
-                skipped.append((str(path), f"not an image file (suffix {path.suffix or 'none'}); read are: "
-                                           f"{' '.join(IMAGE_SUFFIXES)}"))
-                continue
-            try:
-                image, size = decode_image_with_size(path, spec, max_pixels=max_pixels)
-            except ImageDecodeError as exc:
-                skipped.append((str(path), str(exc.__cause__ or exc)))
-                continue
-            images.append(image)
-            sizes.append(size)
-            labels.append(label)
-            sources.append(str(path.relative_to(root)))
-            counts[class_dir.name] += 1
-    too_small = {name: n for name, n in counts.items() if n < min_per_class}
-    if too_small:
-        raise DatasetError(
-            f"image folder {root}: classes with fewer than {min_per_class} readable image(s): {too_small}"
-            + (f"; {len(skipped)} file(s) could not be read" if skipped else "")
-        )
-    return ImageDataset(
-        images=np.stack(images),
-        labels=np.asarray(labels, dtype=np.int64),
-        class_names=[d.name for d in class_dirs],
-        spec=spec,
-        sources=sources,
-        skipped=skipped,
-        original_sizes=np.asarray(sizes, dtype=np.int64).reshape(-1, 2),
-    )
 
 
 def folder_fingerprint(root: str | Path) -> str:

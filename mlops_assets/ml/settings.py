@@ -27,6 +27,7 @@ IMAGE_FOLDER = "MLOPS_IMAGE_FOLDER"
 IMAGE_HEIGHT = "MLOPS_IMAGE_HEIGHT"  # image_folder images are converted to this geometry
 IMAGE_WIDTH = "MLOPS_IMAGE_WIDTH"
 IMAGE_CHANNELS = "MLOPS_IMAGE_CHANNELS"  # 1 (grayscale) or 3 (RGB)
+DECODE_WORKERS = "MLOPS_DECODE_WORKERS"  # processes decoding an image folder; 0 = automatic (one per core)
 
 # Monitoring
 PROFILE_CRON = "MLOPS_PROFILE_CRON"  # inference profile windows, e.g. "0 * * * *" (hourly, the default)
@@ -65,6 +66,7 @@ DEFAULTS = {
     IMAGE_HEIGHT: "32",
     IMAGE_WIDTH: "32",
     IMAGE_CHANNELS: "1",
+    DECODE_WORKERS: "0",
     PROFILE_CRON: "0 * * * *",
     MONITOR_START: "2026-11-01-00:00",
     SENSOR_INTERVAL_S: "60",

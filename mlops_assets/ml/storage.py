@@ -55,18 +55,44 @@ def publish_directory(target: Path, build: Callable[[Path], None]) -> bool:
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.staging-"))
     try:
         build(staging)
-        for file in staging.rglob("*"):
-            if file.is_file():
-                with open(file, "rb") as handle:
-                    os.fsync(handle.fileno())
-        try:
-            os.rename(staging, target)
-        except OSError:
-            if target.is_dir():  # another run published the same version first
-                return False
-            raise
-        _fsync_dir(target.parent)
-        return True
+        return _move_into_place(staging, target)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def publish_built(parent: Path, build: Callable[[Path], str]) -> tuple[str, Path, bool]:
+    """Create an immutable directory under ``parent`` whose name (its content hash) is known only once built.
+
+    ``build`` fills a temporary directory and returns the version; the directory then becomes
+    ``parent/<version>``, or is discarded when that version exists already (same content). Returns
+    (version, its directory, whether this call published it). A large artifact (a dataset's pixels) is
+    thereby written once, streaming, instead of being held in memory until its hash is known.
+    """
+    parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=parent, prefix=".incoming-"))
+    try:
+        version = build(staging)
+        if not version or "/" in version or version.startswith("."):
+            raise ValueError(f"invalid artifact version {version!r}")
+        target = parent / version
+        return version, target, (not target.is_dir()) and _move_into_place(staging, target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _move_into_place(staging: Path, target: Path) -> bool:
+    """fsync every file of ``staging``, then rename it to ``target`` in one step (False: it already exists)."""
+    for file in staging.rglob("*"):
+        if file.is_file():
+            with open(file, "rb") as handle:
+                os.fsync(handle.fileno())
+    try:
+        os.rename(staging, target)
+    except OSError:
+        if target.is_dir():  # another run published the same version first
+            return False
+        raise
+    _fsync_dir(target.parent)
+    return True

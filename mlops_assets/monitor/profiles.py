@@ -65,24 +65,31 @@ def _profile_table(view) -> str:
 def reference_profile(
     context: dg.AssetExecutionContext, artifact_store: ArtifactStore, model_registry: ModelRegistryResource
 ) -> dg.MaterializeResult:
-    from mlops_assets.ml.artifacts import read_arrays, read_original_sizes
+    import pandas as pd
+
+    from mlops_assets.ml.artifacts import open_split
     from mlops_assets.ml.drift import profile_frame, profile_rows
     from mlops_assets.ml.features import image_features, with_predictions
-    from mlops_assets.ml.images import to_training_scale
     from mlops_assets.ml.onnx_model import onnx_logits, open_session, softmax
+    from mlops_assets.ml.pixel_store import model_batch_rows
 
     production = model_registry.registry().production()
     if production is None:
         raise MonitorError("no production model: materialise registered_model (build_job) first")
     splits_version = production.labels.get("splits_version")
     splits_dir = artifact_store.path("splits", str(splits_version))
-    images, _ = read_arrays(splits_dir, "train")
-    probabilities = softmax(onnx_logits(open_session(production.onnx_path), to_training_scale(images)))
+    train = open_split(splits_dir, "train")
+    session = open_session(production.onnx_path)
     class_names = list(production.metadata.get("class_names") or [])
-    predicted = probabilities.argmax(axis=1)
-    labels = [class_names[i] if i < len(class_names) else str(i) for i in predicted]
-    sizes = read_original_sizes(splits_dir, "train")
-    frame = with_predictions(image_features(images, sizes), labels, probabilities.max(axis=1))
+    parts = []
+    for start, x in train.training_batches(model_batch_rows(train.shape)):  # features and scores by batch
+        probabilities = softmax(onnx_logits(session, x))
+        labels = [class_names[i] if i < len(class_names) else str(i) for i in probabilities.argmax(axis=1)]
+        sizes = None if train.original_sizes is None else train.original_sizes[start : start + len(x)]
+        parts.append(with_predictions(image_features(x, sizes), labels, probabilities.max(axis=1)))
+    if not parts:
+        raise MonitorError(f"the production model's training split {splits_dir} holds no image to profile")
+    frame = pd.concat(parts, ignore_index=True)
     view = profile_frame(frame)
     version = reference_version(production.version)
     profiles = artifact_store.profiles()

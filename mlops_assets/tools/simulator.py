@@ -88,12 +88,12 @@ def apply_drift(
 # -- data -------------------------------------------------------------------------------------
 def load_test_split(splits_dir: str | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """uint8 test images, labels and class names: of ``splits_dir``, or of the production model."""
-    from mlops_assets.ml.artifacts import read_arrays, read_manifest
+    from mlops_assets.ml.artifacts import open_split, read_manifest
 
     if splits_dir is None:
         splits_dir = str(_production_splits_dir())
-    images, labels = read_arrays(splits_dir, "test")
-    return images, labels, list(read_manifest(splits_dir)["class_names"])
+    test = open_split(splits_dir, "test")
+    return test.images(), test.labels, list(read_manifest(splits_dir)["class_names"])
 
 
 def _production_splits_dir() -> Path:

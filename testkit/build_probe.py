@@ -1,0 +1,152 @@
+"""Run the real ``build_job`` on an image folder in a fresh interpreter and measure each step's time and peak RSS.
+
+The memory test and the scale benchmark share it. :func:`probe_build` starts ``python -m testkit.build_probe``
+with ``MLOPS_*`` variables pointing at a temporary home and the folder, so the code location's own resources
+are used, exactly as ``make demo`` uses them. Inside, a thread samples the resident set size of the process and
+its worker children (the decode pool) every few milliseconds; each step's peak is the largest sample between its
+start and end (Dagster's step stats). The process's own ``ru_maxrss`` (the kernel's exact peak) is reported too,
+and the peak used for the bound is the larger of the two.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+SUMMARY_PREFIX = "BUILD_PROBE "
+SAMPLE_SECONDS = 0.005
+
+
+def tree_rss(process) -> int:
+    """Resident bytes of ``process`` and its multiprocessing children, the decode workers (file-backed pages, e.g.
+    memory maps, included). Other children are left out: a short-lived ``git`` between fork and exec shares
+    the parent's pages and would count them twice."""
+    import psutil
+
+    total = process.memory_info().rss
+    for child in process.children(recursive=True):
+        try:
+            if any("multiprocessing" in part for part in child.cmdline()):
+                total += child.memory_info().rss
+        except psutil.Error:  # a child that ended between the listing and the read
+            continue
+    return total
+
+
+class RssSampler(threading.Thread):
+    """Samples (wall time, RSS of the process tree) until stopped."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        import psutil
+
+        self.process = psutil.Process()
+        self.samples: list[tuple[float, int]] = []
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            self.samples.append((time.time(), tree_rss(self.process)))
+            self.stopping.wait(SAMPLE_SECONDS)
+
+    def stop(self) -> list[tuple[float, int]]:
+        self.stopping.set()
+        self.join()
+        return self.samples
+
+    def peak(self, start: float, end: float) -> int:
+        """The largest sample in [start, end]; for a step shorter than a sample, the one just before its end."""
+        inside = [rss for t, rss in self.samples if start <= t <= end]
+        before = [rss for t, rss in self.samples if t <= end]
+        return max(inside, default=before[-1] if before else 0)
+
+
+def main(run_config: dict) -> dict:
+    sampler = RssSampler()
+    sampler.start()
+    started = time.time()
+    import dagster as dg
+
+    from mlops_assets.definitions import defs
+
+    job = defs.resolve_job_def("build_job")
+    imported_rss = tree_rss(sampler.process)
+    with dg.DagsterInstance.ephemeral() as instance:
+        run_start = time.time()
+        result = job.execute_in_process(instance=instance, run_config=run_config, raise_on_error=False)
+        run_end = time.time()
+        stats = instance.get_run_step_stats(result.run_id)
+    sampler.stop()
+    steps = {
+        s.step_key: {
+            "seconds": (s.end_time or run_end) - (s.start_time or run_start),
+            "peak_rss": sampler.peak(s.start_time or run_start, s.end_time or run_end),
+            "status": str(s.status.value if s.status else "unknown"),
+        }
+        for s in stats
+    }
+    self_max = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    sampled = max((rss for _, rss in sampler.samples), default=0)
+    materialized = {
+        e.asset_key.to_user_string(): {k: v.value for k, v in e.materialization.metadata.items()
+                                       if isinstance(v.value, int | float | str)}
+        for e in result.get_asset_materialization_events()
+    }
+    failures = [str(e.event_specific_data.error.message) for e in result.all_events
+                if e.event_type_value == "STEP_FAILURE"]
+    return {
+        "success": result.success,
+        "failures": failures,
+        "wall_seconds": run_end - run_start,
+        "startup_seconds": run_start - started,
+        "rss_after_imports": imported_rss,
+        "steps": steps,
+        "peak_rss_sampled": sampled,
+        "ru_maxrss_self": self_max,
+        "peak_rss": max(sampled, self_max),
+        "n_samples": len(sampler.samples),
+        "raw_images": materialized.get("raw_images", {}),
+        "evaluation_report": {k: v for k, v in materialized.get("evaluation_report", {}).items()
+                              if k in ("accuracy", "n_test")},
+    }
+
+
+def probe_build(
+    folder: Path, home: Path, run_config: dict | None = None, extra_env: dict[str, str] | None = None,
+    timeout_s: float = 3600,
+) -> dict:
+    """Build ``folder`` (32×32 grayscale) in a fresh interpreter under ``home``; its measurements as a dict."""
+    root = Path(__file__).resolve().parents[1]
+    env = {
+        **os.environ,
+        "MLOPS_HOME": str(home),
+        "MLOPS_ARTIFACT_ROOT": str(home / "artifacts"),
+        "BENTOML_HOME": str(home / "bentoml"),
+        "DAGSTER_HOME": str(home),
+        "MLOPS_DATASET_KIND": "image_folder",
+        "MLOPS_IMAGE_FOLDER": str(folder),
+        "MLOPS_IMAGE_HEIGHT": "32",
+        "MLOPS_IMAGE_WIDTH": "32",
+        "MLOPS_IMAGE_CHANNELS": "1",
+        "PYTHONPATH": str(root),
+        **(extra_env or {}),
+    }
+    home.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "testkit.build_probe", json.dumps(run_config or {})],
+        cwd=root, env=env, capture_output=True, text=True, timeout=timeout_s,
+    )
+    lines = [line for line in done.stdout.splitlines() if line.startswith(SUMMARY_PREFIX)]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"build probe failed ({done.returncode}):\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
+    return json.loads(lines[-1][len(SUMMARY_PREFIX):])
+
+
+if __name__ == "__main__":
+    print(SUMMARY_PREFIX + json.dumps(main(json.loads(sys.argv[1]) if len(sys.argv) > 1 else {})), flush=True)
