@@ -42,7 +42,8 @@ def default_resources() -> dict[str, object]:
             max_image_pixels=settings.resolve_int(settings.MAX_IMAGE_PIXELS),
         ),
         "model_registry": ModelRegistryResource(
-            home=setting(settings.BENTOML_HOME), model_name=setting(settings.MODEL_NAME)
+            home=setting(settings.BENTOML_HOME), model_name=setting(settings.MODEL_NAME),
+            require_approval=settings.resolve_flag(settings.REQUIRE_APPROVAL),
         ),
         "drift_policy": DriftPolicy(
             drift_share=settings.resolve_float(settings.DRIFT_SHARE),

@@ -33,6 +33,9 @@ DRIFT_COOLDOWN_HOURS = "MLOPS_DRIFT_COOLDOWN_HOURS"
 # 1 (default): drift launches retraining only when the labelled source holds data production never saw
 RETRAIN_REQUIRES_NEW_DATA = "MLOPS_RETRAIN_REQUIRES_NEW_DATA"
 ALERT_FILE = "MLOPS_ALERT_FILE"
+
+# Governance
+REQUIRE_APPROVAL = "MLOPS_REQUIRE_APPROVAL"  # 1: a candidate the gate would promote waits for a reviewer
 ALERT_WEBHOOK_URL = "MLOPS_ALERT_WEBHOOK_URL"
 
 # The Bento service
@@ -64,6 +67,7 @@ DEFAULTS = {
     DRIFT_COOLDOWN_HOURS: "6",
     RETRAIN_REQUIRES_NEW_DATA: "1",
     ALERT_FILE: "",
+    REQUIRE_APPROVAL: "0",
     ALERT_WEBHOOK_URL: "",
     FOLLOW_PRODUCTION: "1",
     POLL_SECONDS: "1.0",
