@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from mlops_assets.deploy.review import review_candidate
 from mlops_assets.deploy.rollback import rollback_production
 from mlops_assets.run_tags import RUN_KIND_TAG
 from sensors.alerts import run_failure_alert
@@ -39,6 +40,17 @@ deploy_job = dg.define_asset_job(
 )
 def rollback_job() -> None:
     rollback_production()
+
+
+@dg.job(
+    description=(
+        "A reviewer approves (→ production) or rejects a candidate awaiting approval (MLOPS_REQUIRE_APPROVAL); "
+        "the registry records who, when and why. Launchpad: version, decision, reviewer, reason."
+    ),
+    tags={RUN_KIND_TAG: "release"},
+)
+def review_model_job() -> None:
+    review_candidate()
 
 
 retrain_job = dg.define_asset_job(
@@ -78,6 +90,6 @@ weekly_rebuild_schedule = dg.ScheduleDefinition(
     description="Rebuild the model every Monday 03:00 UTC on whatever the image source holds then.",
 )
 
-JOBS = [build_job, deploy_job, rollback_job, retrain_job, profile_job, drift_report_job]
+JOBS = [build_job, deploy_job, rollback_job, review_model_job, retrain_job, profile_job, drift_report_job]
 SCHEDULES = [weekly_rebuild_schedule]
 SENSORS = [inference_profiling_sensor, drift_sensor, run_failure_alert]

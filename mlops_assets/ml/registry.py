@@ -321,6 +321,11 @@ class ModelRegistry:
         pointer = self.read_pointer()
         if pointer.get("current") == version:
             raise RegistryError(f"{self.tag(version)} is already the production model")
+        earlier = pointer.get("reviews", {}).get(version)
+        if earlier and earlier["state"] == AWAITING:  # the same verdict again (a re-run): one request
+            return self.get(version)
+        if earlier and earlier["state"] == REJECTED:
+            raise RegistryError(f"{self.tag(version)} was {self._review_state(version, earlier)}")
         differences = self._require_compatible(version, allow_incompatible, "request approval for")
         review = {
             "state": AWAITING, "requested_at": _now(), "requested_by": actor, "request_reason": reason,

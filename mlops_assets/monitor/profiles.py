@@ -65,15 +65,23 @@ def _profile_table(view) -> str:
 def reference_profile(
     context: dg.AssetExecutionContext, artifact_store: ArtifactStore, model_registry: ModelRegistryResource
 ) -> dg.MaterializeResult:
+    production = model_registry.registry().production()
+    if production is None:
+        raise MonitorError("no production model: materialise registered_model (build_job) first")
+    version, metadata = publish_reference_profile(production, artifact_store)
+    context.log.info(f"{version}: {metadata['n_rows']} training images profiled")
+    return dg.MaterializeResult(data_version=dg.DataVersion(version), metadata=metadata)
+
+
+def publish_reference_profile(production, artifact_store: ArtifactStore) -> tuple[str, dict]:
+    """Profile the training split of ``production`` (a registry ModelVersion) once; its version and the metadata
+    the UI shows. Also called when a reviewer's approval changes production (``review_model_job``)."""
     from mlops_assets.ml.artifacts import read_arrays, read_original_sizes
     from mlops_assets.ml.drift import profile_frame, profile_rows
     from mlops_assets.ml.features import image_features, with_predictions
     from mlops_assets.ml.images import to_training_scale
     from mlops_assets.ml.onnx_model import onnx_logits, open_session, softmax
 
-    production = model_registry.registry().production()
-    if production is None:
-        raise MonitorError("no production model: materialise registered_model (build_job) first")
     splits_version = production.labels.get("splits_version")
     splits_dir = artifact_store.path("splits", str(splits_version))
     images, _ = read_arrays(splits_dir, "train")
@@ -85,7 +93,6 @@ def reference_profile(
     frame = with_predictions(image_features(images, sizes), labels, probabilities.max(axis=1))
     view = profile_frame(frame)
     version = reference_version(production.version)
-    profiles = artifact_store.profiles()
     summary = {
         "model_version": production.version,
         "splits_version": splits_version,
@@ -93,20 +100,16 @@ def reference_profile(
         "columns": list(frame.columns),
         "written_at": datetime.now(UTC).isoformat(),
     }
-    directory, written = profiles.publish(version, view, summary)
-    context.log.info(f"{version}: {len(frame)} training images profiled ({'written' if written else 'existed'})")
-    return dg.MaterializeResult(
-        data_version=dg.DataVersion(version),
-        metadata={
-            "version": version,
-            "model_version": production.version,
-            "splits_version": str(splits_version),
-            "n_rows": profile_rows(view),
-            "profile_path": dg.MetadataValue.path(str(directory / PROFILE_FILE)),
-            "profile_bytes": (directory / PROFILE_FILE).stat().st_size,
-            "features": dg.MetadataValue.md(_profile_table(view)),
-        },
-    )
+    directory, _ = artifact_store.profiles().publish(version, view, summary)
+    return version, {
+        "version": version,
+        "model_version": production.version,
+        "splits_version": str(splits_version),
+        "n_rows": profile_rows(view),
+        "profile_path": dg.MetadataValue.path(str(directory / PROFILE_FILE)),
+        "profile_bytes": (directory / PROFILE_FILE).stat().st_size,
+        "features": dg.MetadataValue.md(_profile_table(view)),
+    }
 
 
 @dg.asset(
