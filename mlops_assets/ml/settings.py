@@ -36,6 +36,11 @@ ALERT_FILE = "MLOPS_ALERT_FILE"
 
 # Governance
 REQUIRE_APPROVAL = "MLOPS_REQUIRE_APPROVAL"  # 1: a candidate the gate would promote waits for a reviewer
+# Accuracy and bias on labelled production traffic (production_performance), per window and model version
+PERF_MIN_ACCURACY = "MLOPS_PERF_MIN_ACCURACY"  # below it: a person is alerted
+PERF_MAX_RECALL_GAP = "MLOPS_PERF_MAX_RECALL_GAP"  # best class recall minus worst, above it: alerted
+PERF_MIN_LABELLED = "MLOPS_PERF_MIN_LABELLED"  # fewer labelled predictions in a window: not judged
+PERF_MIN_CLASS_LABELLED = "MLOPS_PERF_MIN_CLASS_LABELLED"  # classes with fewer labels: left out of the gap
 ALERT_WEBHOOK_URL = "MLOPS_ALERT_WEBHOOK_URL"
 
 # The Bento service
@@ -49,6 +54,8 @@ MAX_BODY_BYTES = "MLOPS_MAX_BODY_BYTES"  # larger request bodies are refused wit
 MAX_IMAGE_PIXELS = "MLOPS_MAX_IMAGE_PIXELS"  # larger images (read from the header) are never decoded: 413
 SERVICE_THREADS = "MLOPS_SERVICE_THREADS"  # worker threads for the synchronous endpoints
 INFERENCE_LOG = "MLOPS_INFERENCE_LOG"  # 1/0: record per-image features and predictions for monitoring
+KEEP_IMAGES = "MLOPS_KEEP_IMAGES"  # 1/0: keep each served image (served geometry), to export labelled ones
+API_TOKEN = "MLOPS_API_TOKEN"  # a secret: when set, /classify, /classify_image, /feedback require it (bearer)
 
 DEFAULTS_RELATIVE_TO_HOME = {ARTIFACT_ROOT: "artifacts", BENTOML_HOME: "bentoml"}
 DEFAULTS = {
@@ -68,6 +75,10 @@ DEFAULTS = {
     RETRAIN_REQUIRES_NEW_DATA: "1",
     ALERT_FILE: "",
     REQUIRE_APPROVAL: "0",
+    PERF_MIN_ACCURACY: "0.90",
+    PERF_MAX_RECALL_GAP: "0.20",
+    PERF_MIN_LABELLED: "50",
+    PERF_MIN_CLASS_LABELLED: "10",
     ALERT_WEBHOOK_URL: "",
     FOLLOW_PRODUCTION: "1",
     POLL_SECONDS: "1.0",
@@ -79,6 +90,8 @@ DEFAULTS = {
     MAX_IMAGE_PIXELS: str(4096 * 4096),
     SERVICE_THREADS: "4",
     INFERENCE_LOG: "1",
+    KEEP_IMAGES: "1",
+    API_TOKEN: "",
 }
 ALL = (MLOPS_HOME, *DEFAULTS_RELATIVE_TO_HOME, *DEFAULTS)
 

@@ -114,14 +114,10 @@ def write_labelled_images(
     folder: str | Path, images: np.ndarray, labels: np.ndarray, class_names: list[str], prefix: str
 ) -> int:
     """PNG files in ``folder/<class>/``: new labelled images for the image-folder source."""
-    from PIL import Image
+    from mlops_assets.ml.images import write_png
 
-    folder = Path(folder)
     for i, (img, label) in enumerate(zip(images, labels, strict=True)):
-        target = folder / class_names[int(label)]
-        target.mkdir(parents=True, exist_ok=True)
-        array = img[0] if img.shape[0] == 1 else np.transpose(img, (1, 2, 0))
-        Image.fromarray(array).save(target / f"{prefix}_{i:05d}.png")
+        write_png(Path(folder) / class_names[int(label)] / f"{prefix}_{i:05d}.png", img)
     return len(images)
 
 
