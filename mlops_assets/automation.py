@@ -10,6 +10,7 @@ import dagster as dg
 
 from mlops_assets.deploy.review import review_candidate
 from mlops_assets.deploy.rollback import rollback_production
+from mlops_assets.monitor.labelled_export import export_labelled_feedback
 from mlops_assets.run_tags import RUN_KIND_TAG
 from sensors.alerts import run_failure_alert
 from sensors.drift_sensor import drift_sensor
@@ -91,6 +92,17 @@ performance_job = dg.define_asset_job(
     "feedback_sensor as labels arrive; a backfill re-measures many).",
 )
 
+@dg.job(
+    description=(
+        "Write labelled production images (feedback on predictions whose image was kept) into the image-folder "
+        "source, each once, so the drift sensor's retraining policy sees new labels."
+    ),
+    tags={RUN_KIND_TAG: "monitoring"},
+)
+def export_feedback_job() -> None:
+    export_labelled_feedback()
+
+
 weekly_rebuild_schedule = dg.ScheduleDefinition(
     name="weekly_rebuild",
     job=build_job,
@@ -101,6 +113,6 @@ weekly_rebuild_schedule = dg.ScheduleDefinition(
 )
 
 JOBS = [build_job, deploy_job, rollback_job, review_model_job, retrain_job, profile_job, drift_report_job,
-        performance_job]
+        performance_job, export_feedback_job]
 SCHEDULES = [weekly_rebuild_schedule]
 SENSORS = [inference_profiling_sensor, drift_sensor, run_failure_alert, feedback_sensor, performance_alert_sensor]

@@ -187,3 +187,22 @@ def test_each_version_is_measured_apart_and_the_window_as_a_whole():
 def test_thresholds_are_validated():
     with pytest.raises(ValueError, match="min_accuracy must be in"):
         PerformanceThresholds(min_accuracy=1.5)
+
+
+def test_the_export_cli_writes_into_the_image_folder_of_the_settings(logged, tmp_path, monkeypatch, capsys):
+    import json
+
+    from mlops_assets.tools.feedback_cli import main
+
+    root, ids, truth, _ = logged
+    FeedbackStore(root).record([FeedbackItem(i, t) for i, t in zip(ids[:3], truth[:3], strict=True)], CLASSES)
+    monkeypatch.delenv("MLOPS_IMAGE_FOLDER", raising=False)
+    assert main(["export", "--artifacts", str(root)]) == 2
+    assert "pass --to or set MLOPS_IMAGE_FOLDER" in capsys.readouterr().err
+    monkeypatch.setenv("MLOPS_IMAGE_FOLDER", str(tmp_path / "source"))
+    monkeypatch.setenv("MLOPS_ARTIFACT_ROOT", str(root))
+    assert main(["export", "--since", "2026-11-23"]) == 0  # after the predictions: nothing
+    assert json.loads(capsys.readouterr().out)["written"] == 0
+    assert main(["export"]) == 0
+    assert json.loads(capsys.readouterr().out)["written"] == 3
+    assert len(list((tmp_path / "source").rglob("production_*.png"))) == 3

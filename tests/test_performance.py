@@ -162,3 +162,23 @@ def test_the_jobs_and_sensors_are_wired():
     assert defs.resolve_job_def("review_model_job")
     for name in ("feedback_sensor", "performance_alert_sensor"):
         assert defs.resolve_sensor_def(name)
+
+
+def test_export_feedback_job_writes_labelled_images_into_the_source(tmp_path):
+    from mlops_assets.automation import export_feedback_job
+    from resources.dataset_source import DatasetSource
+
+    digits = load_digits_dataset()
+    at = T0 + timedelta(minutes=5)
+    ids = new_prediction_ids(4, at)
+    with InferenceLogWriter(tmp_path / "artifacts", keep_images=True, flush_interval_s=0.05) as writer:
+        writer.log_images(digits.images[:4], ["0"] * 4, np.full(4, 0.9), "v7", prediction_ids=ids, timestamp=at)
+    label(tmp_path, ids, [str(int(y)) for y in digits.labels[:4]], T0 + timedelta(hours=2))
+    source = DatasetSource(kind="image_folder", path=str(tmp_path / "images"), height=8, width=8)
+    result = export_feedback_job.execute_in_process(
+        resources={**make_resources(tmp_path, source)}, instance=dg.DagsterInstance.ephemeral())
+    assert result.success
+    assert sorted(p.parent.name for p in (tmp_path / "images").rglob("production_*.png")) == ["0", "1", "2", "3"]
+    refused = export_feedback_job.execute_in_process(resources=make_resources(tmp_path), raise_on_error=False,
+                                                     instance=dg.DagsterInstance.ephemeral())
+    assert not refused.success  # the embedded digits take no images
