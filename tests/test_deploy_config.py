@@ -192,3 +192,17 @@ def test_readme_explains_the_deployment():
     for word in ("docker compose", "DAGSTER_PG_PASSWORD", "DockerRunLauncher", "dagster instance migrate"):
         assert word in readme, word
     assert Path(DEPLOY / "env.example").is_file()
+
+
+def test_access_control_is_on_in_production_and_the_token_lives_in_no_file():
+    """The service's token comes from the environment, required (compose refuses to start without it); the Dagster
+    UI, which has no login, is published on the host's loopback only, for an authenticating reverse proxy."""
+    for name in ("bento", "user_code", "daemon"):
+        assert SERVICES[name]["environment"]["MLOPS_API_TOKEN"].startswith("${MLOPS_API_TOKEN:?"), name
+    example = dict(line.split("=", 1) for line in (DEPLOY / "env.example").read_text().splitlines()
+                   if line and not line.startswith("#"))
+    assert example["MLOPS_API_TOKEN"] == ""
+    assert all(str(port).startswith("127.0.0.1:") for port in SERVICES["webserver"]["ports"])
+    readme = (DEPLOY / "README.md").read_text()
+    for word in ("MLOPS_API_TOKEN", "reverse proxy", "oauth2-proxy"):
+        assert word in readme, word
