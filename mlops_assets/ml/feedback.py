@@ -2,12 +2,14 @@
 
 Layout (through :mod:`mlops_assets.ml.inference_log`, the owner of the hour partitions)::
 
-    <artifact_root>/feedback/dt=YYYY-MM-DD/hour=HH/part-<received ms>-<random>.parquet
+    <artifact_root>/feedback/dt=YYYY-MM-DD/hour=HH/part-<received ms>-<first ms>-<last ms>-<random>.parquet
 
 A feedback row sits in the hour of the *prediction* it labels (read from the prediction id, a UUIDv7), so the
 labels of a window are found next to its predictions; part files are named by when they were received, so they
-sort by arrival. Rows: ``prediction_id``, ``label`` (the true class's name), ``timestamp`` (the prediction's,
-from its log row) and ``received_at``. Files are written once and never rewritten, nor is the inference log.
+sort by arrival, and by the prediction times they label, so checking an id opens only the files that can hold
+it (log part files are named by their prediction times too). Rows: ``prediction_id``, ``label`` (the true
+class's name), ``timestamp`` (the prediction's, from its log row) and ``received_at``. Files are written once and
+never rewritten, nor is the inference log.
 
 :class:`FeedbackStore` validates a batch as a whole (unknown prediction, unknown class, a prediction labelled
 twice) and writes nothing when any item is refused. One process appends at a time (the service holds a lock);
@@ -18,7 +20,6 @@ No Dagster here; pandas and pyarrow only.
 
 from __future__ import annotations
 
-import secrets
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -38,12 +39,14 @@ from mlops_assets.ml.inference_log import (
     WIDTH,
     hour_part_files,
     log_root,
+    part_span,
     partition_hours,
     read_parts,
     read_window,
+    span_name,
     write_part,
 )
-from mlops_assets.ml.prediction_ids import canonical, prediction_time
+from mlops_assets.ml.prediction_ids import canonical, epoch_ms, prediction_time
 
 FEEDBACK_KIND = "feedback"
 LABEL = "label"
@@ -96,7 +99,7 @@ class FeedbackStore:
         received = received_at or datetime.now(UTC)
         known_classes = set(class_names)
         errors: list[FeedbackError] = []
-        by_hour: dict[datetime, list[tuple[int, str, str]]] = {}
+        by_hour: dict[datetime, list[tuple[int, str, str, int]]] = {}
         first_seen: dict[str, int] = {}
         for index, item in enumerate(items):
             prediction_id = canonical(item.prediction_id)
@@ -117,12 +120,13 @@ class FeedbackStore:
                 continue
             first_seen[prediction_id] = index
             by_hour.setdefault(when.replace(minute=0, second=0, microsecond=0), []).append(
-                (index, prediction_id, item.label))
+                (index, prediction_id, item.label, epoch_ms(when)))
         rows: dict[datetime, list[tuple[str, str, pd.Timestamp]]] = {}
         for hour, entries in by_hour.items():
-            logged = self._ids(hour_part_files(self.artifact_root, hour, LOG_KIND))
-            labelled = self._ids(hour_part_files(self.artifact_root, hour, FEEDBACK_KIND))
-            for index, prediction_id, label in entries:
+            times = {ms for *_, ms in entries}
+            logged = self._ids(_covering(hour_part_files(self.artifact_root, hour, LOG_KIND), times))
+            labelled = self._ids(_covering(hour_part_files(self.artifact_root, hour, FEEDBACK_KIND), times))
+            for index, prediction_id, label, _ in entries:
                 if prediction_id not in logged.index:
                     errors.append(UnknownPrediction(index, "prediction_id", (
                         f"no logged prediction has id {prediction_id} (made {hour:%Y-%m-%d %H}:00–:59 UTC by its "
@@ -136,10 +140,11 @@ class FeedbackStore:
         if errors:
             raise min(errors, key=lambda error: error.index)
         stamp = pd.Timestamp(received)
-        name = f"part-{int(received.timestamp() * 1000):013d}-{secrets.token_hex(4)}.parquet"
         for hour, entries in sorted(rows.items()):
             frame = pd.DataFrame(entries, columns=[PREDICTION_ID, LABEL, TIMESTAMP])
             frame[RECEIVED_AT] = stamp
+            name = span_name(frame[TIMESTAMP].min().to_pydatetime(), frame[TIMESTAMP].max().to_pydatetime(),
+                             prefix=f"{epoch_ms(received):013d}")
             write_part(self.artifact_root, hour, frame, FEEDBACK_KIND, name=name)
         return sum(len(entries) for entries in rows.values())
 
@@ -162,6 +167,17 @@ class FeedbackStore:
         if len(self._cache) > self.cached_files:
             self._cache.popitem(last=False)
         return ids
+
+
+def _covering(files: list[Path], times_ms: set[int]) -> list[Path]:
+    """The part files whose declared prediction times can include one of ``times_ms`` (all, for unnamed spans)."""
+    lo, hi = min(times_ms), max(times_ms)
+    kept = []
+    for path in files:
+        span = part_span(path)
+        if span is None or (span[0] <= hi and lo <= span[1] and any(span[0] <= t <= span[1] for t in times_ms)):
+            kept.append(path)
+    return kept
 
 
 # -- readers -----------------------------------------------------------------------------------------

@@ -45,7 +45,7 @@ from mlops_assets.ml.features import (
     image_features,
     with_predictions,
 )
-from mlops_assets.ml.prediction_ids import new_prediction_ids
+from mlops_assets.ml.prediction_ids import epoch_ms, new_prediction_ids
 
 LOG_KIND = "inference_log"
 IMAGES_KIND = "inference_images"
@@ -136,6 +136,8 @@ class InferenceLogWriter:
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._queued_rows = 0
+        self._enqueued = 0  # batches queued so far (in queue order) ...
+        self._completed = 0  # ... and written or dropped by the background thread (the same order)
         self._in_flight_rows = 0
         self.written = 0
         self.dropped = 0
@@ -197,19 +199,19 @@ class InferenceLogWriter:
                 )
             if self._closed:
                 raise RuntimeError("inference log writer is closed")
-            with self._lock:
+            if kind == "images":  # the caller may reuse its buffer once we return
+                payload = np.array(payload, copy=True)
+            pending = _Pending(kind, payload, list(predicted_labels), np.array(confidences, dtype=np.float64),
+                               str(model_version), original_sizes, pd.Timestamp(stamp), n, ids)
+            with self._lock:  # counted and queued together: the queue's order is the order of _enqueued
                 full = self._queued_rows + n > self.max_queue_rows
                 if not full:
                     self._queued_rows += n
+                    self._enqueued += 1
+                    self._queue.put(pending)
             if full:
                 self._drop(n, f"queue full ({self.max_queue_rows} rows waiting)")
                 return False
-            if kind == "images":  # the caller may reuse its buffer once we return
-                payload = np.array(payload, copy=True)
-            self._queue.put(
-                _Pending(kind, payload, list(predicted_labels), np.array(confidences, dtype=np.float64),
-                         str(model_version), original_sizes, pd.Timestamp(stamp), n, ids)
-            )
             return True
         except Exception as exc:  # a logging failure must never fail a prediction
             self._drop(n, f"{type(exc).__name__}: {exc}")
@@ -222,11 +224,14 @@ class InferenceLogWriter:
                                self.images_dropped)
 
     def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until every queued row is written (or dropped); False on timeout."""
+        """Wait until every row queued before this call is written (or dropped); False on timeout. Rows queued
+        meanwhile by other threads are not waited for, so a flush ends under continuous traffic too."""
+        with self._lock:
+            target = self._enqueued
         self._queue.put(None)  # wakes the writer so it does not wait out its interval
         deadline = time.monotonic() + timeout
         with self._idle:
-            while self._queued_rows > 0:
+            while self._completed < target:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
@@ -303,11 +308,14 @@ class InferenceLogWriter:
         finally:
             with self._idle:
                 self._queued_rows -= n
+                self._completed += len(items)
                 self._idle.notify_all()
 
     def _write_hours(self, batch: pd.DataFrame, dataset: str) -> None:
         for hour, part in batch.groupby(batch[TIMESTAMP].dt.floor("h"), sort=True):
-            write_part(self.artifact_root, hour.to_pydatetime(), part, dataset)
+            stamps = part[TIMESTAMP]
+            name = span_name(stamps.min().to_pydatetime(), stamps.max().to_pydatetime())
+            write_part(self.artifact_root, hour.to_pydatetime(), part, dataset, name)
             with self._lock:
                 self.files += 1
 
@@ -403,6 +411,21 @@ def write_part(artifact_root: str | Path, hour: datetime, frame: pd.DataFrame, d
         tmp.unlink(missing_ok=True)
         raise
     return directory / name
+
+
+def span_name(first: datetime, last: datetime, prefix: str = "") -> str:
+    """A part file's name saying which prediction times it holds (ms), so a lookup by prediction id (whose time
+    it carries) opens only the files that can hold it: ``part-[<prefix>-]<first ms>-<last ms>-<random>.parquet``."""
+    lead = f"{prefix}-" if prefix else ""
+    return f"part-{lead}{epoch_ms(first):013d}-{epoch_ms(last):013d}-{uuid.uuid4().hex[:12]}.parquet"
+
+
+def part_span(path: Path) -> tuple[int, int] | None:
+    """The (first, last) prediction time in ms a part file's name declares; None for a name without one."""
+    fields = path.name.removesuffix(".parquet").split("-")[1:-1]
+    if len(fields) < 2 or not (fields[-2].isdigit() and fields[-1].isdigit()):
+        return None
+    return int(fields[-2]), int(fields[-1])
 
 
 def hour_part_files(artifact_root: str | Path, hour: datetime, dataset: str = LOG_KIND) -> list[Path]:

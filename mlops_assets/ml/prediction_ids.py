@@ -9,14 +9,21 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 _RANDOM_BYTES = 10  # 80 random bits per id, of which 74 are used (12 + 62)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MILLISECOND = timedelta(milliseconds=1)
+
+
+def epoch_ms(moment: datetime) -> int:
+    """Whole milliseconds since the epoch, exactly (integer arithmetic, no float rounding)."""
+    return (_as_utc(moment) - EPOCH) // MILLISECOND
 
 
 def new_prediction_ids(n: int, at: datetime) -> list[str]:
     """``n`` distinct ids for predictions made at ``at`` (canonical lowercase UUID strings)."""
-    ms = int(_as_utc(at).timestamp() * 1000)
+    ms = epoch_ms(at)
     pool = secrets.token_bytes(_RANDOM_BYTES * n)
     ids = []
     for i in range(n):
@@ -41,8 +48,8 @@ def prediction_time(prediction_id: str | uuid.UUID) -> datetime | None:
     if value is None:
         return None
     try:
-        return datetime.fromtimestamp((uuid.UUID(value).int >> 80) / 1000, tz=UTC)
-    except (ValueError, OverflowError, OSError):  # a time no clock of ours wrote (beyond year 9999)
+        return EPOCH + (uuid.UUID(value).int >> 80) * MILLISECOND
+    except OverflowError:  # a time no clock of ours wrote (beyond year 9999)
         return None
 
 
