@@ -206,3 +206,16 @@ def test_the_export_cli_writes_into_the_image_folder_of_the_settings(logged, tmp
     assert main(["export"]) == 0
     assert json.loads(capsys.readouterr().out)["written"] == 3
     assert len(list((tmp_path / "source").rglob("production_*.png"))) == 3
+
+
+def test_an_id_is_checked_against_only_the_files_that_can_hold_it(logged):
+    """With a file per flush, an hour holds thousands of part files: the lookup opens those whose name declares
+    the prediction's time (here a damaged file elsewhere in the hour is never opened), and unnamed older ones."""
+    root, ids, truth, _ = logged
+    elsewhere = root / "inference_log" / "dt=2026-11-22" / "hour=10" / "part-1763805600000-1763805600999-x.parquet"
+    elsewhere.write_bytes(b"not parquet: opening it would fail")
+    assert FeedbackStore(root).record([FeedbackItem(ids[0], truth[0])], CLASSES) == 1
+    unnamed = elsewhere.with_name("part-0123456789abcdef.parquet")
+    elsewhere.rename(unnamed)
+    with pytest.raises(Exception):  # noqa: B017 - a file without a declared span is always read
+        FeedbackStore(root).record([FeedbackItem(ids[1], truth[1])], CLASSES)
