@@ -33,7 +33,6 @@ through ``mlops_assets/ml/bentoml_private.py``.
 from __future__ import annotations
 
 import logging
-import threading
 from datetime import UTC, datetime
 from http import HTTPStatus
 from pathlib import Path
@@ -99,6 +98,7 @@ CLASS_NAMES = [str(name) for name in PINNED_MODEL.resolve().info.metadata["class
 MAX_IMAGES = settings.resolve_int(settings.MAX_BATCH)
 MAX_PIXELS = settings.resolve_int(settings.MAX_IMAGE_PIXELS)
 API_TOKEN = settings.resolve(settings.API_TOKEN)
+FEEDBACK_WAIT_S = 5.0  # longest wait for a just-made prediction's row to reach the disk (writers flush every 2 s)
 ImageBatch = image_batch_type(SPEC, MAX_IMAGES)
 FeedbackBatch = feedback_batch_type(CLASS_NAMES, MAX_IMAGES)
 
@@ -212,7 +212,6 @@ class ClassifierService:
             self.inference_log = InferenceLogWriter(artifact_root(),
                                                     keep_images=settings.resolve_flag(settings.KEEP_IMAGES))
         self.feedback_store = FeedbackStore(artifact_root())
-        self.feedback_lock = threading.Lock()  # one batch validated and appended at a time
         logger.info("serving %s (follow production: %s, inference log: %s)", self.active.tag, self.follow,
                     self.inference_log.artifact_root if self.inference_log else "off")
 
@@ -252,11 +251,10 @@ class ClassifierService:
         if self.inference_log is None:
             raise ApiRefusal(HTTPStatus.NOT_FOUND, "no prediction of this server is logged (MLOPS_INFERENCE_LOG=0), "
                              "so no feedback can be joined to one", "feedback")
-        self.inference_log.flush(timeout=10.0)  # the rows of the latest predictions are on disk
+        self.inference_log.flush(timeout=10.0)  # this worker's latest predictions are on disk ...
         items = [FeedbackItem(str(item.prediction_id), item.label) for item in feedback]
-        try:
-            with self.feedback_lock:
-                stored = self.feedback_store.record(items, CLASS_NAMES)
+        try:  # ... another worker's are within a flush interval: a fresh unknown id is looked for a while
+            stored = self.feedback_store.record(items, CLASS_NAMES, wait_s=FEEDBACK_WAIT_S)
         except UnknownPrediction as exc:
             raise ApiRefusal(HTTPStatus.NOT_FOUND, str(exc), exc.field) from None
         except DuplicateFeedback as exc:

@@ -2,9 +2,11 @@
 
 - ``feedback_sensor``: labels arrive hours or days after their predictions, into the hour of the prediction
   (:mod:`mlops_assets.ml.feedback`). Each tick lists the feedback part files that appeared since its cursor (per
-  hour: the last file name seen; names sort by arrival), reads only their timestamp column, and asks for one
-  ``production_performance_job`` run per ended window they label (``run_key`` names the window and the newest
-  file, so a retried tick launches it once). Feedback on a window still open waits for the window to end.
+  hour: the last file name seen; names start with their arrival time), reads only their timestamp column, and
+  asks for one ``production_performance_job`` run per ended window they label (``run_key`` names the window and
+  the files, so a retried tick launches it once). The cursor passes a file only once it is ``SETTLE`` old, so a
+  file of another worker named a moment earlier but written a moment later is still seen. Feedback on a
+  window still open waits for the window to end.
 - ``performance_alert_sensor``: reads the asset's new materializations (cursor: the last event's storage id) and
   alerts a person, through the same file and webhook as run failures, when a model version *enters* a breach
   (accuracy below the threshold, recall gap above the bound), with the sentence a product owner reads; once
@@ -21,6 +23,7 @@ from typing import Any
 
 import dagster as dg
 
+from mlops_assets.metadata import short_hash
 from mlops_assets.monitor.windows import profile_partitions
 from mlops_assets.run_tags import RUN_KIND_TAG
 from resources.alerts import AlertSink
@@ -28,6 +31,7 @@ from resources.artifact_store import ArtifactStore
 
 LOOKBACK = timedelta(days=30)  # feedback on older predictions is stored; its window is re-measured by hand
 GRACE = timedelta(seconds=30)
+SETTLE = timedelta(seconds=60)  # a feedback file is on disk this long after the time its name starts with
 PERFORMANCE_KEY = dg.AssetKey("production_performance")
 MAX_EVENTS_PER_TICK = 200
 
@@ -37,10 +41,12 @@ def evaluate_feedback_tick(cursor: str | None, artifact_store: ArtifactStore, no
     from mlops_assets.ml.features import TIMESTAMP
     from mlops_assets.ml.feedback import FEEDBACK_KIND, feedback_hours
     from mlops_assets.ml.inference_log import hour_part_files, read_parts
+    from mlops_assets.ml.prediction_ids import epoch_ms
 
     seen: dict[str, str] = json.loads(cursor) if cursor else {}
     partitions = profile_partitions()
-    windows: dict[str, str] = {}  # window partition key → the newest feedback file labelling it
+    settled = f"part-{epoch_ms(now - SETTLE):013d}"  # names before this are all on disk by now
+    windows: dict[str, list[str]] = {}  # window partition key → the new feedback files labelling it
     for hour in feedback_hours(artifact_store.root_path, now - LOOKBACK, now + timedelta(hours=1)):
         key = f"{hour:%Y-%m-%dT%H}"
         new = [p for p in hour_part_files(artifact_store.root_path, hour, FEEDBACK_KIND) if p.name > seen.get(key, "")]
@@ -50,14 +56,15 @@ def evaluate_feedback_tick(cursor: str | None, artifact_store: ArtifactStore, no
             if any(partitions.time_window_for_partition_key(k).end > now - GRACE for k in keys):
                 break  # labels a window that is still open: this file and later ones wait for the next ticks
             for k in keys:
-                windows[k] = max(windows.get(k, ""), path.name)
-            seen[key] = path.name
+                windows.setdefault(k, []).append(path.name)
+            if path.name < settled:
+                seen[key] = path.name
     horizon = f"{now - LOOKBACK:%Y-%m-%dT%H}"
     cursor_out = json.dumps({k: v for k, v in sorted(seen.items()) if k >= horizon})
     if not windows:
         return dg.SensorResult(skip_reason="no new feedback on an ended window", cursor=cursor_out)
-    runs = [dg.RunRequest(partition_key=k, run_key=f"performance-{k}-{name.removesuffix('.parquet')}",
-                          tags={RUN_KIND_TAG: "monitoring"}) for k, name in sorted(windows.items())]
+    runs = [dg.RunRequest(partition_key=k, run_key=f"performance-{k}-{short_hash(sorted(names))[:12]}",
+                          tags={RUN_KIND_TAG: "monitoring"}) for k, names in sorted(windows.items())]
     return dg.SensorResult(run_requests=runs, cursor=cursor_out)
 
 

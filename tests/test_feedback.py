@@ -3,6 +3,7 @@ of accuracy and bias on labelled traffic: the pure core, on real Parquet files u
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mlops_assets.ml.features import image_features
 from mlops_assets.ml.feedback import (
     DuplicateFeedback,
     FeedbackItem,
@@ -219,3 +221,43 @@ def test_an_id_is_checked_against_only_the_files_that_can_hold_it(logged):
     elsewhere.rename(unnamed)
     with pytest.raises(Exception):  # noqa: B017 - a file without a declared span is always read
         FeedbackStore(root).record([FeedbackItem(ids[1], truth[1])], CLASSES)
+
+
+def test_a_just_made_prediction_is_waited_for_and_two_writers_never_label_it_twice(tmp_path):
+    """Another worker's log writer flushes every few seconds: a fresh id is looked for again before it is called
+    unknown. And concurrent batches for one prediction (two workers) store exactly one label."""
+    import threading
+
+    digits = load_digits_dataset()
+    now = datetime.now(UTC)
+    ids = new_prediction_ids(1, now)
+
+    def log_later():
+        time.sleep(0.6)
+        with InferenceLogWriter(tmp_path, flush_interval_s=0.05) as writer:
+            writer.log(image_features(digits.images[:1]), ["3"], [0.9], "v1", prediction_ids=ids, timestamp=now)
+
+    late = threading.Thread(target=log_later)
+    late.start()
+    with pytest.raises(UnknownPrediction):
+        FeedbackStore(tmp_path).record([FeedbackItem(ids[0], "3")], CLASSES)  # no wait: not written yet
+    assert FeedbackStore(tmp_path).record([FeedbackItem(ids[0], "3")], CLASSES, wait_s=10.0) == 1
+    late.join()
+
+    other = new_prediction_ids(1, now)
+    with InferenceLogWriter(tmp_path, flush_interval_s=0.05) as writer:
+        writer.log(image_features(digits.images[:1]), ["3"], [0.9], "v1", prediction_ids=other, timestamp=now)
+    outcomes: list[str] = []
+
+    def label_it():
+        try:
+            outcomes.append(str(FeedbackStore(tmp_path).record([FeedbackItem(other[0], "3")], CLASSES)))
+        except DuplicateFeedback:
+            outcomes.append("duplicate")
+
+    writers = [threading.Thread(target=label_it) for _ in range(6)]
+    for thread in writers:
+        thread.start()
+    for thread in writers:
+        thread.join()
+    assert sorted(outcomes) == ["1"] + ["duplicate"] * 5

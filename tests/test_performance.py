@@ -135,26 +135,24 @@ def test_too_few_labels_are_shown_but_not_judged(world):
 def test_feedback_sensor_measures_the_windows_whose_labels_arrived(world):
     root, resources, windows = world
     store = resources["artifact_store"]
+    # labels on a window still open (window 4, 14:00–15:00) wait until it has ended
+    ids, truth = windows[4]
+    label(root, ids, truth, T0 + timedelta(hours=4, minutes=30))
+    waiting = evaluate_feedback_tick(None, store, T0 + timedelta(hours=4, minutes=40))
+    assert waiting.run_requests == [] and waiting.skip_reason.skip_message == "no new feedback on an ended window"
     now = T0 + timedelta(hours=5, minutes=10)
-    assert evaluate_feedback_tick(None, store, now).skip_reason.skip_message == "no new feedback on an ended window"
     for w in (0, 1):
         ids, truth = windows[w]
         label(root, ids[:100], truth[:100], T0 + timedelta(hours=5, minutes=w))
-    first = evaluate_feedback_tick(None, store, now)
-    assert [r.partition_key for r in first.run_requests] == [key(0), key(1)]
-    assert len({r.run_key for r in first.run_requests}) == 2
+    first = evaluate_feedback_tick(waiting.cursor, store, now)
+    assert [r.partition_key for r in first.run_requests] == [key(0), key(1), key(4)]
+    assert len({r.run_key for r in first.run_requests}) == 3
     assert evaluate_feedback_tick(first.cursor, store, now).run_requests == []  # nothing new
     ids, truth = windows[0]
-    label(root, ids[100:], truth[100:], T0 + timedelta(hours=5, minutes=9))
+    label(root, ids[100:], truth[100:], T0 + timedelta(hours=5, minutes=8))
     second = evaluate_feedback_tick(first.cursor, store, now)
     assert [r.partition_key for r in second.run_requests] == [key(0)]
     assert second.run_requests[0].run_key not in {r.run_key for r in first.run_requests}
-    # labels on a window still open wait until it has ended
-    ids, truth = windows[4]
-    label(root, ids, truth, T0 + timedelta(hours=4, minutes=30))
-    assert evaluate_feedback_tick(second.cursor, store, T0 + timedelta(hours=4, minutes=40)).run_requests == []
-    later = evaluate_feedback_tick(second.cursor, store, T0 + timedelta(hours=5, minutes=1))
-    assert [r.partition_key for r in later.run_requests] == [key(4)]
 
 
 def test_the_jobs_and_sensors_are_wired():
@@ -182,3 +180,22 @@ def test_export_feedback_job_writes_labelled_images_into_the_source(tmp_path):
     refused = export_feedback_job.execute_in_process(resources=make_resources(tmp_path), raise_on_error=False,
                                                      instance=dg.DagsterInstance.ephemeral())
     assert not refused.success  # the embedded digits take no images
+
+
+def test_a_feedback_file_named_earlier_but_written_later_is_still_measured(world):
+    """Two workers: one names its file a moment before the other but finishes writing it after. The cursor passes
+    a file only once it has settled, so the late one is seen, and its window measured again."""
+    root, resources, windows = world
+    store = resources["artifact_store"]
+    now = T0 + timedelta(hours=5, minutes=10)
+    ids, truth = windows[0]
+    label(root, ids[:50], truth[:50], now - timedelta(seconds=5))  # written first, named later
+    first = evaluate_feedback_tick(None, store, now)
+    assert [r.partition_key for r in first.run_requests] == [key(0)]
+    label(root, ids[50:100], truth[50:100], now - timedelta(seconds=10))  # named earlier, written later
+    second = evaluate_feedback_tick(first.cursor, store, now + timedelta(seconds=2))
+    assert [r.partition_key for r in second.run_requests] == [key(0)]
+    assert second.run_requests[0].run_key != first.run_requests[0].run_key
+    settled = evaluate_feedback_tick(second.cursor, store, now + timedelta(minutes=2))
+    assert [r.run_key for r in settled.run_requests] == [second.run_requests[0].run_key]  # the same run: deduped
+    assert evaluate_feedback_tick(settled.cursor, store, now + timedelta(minutes=3)).run_requests == []

@@ -12,16 +12,19 @@ class's name), ``timestamp`` (the prediction's, from its log row) and ``received
 never rewritten, nor is the inference log.
 
 :class:`FeedbackStore` validates a batch as a whole (unknown prediction, unknown class, a prediction labelled
-twice) and writes nothing when any item is refused. One process appends at a time (the service holds a lock);
-readers keep the first label of a prediction should two writers ever race.
+twice) and writes nothing when any item is refused. One process appends at a time (a file lock in the feedback
+folder: the service's workers share it); readers keep the first label of a prediction all the same.
 
 No Dagster here; pandas and pyarrow only.
 """
 
 from __future__ import annotations
 
+import fcntl
+import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -52,6 +55,7 @@ FEEDBACK_KIND = "feedback"
 LABEL = "label"
 RECEIVED_AT = "received_at"
 FEEDBACK_COLUMNS = (PREDICTION_ID, LABEL, TIMESTAMP, RECEIVED_AT)
+RECENT = timedelta(seconds=30)  # a prediction this fresh may still be in a log writer's queue
 
 
 class FeedbackError(ValueError):
@@ -67,7 +71,9 @@ class FeedbackError(ValueError):
 
 
 class UnknownPrediction(FeedbackError):
-    """No logged prediction has this id."""
+    """No logged prediction has this id (``recent``: made so lately that its row may not be written yet)."""
+
+    recent = False
 
 
 class UnknownClass(FeedbackError):
@@ -94,9 +100,37 @@ class FeedbackStore:
         self._cache: OrderedDict[Path, pd.Series] = OrderedDict()
 
     def record(self, items: Sequence[FeedbackItem], class_names: Sequence[str],
-               received_at: datetime | None = None) -> int:
-        """Append ``items`` (all or none); the number stored. Raises the first :class:`FeedbackError` by index."""
+               received_at: datetime | None = None, wait_s: float = 0.0) -> int:
+        """Append ``items`` (all or none); the number stored. Raises the first :class:`FeedbackError` by index.
+
+        A prediction made in the last ``RECENT`` seconds may not be on disk yet (another worker's or replica's
+        log writer flushes every few seconds): its id is looked for again for up to ``wait_s`` seconds before it
+        is called unknown. Validation and the write happen under an exclusive lock on the feedback folder, so
+        two processes never store two labels for one prediction."""
         received = received_at or datetime.now(UTC)
+        deadline = time.monotonic() + wait_s
+        while True:
+            _, errors = self._check(items, class_names, received)
+            late = [e for e in errors if isinstance(e, UnknownPrediction) and e.recent]
+            if not late or time.monotonic() >= deadline:
+                break
+            time.sleep(0.2)
+        with _exclusive(log_root(self.artifact_root, FEEDBACK_KIND) / ".lock"):
+            rows, errors = self._check(items, class_names, received)
+            if errors:
+                raise min(errors, key=lambda error: error.index)
+            stamp = pd.Timestamp(received)
+            for hour, entries in sorted(rows.items()):
+                frame = pd.DataFrame(entries, columns=[PREDICTION_ID, LABEL, TIMESTAMP])
+                frame[RECEIVED_AT] = stamp
+                name = span_name(frame[TIMESTAMP].min().to_pydatetime(), frame[TIMESTAMP].max().to_pydatetime(),
+                                 prefix=f"{epoch_ms(received):013d}")
+                write_part(self.artifact_root, hour, frame, FEEDBACK_KIND, name=name)
+        return sum(len(entries) for entries in rows.values())
+
+    def _check(self, items: Sequence[FeedbackItem], class_names: Sequence[str],
+               received: datetime) -> tuple[dict[datetime, list[tuple[str, str, pd.Timestamp]]], list[FeedbackError]]:
+        """The rows to store per hour, and every item's refusal."""
         known_classes = set(class_names)
         errors: list[FeedbackError] = []
         by_hour: dict[datetime, list[tuple[int, str, str, int]]] = {}
@@ -126,27 +160,20 @@ class FeedbackStore:
             times = {ms for *_, ms in entries}
             logged = self._ids(_covering(hour_part_files(self.artifact_root, hour, LOG_KIND), times))
             labelled = self._ids(_covering(hour_part_files(self.artifact_root, hour, FEEDBACK_KIND), times))
-            for index, prediction_id, label, _ in entries:
+            for index, prediction_id, label, ms in entries:
                 if prediction_id not in logged.index:
-                    errors.append(UnknownPrediction(index, "prediction_id", (
+                    unknown = UnknownPrediction(index, "prediction_id", (
                         f"no logged prediction has id {prediction_id} (made {hour:%Y-%m-%d %H}:00–:59 UTC by its "
-                        "id); it is unknown, or the service did not log it (MLOPS_INFERENCE_LOG=0, or rows dropped)")))
+                        "id); it is unknown, or the service did not log it (MLOPS_INFERENCE_LOG=0, or rows dropped)"))
+                    unknown.recent = epoch_ms(received) - ms <= RECENT.total_seconds() * 1000
+                    errors.append(unknown)
                 elif prediction_id in labelled.index:
                     errors.append(DuplicateFeedback(index, "prediction_id", (
                         f"prediction {prediction_id} already has feedback (received "
                         f"{labelled[prediction_id]:%Y-%m-%d %H:%M:%S} UTC); a prediction is labelled once")))
                 else:
                     rows.setdefault(hour, []).append((prediction_id, label, logged[prediction_id]))
-        if errors:
-            raise min(errors, key=lambda error: error.index)
-        stamp = pd.Timestamp(received)
-        for hour, entries in sorted(rows.items()):
-            frame = pd.DataFrame(entries, columns=[PREDICTION_ID, LABEL, TIMESTAMP])
-            frame[RECEIVED_AT] = stamp
-            name = span_name(frame[TIMESTAMP].min().to_pydatetime(), frame[TIMESTAMP].max().to_pydatetime(),
-                             prefix=f"{epoch_ms(received):013d}")
-            write_part(self.artifact_root, hour, frame, FEEDBACK_KIND, name=name)
-        return sum(len(entries) for entries in rows.values())
+        return rows, errors
 
     def _ids(self, files: list[Path]) -> pd.Series:
         """prediction id → the file's second column (the prediction's time, or feedback's arrival)."""
@@ -167,6 +194,18 @@ class FeedbackStore:
         if len(self._cache) > self.cached_files:
             self._cache.popitem(last=False)
         return ids
+
+
+@contextmanager
+def _exclusive(lock_file: Path) -> Iterator[None]:
+    """An exclusive lock between threads and processes on this host (the service's workers) for ``lock_file``."""
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_file, "a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def _covering(files: list[Path], times_ms: set[int]) -> list[Path]:
