@@ -45,7 +45,7 @@ from mlops_assets.ml.features import (
     image_features,
     with_predictions,
 )
-from mlops_assets.ml.prediction_ids import epoch_ms, new_prediction_ids
+from mlops_assets.ml.prediction_ids import as_utc, epoch_ms, new_prediction_ids
 
 LOG_KIND = "inference_log"
 IMAGES_KIND = "inference_images"
@@ -59,7 +59,7 @@ def log_root(artifact_root: str | Path, dataset: str = LOG_KIND) -> Path:
 
 def hour_dir(artifact_root: str | Path, hour: datetime, dataset: str = LOG_KIND) -> Path:
     """The partition directory of the UTC hour containing ``hour``."""
-    hour = _as_utc(hour)
+    hour = as_utc(hour)
     return log_root(artifact_root, dataset) / f"dt={hour:%Y-%m-%d}" / f"hour={hour:%H}"
 
 
@@ -97,7 +97,8 @@ class _Pending:
 
     def image_frame(self) -> pd.DataFrame:
         """The images as uint8 pixels (the training scale × 255, exact for pixels sent as pixels / 255)."""
-        pixels = _as_uint8(self.payload)
+        pixels = self.payload if self.payload.dtype == np.uint8 else np.clip(
+            np.rint(self.payload.astype(np.float32) * 255.0), 0, 255).astype(np.uint8)
         return pd.DataFrame({
             PREDICTION_ID: self.prediction_ids,
             TIMESTAMP: pd.DatetimeIndex([self.timestamp] * self.n),
@@ -382,13 +383,6 @@ def _group_frame(group: list[_Pending]) -> pd.DataFrame:
     return frame
 
 
-def _as_uint8(images: np.ndarray) -> np.ndarray:
-    array = np.asarray(images)
-    if array.dtype == np.uint8:
-        return array
-    return np.clip(np.rint(array.astype(np.float32) * 255.0), 0, 255).astype(np.uint8)
-
-
 def write_part(artifact_root: str | Path, hour: datetime, frame: pd.DataFrame, dataset: str = LOG_KIND,
                name: str | None = None) -> Path:
     """Write one immutable part file into the hour's partition of ``dataset`` (temp file + rename).
@@ -438,9 +432,9 @@ def hour_part_files(artifact_root: str | Path, hour: datetime, dataset: str = LO
 def window_part_files(artifact_root: str | Path, start: datetime, end: datetime,
                       dataset: str = LOG_KIND) -> list[Path]:
     """The files of every hour partition overlapping [start, end) (a directory listing, nothing read)."""
-    hour = _as_utc(start).replace(minute=0, second=0, microsecond=0)
+    hour = as_utc(start).replace(minute=0, second=0, microsecond=0)
     files: list[Path] = []
-    while hour < _as_utc(end):
+    while hour < as_utc(end):
         files += hour_part_files(artifact_root, hour, dataset)
         hour += timedelta(hours=1)
     return files
@@ -449,7 +443,7 @@ def window_part_files(artifact_root: str | Path, start: datetime, end: datetime,
 def partition_hours(artifact_root: str | Path, start: datetime, end: datetime,
                     dataset: str = LOG_KIND) -> list[datetime]:
     """The UTC hours overlapping [start, end) that have a partition of ``dataset``, oldest first (a listing)."""
-    first, end = _as_utc(start).replace(minute=0, second=0, microsecond=0), _as_utc(end)
+    first, end = as_utc(start).replace(minute=0, second=0, microsecond=0), as_utc(end)
     hours = []
     for day in sorted(log_root(artifact_root, dataset).glob("dt=*")):
         for directory in sorted(day.glob("hour=*")):
@@ -481,7 +475,7 @@ def read_window(artifact_root: str | Path, start: datetime, end: datetime, datas
                 columns: Sequence[str] | None = None) -> pd.DataFrame:
     """Every row of ``dataset`` with ``start <= timestamp < end`` (UTC), from the hour partitions overlapping it
     (only ``columns`` when given; the timestamp is always read)."""
-    start, end = _as_utc(start), _as_utc(end)
+    start, end = as_utc(start), as_utc(end)
     files = window_part_files(artifact_root, start, end, dataset)
     if not files:
         return pd.DataFrame()
@@ -493,12 +487,6 @@ def read_window(artifact_root: str | Path, start: datetime, end: datetime, datas
 
 def read_hour(artifact_root: str | Path, hour: datetime) -> pd.DataFrame:
     """The rows logged in one UTC hour."""
-    start = _as_utc(hour).replace(minute=0, second=0, microsecond=0)
+    start = as_utc(hour).replace(minute=0, second=0, microsecond=0)
     return read_window(artifact_root, start, start + timedelta(hours=1))
-
-
-def _as_utc(moment: datetime) -> datetime:
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
 

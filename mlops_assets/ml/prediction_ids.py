@@ -18,7 +18,7 @@ MILLISECOND = timedelta(milliseconds=1)
 
 def epoch_ms(moment: datetime) -> int:
     """Whole milliseconds since the epoch, exactly (integer arithmetic, no float rounding)."""
-    return (_as_utc(moment) - EPOCH) // MILLISECOND
+    return (as_utc(moment) - EPOCH) // MILLISECOND
 
 
 def new_prediction_ids(n: int, at: datetime) -> list[str]:
@@ -53,5 +53,6 @@ def prediction_time(prediction_id: str | uuid.UUID) -> datetime | None:
         return None
 
 
-def _as_utc(moment: datetime) -> datetime:
+def as_utc(moment: datetime) -> datetime:
+    """``moment`` in UTC; a naive datetime is taken as UTC."""
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
