@@ -37,6 +37,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.report import median, write_section
+from mlops_assets.ml import settings
+from mlops_assets.tools.simulator import auth_headers
 
 ROOT = Path(__file__).resolve().parents[1]
 WRK_SCRIPT = Path(__file__).resolve().parent / "wrk_post.lua"
@@ -156,7 +158,9 @@ def run_wrk(url: str, connections: int, duration_s: float, bodies: Path) -> dict
     """One closed-loop level: ``wrk -t1 -c{connections} -d{duration}s --latency``, bounded by a timeout."""
     command = [require_wrk(), "-t1", f"-c{connections}", f"-d{duration_s:g}s", "--timeout", "10s", "--latency",
                "-s", str(WRK_SCRIPT), f"{url}/classify"]
-    result = subprocess.run(command, env={**os.environ, "WRK_BODIES": str(bodies)}, capture_output=True,
+    auth = auth_headers(settings.resolve(settings.API_TOKEN)).get("Authorization", "")
+    result = subprocess.run(command, env={**os.environ, "WRK_BODIES": str(bodies), "WRK_AUTHORIZATION": auth},
+                            capture_output=True,
                             text=True, timeout=duration_s + 30)
     if result.returncode != 0:
         raise RuntimeError(f"wrk failed (exit {result.returncode}): {result.stderr}\n{result.stdout}")
@@ -280,8 +284,8 @@ def serve_bentoml(model: Model, setting: str, log_path: Path, target: str | None
 def check_answers(url: str, model: Model, bodies: Path, expected: np.ndarray, n: int = 8) -> None:
     """The server's labels for the first ``n`` bodies equal in-process onnxruntime's (same model, same inputs)."""
     for i, line in enumerate(bodies.read_text().splitlines()[:n]):
-        request = urllib.request.Request(f"{url}/classify", data=line.encode(),
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(f"{url}/classify", data=line.encode(), headers={
+            "Content-Type": "application/json", **auth_headers(settings.resolve(settings.API_TOKEN))})
         with urllib.request.urlopen(request, timeout=30) as response:
             answer = json.loads(response.read())
         if [a["label"] for a in answer] != [int(expected[i])]:

@@ -57,6 +57,14 @@ def server_rss(pid: int) -> int:
     return total
 
 
+def service_headers() -> dict[str, str]:
+    """The service's bearer token when one is configured (MLOPS_API_TOKEN): the server started here inherits it."""
+    from mlops_assets.ml import settings
+    from mlops_assets.tools.simulator import auth_headers
+
+    return auth_headers(settings.resolve(settings.API_TOKEN))
+
+
 def burst(url: str, body: bytes, name: str, pid: int) -> tuple[int, list[int]]:
     """CONCURRENCY uploads at once, ROUNDS times; the peak RSS sampled every 20 ms, and the statuses."""
     import httpx
@@ -72,7 +80,8 @@ def burst(url: str, body: bytes, name: str, pid: int) -> tuple[int, list[int]]:
     sampler.start()
     statuses: list[int] = []
     try:
-        with httpx.Client(base_url=url, timeout=120) as client, ThreadPoolExecutor(CONCURRENCY) as pool:
+        with httpx.Client(base_url=url, timeout=120, headers=service_headers()) as client, \
+                ThreadPoolExecutor(CONCURRENCY) as pool:
             for _ in range(ROUNDS):
                 statuses += list(pool.map(
                     lambda _: client.post("/classify_image", files={"image": (name, body)}).status_code,
@@ -113,7 +122,7 @@ def main() -> None:
                 after = server_rss(server.pid)
                 rows.append((name, len(body), peak, after, statuses))
             bomb = httpx.post(f"{url}/classify_image", files={"image": ("bomb.png", png_header_only(20_000, 20_000))},
-                              timeout=30)
+                              timeout=30, headers=service_headers())
             after_bomb = server_rss(server.pid)
     mb = 1024 * 1024
     table = [

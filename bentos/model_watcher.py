@@ -38,13 +38,15 @@ class LoadedModel:
     loaded_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
 
     def probabilities(self, images: np.ndarray, log: InferenceLogWriter | None = None,
-                      original_sizes: list[tuple[int, int]] | None = None) -> np.ndarray:
-        """Softmax per image; each is also queued to the inference log (which never raises into this)."""
+                      original_sizes: list[tuple[int, int]] | None = None, prediction_ids: list[str] | None = None,
+                      at: datetime | None = None) -> np.ndarray:
+        """Softmax per image; each is also queued to the inference log (which never raises into this), under
+        its prediction id and time."""
         probabilities = softmax(onnx_logits(self.session, images))
         if log is not None:
             labels = probabilities.argmax(1)
             log.log_images(images, [self.class_names[i] for i in labels], probabilities.max(1),
-                           self.version, original_sizes)
+                           self.version, original_sizes, prediction_ids, at)
         return probabilities
 
 

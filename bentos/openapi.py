@@ -75,13 +75,27 @@ def _errors(*statuses: tuple[int, str]) -> dict[str, Any]:
     return {str(code): {"description": text, "content": _json("ErrorResponse")} for code, text in statuses}
 
 
+def feedback_link(prediction: str) -> dict[str, Any]:
+    """How an answer's prediction is labelled: its id (and here its own class) in a POST /feedback body."""
+    return {"Feedback": {
+        "operationId": "feedback",
+        "description": "Send the true label of this prediction (here: the predicted class) to POST /feedback.",
+        "requestBody": {"feedback": [{"prediction_id": f"{prediction}/prediction_id",
+                                      "label": f"{prediction}/class_name"}]},
+    }}
+
+
 SERVER_FAULT = (500, "A fault of the server (never a consequence of the request); logged with its traceback.")
 WRONG_MEDIA_TYPE = (415, "The request body is not of the media type this endpoint takes.")
 
 
 def api_document(spec: PreprocessSpec, max_images: int, max_body_bytes: int, max_pixels: int,
-                 models: dict[str, type[BaseModel]], version: str) -> dict[str, Any]:
-    """The whole document: the three APIs, BentoML's infrastructure endpoints, and the schemas they use."""
+                 models: dict[str, type[BaseModel]], version: str, token_required: bool = False) -> dict[str, Any]:
+    """The whole document: the APIs, BentoML's infrastructure endpoints, and the schemas they use.
+
+    ``models`` are the pydantic models of the answers (``Prediction``, ``ModelInfo``, ``FeedbackReceipt``) and of
+    the feedback request (``FeedbackRequest``, whose labels are the served classes). With ``token_required`` the
+    prediction and feedback endpoints declare the bearer token they require (and their 401)."""
     formats = ", ".join(SUPPORTED_FORMATS)
     schemas: dict[str, Any] = {}
     for model in (ErrorResponse, *models.values()):
@@ -111,12 +125,29 @@ def api_document(spec: PreprocessSpec, max_images: int, max_body_bytes: int, max
         "requestBody": {"required": True, "content": _json(classify_request_schema(spec, max_images))},
         "responses": {
             "200": {"description": "One prediction per image, in order.",
-                    "content": _json({"type": "array", "items": {"$ref": REF.format(model="Prediction")}})},
+                    "content": _json({"type": "array", "items": {"$ref": REF.format(model="Prediction")}}),
+                    "links": feedback_link("$response.body#/0")},
             **_errors(
                 (400, "Not JSON, or images that are not numbers in [0, 1] of the served shape (the message says "
                       "which; 0–255 pixels are named as such)."),
                 too_large, WRONG_MEDIA_TYPE,
                 (503, "Too many requests queued for the model; retry."), SERVER_FAULT,
+            ),
+        },
+    }}
+    paths["/feedback"] = {"post": {
+        "tags": ["Service APIs"], "operationId": "feedback",
+        "summary": "Record the true labels of served predictions (a batch, stored all or none), so accuracy and "
+                   "bias are measured on production traffic.",
+        "requestBody": {"required": True, "content": _json("FeedbackRequest")},
+        "responses": {
+            "200": {"description": "Every label stored.", "content": _json("FeedbackReceipt")},
+            **_errors(
+                (400, "Not JSON, not a batch of {prediction_id, label}, or a label that is not a class of the "
+                      "model (the field names the item)."),
+                (404, "A prediction_id that no logged prediction has (the field names the item)."),
+                (409, "A prediction that already has feedback, or appears twice in the batch."),
+                too_large, WRONG_MEDIA_TYPE, SERVER_FAULT,
             ),
         },
     }}
@@ -133,7 +164,8 @@ def api_document(spec: PreprocessSpec, max_images: int, max_body_bytes: int, max
             "encoding": {"image": {"contentType": ", ".join(IMAGE_MEDIA_TYPES)}},
         }}},
         "responses": {
-            "200": {"description": "The prediction.", "content": _json("Prediction")},
+            "200": {"description": "The prediction.", "content": _json("Prediction"),
+                    "links": feedback_link("$response.body#")},
             **_errors(
                 (400, "A malformed multipart body, or anything but exactly one file field named 'image'."),
                 (413, f"The body is over {max_body_bytes} bytes (MLOPS_MAX_BODY_BYTES), or the image's header "
@@ -155,11 +187,20 @@ def api_document(spec: PreprocessSpec, max_images: int, max_body_bytes: int, max
                  "responses": {**model_info, **_errors(
                      (400, "A body that is not a JSON object."), too_large, WRONG_MEDIA_TYPE, SERVER_FAULT)}},
     }
+    components: dict[str, Any] = {"schemas": schemas}
+    if token_required:
+        components["securitySchemes"] = {"bearerAuth": {
+            "type": "http", "scheme": "bearer", "description": "The service's token (MLOPS_API_TOKEN)."}}
+        unauthorised = _errors((401, "No bearer token, or not the service's (MLOPS_API_TOKEN)."))
+        for path in ("/classify", "/classify_image", "/feedback"):
+            operation = paths[path]["post"]
+            operation["security"] = [{"bearerAuth": []}]
+            operation["responses"] = {**operation["responses"], **unauthorised}
     return {
         "openapi": OPENAPI_VERSION,
         "info": {"title": "image_classifier_service", "version": version,
                  "description": "# image_classifier_service\n\nThe production image classifier (ONNX, "
                                 "onnxruntime) with adaptive batching. Every error body is an ErrorResponse."},
         "paths": paths,
-        "components": {"schemas": schemas},
+        "components": components,
     }

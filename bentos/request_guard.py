@@ -1,5 +1,8 @@
 """The service's front door, an ASGI middleware: nothing malformed reaches BentoML, and every refusal has one shape.
 
+- When a token is configured (MLOPS_API_TOKEN), the prediction and feedback endpoints (``PROTECTED_PATHS``)
+  answer 401 to a request without ``Authorization: Bearer <token>``, before its body is read. Health, metrics,
+  ``/model`` and the API documents stay open.
 - A body over ``MLOPS_MAX_BODY_BYTES`` is a 413, declared or streamed, before anything is parsed.
 - Each API takes one media type (``/classify`` and ``/model`` JSON, ``/classify_image`` multipart); another is
   a 415. A multipart body is parsed here first: no boundary, a part without a name, a text field instead of a
@@ -11,6 +14,7 @@
 
 from __future__ import annotations
 
+import hmac
 import json
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
@@ -20,12 +24,23 @@ from bentoml.exceptions import BentoMLException
 
 JSON = "application/json"
 MULTIPART = "multipart/form-data"
-API_MEDIA_TYPES = {"/classify": JSON, "/classify_image": MULTIPART, "/model": JSON}
+API_MEDIA_TYPES = {"/classify": JSON, "/classify_image": MULTIPART, "/feedback": JSON, "/model": JSON}
+PROTECTED_PATHS = frozenset({"/classify", "/classify_image", "/feedback"})
 UPLOAD_FIELD = "image"
 
 
 class RequestTooLarge(BentoMLException):
     error_code = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+
+
+class ApiRefusal(BentoMLException):
+    """A refusal raised inside an API, after BentoML parsed the request, that names the field it concerns.
+
+    BentoML renders an exception as ``{"error": str(exc)}``; so the ErrorResponse travels as that string's
+    JSON, and :func:`normalise_error` unpacks it into the body the client gets."""
+
+    def __init__(self, status: HTTPStatus, message: str, field: str | None = None) -> None:
+        super().__init__(json.dumps(error_body(message, field)), error_code=status)
 
 
 class Refusal(Exception):
@@ -44,14 +59,25 @@ def json_headers(body: bytes) -> list[tuple[bytes, bytes]]:
     return [(b"content-type", JSON.encode()), (b"content-length", str(len(body)).encode())]
 
 
-async def send_body(send: Callable[[dict], Awaitable[None]], status: int, body: bytes) -> None:
+async def send_body(send: Callable[[dict], Awaitable[None]], status: int, body: bytes,
+                    headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
     """A whole JSON response in one go."""
-    await send({"type": "http.response.start", "status": int(status), "headers": json_headers(body)})
+    await send({"type": "http.response.start", "status": int(status), "headers": [*json_headers(body), *headers]})
     await send({"type": "http.response.body", "body": body})
 
 
-async def send_json(send: Callable[[dict], Awaitable[None]], status: int, payload: Any) -> None:
-    await send_body(send, status, json.dumps(payload).encode())
+async def send_json(send: Callable[[dict], Awaitable[None]], status: int, payload: Any,
+                    headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+    await send_body(send, status, json.dumps(payload).encode(), headers)
+
+
+def bearer_token(scope: dict) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header, if the request has one."""
+    for name, value in scope.get("headers") or []:
+        if name.lower() == b"authorization":
+            scheme, _, token = value.decode("latin-1").strip().partition(" ")
+            return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+    return None
 
 
 def normalise_error(status: int, body: bytes) -> dict[str, Any]:
@@ -74,8 +100,19 @@ def normalise_error(status: int, body: bytes) -> dict[str, Any]:
             message = f"the field '{location[0]}' is required"
         return error_body(message, ".".join(location) or None)
     if "error" in payload and set(payload) <= {"error", "field"}:
-        return error_body(str(payload["error"]), payload.get("field"))
+        inner = _as_error_body(payload["error"])  # an ApiRefusal's ErrorResponse, carried as its message
+        return inner or error_body(str(payload["error"]), payload.get("field"))
     return error_body(str(payload.get("error") or HTTPStatus(status).phrase))
+
+
+def _as_error_body(message: Any) -> dict[str, Any] | None:
+    try:
+        inner = json.loads(message) if isinstance(message, str) and message.startswith("{") else None
+    except json.JSONDecodeError:
+        return None
+    if isinstance(inner, dict) and set(inner) == {"error", "field"} and isinstance(inner["error"], str):
+        return error_body(inner["error"], inner["field"])
+    return None
 
 
 async def check_upload(headers: list[tuple[bytes, bytes]], body: bytes) -> None:
@@ -105,13 +142,17 @@ async def check_upload(headers: list[tuple[bytes, bytes]], body: bytes) -> None:
 
 
 class RequestGuard:
-    """See the module docstring. ``openapi`` builds the document served at ``/docs.json``."""
+    """See the module docstring. ``openapi`` builds the document served at ``/docs.json``; ``token`` (empty: no
+    access control) is what a protected endpoint requires as its bearer token."""
 
-    def __init__(self, app: Any, max_bytes: int, setting_name: str, openapi: Callable[[], dict]) -> None:
+    def __init__(self, app: Any, max_bytes: int, setting_name: str, openapi: Callable[[], dict],
+                 token: str = "", token_setting: str = "") -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.setting_name = setting_name
         self.openapi = openapi
+        self.token = token.encode()
+        self.token_setting = token_setting
         self._document: bytes | None = None
         self._methods: dict[str, str] | None = None
 
@@ -135,6 +176,11 @@ class RequestGuard:
         if path == "/docs.json" and method == "GET":
             await send_body(send, 200, self.document())
             return
+        if self.token and path in PROTECTED_PATHS and not self.authorised(scope):
+            await send_json(send, HTTPStatus.UNAUTHORIZED, error_body(
+                f"{path} requires 'Authorization: Bearer <token>' with the service's token ({self.token_setting})"),
+                headers=((b"www-authenticate", b'Bearer realm="image_classifier_service"'),))
+            return
         expected = API_MEDIA_TYPES.get(path) if method == "POST" else None
         try:
             receive = await self.admit(scope, receive, expected)
@@ -145,6 +191,10 @@ class RequestGuard:
             self.document()
             send = self.normalising(send, (self._methods or {}).get(path))
         await self.app(scope, receive, send)
+
+    def authorised(self, scope: dict) -> bool:
+        token = bearer_token(scope)
+        return token is not None and hmac.compare_digest(token.encode(), self.token)
 
     async def admit(self, scope: dict, receive: Any, expected: str | None) -> Any:
         """Check size and media type (and the multipart structure); the ``receive`` to pass on."""

@@ -6,6 +6,10 @@ Endpoints (all JSON unless noted):
   adaptive batching merges concurrent requests. One prediction per image.
 - ``POST /classify_image``: one PNG/JPEG upload (multipart field ``image``), decoded and scaled with
   exactly the training preprocessing (:mod:`mlops_assets.ml.images`).
+- ``POST /feedback``: ``{"feedback": [{"prediction_id": ..., "label": ...}, ...]}``, the true labels of served
+  predictions (every prediction carries an id, also in its inference log row), stored beside the inference
+  log (:mod:`mlops_assets.ml.feedback`); all or none of a batch: an unknown id is a 404, a second label for a
+  prediction a 409, a label that is not a class a 400, each naming the item.
 - ``GET /model`` (and ``POST /model``): which model version, data version and pointer state are served.
 - BentoML's own ``/readyz``, ``/livez``, ``/metrics`` (Prometheus) and ``/docs.json`` (OpenAPI).
 
@@ -17,6 +21,9 @@ production pointer and swaps the onnxruntime session when it changes: the new se
 warmed up first, then one reference is replaced, and a request uses the session it started with.
 If the new version cannot be loaded, the old one keeps serving and ``/model`` shows the error.
 
+When MLOPS_API_TOKEN is set, the three endpoints above require ``Authorization: Bearer <token>`` (401
+otherwise); ``/model``, health, metrics and the documents stay open (``bentos/request_guard.py``).
+
 Bad input is a 400 with a message (pydantic validation before batching, so one bad request never fails
 the others batched with it); a body over ``MLOPS_MAX_BODY_BYTES`` is a 413 (``bentos/validation.py``).
 The served model and its hot swap are in ``bentos/model_watcher.py``; BentoML's private APIs are used only
@@ -27,6 +34,8 @@ from __future__ import annotations
 
 import logging
 import os
+from datetime import UTC, datetime
+from http import HTTPStatus
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -36,12 +45,14 @@ from pydantic import BaseModel, Field
 
 from bentos.model_watcher import LoadedModel, ProductionWatcher, load_model
 from bentos.openapi import api_document
-from bentos.request_guard import RequestGuard, RequestTooLarge
+from bentos.request_guard import ApiRefusal, RequestGuard, RequestTooLarge
 from bentos.uploads import decode_upload
-from bentos.validation import image_batch_type
+from bentos.validation import feedback_batch_type, image_batch_type
 from mlops_assets.ml import bentoml_private, settings
+from mlops_assets.ml.feedback import DuplicateFeedback, FeedbackItem, FeedbackStore, UnknownClass, UnknownPrediction
 from mlops_assets.ml.images import ImageDecodeError, ImageTooLargeError, PreprocessSpec, to_training_scale
 from mlops_assets.ml.inference_log import InferenceLogWriter
+from mlops_assets.ml.prediction_ids import new_prediction_ids
 from mlops_assets.ml.registry import ModelRegistry, RegistryError
 
 logger = logging.getLogger("bentoml.mlops.classifier")
@@ -83,9 +94,14 @@ ARGS = bentoml.use_arguments(ServiceArgs)
 PINNED_MODEL = bentoml.models.BentoModel(_startup_tag(ARGS))
 # The request schema is fixed for the life of the process: a followed version must keep this geometry.
 SPEC = PreprocessSpec(**PINNED_MODEL.resolve().info.metadata["spec"])
+# ... and these classes (a version of other classes is never swapped in): feedback labels name one of them.
+CLASS_NAMES = [str(name) for name in PINNED_MODEL.resolve().info.metadata["class_names"]]
 MAX_IMAGES = settings.resolve_int(settings.MAX_BATCH)
 MAX_PIXELS = settings.resolve_int(settings.MAX_IMAGE_PIXELS)
+API_TOKEN = settings.resolve(settings.API_TOKEN)
+FEEDBACK_WAIT_S = 5.0  # longest wait for a just-made prediction's row to reach the disk (writers flush every 2 s)
 ImageBatch = image_batch_type(SPEC, MAX_IMAGES)
+FeedbackBatch = feedback_batch_type(CLASS_NAMES, MAX_IMAGES)
 
 
 def artifact_root() -> Path:
@@ -101,14 +117,30 @@ class Prediction(BaseModel):
     class_name: str
     probabilities: list[float] = Field(description="Softmax over the classes, in class order.")
     model_version: str = Field(description="The model version that answered.")
+    prediction_id: str = Field(description="This prediction's id: POST it to /feedback with the true label.")
 
 
-def predictions(model: LoadedModel, probabilities) -> list[Prediction]:
+def predict(model: LoadedModel, images, log: InferenceLogWriter | None,
+            original_sizes: list[tuple[int, int]] | None = None) -> list[Prediction]:
+    """One prediction per image, each with a new id that its inference log row carries too."""
+    at = datetime.now(UTC)
+    ids = new_prediction_ids(len(images), at)
+    probabilities = model.probabilities(images, log, original_sizes, ids, at)
     return [
         Prediction(label=int(p.argmax()), class_name=model.class_names[int(p.argmax())],
-                   probabilities=[float(v) for v in p], model_version=model.version)
-        for p in probabilities
+                   probabilities=[float(v) for v in p], model_version=model.version, prediction_id=prediction_id)
+        for p, prediction_id in zip(probabilities, ids, strict=True)
     ]
+
+
+class FeedbackReceipt(BaseModel):
+    accepted: int = Field(description="How many labels were stored (all of the batch).")
+
+
+class FeedbackRequest(BaseModel):
+    """The body of POST /feedback (its schema, with the served class names, is the OpenAPI document's)."""
+
+    feedback: FeedbackBatch
 
 
 class ModelInfo(BaseModel):
@@ -131,6 +163,7 @@ class ModelInfo(BaseModel):
         description="This worker's inference log counters (written, dropped, last_error); null when logging is off."
     )
     worker_pid: int = Field(description="The worker process that answered (counters and swaps are per worker).")
+    token_required: bool = Field(description="Whether /classify, /classify_image and /feedback need a bearer token.")
 
 
 # -- GET /model ---------------------------------------------------------------------------------------
@@ -179,7 +212,9 @@ class ClassifierService:
             self.watcher.start()
         self.inference_log: InferenceLogWriter | None = None
         if settings.resolve_flag(settings.INFERENCE_LOG):
-            self.inference_log = InferenceLogWriter(artifact_root())
+            self.inference_log = InferenceLogWriter(artifact_root(),
+                                                    keep_images=settings.resolve_flag(settings.KEEP_IMAGES))
+        self.feedback_store = FeedbackStore(artifact_root())
         logger.info("serving %s (follow production: %s, inference log: %s)", self.active.tag, self.follow,
                     self.inference_log.artifact_root if self.inference_log else "off")
 
@@ -198,8 +233,7 @@ class ClassifierService:
     )
     def classify(self, images: ImageBatch) -> list[Prediction]:
         """Classify a batch of images already in the training scale; one prediction per image."""
-        model = self.active
-        return predictions(model, model.probabilities(images, self.inference_log))
+        return predict(self.active, images, self.inference_log)
 
     @bentoml.api
     def classify_image(self, image: Annotated[Path, Field(description="A PNG or JPEG file.")]) -> Prediction:
@@ -212,7 +246,25 @@ class ClassifierService:
             raise RequestTooLarge(f"{exc} (MLOPS_MAX_IMAGE_PIXELS)") from None
         except ImageDecodeError as exc:
             raise UnprocessableEntity(str(exc)) from None
-        return predictions(model, model.probabilities(to_training_scale(pixels)[None], self.inference_log, [size]))[0]
+        return predict(model, to_training_scale(pixels)[None], self.inference_log, [size])[0]
+
+    @bentoml.api
+    def feedback(self, feedback: FeedbackBatch) -> FeedbackReceipt:
+        """Store the true labels of served predictions beside the inference log (all of the batch or none)."""
+        if self.inference_log is None:
+            raise ApiRefusal(HTTPStatus.NOT_FOUND, "no prediction of this server is logged (MLOPS_INFERENCE_LOG=0), "
+                             "so no feedback can be joined to one", "feedback")
+        self.inference_log.flush(timeout=10.0)  # this worker's latest predictions are on disk ...
+        items = [FeedbackItem(str(item.prediction_id), item.label) for item in feedback]
+        try:  # ... another worker's are within a flush interval: a fresh unknown id is looked for a while
+            stored = self.feedback_store.record(items, CLASS_NAMES, wait_s=FEEDBACK_WAIT_S)
+        except UnknownPrediction as exc:
+            raise ApiRefusal(HTTPStatus.NOT_FOUND, str(exc), exc.field) from None
+        except DuplicateFeedback as exc:
+            raise ApiRefusal(HTTPStatus.CONFLICT, str(exc), exc.field) from None
+        except UnknownClass as exc:
+            raise ApiRefusal(HTTPStatus.BAD_REQUEST, str(exc), exc.field) from None
+        return FeedbackReceipt(accepted=stored)
 
     @bentoml.api(route="/model")
     def model_info(self) -> ModelInfo:
@@ -239,12 +291,17 @@ class ClassifierService:
             swaps=self.swaps,
             inference_log=vars(self.inference_log.stats()) if self.inference_log else None,
             worker_pid=os.getpid(),
+            token_required=bool(API_TOKEN),
         )
 
 
 bentoml_private.declare_json_response(ClassifierService, "classify")  # measured: BENCHMARKS.md
 ClassifierService.add_asgi_middleware(
     RequestGuard, max_bytes=settings.resolve_int(settings.MAX_BODY_BYTES), setting_name=settings.MAX_BODY_BYTES,
-    openapi=lambda: api_document(SPEC, MAX_IMAGES, settings.resolve_int(settings.MAX_BODY_BYTES), MAX_PIXELS,
-                                 {"Prediction": Prediction, "ModelInfo": ModelInfo}, str(PINNED_MODEL.tag)),
+    openapi=lambda: api_document(
+        SPEC, MAX_IMAGES, settings.resolve_int(settings.MAX_BODY_BYTES), MAX_PIXELS,
+        {"Prediction": Prediction, "ModelInfo": ModelInfo, "FeedbackRequest": FeedbackRequest,
+         "FeedbackReceipt": FeedbackReceipt},
+        str(PINNED_MODEL.tag), token_required=bool(API_TOKEN)),
+    token=API_TOKEN, token_setting=settings.API_TOKEN,
 )

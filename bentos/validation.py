@@ -1,14 +1,16 @@
 """What ``/classify`` accepts: numbers in the training scale [0, 1] of the served shape, validated before
 batching (so one bad request never fails the others batched with it). Every refusal says what was wrong and,
-where it can, the likely mistake (0–255 pixels sent instead of pixels / 255)."""
+where it can, the likely mistake (0–255 pixels sent instead of pixels / 255). And what ``/feedback`` accepts:
+a batch of {prediction_id, label}, the label one of the served model's class names."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
+from uuid import UUID
 
 import numpy as np
 from bentoml.validators import DType
-from pydantic import AfterValidator, BeforeValidator, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, WithJsonSchema, create_model
 
 from mlops_assets.ml.images import PreprocessSpec
 
@@ -109,4 +111,33 @@ def image_batch_type(spec: PreprocessSpec, max_images: int) -> Any:
         BeforeValidator(as_float_array),
         AfterValidator(image_checker(spec, max_images)),
         Field(description=f"Images in the training scale [0, 1]: {expected_shape(spec)}, 1 ≤ N ≤ {max_images}."),
+    ]
+
+
+def feedback_item_type(class_names: list[str]) -> type[BaseModel]:
+    """One label for one served prediction; the label must name one of the served model's classes."""
+    names = [str(name) for name in class_names]
+    known = set(names)
+
+    def known_class(label: str) -> str:
+        if label not in known:
+            raise ValueError(f"label {label!r} is not a class of the model; send a class name (the prediction's "
+                             f"class_name), one of {names[:20]}")
+        return label
+
+    label_type = Annotated[str, AfterValidator(known_class), WithJsonSchema({
+        "type": "string", "enum": names, "description": "The true class, by name (as a prediction's class_name)."})]
+    return create_model(
+        "FeedbackItem",
+        prediction_id=(UUID, Field(description="The prediction_id of a /classify or /classify_image answer.")),
+        label=(label_type, ...),
+    )
+
+
+def feedback_batch_type(class_names: list[str], max_items: int) -> Any:
+    """The ``feedback`` parameter's type: validation and the OpenAPI schema both come from it."""
+    return Annotated[
+        list[feedback_item_type(class_names)],
+        Field(min_length=1, max_length=max_items,
+              description=f"True labels of served predictions, 1 to {max_items}; stored all or none."),
     ]

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import dagster as dg
 
+from mlops_assets.deploy.review import review_candidate
 from mlops_assets.deploy.rollback import rollback_production
+from mlops_assets.monitor.labelled_export import export_labelled_feedback
 from mlops_assets.run_tags import RUN_KIND_TAG
 from sensors.alerts import run_failure_alert
 from sensors.drift_sensor import drift_sensor
+from sensors.performance_sensors import feedback_sensor, performance_alert_sensor
 from sensors.profiling_sensor import inference_profiling_sensor
 
 # In-process: the build is a chain of seven steps on one small dataset, and each multiprocess
@@ -39,6 +42,17 @@ deploy_job = dg.define_asset_job(
 )
 def rollback_job() -> None:
     rollback_production()
+
+
+@dg.job(
+    description=(
+        "A reviewer approves (→ production) or rejects a candidate awaiting approval (MLOPS_REQUIRE_APPROVAL); "
+        "the registry records who, when and why. Launchpad: version, decision, reviewer, reason."
+    ),
+    tags={RUN_KIND_TAG: "release"},
+)
+def review_model_job() -> None:
+    review_candidate()
 
 
 retrain_job = dg.define_asset_job(
@@ -69,6 +83,26 @@ drift_report_job = dg.define_asset_job(
     "the drift sensor judges each new window by itself.",
 )
 
+performance_job = dg.define_asset_job(
+    name="production_performance_job",
+    selection=dg.AssetSelection.assets("production_performance"),
+    executor_def=dg.in_process_executor,
+    tags={RUN_KIND_TAG: "monitoring"},
+    description="Measure one window's accuracy and bias on labelled production traffic (launched by "
+    "feedback_sensor as labels arrive; a backfill re-measures many).",
+)
+
+@dg.job(
+    description=(
+        "Write labelled production images (feedback on predictions whose image was kept) into the image-folder "
+        "source, each once, so the drift sensor's retraining policy sees new labels."
+    ),
+    tags={RUN_KIND_TAG: "monitoring"},
+)
+def export_feedback_job() -> None:
+    export_labelled_feedback()
+
+
 weekly_rebuild_schedule = dg.ScheduleDefinition(
     name="weekly_rebuild",
     job=build_job,
@@ -78,6 +112,7 @@ weekly_rebuild_schedule = dg.ScheduleDefinition(
     description="Rebuild the model every Monday 03:00 UTC on whatever the image source holds then.",
 )
 
-JOBS = [build_job, deploy_job, rollback_job, retrain_job, profile_job, drift_report_job]
+JOBS = [build_job, deploy_job, rollback_job, review_model_job, retrain_job, profile_job, drift_report_job,
+        performance_job, export_feedback_job]
 SCHEDULES = [weekly_rebuild_schedule]
-SENSORS = [inference_profiling_sensor, drift_sensor, run_failure_alert]
+SENSORS = [inference_profiling_sensor, drift_sensor, run_failure_alert, feedback_sensor, performance_alert_sensor]

@@ -68,3 +68,4 @@ class RegisteredModelRef:
     promoted: bool
     reason: str
     production_version: str | None
+    awaiting_approval: bool = False  # cleared the gate; waits for a reviewer (MLOPS_REQUIRE_APPROVAL)

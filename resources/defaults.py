@@ -16,6 +16,8 @@ from resources.artifact_store import ArtifactStore
 from resources.dataset_source import DatasetSource
 from resources.drift_policy import DriftPolicy
 from resources.model_registry import ModelRegistryResource
+from resources.performance_policy import PerformancePolicy
+from resources.service_auth import ServiceAuth
 
 
 def setting(name: str):
@@ -43,7 +45,8 @@ def default_resources() -> dict[str, object]:
             decode_workers=settings.resolve_int(settings.DECODE_WORKERS),
         ),
         "model_registry": ModelRegistryResource(
-            home=setting(settings.BENTOML_HOME), model_name=setting(settings.MODEL_NAME)
+            home=setting(settings.BENTOML_HOME), model_name=setting(settings.MODEL_NAME),
+            require_approval=settings.resolve_flag(settings.REQUIRE_APPROVAL),
         ),
         "drift_policy": DriftPolicy(
             drift_share=settings.resolve_float(settings.DRIFT_SHARE),
@@ -53,6 +56,13 @@ def default_resources() -> dict[str, object]:
             cooldown_hours=settings.resolve_float(settings.DRIFT_COOLDOWN_HOURS),
             retrain_requires_new_data=settings.resolve_flag(settings.RETRAIN_REQUIRES_NEW_DATA),
         ),
+        "performance_policy": PerformancePolicy(
+            min_accuracy=settings.resolve_float(settings.PERF_MIN_ACCURACY),
+            max_recall_gap=settings.resolve_float(settings.PERF_MAX_RECALL_GAP),
+            min_labelled=settings.resolve_int(settings.PERF_MIN_LABELLED),
+            min_class_labelled=settings.resolve_int(settings.PERF_MIN_CLASS_LABELLED),
+        ),
+        "service_auth": ServiceAuth(api_token=setting(settings.API_TOKEN)),
         "alert_sink": AlertSink(
             file=default_alert_file(), webhook_url=setting(settings.ALERT_WEBHOOK_URL),
         ),

@@ -13,6 +13,14 @@ class ModelRegistryResource(dg.ConfigurableResource):
 
     home: str = Field(description="BentoML home: the model store and the production pointer live here.")
     model_name: str = Field(default="image_classifier", description="Registry name of the model.")
+    require_approval: bool = Field(
+        default=False,
+        description=(
+            "Approval before release (MLOPS_REQUIRE_APPROVAL): a candidate that clears the gate waits as "
+            "'awaiting approval' until a reviewer approves it (review_model_job, mlops-registry approve); every "
+            "promotion refuses a version no reviewer approved."
+        ),
+    )
 
     def registry(self) -> ModelRegistry:
-        return ModelRegistry(self.home, self.model_name)
+        return ModelRegistry(self.home, self.model_name, require_approval=self.require_approval)

@@ -90,6 +90,13 @@ class DockerStack:
             raise RuntimeError(f"stack.sh {action} exited {done.returncode}:\n{log.read_text()[-4000:]}")
         return time.monotonic() - started
 
+    def api_token(self) -> str:
+        """The service's bearer token, from deploy/.env (stack.sh writes a random one there)."""
+        for line in (REPO / "deploy" / ".env").read_text().splitlines():
+            if line.startswith("MLOPS_API_TOKEN="):
+                return line.split("=", 1)[1].strip()
+        raise RuntimeError("deploy/.env has no MLOPS_API_TOKEN (stack.sh up writes one)")
+
     def up(self, timeout: float = 2400) -> float:
         return self.script("up", timeout)
 

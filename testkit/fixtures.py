@@ -14,6 +14,8 @@ from resources.artifact_store import ArtifactStore
 from resources.dataset_source import DatasetSource
 from resources.drift_policy import DriftPolicy
 from resources.model_registry import ModelRegistryResource
+from resources.performance_policy import PerformancePolicy
+from resources.service_auth import ServiceAuth
 
 
 def make_resources(
@@ -25,6 +27,8 @@ def make_resources(
         "dataset_source": dataset_source or DatasetSource(kind="digits"),
         "model_registry": ModelRegistryResource(home=str(root / "bentoml")),
         "drift_policy": drift_policy or DriftPolicy(),
+        "performance_policy": PerformancePolicy(),
+        "service_auth": ServiceAuth(),
         "alert_sink": AlertSink(file=str(root / "artifacts" / "alerts" / "alerts.jsonl")),
         "io_manager": dg.FilesystemIOManager(base_dir=str(root / "artifacts" / "dagster_io")),
     }

@@ -11,7 +11,12 @@ closes in minutes rather than hours. Steps:
    (alerting a person) because the labelled source has nothing new; inverted labelled images then
    arrive, and the next tick asks for exactly one retraining run, and nothing more when evaluated again;
 5. retrain_job run with the sensor's tags; the retrained model is better on the drifted data, so the
-   gate promotes it, and the running service follows the pointer.
+   gate promotes it, and the running service follows the pointer;
+6. the true labels of both windows' predictions, sent to the service's ``/feedback`` as they were served, give
+   ``production_performance`` per window: the first model's accuracy fell on the inverted traffic, and
+   ``performance_alert_sensor`` alerts a person about that window once.
+
+The service runs with access control on (a token in its environment); every request sends the token.
 
 The seconds of each phase from drift onset to the new model served are in the summary (``phases_s``).
 
@@ -21,6 +26,7 @@ Prints one JSON summary line (prefixed ``LOOP_SUMMARY``) that the test asserts o
 from __future__ import annotations
 
 import json
+import secrets
 import sys
 import time
 from datetime import UTC, datetime, timedelta
@@ -60,9 +66,10 @@ def main(root: Path) -> dict:
     from mlops_assets.ml.images import load_digits_dataset
     from mlops_assets.ml.profile_layout import window_version
     from mlops_assets.ml.registry import ModelRegistry
-    from mlops_assets.tools.simulator import apply_drift, send_traffic, write_labelled_images
+    from mlops_assets.tools.simulator import apply_drift, send_feedback, send_traffic, write_labelled_images
     from resources.dataset_source import DatasetSource
     from sensors.drift_sensor import drift_sensor
+    from sensors.performance_sensors import performance_alert_sensor
     from testkit.fixtures import make_resources
 
     folder = root / "images"
@@ -90,8 +97,9 @@ def main(root: Path) -> dict:
         test_images = digits.images[-300:]
         test_labels = digits.labels[-300:]
         # one worker: the scenario waits on its inference-log counter (/model's counters are per worker)
+        token = secrets.token_urlsafe(16)
         server_env = {"MLOPS_ARTIFACT_ROOT": str(root / "artifacts"), "MLOPS_POLL_SECONDS": "0.5",
-                      "MLOPS_SERVICE_WORKERS": "1"}
+                      "MLOPS_SERVICE_WORKERS": "1", "MLOPS_API_TOKEN": token}
         with serve_bento(SERVICE_TARGET, root / "bentoml", root / "server.log", env=server_env) as url, \
                 httpx.Client(base_url=url, timeout=30) as client:
             now = datetime.now(UTC)
@@ -99,7 +107,7 @@ def main(root: Path) -> dict:
                 wait_until(now.replace(second=0, microsecond=0) + timedelta(minutes=1))
             clean_window = datetime.now(UTC).replace(second=0, microsecond=0)
             log(f"clean traffic in window {clean_window:%H:%M}")
-            clean = send_traffic(url, test_images)
+            clean = send_traffic(url, test_images, token=token)
             assert clean["failed_requests"] == 0, clean
             wait_for_log(client, clean["images_sent"])
 
@@ -109,10 +117,13 @@ def main(root: Path) -> dict:
             phases: dict[str, float] = {}
             onset = time.monotonic()
             inverted, _ = apply_drift(test_images, test_labels, "invert")
-            drifted = send_traffic(url, inverted)
+            drifted = send_traffic(url, inverted, token=token)
             assert drifted["failed_requests"] == 0, drifted
             stats = wait_for_log(client, clean["images_sent"] + drifted["images_sent"])
             summary["log"] = stats
+            truth = [digits.class_names[int(y)] for y in test_labels]
+            summary["feedback"] = [send_feedback(url, traffic["prediction_ids"], truth, token)
+                                   for traffic in (clean, drifted)]
 
             wait_until(drift_window + timedelta(minutes=1, seconds=1))
             phases["window_close"] = time.monotonic() - onset
@@ -176,6 +187,28 @@ def main(root: Path) -> dict:
             phases["onset_to_served"] = time.monotonic() - onset
             summary["served_after"] = served
             summary["phases_s"] = {k: round(v, 2) for k, v in phases.items()}
+
+        log("production_performance of both windows, from the labels sent to /feedback")
+        summary["performance"] = {}
+        for window in (clean_window, drift_window):
+            key = window.strftime("%Y-%m-%d-%H:%M")
+            measured = dg.materialize(ASSETS, selection=["production_performance"], partition_key=key,
+                                      resources=resources, instance=instance)
+            assert measured.success, f"production_performance {key} failed"
+            meta = measured.asset_materializations_for_node("production_performance")[0].metadata
+            verdict = meta["verdicts"].value[0]
+            summary["performance"][key] = {"accuracy": meta["accuracy"].value, "labelled": meta["labelled"].value,
+                                           "model_version": verdict["model_version"],
+                                           "breaches": sorted(verdict["breaches"])}
+        alert_cursor = None
+        for _ in range(2):  # the second tick finds nothing new: one alert per episode
+            with dg.build_sensor_context(instance=instance, resources=resources, cursor=alert_cursor) as context:
+                alert_cursor = performance_alert_sensor(context).cursor or alert_cursor
+        summary["performance_alerts"] = [
+            (alert["breach"], alert["window"], alert["model_version"]) for alert in map(json.loads, (
+                root / "artifacts" / "alerts" / "alerts.jsonl").read_text().splitlines())
+            if alert["kind"] == "production_performance"]
+        summary["drift_window"] = drift_window.strftime("%Y-%m-%d-%H:%M")
     return summary
 
 

@@ -1,12 +1,15 @@
 """Fixtures for the serving tests: a registry with two real (small, quickly trained) ONNX versions,
-a test split on disk, and the service running as a real ``bentoml serve`` subprocess."""
+a test split on disk, and the service running as a real ``bentoml serve`` subprocess, with access control on
+(a token made for the session, given through the environment): every test of a protected endpoint sends it."""
 
 from __future__ import annotations
 
+import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 
@@ -16,6 +19,13 @@ from testkit.fixtures import write_split_arrays
 
 MODEL_NAME = "image_classifier"
 N_TEST = 200
+API_TOKEN = secrets.token_urlsafe(24)  # the dev server's MLOPS_API_TOKEN
+AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
+
+
+def client(url: str, timeout: float = 30) -> httpx.Client:
+    """An HTTP client that sends the dev server's token."""
+    return httpx.Client(base_url=url, timeout=timeout, headers=AUTH)
 
 
 @dataclass
@@ -103,7 +113,7 @@ def dev_server(serving_world: ServingWorld, tmp_path_factory: pytest.TempPathFac
     # one worker: the tests read its counters (/model's are per worker); test_serving has a 2-worker test
     env = {"MLOPS_MODEL_NAME": MODEL_NAME, "MLOPS_POLL_SECONDS": "0.2", "MLOPS_FOLLOW_PRODUCTION": "1",
            "MLOPS_SERVICE_WORKERS": "1", "MLOPS_MAX_BATCH": "64", "MLOPS_MAX_BODY_BYTES": str(2 * 1024 * 1024),
-           "MLOPS_ARTIFACT_ROOT": str(serving_world.home.parent / "artifacts")}
+           "MLOPS_ARTIFACT_ROOT": str(serving_world.home.parent / "artifacts"), "MLOPS_API_TOKEN": API_TOKEN}
     serving_world.registry.promote("v1", reason="dev server start")
     with serve_bento(SERVICE_TARGET, serving_world.home, log, env=env) as url:
         yield url

@@ -347,3 +347,17 @@ def test_the_gpu_tag_is_documented_where_people_launch_training():
 
     readme = (DEPLOY / "README.md").read_text()
     assert f"{GPU_TAG}=1" in readme and "device_requests" in readme and "NVIDIA Container Toolkit" in readme
+
+
+def test_access_control_is_on_in_production_and_the_token_lives_in_no_file():
+    """The service's token comes from the environment, required (compose refuses to start without it); the Dagster
+    UI, which has no login, is published on the host's loopback only, for an authenticating reverse proxy."""
+    for name in ("bento", "user_code", "daemon"):
+        assert SERVICES[name]["environment"]["MLOPS_API_TOKEN"].startswith("${MLOPS_API_TOKEN:?"), name
+    example = dict(line.split("=", 1) for line in (DEPLOY / "env.example").read_text().splitlines()
+                   if line and not line.startswith("#"))
+    assert example["MLOPS_API_TOKEN"] == ""
+    assert all(str(port).startswith("127.0.0.1:") for port in SERVICES["webserver"]["ports"])
+    readme = (DEPLOY / "README.md").read_text()
+    for word in ("MLOPS_API_TOKEN", "reverse proxy", "oauth2-proxy"):
+        assert word in readme, word

@@ -103,8 +103,10 @@ def test_the_bento_container_classifies_an_image_with_the_promoted_model(stack):
                f"the Bento service to be ready\n{stack.service_logs()}", interval=2)
     info = httpx.get(f"{url}/model", timeout=10).json()
     assert info["follow_production"] is True and info["production_version"], info
-    response = httpx.post(f"{url}/classify_image", timeout=30,
-                          files={"image": ("zero.png", png_of_a_digit(), "image/png")})
+    image = {"image": ("zero.png", png_of_a_digit(), "image/png")}
+    assert httpx.post(f"{url}/classify_image", timeout=30, files=image).status_code == 401  # access control is on
+    response = httpx.post(f"{url}/classify_image", timeout=30, files=image,
+                          headers={"Authorization": f"Bearer {stack.api_token()}"})
     assert response.status_code == 200, response.text
     prediction = response.json()
     assert prediction["model_version"] == info["production_version"], (prediction, info)

@@ -21,6 +21,7 @@ import pytest
 
 from testkit.fixtures import png_header_only
 from tests import serving_fixtures
+from tests.serving_fixtures import AUTH
 
 pytestmark = pytest.mark.slow
 serving_world = serving_fixtures.serving_world
@@ -49,7 +50,8 @@ def assert_error_body(response: httpx.Response, status: int, message: str, field
 
 @pytest.mark.parametrize("path", ["/classify", "/classify_image", "/model"])
 def test_multipart_without_a_boundary_is_a_client_error(dev_server, path):
-    response = httpx.post(f"{dev_server}{path}", content=b"x=1", headers={"content-type": "multipart/form-data"})
+    response = httpx.post(f"{dev_server}{path}", content=b"x=1",
+                          headers={**AUTH, "content-type": "multipart/form-data"})
     expected = (400, "malformed multipart body: Missing boundary") if path == "/classify_image" else (
         415, "takes application/json")
     assert_error_body(response, *expected)
@@ -58,14 +60,14 @@ def test_multipart_without_a_boundary_is_a_client_error(dev_server, path):
 @pytest.mark.parametrize("path", ["/classify", "/classify_image", "/model"])
 def test_a_part_without_a_name_is_a_client_error(dev_server, path):
     body = multipart('Content-Disposition: form-data\r\n\r\nabc')
-    response = httpx.post(f"{dev_server}{path}", content=body, headers=WITH_BOUNDARY)
+    response = httpx.post(f"{dev_server}{path}", content=body, headers={**AUTH, **WITH_BOUNDARY})
     expected = (400, 'field "name" must be provided') if path == "/classify_image" else (415, "application/json")
     assert_error_body(response, *expected)
 
 
 def test_upload_field_mistakes_name_the_field(serving_world, dev_server):
     png = serving_fixtures_png(serving_world)
-    with httpx.Client(base_url=dev_server, timeout=30) as client:
+    with serving_fixtures.client(dev_server) as client:
         two = client.post("/classify_image", files=[("image", ("a.png", png)), ("image2", ("b.png", png))])
         assert_error_body(two, 400, r"exactly one file field named 'image'.*got 'image', 'image2'", "image")
         wrong_name = client.post("/classify_image", files={"picture": ("a.png", png)})
@@ -102,9 +104,10 @@ def test_a_url_in_the_upload_field_is_never_fetched(dev_server):
     watcher.start()
     try:
         for value in (f"http://127.0.0.1:{port}/secret", f"127.0.0.1:{port}", "abc"):
-            as_text_field = httpx.post(f"{dev_server}/classify_image", files={"image": (None, value)}, timeout=30)
+            as_text_field = httpx.post(f"{dev_server}/classify_image", files={"image": (None, value)}, timeout=30,
+                                       headers=AUTH)
             assert_error_body(as_text_field, 400, "must be a file upload, not a text field", "image")
-            as_form = httpx.post(f"{dev_server}/classify_image", data={"image": value}, timeout=30)
+            as_form = httpx.post(f"{dev_server}/classify_image", data={"image": value}, timeout=30, headers=AUTH)
             assert_error_body(as_form, 415, "takes multipart/form-data")
         watcher.join(timeout=2)
     finally:
@@ -116,7 +119,7 @@ def test_a_path_in_the_upload_field_is_never_opened(dev_server, tmp_path):
     """A FIFO blocks whoever opens it for reading; had the server opened it, a writer could now connect."""
     fifo = tmp_path / "fifo.png"
     os.mkfifo(fifo)
-    response = httpx.post(f"{dev_server}/classify_image", files={"image": (None, str(fifo))}, timeout=30)
+    response = httpx.post(f"{dev_server}/classify_image", files={"image": (None, str(fifo))}, timeout=30, headers=AUTH)
     assert_error_body(response, 400, "not a text field", "image")
     with pytest.raises(OSError) as no_reader:
         os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
@@ -126,7 +129,7 @@ def test_a_path_in_the_upload_field_is_never_opened(dev_server, tmp_path):
 @pytest.mark.parametrize("width, height", [(10_000, 10_000), (20_000, 20_000)])
 def test_an_image_over_the_pixel_limit_is_a_413_and_never_decoded(dev_server, width, height):
     bomb = png_header_only(width, height)  # about 100 bytes that claim gigabytes of pixels
-    response = httpx.post(f"{dev_server}/classify_image", files={"image": ("bomb.png", bomb)}, timeout=30)
+    response = httpx.post(f"{dev_server}/classify_image", files={"image": ("bomb.png", bomb)}, timeout=30, headers=AUTH)
     assert_error_body(response, 413, f"{width}×{height} = {width * height} pixels; at most 16777216.*"
                                      "MLOPS_MAX_IMAGE_PIXELS")
 
@@ -142,22 +145,22 @@ def test_out_of_scale_values_are_refused_naming_the_likely_mistake(dev_server, v
     images = np.zeros((1, 8, 8), dtype=object)
     images[0, 0, 0] = values
     body = json.dumps({"images": images.tolist()}, default=int).encode()
-    response = httpx.post(f"{dev_server}/classify", content=body, headers={"content-type": "application/json"})
+    response = httpx.post(f"{dev_server}/classify", content=body, headers={**AUTH, "content-type": "application/json"})
     assert_error_body(response, 400, message, "images")
 
 
 def test_booleans_anywhere_are_refused(dev_server):
     images = np.full((1, 8, 8), 0.5).tolist()
     images[0][3][4] = True
-    response = httpx.post(f"{dev_server}/classify", json={"images": images})
+    response = httpx.post(f"{dev_server}/classify", json={"images": images}, headers=AUTH)
     assert_error_body(response, 400, "only numbers in \\[0, 1\\]; got true/false", "images")
 
 
 def test_client_errors_log_one_warning_line_and_no_traceback(serving_world, dev_server):
     log = serving_fixtures.dev_server_log(serving_world)
     before = log.read_text().count("\n")
-    httpx.post(f"{dev_server}/classify", json={"images": [[0.5]]})
-    httpx.post(f"{dev_server}/classify", json={"images": [[[2.0] * 8] * 8]})
+    httpx.post(f"{dev_server}/classify", json={"images": [[0.5]]}, headers=AUTH)
+    httpx.post(f"{dev_server}/classify", json={"images": [[[2.0] * 8] * 8]}, headers=AUTH)
     new = log.read_text().splitlines()[before:]
     warnings = [line for line in new if "[WARNING]" in line and "client error on /classify" in line]
     assert len(warnings) == 2, new
@@ -168,7 +171,8 @@ def test_schemathesis_with_all_checks_finds_nothing(dev_server, tmp_path):
     """Response conformance, negative data, status codes, methods...: every check, 1,000+ generated cases."""
     env = {**os.environ, "SCHEMATHESIS_HOOKS": "testkit.schemathesis_hooks", "PYTHONPATH": str(ROOT)}
     command = [str(Path(sys.executable).parent / "st"), "run", f"{dev_server}/docs.json", "--url", dev_server,
-               "--checks", "all", "--max-examples", "300", "--seed", "20261127", "--no-color"]
+               "--checks", "all", "--max-examples", "300", "--seed", "20261127", "--no-color",
+               "--header", f"Authorization: Bearer {serving_fixtures.API_TOKEN}"]
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     output = result.stdout + result.stderr
     generated = re.search(r"(\d+) generated", output)

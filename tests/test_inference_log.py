@@ -117,7 +117,7 @@ def test_log_images_defers_features_to_the_writer_thread(tmp_path):
     with InferenceLogWriter(tmp_path / "b", flush_interval_s=0.05, clock=clock) as b:
         assert b.log(image_features(images, [(30, 20)] * 12), ["x"] * 12, np.full(12, 0.7), "v1")
     rows_a, rows_b = read_hour(tmp_path / "a", HOUR), read_hour(tmp_path / "b", HOUR)
-    assert len(rows_a) == 12 and rows_a.equals(rows_b)
+    assert len(rows_a) == 12 and rows_a.drop(columns="prediction_id").equals(rows_b.drop(columns="prediction_id"))
     assert (rows_a["original_height"] == 30).all()
 
 
@@ -142,3 +142,41 @@ def test_many_single_image_batches_are_featurised_together_and_exactly(tmp_path)
     assert rows["original_height"].isna().sum() == 20  # the batch endpoint cannot know the size before resizing
     assert rows["model_version"].tolist() == [f"v{i % 2}" for i in range(40)]
     assert rows[PREDICTED_CLASS].tolist() == [str(i % 3) for i in range(40)]
+
+
+def test_flush_returns_under_continuous_traffic_once_the_earlier_rows_are_written(tmp_path):
+    """A flush waits for the rows queued before it, not for an empty queue, which never comes while a service
+    keeps predicting (the feedback endpoint flushes before it checks ids)."""
+    import threading
+
+    features, labels, conf = batch(4)
+    stop = threading.Event()
+    with InferenceLogWriter(tmp_path, flush_interval_s=0.5, flush_rows=10_000, max_queue_rows=5_000) as writer:
+        def predict_forever():
+            while not stop.is_set():
+                writer.log(features, labels, conf, "v1")
+                time.sleep(0.002)
+
+        producer = threading.Thread(target=predict_forever)
+        producer.start()
+        try:
+            assert writer.log(features, labels, conf, "v1", prediction_ids=[f"mine-{i}" for i in range(4)])
+            assert writer.flush(timeout=20.0), "flush never ended while traffic continued"
+            now = datetime.now(UTC)
+            rows = read_window(tmp_path, now - timedelta(hours=1), now + timedelta(hours=1))
+            assert {f"mine-{i}" for i in range(4)} <= set(rows["prediction_id"])
+        finally:
+            stop.set()
+            producer.join()
+
+
+def test_part_files_are_named_by_the_prediction_times_they_hold(tmp_path):
+    from mlops_assets.ml.inference_log import part_span
+    from mlops_assets.ml.prediction_ids import epoch_ms
+
+    features, labels, conf = batch(3)
+    with InferenceLogWriter(tmp_path, flush_interval_s=0.05) as writer:
+        writer.log(features, labels, conf, "v1", timestamp=HOUR)
+    (path,) = hour_part_files(tmp_path, HOUR)
+    assert part_span(path) == (epoch_ms(HOUR), epoch_ms(HOUR))
+    assert part_span(tmp_path / "part-0123456789abcdef.parquet") is None  # files named before: no span

@@ -160,24 +160,34 @@ def test_reference_profile_of_a_registered_production_model(tmp_path):
 
 
 def test_simulator_sends_real_http_and_adds_labelled_images(tmp_path):
-    """The traffic simulator against a stand-in HTTP endpoint, and its labelled-image drop."""
+    """The traffic simulator against a stand-in HTTP endpoint (answering like the service: one prediction with an id
+    per image), with the service's token; its feedback on a share of the predictions; its labelled-image drop."""
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     from mlops_assets.ml.image_folder import load_image_folder
     from mlops_assets.ml.images import load_digits_dataset
-    from mlops_assets.tools.simulator import PREDICT_PATH, main, send_traffic
+    from mlops_assets.tools.simulator import FEEDBACK_PATH, PREDICT_PATH, main, send_traffic
     from testkit.fixtures import write_split_arrays
 
     received: list[tuple[str, int]] = []
+    authorization: set[str | None] = set()
+    labelled: list[dict] = []
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self):  # noqa: N802 (the http.server API)
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            received.append((self.path, len(body["images"])))
+            authorization.add(self.headers.get("Authorization"))
+            if self.path == FEEDBACK_PATH:
+                labelled.extend(body["feedback"])
+                answer = {"accepted": len(body["feedback"])}
+            else:
+                received.append((self.path, len(body["images"])))
+                answer = [{"prediction_id": f"id-{len(received)}-{k}", "class_name": "0"}
+                          for k in range(len(body["images"]))]
             self.send_response(200)
             self.end_headers()
-            self.wfile.write(b"{}")
+            self.wfile.write(json.dumps(answer).encode())
 
         def log_message(self, *args):
             pass
@@ -191,12 +201,18 @@ def test_simulator_sends_real_http_and_adds_labelled_images(tmp_path):
         url = f"http://127.0.0.1:{server.server_address[1]}"
         stats = send_traffic(url, data.images[:40], batch_size=16)
         assert stats["images_sent"] == 40 and stats["failed_requests"] == 0
+        assert stats["prediction_ids"][:2] == ["id-1-0", "id-1-1"] and len(stats["prediction_ids"]) == 40
         assert received == [(PREDICT_PATH, 16), (PREDICT_PATH, 16), (PREDICT_PATH, 8)]
+        assert authorization == {None}  # no token configured: none sent
         folder = tmp_path / "images"
         assert main(["--url", url, "--splits", str(splits), "--drift", "invert", "--n", "20",
-                     "--add-labelled", str(folder), "--labelled-n", "30"]) == 0
+                     "--add-labelled", str(folder), "--labelled-n", "30", "--token", "s3cret",
+                     "--feedback-share", "1"]) == 0
     finally:
         server.shutdown()
+    assert authorization == {None, "Bearer s3cret"}
+    assert [item["label"] for item in labelled] == [data.class_names[int(y)] for y in data.labels[:20]]
+    assert labelled[0]["prediction_id"] == "id-4-0"
     assert sum(n for _, n in received) == 60
     added = load_image_folder(folder, data.spec)
     assert len(added.labels) == 30 and added.images.mean() > 128  # inverted digits are mostly white

@@ -41,3 +41,16 @@ def test_drift_closes_the_loop(tmp_path):
     assert "on the same" in summary["gate_reason"]
     assert summary["production_after"] != summary["first_production"]
     assert summary["served_after"] == summary["production_after"]
+    # every prediction was labelled through the service's /feedback (with its token); the first model's accuracy
+    # on the labelled inverted traffic is measured per window, and a person is alerted about it once
+    assert [f["accepted"] for f in summary["feedback"]] == [300, 300]
+    assert not any(f["refused"] for f in summary["feedback"])
+    performance = summary["performance"]
+    drift_window = summary["drift_window"]
+    clean_window = next(key for key in performance if key != drift_window)
+    assert performance[clean_window]["labelled"] == performance[drift_window]["labelled"] == 300
+    assert performance[drift_window]["model_version"] == summary["first_production"]
+    assert performance[drift_window]["accuracy"] < 0.9 <= performance[clean_window]["accuracy"]
+    assert "accuracy" in performance[drift_window]["breaches"]
+    alerted = [a for a in summary["performance_alerts"] if a[:2] == ["accuracy", drift_window]]
+    assert alerted == [["accuracy", drift_window, summary["first_production"]]]

@@ -13,7 +13,13 @@ from mlops_assets.ml.promotion import (
     PromotionPolicy,
     decide_promotion,
 )
-from mlops_assets.ml.registry import IncompatibleModelError, ModelRegistry, RegistryError, signature_differences
+from mlops_assets.ml.registry import (
+    ApprovalRequiredError,
+    IncompatibleModelError,
+    ModelRegistry,
+    RegistryError,
+    signature_differences,
+)
 from mlops_assets.tools.registry_cli import main as registry_cli
 
 NONE = ChampionComparison(NO_PRODUCTION)
@@ -228,3 +234,79 @@ def test_cli_says_where_it_looked_and_creates_nothing(tmp_path, monkeypatch, cap
         error = capsys.readouterr().err
         assert f"no model registry at {tmp_path}/.mlops/bentoml/models" in error and "--home" in error
     assert list(tmp_path.iterdir()) == []  # a read creates no directory
+
+
+# -- approval before release ---------------------------------------------------------------------------
+@pytest.fixture
+def reviewed(registry):
+    """Approval required; v0 in production; v1 cleared the gate and awaits a reviewer."""
+    strict = ModelRegistry(registry.home, "clf", require_approval=True)
+    registry.promote("v0", reason="before approval was required", actor="setup")
+    strict.request_approval("v1", reason="gate: accuracy 0.93 vs 0.91", actor="dagster run r1")
+    return strict
+
+
+def test_a_candidate_awaiting_approval_reaches_production_only_when_approved(reviewed):
+    assert {v.version: v.stage for v in reviewed.list_versions()}["v1"] == "awaiting-approval"
+    assert [v.version for v in reviewed.awaiting_approval()] == ["v1"]
+    with pytest.raises(ApprovalRequiredError, match=r"awaiting approval since .*mlops-registry approve v1"):
+        reviewed.promote("v1", actor="impatient")
+    assert reviewed.production().version == "v0"
+
+    reviewed.approve("v1", by="dana (QA)", reason="checked the confusion matrix and the slices")
+    assert reviewed.production().version == "v1"
+    assert reviewed.awaiting_approval() == []
+    review = reviewed.get("v1").review
+    assert review["state"] == "approved" and review["reviewed_by"] == "dana (QA)"
+    assert review["requested_by"] == "dagster run r1" and review["reviewed_at"] >= review["requested_at"]
+    events = [(e["action"], e["actor"], e["reason"]) for e in reviewed.events()]
+    assert events[-2:] == [
+        ("request-approval", "dagster run r1", "gate: accuracy 0.93 vs 0.91"),
+        ("approve", "dana (QA)", "checked the confusion matrix and the slices"),
+    ]
+    assert reviewed.events()[-1]["from"] == "v0" and reviewed.events()[-1]["to"] == "v1"
+
+
+def test_a_rejected_candidate_never_reaches_production(reviewed):
+    reviewed.reject("v1", by="dana", reason="recall of class dog too low")
+    assert {v.version: v.stage for v in reviewed.list_versions()}["v1"] == "rejected"
+    assert reviewed.production().version == "v0"
+    with pytest.raises(ApprovalRequiredError, match=r"rejected by dana \(recall of class dog too low\)"):
+        reviewed.promote("v1")
+    with pytest.raises(RegistryError, match="only a version awaiting approval"):
+        reviewed.approve("v1", by="eve", reason="overrule")
+    assert reviewed.events()[-1]["action"] == "reject" and reviewed.events()[-1]["actor"] == "dana"
+
+
+def test_without_approval_required_nothing_changes_and_reviews_need_a_name_and_a_reason(registry, reviewed):
+    registry.promote("v2", actor="bob")  # approval off: promote as before, even with a review pending elsewhere
+    assert registry.production().version == "v2"
+    with pytest.raises(RegistryError, match=r"say who you are \(--by\) and why \(--reason\)"):
+        reviewed.approve("v1", by="", reason="fine")
+
+
+def test_an_approval_is_refused_when_production_moved_since_the_gate_compared(registry, reviewed):
+    registry.promote("v2", actor="someone else")  # production v0 → v2 after the gate compared v1 with v0
+    with pytest.raises(RegistryError, match="production changed from v0 to v2 since the gate compared"):
+        reviewed.approve("v1", by="dana", reason="ok")
+    assert reviewed.production().version == "v2"
+
+
+def test_cli_approve_reject_and_the_history(reviewed, capsys, monkeypatch):
+    monkeypatch.setenv("MLOPS_REQUIRE_APPROVAL", "1")
+    home = ["--home", str(reviewed.home), "--model", "clf"]
+    assert registry_cli([*home, "awaiting"]) == 0
+    assert "v1  requested" in capsys.readouterr().out
+    assert registry_cli([*home, "promote", "v1"]) == 2
+    assert "approval before release is required" in capsys.readouterr().err
+    assert registry_cli([*home, "approve", "v1", "--by", "dana", "--reason", "looks right"]) == 0
+    assert "approved by dana: production is now clf:v1" in capsys.readouterr().out
+    assert registry_cli([*home, "promote", "v2"]) == 2  # never asked for approval
+    assert "no approval was requested" in capsys.readouterr().err
+    assert registry_cli([*home, "reject", "v2", "--by", "dana", "--reason", "no"]) == 2
+    assert registry_cli([*home, "rollback", "--reason", "bad release"]) == 0  # the way back needs no reviewer
+    capsys.readouterr()
+    assert registry_cli([*home, "history"]) == 0
+    history = capsys.readouterr().out
+    assert "request-approval  v1 (production v0)  by dagster run r1" in history
+    assert "approve           v0 → v1  by dana: looks right" in history

@@ -25,6 +25,7 @@ from mlops_assets.ml.onnx_model import predict_labels
 from mlops_assets.refs import EvaluationRef, RegisteredModelRef, SplitsRef
 from resources.artifact_store import ArtifactStore
 from resources.model_registry import ModelRegistryResource
+from resources.service_auth import ServiceAuth
 from tests import serving_fixtures
 from tests.serving_fixtures import MODEL_NAME, register, wait_for_version
 
@@ -44,11 +45,12 @@ def png_bytes(pixels: np.ndarray) -> bytes:
 @pytest.mark.slow
 def test_known_images_get_the_predict_labels(serving_world, dev_server):
     expected = predict_labels(serving_world.versions["v1"], serving_world.x_test)
-    result = run_application_test(dev_server, serving_world.x_test, serving_world.y_test, concurrency=4)
+    result = run_application_test(dev_server, serving_world.x_test, serving_world.y_test, concurrency=4,
+                                  token=serving_fixtures.API_TOKEN)
     assert result["model_versions"] == ["v1"]
     np.testing.assert_array_equal(result["predictions"], expected)
 
-    with httpx.Client(base_url=dev_server, timeout=30) as client:
+    with serving_fixtures.client(dev_server) as client:
         as_hw = client.post("/classify", json={"images": serving_world.x_test[:5, 0].tolist()})
         assert as_hw.status_code == 200, as_hw.text
         assert [p["label"] for p in as_hw.json()] == expected[:5].tolist()
@@ -72,7 +74,7 @@ def test_predictions_are_recorded_in_the_inference_log(serving_world, dev_server
     """Every prediction lands in the hour-partitioned Parquet log the drift monitor profiles."""
     from mlops_assets.ml.inference_log import read_window
 
-    with httpx.Client(base_url=dev_server, timeout=30) as client:
+    with serving_fixtures.client(dev_server) as client:
         before = client.get("/model").json()["inference_log"]["written"]
         assert client.post("/classify", json={"images": serving_world.x_test[:7].tolist()}).status_code == 200
         upload = client.post("/classify_image",
@@ -114,7 +116,7 @@ BAD_INPUTS = [
 
 @pytest.mark.slow
 def test_bad_input_is_a_4xx_with_a_message_and_the_server_survives(serving_world, dev_server):
-    with httpx.Client(base_url=dev_server, timeout=30) as client:
+    with serving_fixtures.client(dev_server) as client:
         for name, request, status, message in BAD_INPUTS:
             response = client.post("/classify", **request)
             assert response.status_code == status, (name, response.text)
@@ -133,7 +135,7 @@ def test_bad_input_is_a_4xx_with_a_message_and_the_server_survives(serving_world
 @pytest.mark.slow
 def test_hot_swap_under_concurrent_requests_fails_no_request(serving_world, dev_server):
     registry = serving_world.registry
-    with httpx.Client(base_url=dev_server, timeout=30) as client:
+    with serving_fixtures.client(dev_server) as client:
         registry.promote("v1", reason="test: start from v1")
         wait_for_version(client, "v1")
     failures: list[str] = []
@@ -141,7 +143,7 @@ def test_hot_swap_under_concurrent_requests_fails_no_request(serving_world, dev_
     stop = threading.Event()
 
     def hammer(offset: int) -> None:
-        with httpx.Client(base_url=dev_server, timeout=30) as client:
+        with serving_fixtures.client(dev_server) as client:
             i = offset
             while not stop.is_set():
                 batch = serving_world.x_test[i % 150: i % 150 + 1 + i % 4]
@@ -162,7 +164,7 @@ def test_hot_swap_under_concurrent_requests_fails_no_request(serving_world, dev_
     try:
         time.sleep(1.0)  # load before the swap (a load duration, not a wait for readiness)
         registry.promote("v2", reason="test: hot swap")
-        with httpx.Client(base_url=dev_server, timeout=30) as client:
+        with serving_fixtures.client(dev_server) as client:
             info = wait_for_version(client, "v2")
         time.sleep(1.0)  # and load after it
     finally:
@@ -179,7 +181,7 @@ def test_rollback_with_one_cli_command_changes_model(serving_world, dev_server):
     registry = serving_world.registry
     registry.promote("v1", reason="test: setup")
     registry.promote("v2", reason="test: the release to undo")
-    with httpx.Client(base_url=dev_server, timeout=30) as client:
+    with serving_fixtures.client(dev_server) as client:
         wait_for_version(client, "v2")
         command = [sys.executable, "-m", "mlops_assets.tools.registry_cli", "--home", str(serving_world.home),
                    "--model", MODEL_NAME, "rollback", "--reason", "test rollback"]
@@ -197,7 +199,7 @@ def test_the_service_refuses_to_hot_swap_to_an_incompatible_model(serving_world,
     registry.register(serving_world.versions["v2"], "other-classes", {"splits_version": "s"},
                       {"class_names": [f"c{i}" for i in range(10)], "spec": {"height": 8, "width": 8, "channels": 1},
                        "metrics": {}})
-    with httpx.Client(base_url=dev_server, timeout=30) as client:
+    with serving_fixtures.client(dev_server) as client:
         wait_for_version(client, "v1")
         registry.promote("other-classes", reason="test: explicit replacement", actor="test", allow_incompatible=True)
         deadline = time.monotonic() + 30
@@ -221,7 +223,7 @@ def test_unloadable_version_keeps_the_old_one_serving(serving_world, dev_server,
     broken = tmp_path / "broken.onnx"
     broken.write_bytes(b"this is not an onnx graph")
     register(serving_world, "broken", broken)
-    with httpx.Client(base_url=dev_server, timeout=30) as client:
+    with serving_fixtures.client(dev_server) as client:
         wait_for_version(client, "v1")
         registry.promote("broken", reason="test: bad release")
         deadline = time.monotonic() + 30
@@ -234,6 +236,122 @@ def test_unloadable_version_keeps_the_old_one_serving(serving_world, dev_server,
         while client.get("/model").json()["swap_error"] is not None and time.monotonic() < deadline:
             time.sleep(0.1)
         assert client.get("/model").json()["swap_error"] is None
+
+
+# -- governance: prediction ids, feedback, access control --------------------------------------------------
+def wait_for_rows(client: httpx.Client, before: int, n: int) -> None:
+    deadline = time.monotonic() + 30
+    while client.get("/model").json()["inference_log"]["written"] < before + n:
+        assert time.monotonic() < deadline, "the inference log did not write the rows"
+        time.sleep(0.1)
+
+
+def part_files(root: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("part-*.parquet")}
+
+
+@pytest.mark.slow
+def test_every_prediction_has_an_id_that_its_log_row_carries(serving_world, dev_server):
+    from mlops_assets.ml.prediction_ids import prediction_time
+
+    with serving_fixtures.client(dev_server) as client:
+        before = client.get("/model").json()["inference_log"]["written"]
+        batch = client.post("/classify", json={"images": serving_world.x_test[:3].tolist()}).json()
+        upload = client.post("/classify_image", files={"image": ("d.png", png_bytes(serving_world.pixels_test[3]))})
+        ids = [p["prediction_id"] for p in batch] + [upload.json()["prediction_id"]]
+        wait_for_rows(client, before, 4)
+    assert len(set(ids)) == 4 and all(prediction_time(i) is not None for i in ids)
+    now = datetime.now(UTC)
+    rows = read_window(serving_world.home.parent / "artifacts", now - timedelta(hours=1), now + timedelta(hours=1))
+    logged = rows.set_index("prediction_id").loc[ids]
+    assert logged["predicted_class"].tolist() == [p["class_name"] for p in batch] + [upload.json()["class_name"]]
+    for prediction_id, stamp in logged["timestamp"].items():  # the id says when: that is the row's hour
+        assert abs(prediction_time(prediction_id) - stamp.to_pydatetime()) < timedelta(milliseconds=1)
+
+
+@pytest.mark.slow
+def test_feedback_is_validated_and_stored_beside_the_inference_log(serving_world, dev_server, tmp_path):
+    from mlops_assets.ml.feedback import export_labelled_images, read_feedback
+    from mlops_assets.ml.prediction_ids import new_prediction_ids
+
+    artifacts = serving_world.home.parent / "artifacts"
+    names = serving_world.class_names
+    with serving_fixtures.client(dev_server) as client:
+        answers = client.post("/classify", json={"images": serving_world.x_test[10:14].tolist()}).json()
+        upload = client.post("/classify_image", files={"image": ("d.png", png_bytes(serving_world.pixels_test[14]))})
+        ids = [a["prediction_id"] for a in answers] + [upload.json()["prediction_id"]]
+        truth = [names[int(y)] for y in serving_world.y_test[10:15]]
+
+        def send(items):
+            return client.post("/feedback", json={"feedback": items})
+
+        never_made = new_prediction_ids(1, datetime.now(UTC))[0]
+        refusals = [
+            ([{"prediction_id": ids[0], "label": truth[0]}, {"prediction_id": never_made, "label": truth[1]}],
+             404, "no logged prediction has id", "feedback.1.prediction_id"),
+            ([{"prediction_id": "6f1c2a4e-0000-4000-8000-000000000000", "label": truth[0]}],
+             404, "no prediction has id", "feedback.0.prediction_id"),
+            ([{"prediction_id": ids[0], "label": truth[0]}, {"prediction_id": ids[1], "label": "cat"}],
+             400, "label 'cat' is not a class of the model", "feedback.1.label"),
+            ([{"prediction_id": ids[0], "label": truth[0]}, {"prediction_id": ids[0], "label": truth[0]}],
+             409, "appears twice in this batch", "feedback.1.prediction_id"),
+            ([{"prediction_id": "not-an-id", "label": truth[0]}], 400, "UUID", "feedback.0.prediction_id"),
+            ([{"prediction_id": ids[0]}], 400, "required", "feedback.0.label"),
+            ([], 400, "at least 1", "feedback"),
+        ]
+        logged_before = part_files(artifacts / "inference_log")
+        for items, status, message, field in refusals:
+            response = send(items)
+            assert response.status_code == status, (items, response.text)
+            assert message in response.json()["error"] and response.json()["field"] == field, response.json()
+        assert not list(artifacts.glob("feedback/**/part-*.parquet")), "a refused batch stores nothing"
+
+        stored = send([{"prediction_id": i, "label": label} for i, label in zip(ids, truth, strict=True)])
+        assert stored.status_code == 200 and stored.json() == {"accepted": 5}, stored.text
+        again = send([{"prediction_id": ids[2], "label": truth[2]}])
+        assert again.status_code == 409 and "already has feedback" in again.json()["error"]
+        assert again.json()["field"] == "feedback.0.prediction_id"
+    assert part_files(artifacts / "inference_log").items() >= logged_before.items(), "the log is never rewritten"
+    now = datetime.now(UTC)
+    feedback = read_feedback(artifacts, now - timedelta(hours=1), now + timedelta(hours=1))
+    assert set(feedback["prediction_id"]) >= set(ids)
+    files = list((artifacts / "feedback").rglob("part-*.parquet"))
+    stamps = feedback.set_index("prediction_id").loc[ids, "timestamp"]
+    assert {f.parent.name for f in files} == {f"hour={t:%H}" for t in stamps}  # partitioned by the prediction's hour
+
+    report = export_labelled_images(artifacts, tmp_path / "source")
+    assert report.written >= 5 and report.without_image == 0
+    from PIL import Image
+
+    for k, prediction_id in enumerate(ids):
+        exported = np.asarray(Image.open(tmp_path / "source" / truth[k] / f"production_{prediction_id}.png"))
+        np.testing.assert_array_equal(exported, serving_world.pixels_test[10 + k][0])
+    assert export_labelled_images(artifacts, tmp_path / "source").written == 0  # idempotent
+
+
+@pytest.mark.slow
+def test_the_token_is_required_by_the_prediction_and_feedback_endpoints_only(serving_world, dev_server):
+    image = {"images": serving_world.x_test[:1].tolist()}
+    upload = {"image": ("d.png", png_bytes(serving_world.pixels_test[0]))}
+    for headers in ({}, {"Authorization": "Bearer wrong-token"}, {"Authorization": serving_fixtures.API_TOKEN}):
+        with httpx.Client(base_url=dev_server, timeout=30, headers=headers) as anonymous:
+            for response in (anonymous.post("/classify", json=image), anonymous.post("/classify_image", files=upload),
+                             anonymous.post("/feedback", json={"feedback": []})):
+                assert response.status_code == 401, (headers, response.text)
+                assert response.json()["field"] is None and "MLOPS_API_TOKEN" in response.json()["error"]
+                assert response.headers["www-authenticate"].startswith("Bearer")
+            for path in ("/model", "/readyz", "/livez", "/metrics", "/docs.json"):
+                assert anonymous.get(path).status_code == 200, path
+    with serving_fixtures.client(dev_server) as client:
+        assert client.post("/classify", json=image).status_code == 200
+        assert client.post("/classify_image", files=upload).status_code == 200
+        assert client.get("/model").json()["token_required"] is True
+        document = client.get("/docs.json").json()
+    assert document["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
+    for path in ("/classify", "/classify_image", "/feedback"):
+        assert document["paths"][path]["post"]["security"] == [{"bearerAuth": []}]
+        assert "401" in document["paths"][path]["post"]["responses"]
+    assert "security" not in document["paths"]["/model"]["get"]
 
 
 # -- Dagster wiring ---------------------------------------------------------------------------------
@@ -264,7 +382,8 @@ def test_bento_asset_builds_and_its_application_test_passes(serving_world, tmp_p
     result = dg.materialize(
         [registered_model_stub, evaluation_report_stub, data_splits_stub, bento, bento_application_test],
         resources={"model_registry": ModelRegistryResource(home=str(serving_world.home), model_name=MODEL_NAME),
-                   "artifact_store": ArtifactStore(root=str(artifacts))},
+                   "artifact_store": ArtifactStore(root=str(artifacts)),
+                   "service_auth": ServiceAuth(api_token=serving_fixtures.API_TOKEN)},  # served as in deploy/
         instance=dg.DagsterInstance.ephemeral(),
     )
     assert result.success
@@ -277,6 +396,7 @@ def test_bento_asset_builds_and_its_application_test_passes(serving_world, tmp_p
     assert check.metadata["served_accuracy"].value == pytest.approx(accuracy, abs=0)
     assert check.metadata["mismatched_predictions"].value == 0
     assert 0 < check.metadata["p50_latency_ms"].value <= check.metadata["p99_latency_ms"].value
+    assert check.metadata["token_required"].value is True
 
     # Served from the store exactly as the metadata says (only BENTOML_HOME set, another working directory),
     # the built Bento logs its traffic where the drift monitor reads it, and writes nothing into the store.

@@ -10,7 +10,7 @@
 # (Python base of the images; default python:3.11-slim when it can be pulled, else the local
 # debootstrap base mlops-base:bookworm, built on first use), DAGSTER_WEBSERVER_PORT and
 # MLOPS_BENTO_PORT (host ports, default 3000 and 3001). deploy/.env is written from
-# deploy/env.example with a random password when missing.
+# deploy/env.example with a random password when missing, and given a random MLOPS_API_TOKEN when it has none.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -42,12 +42,19 @@ compose() {
     "${compose_cmd[@]}" -p "$project" "${files[@]}" --env-file "$env_file" "$@"
 }
 
+random_hex() { od -An -N16 -tx1 /dev/urandom | tr -d ' \n'; }
+
 ensure_env_file() {
     if [ ! -f "$env_file" ]; then
-        sed "s/^DAGSTER_PG_PASSWORD=.*/DAGSTER_PG_PASSWORD=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')/" \
-            deploy/env.example > "$env_file"
+        sed "s/^DAGSTER_PG_PASSWORD=.*/DAGSTER_PG_PASSWORD=$(random_hex)/" deploy/env.example > "$env_file"
         chmod 600 "$env_file"
         echo "stack: wrote $env_file from deploy/env.example with a random DAGSTER_PG_PASSWORD"
+    fi
+    # The service's bearer token (access control is on in production): a random one unless set.
+    if ! grep -q '^MLOPS_API_TOKEN=.\+' "$env_file"; then
+        sed -i '/^MLOPS_API_TOKEN=/d' "$env_file"
+        echo "MLOPS_API_TOKEN=$(random_hex)" >> "$env_file"
+        echo "stack: added a random MLOPS_API_TOKEN to $env_file (clients send it as a bearer token)"
     fi
 }
 

@@ -85,8 +85,10 @@ def registered_model(
         decision = decide_promotion(metrics, comparison, config.policy())
         promoted, reason = decision.promote, decision.reason
         if promoted:
-            registry.promote(version.version, reason=f"gate: {reason}", actor=f"dagster run {context.run_id}",
-                             allow_incompatible=decision.incompatible_override)
+            promoted, reason = release(registry, version, f"gate: {reason}", f"dagster run {context.run_id}",
+                                       decision.incompatible_override)
+    awaiting = registry.awaiting_approval()
+    waits = any(v.version == version.version for v in awaiting)
     production = registry.production()
     context.log.info(f"{version.tag}: {'promoted' if promoted else 'kept as candidate'}: {reason}")
     versions = registry.list_versions()
@@ -97,12 +99,16 @@ def registered_model(
             promoted=promoted,
             reason=reason,
             production_version=production.version if production else None,
+            awaiting_approval=waits,
         ),
         data_version=dg.DataVersion(version.version),
         metadata={
             "tag": version.tag,
             "promoted": promoted,
             "gate_reason": reason,
+            "awaiting_approval": waits,
+            "awaiting_approval_count": len(awaiting),
+            "awaiting_approval_versions": dg.MetadataValue.md(awaiting_markdown(awaiting)),
             "production_version": production.version if production else "none",
             "previous_production_version": before.version if before else "none",
             "code_version": labels["code_version"],
@@ -126,6 +132,34 @@ def registered_model(
     )
 
 
+def release(registry, version, reason: str, actor: str, allow_incompatible: bool) -> tuple[bool, str]:
+    """The gate's yes: production at once, or, with approval before release required, a request to a reviewer.
+
+    Returns (promoted now, the reason to show)."""
+    review = version.review or {}
+    if not registry.require_approval or review.get("state") == "approved":
+        registry.promote(version.version, reason=reason, actor=actor, allow_incompatible=allow_incompatible)
+        return True, reason.removeprefix("gate: ")
+    if review.get("state") == "rejected":
+        return False, (f"the gate would promote it ({reason.removeprefix('gate: ')}), but reviewer "
+                       f"{review['reviewed_by']} rejected {version.version}: {review['review_reason']}")
+    registry.request_approval(version.version, reason=reason, actor=actor, allow_incompatible=allow_incompatible)
+    return False, (f"awaiting approval (MLOPS_REQUIRE_APPROVAL): {reason.removeprefix('gate: ')}. A reviewer "
+                   f"approves it with review_model_job or `mlops-registry approve {version.version} --by NAME "
+                   "--reason ...`")
+
+
+def awaiting_markdown(awaiting) -> str:
+    """What waits for a reviewer, for the UI."""
+    if not awaiting:
+        return "No version awaits approval."
+    return markdown_table(
+        ["version", "requested", "by", "gate's reason"],
+        [[v.version, (v.review or {}).get("requested_at", "")[:19], (v.review or {}).get("requested_by", ""),
+          (v.review or {}).get("request_reason", "")] for v in awaiting],
+    )
+
+
 @dg.asset_check(
     asset=registered_model,
     description="Did this version reach production? Fails (as a warning) with the gate's reason if not.",
@@ -138,5 +172,6 @@ def promoted_to_production(registered_model: RegisteredModelRef) -> dg.AssetChec
             "reason": registered_model.reason,
             "version": registered_model.version,
             "production_version": registered_model.production_version or "none",
+            "awaiting_approval": registered_model.awaiting_approval,
         },
     )

@@ -19,6 +19,7 @@ from mlops_assets.ml.onnx_model import predict_labels
 from mlops_assets.refs import EvaluationRef, RegisteredModelRef, SplitsRef
 from resources.artifact_store import ArtifactStore
 from resources.model_registry import ModelRegistryResource
+from resources.service_auth import ServiceAuth
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,7 @@ class ApplicationTestConfig(dg.Config):
 )
 def bento_application_test(
     context: dg.AssetCheckExecutionContext, config: ApplicationTestConfig, bento: BentoRef,
-    model_registry: ModelRegistryResource,
+    model_registry: ModelRegistryResource, service_auth: ServiceAuth,
 ) -> dg.AssetCheckResult:
     from mlops_assets.ml.artifacts import read_split
 
@@ -110,10 +111,13 @@ def bento_application_test(
     expected = predict_labels(registry.get(bento.model_version).onnx_path, x_test)
     log = registry.home / "logs" / f"application_test_{bento.tag.replace(':', '_')}.log"
     # Test traffic is not production traffic: keep it out of the inference log the drift monitor reads.
-    test_env = {settings.FOLLOW_PRODUCTION: "0", settings.INFERENCE_LOG: "0"}
+    # The server protects its endpoints as production does (MLOPS_API_TOKEN), and the test sends the token.
+    test_env = {settings.FOLLOW_PRODUCTION: "0", settings.INFERENCE_LOG: "0",
+                settings.API_TOKEN: service_auth.api_token}
     with serve_bento(bento.tag, registry.home, log, env=test_env,
                      cwd=Path(bento.path).parent, ready_timeout_s=config.ready_timeout_s) as url:
-        result = run_application_test(url, x_test, y_test, concurrency=config.concurrency)
+        result = run_application_test(url, x_test, y_test, concurrency=config.concurrency,
+                                      token=service_auth.api_token)
     mismatches = int((result["predictions"] != expected).sum())
     offline_accuracy = float((expected == y_test).mean())
     same_version = bento.evaluation_onnx_version == bento.model_version
@@ -140,6 +144,7 @@ def bento_application_test(
             "p50_latency_ms": result["p50_ms"],
             "p99_latency_ms": result["p99_ms"],
             "served_model": bento.model_tag,
+            "token_required": bool(service_auth.api_token),
             "server_log": dg.MetadataValue.path(str(log)),
         },
     )

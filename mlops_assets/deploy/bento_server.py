@@ -130,9 +130,10 @@ def serve_bento(target: str, bentoml_home: str | Path, log_path: str | Path, env
 
 
 def run_application_test(url: str, images: np.ndarray, labels: np.ndarray, concurrency: int = 4,
-                         batch_size: int = 1) -> dict[str, Any]:
+                         batch_size: int = 1, token: str = "") -> dict[str, Any]:
     """Send ``images`` over HTTP with BentoML's client, ``batch_size`` per request, ``concurrency`` at
-    a time (so adaptive batching merges them); predictions, accuracy and per-request latencies."""
+    a time (so adaptive batching merges them); predictions, accuracy and per-request latencies. ``token``:
+    the service's MLOPS_API_TOKEN when it has one (sent as a bearer token)."""
     import bentoml
 
     chunks = [slice(i, i + batch_size) for i in range(0, len(images), batch_size)]
@@ -142,7 +143,7 @@ def run_application_test(url: str, images: np.ndarray, labels: np.ndarray, concu
         answers = client.classify(images=np.ascontiguousarray(images[part], dtype=np.float32))
         return [a["label"] for a in answers], time.perf_counter() - start, [a["model_version"] for a in answers]
 
-    with bentoml.SyncHTTPClient(url, timeout=60) as client:
+    with bentoml.SyncHTTPClient(url, timeout=60, token=token or None) as client:
         info = client.model_info()
         call(client, chunks[0])  # warm-up, not timed
         with ThreadPoolExecutor(concurrency) as pool:

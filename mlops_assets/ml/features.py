@@ -30,10 +30,11 @@ PREDICTED_CLASS = "predicted_class"
 CONFIDENCE = "confidence"
 MODEL_VERSION = "model_version"
 TIMESTAMP = "timestamp"
+PREDICTION_ID = "prediction_id"
 
 # Columns the inference log carries beside the image features. Only the first two are profiled.
 PREDICTION_COLUMNS = (PREDICTED_CLASS, CONFIDENCE)
-BOOKKEEPING_COLUMNS = (MODEL_VERSION, TIMESTAMP)
+BOOKKEEPING_COLUMNS = (MODEL_VERSION, TIMESTAMP, PREDICTION_ID)
 
 
 class FeatureInputError(ValueError):

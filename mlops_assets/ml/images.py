@@ -99,6 +99,24 @@ def to_training_scale(images: np.ndarray) -> np.ndarray:
     return np.asarray(images, dtype=np.float32) / np.float32(255.0)
 
 
+def write_png(path: str | Path, pixels: np.ndarray) -> Path:
+    """One uint8 C×H×W image as a PNG file, written aside and renamed into place (a folder loader or fingerprint
+    reading the folder meanwhile sees the whole file or none; the hidden temporary name is skipped by both)."""
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    array = pixels[0] if pixels.shape[0] == 1 else np.transpose(pixels, (1, 2, 0))
+    tmp = path.parent / f".{path.name}.tmp"
+    try:
+        Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8)).save(tmp, format="PNG")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
 def image_hashes(images: np.ndarray) -> list[str]:
     """One content hash per image, so identical images can be found across splits."""
     return [hashlib.sha1(np.ascontiguousarray(img).tobytes()).hexdigest() for img in images]

@@ -2,11 +2,15 @@
 
 Layout (the one place that knows it)::
 
-    <artifact_root>/inference_log/dt=YYYY-MM-DD/hour=HH/part-<uuid>.parquet
+    <artifact_root>/<dataset>/dt=YYYY-MM-DD/hour=HH/part-<name>.parquet
 
+for three datasets: ``inference_log`` (features, prediction, model version, time and id of every prediction),
+``inference_images`` (the image each prediction was made on, as uint8 pixels of the served geometry, when
+the service keeps them: MLOPS_KEEP_IMAGES) and ``feedback`` (true labels, :mod:`mlops_assets.ml.feedback`).
 Each part file is written once, to a hidden temporary name in the same directory and renamed into
 place, so a reader (the hourly profiler) sees whole files or nothing. Rows are hour-partitioned by
-their own UTC timestamp, so a late flush still lands in the hour the prediction was made.
+their prediction's UTC timestamp, so a late flush still lands in the hour the prediction was made, and
+feedback lands beside the predictions it labels.
 
 :class:`InferenceLogWriter` is what the Bento service holds. ``log(...)`` only appends to a
 bounded in-memory queue and returns at once; a background thread writes batches. A full queue, a
@@ -35,24 +39,28 @@ import pandas as pd
 
 from mlops_assets.ml.features import (
     MODEL_VERSION,
+    PREDICTION_ID,
     TIMESTAMP,
     FeatureInputError,
     image_features,
     with_predictions,
 )
+from mlops_assets.ml.prediction_ids import as_utc, epoch_ms, new_prediction_ids
 
 LOG_KIND = "inference_log"
+IMAGES_KIND = "inference_images"
+PIXELS, CHANNELS, HEIGHT, WIDTH = "pixels", "channels", "height", "width"  # columns of inference_images
 logger = logging.getLogger(__name__)
 
 
-def log_root(artifact_root: str | Path) -> Path:
-    return Path(artifact_root).expanduser() / LOG_KIND
+def log_root(artifact_root: str | Path, dataset: str = LOG_KIND) -> Path:
+    return Path(artifact_root).expanduser() / dataset
 
 
-def hour_dir(artifact_root: str | Path, hour: datetime) -> Path:
+def hour_dir(artifact_root: str | Path, hour: datetime, dataset: str = LOG_KIND) -> Path:
     """The partition directory of the UTC hour containing ``hour``."""
-    hour = _as_utc(hour)
-    return log_root(artifact_root) / f"dt={hour:%Y-%m-%d}" / f"hour={hour:%H}"
+    hour = as_utc(hour)
+    return log_root(artifact_root, dataset) / f"dt={hour:%Y-%m-%d}" / f"hour={hour:%H}"
 
 
 @dataclass(frozen=True)
@@ -62,6 +70,7 @@ class WriterStats:
     queued: int
     files: int
     last_error: str | None
+    images_dropped: int = 0  # predictions logged without their image (the features row was written)
 
 
 @dataclass
@@ -76,13 +85,26 @@ class _Pending:
     original_sizes: Any
     timestamp: pd.Timestamp
     n: int
+    prediction_ids: list[str]
 
     def frame(self) -> pd.DataFrame:
         features = self.payload if self.kind == "features" else image_features(self.payload, self.original_sizes)
         frame = with_predictions(features, self.labels, self.confidences)
         frame[MODEL_VERSION] = self.model_version
         frame[TIMESTAMP] = self.timestamp
+        frame[PREDICTION_ID] = self.prediction_ids
         return frame
+
+    def image_frame(self) -> pd.DataFrame:
+        """The images as uint8 pixels (the training scale × 255, exact for pixels sent as pixels / 255)."""
+        pixels = self.payload if self.payload.dtype == np.uint8 else np.clip(
+            np.rint(self.payload.astype(np.float32) * 255.0), 0, 255).astype(np.uint8)
+        return pd.DataFrame({
+            PREDICTION_ID: self.prediction_ids,
+            TIMESTAMP: pd.DatetimeIndex([self.timestamp] * self.n),
+            PIXELS: [image.tobytes() for image in pixels],
+            CHANNELS: pixels.shape[1], HEIGHT: pixels.shape[2], WIDTH: pixels.shape[3],
+        })
 
 
 class InferenceLogWriter:
@@ -90,7 +112,9 @@ class InferenceLogWriter:
 
     ``max_queue_rows`` bounds memory: beyond it new rows are dropped (and counted) rather than
     slowing the caller. The background thread writes when ``flush_rows`` rows are waiting or
-    ``flush_interval_s`` has passed since the oldest waiting row, whichever comes first.
+    ``flush_interval_s`` has passed since the oldest waiting row, whichever comes first. With
+    ``keep_images`` the images given to :meth:`log_images` are kept too (``inference_images``), so labelled
+    production images can later be exported to the labelled source.
     """
 
     def __init__(
@@ -101,8 +125,11 @@ class InferenceLogWriter:
         flush_rows: int = 5_000,
         flush_interval_s: float = 2.0,
         clock=None,
+        keep_images: bool = False,
     ) -> None:
         self.artifact_root = Path(artifact_root).expanduser()
+        self.keep_images = keep_images
+        self.images_dropped = 0
         self.max_queue_rows = max_queue_rows
         self.flush_rows = flush_rows
         self.flush_interval_s = flush_interval_s
@@ -110,6 +137,8 @@ class InferenceLogWriter:
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._queued_rows = 0
+        self._enqueued = 0  # batches queued so far (in queue order) ...
+        self._completed = 0  # ... and written or dropped by the background thread (the same order)
         self._in_flight_rows = 0
         self.written = 0
         self.dropped = 0
@@ -128,14 +157,17 @@ class InferenceLogWriter:
         predicted_labels: Sequence[str],
         confidences: Sequence[float],
         model_version: str,
+        prediction_ids: Sequence[str] | None = None,
+        timestamp: datetime | None = None,
     ) -> bool:
         """Queue one batch of predictions with their features (from :func:`image_features`).
 
-        True if queued, False if dropped (counted in ``dropped``, reason in ``last_error``). Never
-        raises and never waits for the disk: the rows are assembled and written by the background
-        thread.
+        ``prediction_ids`` (as answered to the client) and ``timestamp`` (when they were made) default to new
+        ids and now. True if queued, False if dropped (counted in ``dropped``, reason in ``last_error``). Never
+        raises and never waits for the disk: the rows are assembled and written by the background thread.
         """
-        return self._enqueue("features", features, predicted_labels, confidences, model_version, None)
+        return self._enqueue("features", features, predicted_labels, confidences, model_version, None,
+                             prediction_ids, timestamp)
 
     def log_images(
         self,
@@ -144,36 +176,43 @@ class InferenceLogWriter:
         confidences: Sequence[float],
         model_version: str,
         original_sizes: Sequence[tuple[int, int]] | None = None,
+        prediction_ids: Sequence[str] | None = None,
+        timestamp: datetime | None = None,
     ) -> bool:
         """Like :meth:`log`, but the features of ``images`` (N×C×H×W, uint8 or [0, 1] floats) are
         computed by the background thread too, so the request pays only for a copy of the batch."""
-        return self._enqueue("images", images, predicted_labels, confidences, model_version, original_sizes)
+        return self._enqueue("images", images, predicted_labels, confidences, model_version, original_sizes,
+                             prediction_ids, timestamp)
 
-    def _enqueue(self, kind, payload, predicted_labels, confidences, model_version, original_sizes) -> bool:
+    def _enqueue(self, kind, payload, predicted_labels, confidences, model_version, original_sizes,
+                 prediction_ids, timestamp) -> bool:
         n = 0
         try:
             n = len(payload)
             if n == 0:
                 return True
-            if len(predicted_labels) != n or len(confidences) != n:
+            stamp = timestamp or self._clock()
+            ids = list(prediction_ids) if prediction_ids is not None else new_prediction_ids(n, stamp)
+            if len(predicted_labels) != n or len(confidences) != n or len(ids) != n:
                 raise FeatureInputError(
-                    f"{n} images, {len(predicted_labels)} labels and {len(confidences)} confidences"
+                    f"{n} images, {len(predicted_labels)} labels, {len(confidences)} confidences and "
+                    f"{len(ids)} prediction ids"
                 )
             if self._closed:
                 raise RuntimeError("inference log writer is closed")
-            with self._lock:
+            if kind == "images":  # the caller may reuse its buffer once we return
+                payload = np.array(payload, copy=True)
+            pending = _Pending(kind, payload, list(predicted_labels), np.array(confidences, dtype=np.float64),
+                               str(model_version), original_sizes, pd.Timestamp(stamp), n, ids)
+            with self._lock:  # counted and queued together: the queue's order is the order of _enqueued
                 full = self._queued_rows + n > self.max_queue_rows
                 if not full:
                     self._queued_rows += n
+                    self._enqueued += 1
+                    self._queue.put(pending)
             if full:
                 self._drop(n, f"queue full ({self.max_queue_rows} rows waiting)")
                 return False
-            if kind == "images":  # the caller may reuse its buffer once we return
-                payload = np.array(payload, copy=True)
-            self._queue.put(
-                _Pending(kind, payload, list(predicted_labels), np.array(confidences, dtype=np.float64),
-                         str(model_version), original_sizes, pd.Timestamp(self._clock()), n)
-            )
             return True
         except Exception as exc:  # a logging failure must never fail a prediction
             self._drop(n, f"{type(exc).__name__}: {exc}")
@@ -182,14 +221,18 @@ class InferenceLogWriter:
     # -- counters, flushing, shutdown ----------------------------------------------------------
     def stats(self) -> WriterStats:
         with self._lock:
-            return WriterStats(self.written, self.dropped, self._queued_rows, self.files, self.last_error)
+            return WriterStats(self.written, self.dropped, self._queued_rows, self.files, self.last_error,
+                               self.images_dropped)
 
     def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until every queued row is written (or dropped); False on timeout."""
+        """Wait until every row queued before this call is written (or dropped); False on timeout. Rows queued
+        meanwhile by other threads are not waited for, so a flush ends under continuous traffic too."""
+        with self._lock:
+            target = self._enqueued
         self._queue.put(None)  # wakes the writer so it does not wait out its interval
         deadline = time.monotonic() + timeout
         with self._idle:
-            while self._queued_rows > 0:
+            while self._completed < target:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
@@ -237,11 +280,12 @@ class InferenceLogWriter:
                 return
 
     def _write(self, items: list[_Pending], n: int) -> None:
-        frames, rows = [], 0
+        frames, rows, framed = [], 0, []
         for group in _groups(items):
             try:
                 frames.append(_group_frame(group))
                 rows += sum(item.n for item in group)
+                framed += group
                 continue
             except Exception:  # noqa: BLE001 - find the malformed batch: each item on its own
                 pass
@@ -249,25 +293,45 @@ class InferenceLogWriter:
                 try:
                     frames.append(item.frame())
                     rows += item.n
+                    framed.append(item)
                 except Exception as exc:  # one malformed batch loses its own rows only
                     self._drop(item.n, f"{type(exc).__name__}: {exc}")
         try:
             if not frames:
                 return
-            batch = pd.concat(frames, ignore_index=True)
-            hours = batch[TIMESTAMP].dt.floor("h")
-            for hour, part in batch.groupby(hours, sort=True):
-                write_part(self.artifact_root, hour.to_pydatetime(), part)
-                with self._lock:
-                    self.files += 1
+            self._write_hours(pd.concat(frames, ignore_index=True), LOG_KIND)
             with self._lock:
                 self.written += rows
+            if self.keep_images:
+                self._write_images([item for item in framed if item.kind == "images"])
         except Exception as exc:  # disk full, permissions, ...: count, report, keep serving
             self._drop(rows, f"{type(exc).__name__}: {exc}")
         finally:
             with self._idle:
                 self._queued_rows -= n
+                self._completed += len(items)
                 self._idle.notify_all()
+
+    def _write_hours(self, batch: pd.DataFrame, dataset: str) -> None:
+        for hour, part in batch.groupby(batch[TIMESTAMP].dt.floor("h"), sort=True):
+            stamps = part[TIMESTAMP]
+            name = span_name(stamps.min().to_pydatetime(), stamps.max().to_pydatetime())
+            write_part(self.artifact_root, hour.to_pydatetime(), part, dataset, name)
+            with self._lock:
+                self.files += 1
+
+    def _write_images(self, items: list[_Pending]) -> None:
+        """The images of predictions whose rows were written; a failure here loses images, never rows."""
+        if not items:
+            return
+        try:
+            self._write_hours(pd.concat([item.image_frame() for item in items], ignore_index=True), IMAGES_KIND)
+        except Exception as exc:  # noqa: BLE001 - counted and reported like dropped rows
+            lost = sum(item.n for item in items)
+            with self._lock:
+                self.images_dropped += lost
+                self.last_error = f"images: {type(exc).__name__}: {exc}"
+            logger.warning("inference log kept %d prediction(s) without their image: %s", lost, exc)
 
     def _drop(self, n: int, reason: str) -> None:
         with self._lock:
@@ -315,17 +379,23 @@ def _group_frame(group: list[_Pending]) -> pd.DataFrame:
     counts = [item.n for item in group]
     frame[MODEL_VERSION] = np.repeat([item.model_version for item in group], counts)
     frame[TIMESTAMP] = pd.DatetimeIndex([item.timestamp for item in group]).repeat(counts)
+    frame[PREDICTION_ID] = [prediction_id for item in group for prediction_id in item.prediction_ids]
     return frame
 
 
-def write_part(artifact_root: str | Path, hour: datetime, frame: pd.DataFrame) -> Path:
-    """Write one immutable part file into the hour's partition (temp file + rename)."""
+def write_part(artifact_root: str | Path, hour: datetime, frame: pd.DataFrame, dataset: str = LOG_KIND,
+               name: str | None = None) -> Path:
+    """Write one immutable part file into the hour's partition of ``dataset`` (temp file + rename).
+
+    ``name`` (default: random) must be new in the partition; a part file is never rewritten."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    directory = hour_dir(artifact_root, hour)
+    directory = hour_dir(artifact_root, hour, dataset)
     directory.mkdir(parents=True, exist_ok=True)
-    name = f"part-{uuid.uuid4().hex}.parquet"
+    name = name or f"part-{uuid.uuid4().hex}.parquet"
+    if (directory / name).exists():
+        raise FileExistsError(f"{directory / name} exists; part files are written once")
     tmp = directory / f".{name}.tmp"
     try:
         table = pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False)
@@ -337,32 +407,79 @@ def write_part(artifact_root: str | Path, hour: datetime, frame: pd.DataFrame) -
     return directory / name
 
 
-def hour_part_files(artifact_root: str | Path, hour: datetime) -> list[Path]:
-    directory = hour_dir(artifact_root, hour)
+def span_name(first: datetime, last: datetime, prefix: str = "") -> str:
+    """A part file's name saying which prediction times it holds (ms), so a lookup by prediction id (whose time
+    it carries) opens only the files that can hold it: ``part-[<prefix>-]<first ms>-<last ms>-<random>.parquet``."""
+    lead = f"{prefix}-" if prefix else ""
+    return f"part-{lead}{epoch_ms(first):013d}-{epoch_ms(last):013d}-{uuid.uuid4().hex[:12]}.parquet"
+
+
+def part_span(path: Path) -> tuple[int, int] | None:
+    """The (first, last) prediction time in ms a part file's name declares; None for a name without one."""
+    fields = path.name.removesuffix(".parquet").split("-")[1:-1]
+    if len(fields) < 2 or not (fields[-2].isdigit() and fields[-1].isdigit()):
+        return None
+    return int(fields[-2]), int(fields[-1])
+
+
+def hour_part_files(artifact_root: str | Path, hour: datetime, dataset: str = LOG_KIND) -> list[Path]:
+    directory = hour_dir(artifact_root, hour, dataset)
     if not directory.is_dir():
         return []
     return sorted(p for p in directory.glob("part-*.parquet") if p.is_file())
 
 
-def window_part_files(artifact_root: str | Path, start: datetime, end: datetime) -> list[Path]:
-    """The log files of every hour partition overlapping [start, end) (a directory listing, nothing read)."""
-    hour = _as_utc(start).replace(minute=0, second=0, microsecond=0)
+def window_part_files(artifact_root: str | Path, start: datetime, end: datetime,
+                      dataset: str = LOG_KIND) -> list[Path]:
+    """The files of every hour partition overlapping [start, end) (a directory listing, nothing read)."""
+    hour = as_utc(start).replace(minute=0, second=0, microsecond=0)
     files: list[Path] = []
-    while hour < _as_utc(end):
-        files += hour_part_files(artifact_root, hour)
+    while hour < as_utc(end):
+        files += hour_part_files(artifact_root, hour, dataset)
         hour += timedelta(hours=1)
     return files
 
 
-def read_window(artifact_root: str | Path, start: datetime, end: datetime) -> pd.DataFrame:
-    """Every logged row with ``start <= timestamp < end`` (UTC), from the hour partitions overlapping it."""
-    start, end = _as_utc(start), _as_utc(end)
-    files = window_part_files(artifact_root, start, end)
+def partition_hours(artifact_root: str | Path, start: datetime, end: datetime,
+                    dataset: str = LOG_KIND) -> list[datetime]:
+    """The UTC hours overlapping [start, end) that have a partition of ``dataset``, oldest first (a listing)."""
+    first, end = as_utc(start).replace(minute=0, second=0, microsecond=0), as_utc(end)
+    hours = []
+    for day in sorted(log_root(artifact_root, dataset).glob("dt=*")):
+        for directory in sorted(day.glob("hour=*")):
+            try:
+                hour = datetime.strptime(f"{day.name[3:]} {directory.name[5:]}", "%Y-%m-%d %H").replace(tzinfo=UTC)
+            except ValueError:
+                continue
+            if first <= hour < end:
+                hours.append(hour)
+    return hours
+
+
+def read_parts(files: Sequence[Path], columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """The rows of some part files (only ``columns`` when given; a file without one of them has it null)."""
     if not files:
-        return pd.DataFrame()
+        return pd.DataFrame(columns=list(columns) if columns else None)
     import pyarrow.parquet as pq
 
-    frame = pd.concat([pq.read_table(f).to_pandas() for f in files], ignore_index=True)
+    frames = []
+    for path in files:
+        present = pq.read_schema(path).names
+        wanted = [c for c in columns if c in present] if columns else None
+        frame = pq.read_table(path, columns=wanted).to_pandas()
+        frames.append(frame.reindex(columns=list(columns)) if columns else frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def read_window(artifact_root: str | Path, start: datetime, end: datetime, dataset: str = LOG_KIND,
+                columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """Every row of ``dataset`` with ``start <= timestamp < end`` (UTC), from the hour partitions overlapping it
+    (only ``columns`` when given; the timestamp is always read)."""
+    start, end = as_utc(start), as_utc(end)
+    files = window_part_files(artifact_root, start, end, dataset)
+    if not files:
+        return pd.DataFrame()
+    frame = read_parts(files, [TIMESTAMP, *(c for c in columns if c != TIMESTAMP)] if columns else None)
     stamps = frame[TIMESTAMP]
     mask = (stamps >= pd.Timestamp(start)) & (stamps < pd.Timestamp(end))
     return frame.loc[mask.to_numpy()].reset_index(drop=True)
@@ -370,12 +487,6 @@ def read_window(artifact_root: str | Path, start: datetime, end: datetime) -> pd
 
 def read_hour(artifact_root: str | Path, hour: datetime) -> pd.DataFrame:
     """The rows logged in one UTC hour."""
-    start = _as_utc(hour).replace(minute=0, second=0, microsecond=0)
+    start = as_utc(hour).replace(minute=0, second=0, microsecond=0)
     return read_window(artifact_root, start, start + timedelta(hours=1))
-
-
-def _as_utc(moment: datetime) -> datetime:
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
 

@@ -27,6 +27,10 @@ class RegistryError(RuntimeError):
     """A registry operation that cannot be carried out as asked (unknown version, nothing to roll back)."""
 
 
+class ApprovalRequiredError(RegistryError):
+    """Approval before release is required (MLOPS_REQUIRE_APPROVAL) and the version was not approved by a reviewer."""
+
+
 class IncompatibleModelError(RegistryError):
     """The version's signature (classes, input geometry) differs from production's: replacing production
     with it would silently change what the service's answers mean. Only an explicit override does it."""
@@ -37,13 +41,23 @@ class Stage(StrEnum):
 
     candidate ──promote──► production ──(next promotion)──► previous-production ──rollback──► production
 
+    With approval before release (``require_approval``), a candidate the gate would promote waits for a person:
+
+    candidate ──request_approval──► awaiting-approval ──approve──► production
+                                                      └─reject──► rejected
+
     A rollback also returns the current production version to ``candidate``: it was withdrawn, it is not a
-    version to roll back *to*. (An approval state slots in before ``production`` when it is needed.)
+    version to roll back *to*.
     """
 
     CANDIDATE = "candidate"
+    AWAITING_APPROVAL = "awaiting-approval"
+    REJECTED = "rejected"
     PRODUCTION = "production"
     PREVIOUS_PRODUCTION = "previous-production"
+
+
+AWAITING, APPROVED, REJECTED = "awaiting", "approved", "rejected"  # the states of a review record
 
 
 @dataclass(frozen=True)
@@ -103,6 +117,7 @@ class ModelVersion:
     metadata: dict[str, Any]
     path: str
     stage: str  # a Stage value
+    review: dict[str, Any] | None = None  # the approval record: who asked and reviewed, when and why
 
     @property
     def onnx_path(self) -> Path:
@@ -114,11 +129,16 @@ class ModelVersion:
 
 
 class ModelRegistry:
-    """Versions of one model name in a BentoML model store rooted at ``home``."""
+    """Versions of one model name in a BentoML model store rooted at ``home``.
 
-    def __init__(self, home: str | Path, model_name: str) -> None:
+    With ``require_approval`` every promotion refuses a version a reviewer has not approved: the gate asks for
+    approval instead (:meth:`request_approval`), and a person decides (:meth:`approve`, :meth:`reject`).
+    """
+
+    def __init__(self, home: str | Path, model_name: str, require_approval: bool = False) -> None:
         self.home = Path(home).expanduser().resolve()
         self.model_name = model_name
+        self.require_approval = require_approval
 
     # -- storage -----------------------------------------------------------------------------
     @property
@@ -189,10 +209,15 @@ class ModelRegistry:
 
     def _describe(self, model, pointer: dict[str, Any]) -> ModelVersion:
         version = model.tag.version
+        review = pointer.get("reviews", {}).get(version)
         if version == pointer.get("current"):
             stage = Stage.PRODUCTION
         elif version in pointer.get("history", []):
             stage = Stage.PREVIOUS_PRODUCTION
+        elif review and review["state"] == AWAITING:
+            stage = Stage.AWAITING_APPROVAL
+        elif review and review["state"] == REJECTED:
+            stage = Stage.REJECTED
         else:
             stage = Stage.CANDIDATE
         return ModelVersion(
@@ -203,11 +228,13 @@ class ModelRegistry:
             metadata=dict(model.info.metadata),
             path=model.path,
             stage=str(stage),
+            review=dict(review) if review else None,
         )
 
     # -- production pointer: the one reader and writer of its format ------------------------------
     def read_pointer(self) -> dict[str, Any]:
-        """The pointer file: ``current`` (production version), ``history`` (rollback stack), ``events``.
+        """The pointer file: ``current`` (production version), ``history`` (rollback stack), ``events``, and
+        ``reviews`` (per version: the approval record).
 
         No BentoML import: sensors and the service's watcher call it every tick."""
         try:
@@ -250,23 +277,123 @@ class ModelRegistry:
     ) -> ModelVersion:
         """candidate/previous-production → production; the production version before it is kept for rollback.
 
-        Refuses a version whose signature differs from production's unless ``allow_incompatible``.
+        Refuses a version whose signature differs from production's unless ``allow_incompatible``, and, with
+        ``require_approval``, a version no reviewer approved (:meth:`approve` is how it reaches production).
         """
         self.get(version)  # must exist
         pointer = self.read_pointer()
         if pointer.get("current") == version:
             return self.get(version)
+        review = pointer.get("reviews", {}).get(version)
+        if self.require_approval and (review or {}).get("state") != APPROVED:
+            raise ApprovalRequiredError(
+                f"refusing to promote {self.tag(version)}: approval before release is required "
+                f"(MLOPS_REQUIRE_APPROVAL) and it is {self._review_state(version, review)}"
+            )
         differences = self._require_compatible(version, allow_incompatible, "promote")
+        self._switch(pointer, version, "promote", reason, actor, differences)
+        return self.get(version)
+
+    def _switch(self, pointer: dict[str, Any], version: str, action: str, reason: str, actor: str,
+                differences: list[str], **extra: Any) -> None:
+        """``version`` becomes production; the production version before it goes on the rollback stack."""
         history = [v for v in pointer.get("history", []) if v != version]
         if pointer.get("current"):
             history.append(pointer["current"])
-        self._transition(pointer, version, history, "promote", reason, actor, differences)
+        self._transition(pointer, version, history, action, reason, actor, differences, **extra)
+
+    # -- approval before release -------------------------------------------------------------------
+    def _review_state(self, version: str, review: dict[str, Any] | None) -> str:
+        if not review:
+            return "not approved (no approval was requested for it)"
+        if review["state"] == AWAITING:
+            return (f"awaiting approval since {review['requested_at'][:19]}: approve it with "
+                    f"`mlops-registry approve {version} --by NAME --reason ...` or review_model_job")
+        if review["state"] == REJECTED:
+            return f"rejected by {review['reviewed_by']} ({review['review_reason']})"
+        return "approved"
+
+    def request_approval(self, version: str, reason: str, actor: str = "unknown",
+                         allow_incompatible: bool = False) -> ModelVersion:
+        """candidate → awaiting-approval: the gate's verdict waits for a person. Records what production was
+        when the request was made, so an approval cannot act on a comparison that has gone stale."""
+        self.get(version)
+        pointer = self.read_pointer()
+        if pointer.get("current") == version:
+            raise RegistryError(f"{self.tag(version)} is already the production model")
+        earlier = pointer.get("reviews", {}).get(version)
+        if earlier and earlier["state"] == AWAITING:  # the same verdict again (a re-run): one request
+            return self.get(version)
+        if earlier and earlier["state"] == REJECTED:
+            raise RegistryError(f"{self.tag(version)} was {self._review_state(version, earlier)}")
+        differences = self._require_compatible(version, allow_incompatible, "request approval for")
+        review = {
+            "state": AWAITING, "requested_at": _now(), "requested_by": actor, "request_reason": reason,
+            "production_at_request": pointer.get("current"),
+            **({"incompatible_override": differences} if differences else {}),
+        }
+        self._record_review(pointer, version, review, "request-approval", reason, actor)
         return self.get(version)
+
+    def approve(self, version: str, by: str, reason: str, allow_incompatible: bool = False) -> ModelVersion:
+        """awaiting-approval → production, recording the reviewer, when and why (one atomic write)."""
+        review, pointer = self._awaiting(version, by, reason, "approve")
+        current = pointer.get("current")
+        if current != review.get("production_at_request"):
+            raise RegistryError(
+                f"refusing to approve {self.tag(version)}: production changed from "
+                f"{review.get('production_at_request')} to {current} since the gate compared them; run the gate "
+                "again (build_job) so the reviewer approves a current comparison"
+            )
+        allowed = allow_incompatible or bool(review.get("incompatible_override"))
+        differences = self._require_compatible(version, allowed, "approve")
+        reviewed = {**review, "state": APPROVED, "reviewed_at": _now(), "reviewed_by": by, "review_reason": reason}
+        self._switch(pointer, version, "approve", reason, by, differences,
+                     reviews={**pointer.get("reviews", {}), version: reviewed})
+        return self.get(version)
+
+    def reject(self, version: str, by: str, reason: str) -> ModelVersion:
+        """awaiting-approval → rejected, recording the reviewer, when and why; production is unchanged."""
+        review, pointer = self._awaiting(version, by, reason, "reject")
+        reviewed = {**review, "state": REJECTED, "reviewed_at": _now(), "reviewed_by": by, "review_reason": reason}
+        self._record_review(pointer, version, reviewed, "reject", reason, by)
+        return self.get(version)
+
+    def awaiting_approval(self) -> list[ModelVersion]:
+        """Versions waiting for a reviewer, oldest request first (the pointer alone, then one read each)."""
+        reviews = self.read_pointer().get("reviews", {})
+        waiting = sorted((r["requested_at"], v) for v, r in reviews.items() if r["state"] == AWAITING)
+        return [self.get(version) for _, version in waiting]
+
+    def _awaiting(self, version: str, by: str, reason: str, action: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        if not by.strip() or not reason.strip():
+            raise RegistryError(f"to {action} {self.tag(version)}, say who you are (--by) and why (--reason)")
+        self.get(version)
+        pointer = self.read_pointer()
+        review = pointer.get("reviews", {}).get(version)
+        if not review or review["state"] != AWAITING:
+            raise RegistryError(
+                f"cannot {action} {self.tag(version)}: it is {self._review_state(version, review)}; only a version "
+                "awaiting approval (one the gate would have promoted) can be approved or rejected"
+            )
+        return review, pointer
+
+    def _record_review(self, pointer: dict[str, Any], version: str, review: dict[str, Any], action: str,
+                       reason: str, actor: str) -> None:
+        event = {"at": review.get("reviewed_at", review["requested_at"]), "action": action, "version": version,
+                 "from": pointer.get("current"), "to": pointer.get("current"), "reason": reason, "actor": actor}
+        atomic_write_json(self.pointer_path, {
+            **pointer, "reviews": {**pointer.get("reviews", {}), version: review},
+            "events": [*pointer.get("events", []), event],
+        })
 
     def rollback(
         self, reason: str = "manual rollback", actor: str = "unknown", allow_incompatible: bool = False
     ) -> ModelVersion:
-        """production → candidate, and the previous production version → production."""
+        """production → candidate, and the previous production version → production.
+
+        Allowed with ``require_approval`` too: it returns to a version that was released before (the way back
+        from a bad release must not wait for a reviewer)."""
         pointer = self.read_pointer()
         history = list(pointer.get("history", []))
         if not history:
@@ -278,11 +405,11 @@ class ModelRegistry:
 
     def _transition(
         self, pointer: dict[str, Any], current: str, history: list[str], action: str, reason: str, actor: str,
-        differences: list[str],
+        differences: list[str], **extra: Any,
     ) -> None:
         """Switch the pointer and record the transition (what, from, to, who, when, why), in one atomic write."""
         event = {
-            "at": datetime.now(UTC).isoformat(),
+            "at": _now(),
             "action": action,
             "from": pointer.get("current"),
             "to": current,
@@ -292,8 +419,14 @@ class ModelRegistry:
         if differences:
             event["incompatible_override"] = differences
         events = [*pointer.get("events", []), event]
-        atomic_write_json(self.pointer_path, {"current": current, "history": history, "events": events})
+        atomic_write_json(self.pointer_path, {
+            **pointer, **extra, "current": current, "history": history, "events": events,
+        })
 
     def events(self) -> list[dict[str, Any]]:
         """Every transition, oldest first."""
         return list(self.read_pointer().get("events", []))
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()

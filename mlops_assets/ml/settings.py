@@ -42,6 +42,14 @@ DRIFT_COOLDOWN_HOURS = "MLOPS_DRIFT_COOLDOWN_HOURS"
 # 1 (default): drift launches retraining only when the labelled source holds data production never saw
 RETRAIN_REQUIRES_NEW_DATA = "MLOPS_RETRAIN_REQUIRES_NEW_DATA"
 ALERT_FILE = "MLOPS_ALERT_FILE"
+
+# Governance
+REQUIRE_APPROVAL = "MLOPS_REQUIRE_APPROVAL"  # 1: a candidate the gate would promote waits for a reviewer
+# Accuracy and bias on labelled production traffic (production_performance), per window and model version
+PERF_MIN_ACCURACY = "MLOPS_PERF_MIN_ACCURACY"  # below it: a person is alerted
+PERF_MAX_RECALL_GAP = "MLOPS_PERF_MAX_RECALL_GAP"  # best class recall minus worst, above it: alerted
+PERF_MIN_LABELLED = "MLOPS_PERF_MIN_LABELLED"  # fewer labelled predictions in a window: not judged
+PERF_MIN_CLASS_LABELLED = "MLOPS_PERF_MIN_CLASS_LABELLED"  # classes with fewer labels: left out of the gap
 ALERT_WEBHOOK_URL = "MLOPS_ALERT_WEBHOOK_URL"
 
 # The Bento service
@@ -57,6 +65,8 @@ SERVICE_THREADS = "MLOPS_SERVICE_THREADS"  # worker threads for the synchronous 
 SERVICE_WORKERS = "MLOPS_SERVICE_WORKERS"  # worker processes of the service; 0: one per CPU core
 ACCESS_LOG = "MLOPS_ACCESS_LOG"  # 1/0: BentoML's access-log line per request (metrics and the inference log stay)
 INFERENCE_LOG = "MLOPS_INFERENCE_LOG"  # 1/0: record per-image features and predictions for monitoring
+KEEP_IMAGES = "MLOPS_KEEP_IMAGES"  # 1/0: keep each served image (served geometry), to export labelled ones
+API_TOKEN = "MLOPS_API_TOKEN"  # a secret: when set, /classify, /classify_image, /feedback require it (bearer)
 
 DEFAULTS_RELATIVE_TO_HOME = {ARTIFACT_ROOT: "artifacts", BENTOML_HOME: "bentoml"}
 DEFAULTS = {
@@ -78,6 +88,11 @@ DEFAULTS = {
     DRIFT_COOLDOWN_HOURS: "6",
     RETRAIN_REQUIRES_NEW_DATA: "1",
     ALERT_FILE: "",
+    REQUIRE_APPROVAL: "0",
+    PERF_MIN_ACCURACY: "0.90",
+    PERF_MAX_RECALL_GAP: "0.20",
+    PERF_MIN_LABELLED: "50",
+    PERF_MIN_CLASS_LABELLED: "10",
     ALERT_WEBHOOK_URL: "",
     FOLLOW_PRODUCTION: "1",
     POLL_SECONDS: "1.0",
@@ -91,6 +106,8 @@ DEFAULTS = {
     SERVICE_WORKERS: "0",
     ACCESS_LOG: "0",
     INFERENCE_LOG: "1",
+    KEEP_IMAGES: "1",
+    API_TOKEN: "",
 }
 ALL = (ENV_FILE, MLOPS_HOME, *DEFAULTS_RELATIVE_TO_HOME, *DEFAULTS)
 

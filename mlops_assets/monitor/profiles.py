@@ -65,6 +65,17 @@ def _profile_table(view) -> str:
 def reference_profile(
     context: dg.AssetExecutionContext, artifact_store: ArtifactStore, model_registry: ModelRegistryResource
 ) -> dg.MaterializeResult:
+    production = model_registry.registry().production()
+    if production is None:
+        raise MonitorError("no production model: materialise registered_model (build_job) first")
+    version, metadata = publish_reference_profile(production, artifact_store)
+    context.log.info(f"{version}: {metadata['n_rows']} training images profiled")
+    return dg.MaterializeResult(data_version=dg.DataVersion(version), metadata=metadata)
+
+
+def publish_reference_profile(production, artifact_store: ArtifactStore) -> tuple[str, dict]:
+    """Profile the training split of ``production`` (a registry ModelVersion) once; its version and the metadata
+    the UI shows. Also called when a reviewer's approval changes production (``review_model_job``)."""
     import pandas as pd
 
     from mlops_assets.ml.artifacts import open_split
@@ -73,9 +84,6 @@ def reference_profile(
     from mlops_assets.ml.onnx_model import onnx_logits, open_session, softmax
     from mlops_assets.ml.pixel_store import model_batch_rows
 
-    production = model_registry.registry().production()
-    if production is None:
-        raise MonitorError("no production model: materialise registered_model (build_job) first")
     splits_version = production.labels.get("splits_version")
     splits_dir = artifact_store.path("splits", str(splits_version))
     train = open_split(splits_dir, "train")
@@ -92,7 +100,6 @@ def reference_profile(
     frame = pd.concat(parts, ignore_index=True)
     view = profile_frame(frame)
     version = reference_version(production.version)
-    profiles = artifact_store.profiles()
     summary = {
         "model_version": production.version,
         "splits_version": splits_version,
@@ -100,20 +107,16 @@ def reference_profile(
         "columns": list(frame.columns),
         "written_at": datetime.now(UTC).isoformat(),
     }
-    directory, written = profiles.publish(version, view, summary)
-    context.log.info(f"{version}: {len(frame)} training images profiled ({'written' if written else 'existed'})")
-    return dg.MaterializeResult(
-        data_version=dg.DataVersion(version),
-        metadata={
-            "version": version,
-            "model_version": production.version,
-            "splits_version": str(splits_version),
-            "n_rows": profile_rows(view),
-            "profile_path": dg.MetadataValue.path(str(directory / PROFILE_FILE)),
-            "profile_bytes": (directory / PROFILE_FILE).stat().st_size,
-            "features": dg.MetadataValue.md(_profile_table(view)),
-        },
-    )
+    directory, _ = artifact_store.profiles().publish(version, view, summary)
+    return version, {
+        "version": version,
+        "model_version": production.version,
+        "splits_version": str(splits_version),
+        "n_rows": profile_rows(view),
+        "profile_path": dg.MetadataValue.path(str(directory / PROFILE_FILE)),
+        "profile_bytes": (directory / PROFILE_FILE).stat().st_size,
+        "features": dg.MetadataValue.md(_profile_table(view)),
+    }
 
 
 @dg.asset(

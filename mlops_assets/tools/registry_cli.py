@@ -1,7 +1,8 @@
-"""`mlops-registry`: list model versions, promote one, roll back production.
+"""`mlops-registry`: list model versions, promote one, roll back production, approve or reject a candidate.
 
-Reads the same settings as Dagster and the Bento service (BENTOML_HOME, MLOPS_MODEL_NAME), so it
-acts on the registry they use. No Dagster import: it answers in well under a second.
+Reads the same settings as Dagster and the Bento service (BENTOML_HOME, MLOPS_MODEL_NAME,
+MLOPS_REQUIRE_APPROVAL), so it acts on the registry they use, under the same rules. No Dagster import: it
+answers in well under a second.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from mlops_assets.ml.registry import ModelRegistry, RegistryError
 
 
 def _registry(args: argparse.Namespace) -> ModelRegistry:
-    from mlops_assets.ml.settings import BENTOML_HOME, MODEL_NAME, resolve
+    from mlops_assets.ml.settings import BENTOML_HOME, MODEL_NAME, REQUIRE_APPROVAL, resolve, resolve_flag
 
-    return ModelRegistry(args.home or resolve(BENTOML_HOME), args.model or resolve(MODEL_NAME))
+    return ModelRegistry(args.home or resolve(BENTOML_HOME), args.model or resolve(MODEL_NAME),
+                         require_approval=resolve_flag(REQUIRE_APPROVAL))
 
 
 def _actor() -> str:
@@ -43,12 +45,19 @@ def main(argv: list[str] | None = None) -> int:
     promote.add_argument("--reason", default="manual promotion (mlops-registry)")
     rollback = commands.add_parser("rollback", help="return to the previous production version")
     rollback.add_argument("--reason", default="manual rollback (mlops-registry)")
-    for command in (promote, rollback):
+    approve = commands.add_parser("approve", help="approve VERSION (awaiting approval): it becomes production")
+    reject = commands.add_parser("reject", help="reject VERSION (awaiting approval): it never reaches production")
+    for command in (approve, reject):
+        command.add_argument("version")
+        command.add_argument("--by", required=True, help="the reviewer's name, recorded in the history")
+        command.add_argument("--reason", required=True, help="why, recorded in the history")
+    for command in (promote, rollback, approve):
         command.add_argument(
             "--allow-incompatible", action="store_true",
             help="replace production even with a version of other classes or input geometry (explicit only)",
         )
-    commands.add_parser("history", help="promotions and rollbacks, oldest first")
+    commands.add_parser("awaiting", help="versions awaiting a reviewer's approval, with the gate's reason")
+    commands.add_parser("history", help="promotions, rollbacks and reviews, oldest first")
     args = parser.parse_args(argv)
     registry = _registry(args)
     if not registry.exists():
@@ -80,9 +89,25 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "rollback":
             restored = registry.rollback(args.reason, actor=_actor(), allow_incompatible=args.allow_incompatible)
             print(f"rolled back: production is now {restored.tag}")
+        elif args.command == "approve":
+            approved = registry.approve(args.version, args.by, args.reason, allow_incompatible=args.allow_incompatible)
+            print(f"approved by {args.by}: production is now {approved.tag}")
+        elif args.command == "reject":
+            rejected = registry.reject(args.version, args.by, args.reason)
+            print(f"rejected by {args.by}: {rejected.tag} stays out of production")
+        elif args.command == "awaiting":
+            waiting = registry.awaiting_approval()
+            if not waiting:
+                print("no version awaits approval")
+            for v in waiting:
+                review = v.review or {}
+                print(f"{v.version}  requested {review.get('requested_at', '')[:19]} by "
+                      f"{review.get('requested_by', 'unknown')}: {review.get('request_reason', '')}")
         elif args.command == "history":
             for event in registry.events():
-                print(f"{event['at'][:19]}  {event['action']:<8}  {event['from']} → {event['to']}  "
+                moved = (f"{event['from']} → {event['to']}" if "version" not in event
+                         else f"{event['version']} (production {event['to']})")
+                print(f"{event['at'][:19]}  {event['action']:<16}  {moved}  "
                       f"by {event.get('actor', 'unknown')}: {event['reason']}")
     except RegistryError as exc:
         print(f"mlops-registry: {exc}", file=sys.stderr)

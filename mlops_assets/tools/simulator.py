@@ -8,10 +8,15 @@ folder source (one sub-folder per class), as a labelling team would after seeing
     python -m mlops_assets.tools.simulator --url http://127.0.0.1:3001 --n 500
     python -m mlops_assets.tools.simulator --url http://127.0.0.1:3001 --drift brightness --n 500
     python -m mlops_assets.tools.simulator --drift invert --n 0 --add-labelled ./images --labelled-n 200
+    python -m mlops_assets.tools.simulator --drift invert --n 500 --feedback-share 0.5   # and true labels
     python -m mlops_assets.tools.simulator --export-digits ./images     # digits as an image-folder source
 
+With ``--feedback-share`` it also sends the true labels of that share of its predictions to ``POST /feedback``,
+as a labelling team would, so ``production_performance`` measures accuracy and bias on them. When the service
+requires a token (MLOPS_API_TOKEN, or ``--token``), every request carries it.
+
 The test split is the production model's (found through the registry), or ``--splits DIR``.
-The request format lives in :func:`predict_request` only.
+The request formats live in :func:`predict_request` and :func:`feedback_request` only.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from mlops_assets.ml.images import to_training_scale
 
 DRIFT_KINDS = ("none", "brightness", "noise", "rotation", "invert", "class_prior")
 PREDICT_PATH = "/classify"
+FEEDBACK_PATH = "/feedback"
 
 SERVICE_URL = "http://127.0.0.1:3001"  # `make serve`; the Dagster UI (`make dev`) is on 3000
 
@@ -44,6 +50,17 @@ def predict_request(images: np.ndarray) -> tuple[str, dict[str, Any]]:
     The one place that knows the request format; change it here if the service's API changes.
     """
     return PREDICT_PATH, {"images": np.asarray(images, dtype=np.float32).round(5).tolist()}
+
+
+def feedback_request(prediction_ids: list[str], labels: list[str]) -> tuple[str, dict[str, Any]]:
+    """The feedback endpoint: its path and the JSON body labelling predictions by id with class names."""
+    return FEEDBACK_PATH, {"feedback": [{"prediction_id": i, "label": label}
+                                        for i, label in zip(prediction_ids, labels, strict=True)]}
+
+
+def auth_headers(token: str) -> dict[str, str]:
+    """The service's bearer token, when it has one (MLOPS_API_TOKEN)."""
+    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 # -- drift ------------------------------------------------------------------------------------
@@ -114,14 +131,10 @@ def write_labelled_images(
     folder: str | Path, images: np.ndarray, labels: np.ndarray, class_names: list[str], prefix: str
 ) -> int:
     """PNG files in ``folder/<class>/``: new labelled images for the image-folder source."""
-    from PIL import Image
+    from mlops_assets.ml.images import write_png
 
-    folder = Path(folder)
     for i, (img, label) in enumerate(zip(images, labels, strict=True)):
-        target = folder / class_names[int(label)]
-        target.mkdir(parents=True, exist_ok=True)
-        array = img[0] if img.shape[0] == 1 else np.transpose(img, (1, 2, 0))
-        Image.fromarray(array).save(target / f"{prefix}_{i:05d}.png")
+        write_png(Path(folder) / class_names[int(label)] / f"{prefix}_{i:05d}.png", img)
     return len(images)
 
 
@@ -132,29 +145,38 @@ def send_traffic(
     batch_size: int = 16,
     timeout_s: float = 30.0,
     post: Callable[[str, dict[str, Any]], Any] | None = None,
+    token: str = "",
 ) -> dict[str, Any]:
-    """POST ``images`` (uint8) to the service in batches; counts of requests, errors and latency."""
+    """POST ``images`` (uint8) to the service in batches; counts of requests, errors and latency, and the
+    prediction ids answered (``None`` for an image whose request failed), in the order of ``images``."""
     import httpx
 
     sent = errors = 0
     latencies: list[float] = []
+    ids: list[str | None] = []
     client = None
     if post is None:
-        client = httpx.Client(base_url=url.rstrip("/"), timeout=timeout_s)
+        client = httpx.Client(base_url=url.rstrip("/"), timeout=timeout_s, headers=auth_headers(token))
         post = lambda path, body: client.post(path, json=body)  # noqa: E731
     try:
         for start in range(0, len(images), batch_size):
             batch = to_training_scale(images[start : start + batch_size])
             path, body = predict_request(batch)
             began = time.perf_counter()
+            answered: list[str | None] = [None] * len(batch)
             try:
                 response = post(path, body)
                 ok = getattr(response, "status_code", 200) < 400
+                if ok:
+                    answered = _prediction_ids(response, len(batch))
+                elif sent == 0 and errors == 0:
+                    print(f"request to {url}{path}: HTTP {response.status_code} {response.text[:200]}", file=sys.stderr)
             except Exception as exc:  # the service is down or slow: count it and go on
                 ok = False
                 if sent == 0 and errors == 0:
                     print(f"request to {url}{path} failed: {exc}", file=sys.stderr)
             latencies.append(time.perf_counter() - began)
+            ids += answered
             sent += len(batch) if ok else 0
             errors += 0 if ok else 1
     finally:
@@ -166,7 +188,37 @@ def send_traffic(
         "requests": len(latencies),
         "p50_ms": float(np.percentile(latencies, 50) * 1000) if latencies else None,
         "p95_ms": float(np.percentile(latencies, 95) * 1000) if latencies else None,
+        "prediction_ids": ids,
     }
+
+
+def _prediction_ids(response: Any, n: int) -> list[str | None]:
+    try:
+        answers = response.json()
+    except ValueError:
+        return [None] * n
+    if not isinstance(answers, list) or len(answers) != n:
+        return [None] * n
+    return [a.get("prediction_id") if isinstance(a, dict) else None for a in answers]
+
+
+def send_feedback(url: str, prediction_ids: list[str | None], labels: list[str], token: str = "",
+                  batch_size: int = 100, timeout_s: float = 30.0) -> dict[str, Any]:
+    """POST the true ``labels`` of the predictions ``prediction_ids`` (skipping failed ones) in batches."""
+    import httpx
+
+    pairs = [(i, label) for i, label in zip(prediction_ids, labels, strict=True) if i]
+    accepted, refused = 0, []
+    with httpx.Client(base_url=url.rstrip("/"), timeout=timeout_s, headers=auth_headers(token)) as client:
+        for start in range(0, len(pairs), batch_size):
+            chunk = pairs[start:start + batch_size]
+            path, body = feedback_request([i for i, _ in chunk], [label for _, label in chunk])
+            response = client.post(path, json=body)
+            if response.status_code == 200:
+                accepted += int(response.json().get("accepted", 0))
+            else:
+                refused.append(f"HTTP {response.status_code}: {response.text[:200]}")
+    return {"labels_sent": len(pairs), "accepted": accepted, "refused": refused}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -184,6 +236,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--export-digits", metavar="DIR", default=None,
                         help="Write scikit-learn's digits as an image folder (PNG per class) and exit: the "
                         "image-folder source the loop adds labelled images to.")
+    parser.add_argument("--feedback-share", type=float, default=0.0,
+                        help="Also send the true labels of this share (0–1) of the predictions to POST /feedback.")
+    parser.add_argument("--token", default=None,
+                        help="The service's bearer token (default: $MLOPS_API_TOKEN; none when unset).")
     parser.add_argument("--sample-image", metavar="PNG", default=None,
                         help="Write one digit as a PNG file (e.g. for curl -F image=@digit.png) and exit.")
     args = parser.parse_args(argv)
@@ -209,11 +265,21 @@ def main(argv: list[str] | None = None) -> int:
     except (SimulatorError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    from mlops_assets.ml.settings import API_TOKEN, resolve
+
+    token = resolve(API_TOKEN) if args.token is None else args.token
     report: dict[str, Any] = {"drift": args.drift, "severity": args.severity}
     if args.n > 0:
         idx = np.resize(np.arange(len(images)), args.n)
-        drifted, _ = apply_drift(images[idx], labels[idx], args.drift, args.severity, args.seed)
-        report["traffic"] = send_traffic(args.url, drifted, args.batch_size)
+        drifted, drifted_labels = apply_drift(images[idx], labels[idx], args.drift, args.severity, args.seed)
+        traffic = send_traffic(args.url, drifted, args.batch_size, token=token)
+        ids = traffic.pop("prediction_ids")
+        report["traffic"] = traffic
+        if args.feedback_share > 0:
+            chosen = np.random.default_rng(args.seed).random(len(ids)) < args.feedback_share
+            report["feedback"] = send_feedback(
+                args.url, [i if pick else None for i, pick in zip(ids, chosen, strict=True)],
+                [class_names[int(y)] for y in drifted_labels], token)
     if args.add_labelled:
         idx = np.resize(np.arange(len(images)), args.labelled_n)
         drifted, drifted_labels = apply_drift(images[idx], labels[idx], args.drift, args.severity, args.seed + 1)
