@@ -242,8 +242,8 @@ def test_compose_1_29_accepts_the_files(files, tmp_path):
         if os.environ.get("CI"):
             pytest.fail("docker-compose is not installed; .ci/run installs it (deploy/scripts/start_engine.sh)")
         pytest.skip("docker-compose is not installed")
-    env_file = tmp_path / ".env"
-    env_file.write_text((DEPLOY / "env.example").read_text())
+    env_file = tmp_path / ".env"  # as stack.sh writes it: the example, with a token (the service requires one)
+    env_file.write_text((DEPLOY / "env.example").read_text().replace("MLOPS_API_TOKEN=\n", "MLOPS_API_TOKEN=t0k3n\n"))
     args = [arg for name in files for arg in ("-f", str(DEPLOY / name))]
     done = subprocess.run(["docker-compose", *args, "--env-file", str(env_file), "config"],
                           capture_output=True, text=True, timeout=60,
