@@ -30,7 +30,7 @@ SPLITS_LINEAGE_POINTER = "splits-lineage"
 )
 def raw_images(
     context: dg.AssetExecutionContext, dataset_source: DatasetSource, artifact_store: ArtifactStore
-) -> dg.Output[DatasetRef]:
+) -> dg.MaterializeResult[DatasetRef]:
     fingerprint = dataset_source.fingerprint()  # before reading: a file added meanwhile reads as new next time
     version, directory = artifact_store.publish_built(
         "datasets", lambda d: dataset_source.write_dataset(d, {"source": dataset_source.describe()})
@@ -49,8 +49,8 @@ def raw_images(
         source_fingerprint=fingerprint,
     )
     skipped_md = markdown_table(["file", "reason"], dataset.skipped) if dataset.skipped else "none"
-    return dg.Output(
-        ref,
+    return dg.MaterializeResult(
+        value=ref,
         data_version=dg.DataVersion(version),
         metadata={
             "version": version,
@@ -120,7 +120,7 @@ def record_lineage(artifact_store: ArtifactStore, key: str, version: str) -> Non
 def data_splits(
     context: dg.AssetExecutionContext, config: SplitConfig, raw_images: DatasetRef,
     artifact_store: ArtifactStore,
-) -> dg.Output[SplitsRef]:
+) -> dg.MaterializeResult[SplitsRef]:
     fractions = SplitFractions(config.train_fraction, config.val_fraction, config.test_fraction)
     dataset = open_dataset(raw_images.path)
     labels = dataset.rows.labels
@@ -170,8 +170,8 @@ def data_splits(
     balance_rows = [
         [cls, *(per_split[name][i] for name in SPLIT_NAMES)] for i, cls in enumerate(dataset.class_names)
     ]
-    return dg.Output(
-        SplitsRef(
+    return dg.MaterializeResult(
+        value=SplitsRef(
             version=version,
             path=str(directory),
             dataset_version=raw_images.version,

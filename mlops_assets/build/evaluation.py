@@ -104,7 +104,7 @@ def comparison_markdown(comparison: ChampionComparison) -> str:
 def evaluation_report(
     context: dg.AssetExecutionContext, onnx_model: OnnxModelRef, data_splits: SplitsRef,
     artifact_store: ArtifactStore, model_registry: ModelRegistryResource,
-) -> dg.Output[EvaluationRef]:
+) -> dg.MaterializeResult[EvaluationRef]:
     from mlops_assets.ml.plots import confusion_matrix_png
 
     test = open_split(data_splits.path, "test")
@@ -135,8 +135,8 @@ def evaluation_report(
     context.log.info(f"test accuracy {report['accuracy']:.4f}; {bias}")
     table = markdown_table(["metric", "candidate (whole test split)"], [[k, report[k]] for k in HEADLINE])
     table += "\n\n" + comparison_markdown(comparison)
-    return dg.Output(
-        EvaluationRef(
+    return dg.MaterializeResult(
+        value=EvaluationRef(
             version=version,
             path=str(directory),
             onnx_version=onnx_model.version,

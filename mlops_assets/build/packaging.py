@@ -28,7 +28,7 @@ PARITY_TOLERANCE = 1e-4
 def onnx_model(
     context: dg.AssetExecutionContext, trained_model: TrainedModelRef, data_splits: SplitsRef,
     artifact_store: ArtifactStore,
-) -> dg.Output[OnnxModelRef]:
+) -> dg.MaterializeResult[OnnxModelRef]:
     from mlops_assets.ml.onnx_model import export_onnx
     from mlops_assets.ml.train import load_checkpoint
 
@@ -41,8 +41,8 @@ def onnx_model(
     version = hashlib.sha256(payload).hexdigest()[:16]
     directory = artifact_store.publish("onnx", version, lambda d: (d / ONNX_FILE).write_bytes(payload))
     context.log.info(f"exported {trained_model.version} to ONNX {version} ({len(payload)} bytes)")
-    return dg.Output(
-        OnnxModelRef(
+    return dg.MaterializeResult(
+        value=OnnxModelRef(
             version=version,
             path=str(directory / ONNX_FILE),
             trained_model_version=trained_model.version,

@@ -51,7 +51,7 @@ def registered_model(
     evaluation_report: EvaluationRef,
     data_splits: SplitsRef,
     model_registry: ModelRegistryResource,
-) -> dg.Output[RegisteredModelRef]:
+) -> dg.MaterializeResult[RegisteredModelRef]:
     registry = model_registry.registry()
     metrics = {k: v for k, v in evaluation_report.metrics.items() if isinstance(v, int | float)}
     labels = {
@@ -92,8 +92,8 @@ def registered_model(
     production = registry.production()
     context.log.info(f"{version.tag}: {'promoted' if promoted else 'kept as candidate'}: {reason}")
     versions = registry.list_versions()
-    return dg.Output(
-        RegisteredModelRef(
+    return dg.MaterializeResult(
+        value=RegisteredModelRef(
             tag=version.tag,
             version=version.version,
             promoted=promoted,

@@ -142,7 +142,7 @@ def train_new_model(
 def trained_model(
     context: dg.AssetExecutionContext, config: TrainingConfig, data_splits: SplitsRef,
     artifact_store: ArtifactStore,
-) -> dg.Output[TrainedModelRef]:
+) -> dg.MaterializeResult[TrainedModelRef]:
     inputs_key = training_inputs_key(data_splits.version, config)
     existing = find_trained_model(artifact_store, inputs_key)
     if existing is not None:
@@ -161,8 +161,8 @@ def trained_model(
         [r["epoch"], r["train_loss"], r["train_accuracy"], r["val_loss"], r["val_accuracy"]]
         for r in record["history"]
     ]
-    return dg.Output(
-        TrainedModelRef(
+    return dg.MaterializeResult(
+        value=TrainedModelRef(
             version=version,
             checkpoint=str(directory / CHECKPOINT),
             splits_version=data_splits.version,

@@ -50,7 +50,7 @@ def bento(
     data_splits: SplitsRef,
     model_registry: ModelRegistryResource,
     artifact_store: ArtifactStore,
-) -> dg.Output[BentoRef]:
+) -> dg.MaterializeResult[BentoRef]:
     registry = model_registry.registry()
     if not registered_model.production_version:
         raise dg.Failure(
@@ -62,8 +62,8 @@ def bento(
     size = directory_size(path)
     model_size = directory_size(Path(model.path))
     context.log.info(f"built {tag} serving {model.tag}")
-    return dg.Output(
-        BentoRef(
+    return dg.MaterializeResult(
+        value=BentoRef(
             tag=tag, path=str(path), model_tag=model.tag, model_version=model.version, size_bytes=size,
             splits_path=data_splits.path, splits_version=data_splits.version,
             evaluation_onnx_version=evaluation_report.onnx_version,
