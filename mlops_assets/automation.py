@@ -58,9 +58,9 @@ def review_model_job() -> None:
 retrain_job = dg.define_asset_job(
     name="retrain_job",
     # raw_images and everything downstream of it (splits … registered_model, bento, the reference
-    # profile of the new production model), but not the traffic profiles or the report.
+    # profile of the new production model), but not what is measured per window of traffic.
     selection=dg.AssetSelection.assets("raw_images").downstream()
-    - dg.AssetSelection.assets("inference_profiles", "drift_report"),
+    - dg.AssetSelection.assets("inference_profiles", "drift_report", "production_performance"),
     executor_def=dg.in_process_executor,
     tags={RUN_KIND_TAG: "training"},
     description="Re-materialise the model on the latest data, launched by the drift sensor.",

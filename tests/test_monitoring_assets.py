@@ -40,7 +40,7 @@ def test_monitor_definitions_load_and_retrain_job_selects_the_build():
     job = defs.resolve_job_def("retrain_job")
     keys = {k.to_user_string() for k in job.asset_layer.selected_asset_keys}
     assert {"raw_images", "data_splits", "trained_model", "registered_model", "reference_profile"} <= keys
-    assert not keys & {"inference_profiles", "drift_report"}
+    assert not keys & {"inference_profiles", "drift_report", "production_performance"}
     assert job.tags["mlops/kind"] == "training"
     sensors = {sensor.name for sensor in defs.sensors}
     assert {"inference_profiling_sensor", "drift_sensor", "run_failure_alert"} <= sensors

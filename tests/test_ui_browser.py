@@ -106,6 +106,13 @@ def expected_assets() -> dict[str, list[str]]:
     return {group: sorted(names) for group, names in sorted(by_group.items())}
 
 
+def drawn_name(name: str) -> re.Pattern:
+    """An asset's name as the zoomed-out graph draws it: whole, or a long one cut in the middle
+    ("produ…_performance")."""
+    k = min(5, len(name) // 2)
+    return re.compile(rf"^{re.escape(name[:k])}(.*….*|{re.escape(name[k:-k])}){re.escape(name[-k:])}$")
+
+
 def materialization_run_ids(base_url: str, asset: str) -> list[str]:
     data = graphql(base_url, MATERIALIZATIONS, {"path": [asset]})["assetOrError"]
     return [m["runId"] for m in data["assetMaterializations"]]
@@ -154,7 +161,7 @@ def test_asset_graph_draws_every_asset(dagster_ui, page):
     for group, names in expected.items():
         expect(graph.get_by_text(group, exact=True).first, f"group box {group}").to_be_visible()
         for name in names:
-            expect(graph.get_by_text(name, exact=True).first, f"asset node {name} ({group})").to_be_visible()
+            expect(graph.get_by_text(drawn_name(name)).first, f"asset node {name} ({group})").to_be_visible()
     screenshot = full_page_screenshot(page, SCREENSHOTS / "1-asset-graph.png")
     small_png(screenshot, SCREENSHOTS / "asset-graph.png")  # the README's docs/ui/asset-graph.png
 

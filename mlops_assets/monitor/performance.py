@@ -95,6 +95,7 @@ def _figure(value: float | None) -> str:
     kinds={"pandas"},
     code_version=MONITOR_CODE_VERSION,
     partitions_def=profile_partitions(),
+    deps=["registered_model"],  # the model versions it measures, and their classes, come from the registry
     check_specs=[dg.AssetCheckSpec(
         CHECK, asset="production_performance",
         description="Accuracy and recall gap of each model version within the thresholds (performance_policy); "
