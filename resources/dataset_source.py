@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import dagster as dg
 from pydantic import Field
@@ -17,6 +18,8 @@ from mlops_assets.ml.images import (
     folder_fingerprint,
     load_digits_dataset,
 )
+from mlops_assets.ml.pixel_store import DecodedChunk
+from mlops_assets.ml.progress import progress
 
 
 class DatasetSource(dg.ConfigurableResource):
@@ -68,4 +71,13 @@ class DatasetSource(dg.ConfigurableResource):
         listing = list_image_folder(self.path)
         chunks = decode_folder(listing, self.spec(), self.min_images_per_class, self.max_image_pixels,
                                workers=self.decode_workers)
-        return write_dataset_stream(directory, listing.class_names, self.spec(), chunks, extra, listing.skipped)
+        with progress(len(listing.files), f"decoding {self.path}", "image") as bar:
+            return write_dataset_stream(directory, listing.class_names, self.spec(), _counted(chunks, bar), extra,
+                                        listing.skipped)
+
+
+def _counted(chunks: Iterator[DecodedChunk], bar: Any) -> Iterator[DecodedChunk]:
+    """The chunks, moving the progress bar by the files each one covers."""
+    for chunk in chunks:
+        bar.update(len(chunk.labels) + len(chunk.skipped))
+        yield chunk

@@ -91,16 +91,25 @@ def train_new_model(
         patience=config.patience,
     )
 
+    from mlops_assets.ml.progress import progress
+
+    # the most epochs the search can run (halving and early stopping end it sooner)
+    planned = len(space.learning_rates) * len(space.hidden) * max(space.epochs)
+    bar = progress(planned, "training", "epoch")
+
     def log_epoch(row: dict) -> None:
         context.log.debug(
             "trial {trial} lr={lr} hidden={hidden} epoch {epoch}: train loss {train_loss:.4f} "
             "acc {train_accuracy:.4f} | val loss {val_loss:.4f} acc {val_accuracy:.4f}".format(**row)
         )
+        bar.update(1)
+        bar.set_postfix(trial=row["trial"], val_acc=f"{row['val_accuracy']:.3f}", refresh=False)
 
-    result = search_hyperparameters(
-        open_split(data_splits.path, "train"), open_split(data_splits.path, "val"), len(data_splits.class_names),
-        space, config.device, log_epoch,
-    )
+    with bar:
+        result = search_hyperparameters(
+            open_split(data_splits.path, "train"), open_split(data_splits.path, "val"),
+            len(data_splits.class_names), space, config.device, log_epoch,
+        )
     version = state_dict_hash(result.state_dict, {**result.config.as_dict(), "splits": data_splits.version})
     best = result.best
     title = f"lr={best['lr']} hidden={best['hidden']} (selected at epoch {best['epochs']})"
