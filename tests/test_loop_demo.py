@@ -41,14 +41,16 @@ def processes_of(home: Path) -> list[int]:
 
 
 def read_until(process: subprocess.Popen, marker: str, timeout_s: float) -> str:
-    output, deadline = "", time.monotonic() + timeout_s
-    while marker not in output:
+    """The demo's output until ``marker``, read straight from the pipe (unbuffered: a line must not wait in a
+    reader's buffer while select() says there is nothing new)."""
+    output, deadline = b"", time.monotonic() + timeout_s
+    while marker.encode() not in output:
         if process.poll() is not None or time.monotonic() > deadline:
-            raise AssertionError(f"no {marker!r} (exit {process.poll()}):\n{output[-6000:]}")
+            raise AssertionError(f"no {marker!r} (exit {process.poll()}):\n{output.decode()[-6000:]}")
         ready, _, _ = select.select([process.stdout], [], [], 1.0)
         if ready:
-            output += process.stdout.readline()
-    return output
+            output += os.read(process.stdout.fileno(), 65536)
+    return output.decode()
 
 
 @pytest.mark.slow
@@ -57,7 +59,7 @@ def test_the_loop_demo_closes_the_loop_on_the_real_daemon_and_stops_everything(t
     summary_path = tmp_path / "summary.json"
     command = [sys.executable, "-m", "mlops_assets.tools.loop_demo", "--home", str(home), "--linger",
                "--ui-port", str(free_port()), "--service-port", str(free_port()), "--summary-json", str(summary_path)]
-    demo = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    demo = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=0,
                             start_new_session=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
         output = read_until(demo, "until Ctrl-C", timeout_s=900)
@@ -67,7 +69,7 @@ def test_the_loop_demo_closes_the_loop_on_the_real_daemon_and_stops_everything(t
     finally:
         if demo.poll() is None:
             os.killpg(demo.pid, signal.SIGKILL)
-    output += rest
+    output += rest.decode()
     assert demo.returncode == 130, output[-4000:]
     assert "interrupted: everything the demo started is stopped" in output
     assert processes_of(home) == []
