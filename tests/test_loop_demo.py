@@ -75,6 +75,8 @@ def test_the_loop_demo_closes_the_loop_on_the_real_daemon_and_stops_everything(t
     assert processes_of(home) == []
 
     summary = json.loads(summary_path.read_text())
+    (ROOT / "artifacts").mkdir(exist_ok=True)  # kept for a look after the run (git-ignored): timings per phase
+    (ROOT / "artifacts" / "loop-demo-summary.json").write_text(json.dumps(summary, indent=2))
     events = summary["events_s"]
     # the clean window is judged and skipped with its reason, before the drifted one launches retraining
     assert events["clean_skipped"] < events["drift_detected"] < events["retrained"] < events["gate"], events
