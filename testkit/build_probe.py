@@ -3,9 +3,11 @@
 The memory test and the scale benchmark share it. :func:`probe_build` starts ``python -m testkit.build_probe``
 with ``MLOPS_*`` variables pointing at a temporary home and the folder, so the code location's own resources
 are used, exactly as ``make demo`` uses them. Inside, a thread samples the resident set size of the process and
-its worker children (the decode pool) every few milliseconds; each step's peak is the largest sample between its
-start and end (Dagster's step stats). The process's own ``ru_maxrss`` (the kernel's exact peak) is reported too,
-and the peak used for the bound is the larger of the two.
+its worker children (the decode pool) every few milliseconds, with its CPU time; each step's peak is the largest
+sample between its start and end (Dagster's step stats), its CPU time the difference across them (less sensitive
+than wall time to other processes on a shared machine; the load average before and after is reported too). The
+process's own ``ru_maxrss`` (the kernel's exact peak) is reported as well, and the peak used for the bound is the
+larger of the two.
 """
 
 from __future__ import annotations
@@ -39,8 +41,14 @@ def tree_rss(process) -> int:
     return total
 
 
+def cpu_seconds(process) -> float:
+    """CPU time of the process and its ended children (the decode workers, once their pool is shut down)."""
+    times = process.cpu_times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
 class RssSampler(threading.Thread):
-    """Samples (wall time, RSS of the process tree) until stopped."""
+    """Samples (wall time, RSS of the process tree, CPU seconds) until stopped."""
 
     def __init__(self) -> None:
         super().__init__(daemon=True)
@@ -48,12 +56,23 @@ class RssSampler(threading.Thread):
 
         self.process = psutil.Process()
         self.samples: list[tuple[float, int]] = []
+        self.cpu: list[tuple[float, float]] = []
         self.stopping = threading.Event()
 
     def run(self) -> None:
         while not self.stopping.is_set():
-            self.samples.append((time.time(), tree_rss(self.process)))
+            now = time.time()
+            self.samples.append((now, tree_rss(self.process)))
+            self.cpu.append((now, cpu_seconds(self.process)))
             self.stopping.wait(SAMPLE_SECONDS)
+
+    def cpu_between(self, start: float, end: float) -> float:
+        """CPU seconds spent between two moments (the samples nearest to each)."""
+        def at(moment: float) -> float:
+            before = [c for t, c in self.cpu if t <= moment]
+            return before[-1] if before else 0.0
+
+        return max(0.0, at(end) - at(start))
 
     def stop(self) -> list[tuple[float, int]]:
         self.stopping.set()
@@ -77,16 +96,19 @@ def main(run_config: dict) -> dict:
 
     job = defs.resolve_job_def("build_job")
     imported_rss = tree_rss(sampler.process)
+    load_before = os.getloadavg()[0]
     with dg.DagsterInstance.ephemeral() as instance:
         run_start = time.time()
         result = job.execute_in_process(instance=instance, run_config=run_config, raise_on_error=False)
         run_end = time.time()
         stats = instance.get_run_step_stats(result.run_id)
     sampler.stop()
+    run_cpu = sampler.cpu_between(run_start, run_end)
     steps = {
         s.step_key: {
             "seconds": (s.end_time or run_end) - (s.start_time or run_start),
             "peak_rss": sampler.peak(s.start_time or run_start, s.end_time or run_end),
+            "cpu_seconds": sampler.cpu_between(s.start_time or run_start, s.end_time or run_end),
             "status": str(s.status.value if s.status else "unknown"),
         }
         for s in stats
@@ -104,6 +126,8 @@ def main(run_config: dict) -> dict:
         "success": result.success,
         "failures": failures,
         "wall_seconds": run_end - run_start,
+        "cpu_seconds": run_cpu,
+        "load_average": [load_before, os.getloadavg()[0]],
         "startup_seconds": run_start - started,
         "rss_after_imports": imported_rss,
         "steps": steps,
