@@ -120,6 +120,24 @@ def step_events(stack: DockerStack, run_id: str, event_type: str) -> list[str]:
         "ORDER BY id")]
 
 
+def step_failures(stack: DockerStack, run_id: str) -> list[str]:
+    return [row[0] for row in stack.psql(
+        "SELECT replace(event, E'\\n', ' ') FROM event_logs "
+        f"WHERE run_id = '{run_id}' AND dagster_event_type = 'STEP_FAILURE'")]
+
+
+def test_retrain_job_builds_the_bento_in_its_own_container_without_a_package_index(stack):
+    """retrain_job, what the drift sensor launches, includes the bento asset: `bentoml build` and the
+    Bento's application test run inside the run container, which reaches no package index here."""
+    run_id = stack.submit("retrain_job", FAST_BUILD)
+    status = stack.wait_run(run_id, timeout=900)
+    assert status == "SUCCESS", step_failures(stack, run_id) or stack.service_logs()
+    container = exited_run_container(stack, run_id)
+    assert container["State"]["ExitCode"] == 0
+    assert container["Config"]["Labels"]["dagster/job_name"] == "retrain_job"
+    assert "bento" in step_events(stack, run_id, "STEP_SUCCESS")
+
+
 def test_a_run_whose_container_is_killed_fails_with_the_reason_and_reexecutes_from_failure(stack):
     # A training configuration of its own, so trained_model really trains (long enough to be killed).
     run_id = stack.submit("build_job", SLOW_BUILD)

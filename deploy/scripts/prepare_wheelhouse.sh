@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepare deploy/wheelhouse/ on the host: a wheel for every runtime dependency of the project
 # (pyproject.toml's [project].dependencies, pins included) plus setuptools to install the project
-# itself, and requirements.txt naming them. The Dockerfiles install from it with
+# itself and uv for `bentoml build`, and requirements.txt naming them. The Dockerfiles install from it with
 # `pip install --no-index --find-links`, so an image build needs no package index (air-gapped,
 # reproducible: the same wheels every build) and its dependency layers are cached until the
 # wheelhouse changes.
@@ -27,7 +27,9 @@ mkdir -p "$wheelhouse"
 wanted=$("$python" - <<'PY'
 import tomllib
 deps = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]
-print("\n".join([*deps, "setuptools>=68", "wheel"]))
+# setuptools: to install the project itself. uv: `bentoml build` (the bento asset, in run containers)
+# runs it and, when it is missing, pip-installs it from the index, which a build must not need.
+print("\n".join([*deps, "setuptools>=68", "wheel", "uv==0.13.9"]))
 PY
 )
 if [ -f "$wheelhouse/.complete" ] && [ "$(cat "$wheelhouse/requirements.txt" 2>/dev/null)" = "$wanted" ]; then
