@@ -9,6 +9,7 @@ process group), so the same run also shows that no process of the stack survives
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -67,8 +68,11 @@ def test_the_loop_demo_closes_the_loop_on_the_real_daemon_and_stops_everything(t
         os.killpg(demo.pid, signal.SIGINT)  # Ctrl-C in its terminal
         rest, _ = demo.communicate(timeout=60)
     finally:
-        if demo.poll() is None:
+        if demo.poll() is None:  # a failed test: the demo cannot clean up after SIGKILL, so the test does
             os.killpg(demo.pid, signal.SIGKILL)
+            for pid in processes_of(home):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(os.getpgid(pid), signal.SIGKILL)
     output += rest.decode()
     assert demo.returncode == 130, output[-4000:]
     assert "interrupted: everything the demo started is stopped" in output
