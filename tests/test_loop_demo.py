@@ -83,7 +83,9 @@ def test_the_loop_demo_closes_the_loop_on_the_real_daemon_and_stops_everything(t
     (ROOT / "artifacts" / "loop-demo-summary.json").write_text(json.dumps(summary, indent=2))
     events = summary["events_s"]
     # the clean window is judged and skipped with its reason, before the drifted one launches retraining
-    assert events["clean_skipped"] < events["drift_detected"] < events["retrained"] < events["gate"], events
+    # (the run's end, the gate's record and the swap can be seen in one poll: same second)
+    assert events["clean_skipped"] < events["drift_detected"] < events["retrained"] <= events["gate"] \
+        <= events["served"], events
     assert "drift share" in output and "< 0.30" in output
     tags = summary["retrain_run"]["tags"]
     assert tags["dagster/sensor_name"] == "drift_sensor" and tags["mlops/trigger"] == "drift"
