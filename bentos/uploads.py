@@ -9,33 +9,15 @@ operating system.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import threading
 
 import numpy as np
 
 from mlops_assets.ml.images import PreprocessSpec, decode_image_with_size, image_pixels
+from mlops_assets.ml.memory import release_freed_memory
 
 LARGE_IMAGE_PIXELS = 1024 * 1024  # above this, decodes queue for the one large-decode slot
 _large_decodes = threading.BoundedSemaphore(1)
-
-
-def _libc_malloc_trim():
-    name = ctypes.util.find_library("c")
-    try:
-        return ctypes.CDLL(name).malloc_trim if name else None
-    except (OSError, AttributeError):  # not glibc: nothing to trim
-        return None
-
-
-_malloc_trim = _libc_malloc_trim()
-
-
-def release_freed_memory() -> None:
-    """Return free heap pages of every malloc arena to the operating system (glibc; a no-op elsewhere)."""
-    if _malloc_trim is not None:
-        _malloc_trim(0)
 
 
 def decode_upload(data: bytes, spec: PreprocessSpec, max_pixels: int) -> tuple[np.ndarray, tuple[int, int]]:

@@ -28,6 +28,7 @@ from mlops_assets.ml.data_quality import (
     write_html_report,
 )
 from mlops_assets.ml.markdown import markdown_table
+from mlops_assets.ml.memory import release_freed_memory
 from mlops_assets.refs import SplitsRef
 from resources.artifact_store import ArtifactStore
 
@@ -87,6 +88,7 @@ def data_quality(
 ):
     title = f"data_splits {data_splits.version}"
     report = validate_split_directory(data_splits.path, config.max_class_ratio, run_name=title)
+    release_freed_memory()  # the tables (kB per image) are gone: hand back the pages glibc would keep
     report_dir = artifact_store.publish(
         "gx",
         report_version(data_splits.version, config.max_class_ratio),
