@@ -88,7 +88,7 @@ def data_quality(
 ):
     title = f"data_splits {data_splits.version}"
     report = validate_split_directory(data_splits.path, config.max_class_ratio, run_name=title)
-    release_freed_memory()  # the tables (kB per image) are gone: training must not start from their footprint
+    release_freed_memory()  # the tables (kB per image) are gone: hand back the pages glibc would keep
     report_dir = artifact_store.publish(
         "gx",
         report_version(data_splits.version, config.max_class_ratio),
