@@ -23,6 +23,7 @@ from typing import Any
 
 import dagster as dg
 
+from mlops_assets.ml import settings
 from mlops_assets.metadata import short_hash
 from mlops_assets.monitor.windows import profile_partitions
 from mlops_assets.run_tags import RUN_KIND_TAG
@@ -71,7 +72,7 @@ def evaluate_feedback_tick(cursor: str | None, artifact_store: ArtifactStore, no
 @dg.sensor(
     name="feedback_sensor",
     job_name="production_performance_job",
-    minimum_interval_seconds=60,
+    minimum_interval_seconds=settings.resolve_int(settings.SENSOR_INTERVAL_S),
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
         "When feedback (true labels) arrives for the predictions of an ended window, measures that window's "
@@ -157,7 +158,7 @@ def evaluate_performance_alert_tick(cursor: str | None, instance: dg.DagsterInst
 
 @dg.sensor(
     name="performance_alert_sensor",
-    minimum_interval_seconds=60,
+    minimum_interval_seconds=settings.resolve_int(settings.SENSOR_INTERVAL_S),
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
         "Alerts a person (alert file and webhook, as run failures) when a model version's accuracy or recall "
