@@ -23,8 +23,8 @@ from typing import Any
 
 import dagster as dg
 
-from mlops_assets.ml import settings
 from mlops_assets.metadata import short_hash
+from mlops_assets.ml import settings
 from mlops_assets.monitor.windows import profile_partitions
 from mlops_assets.run_tags import RUN_KIND_TAG
 from resources.alerts import AlertSink
