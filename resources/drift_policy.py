@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import dagster as dg
 from pydantic import Field
 
@@ -24,6 +26,33 @@ class DriftPolicy(dg.ConfigurableResource):
             "on; otherwise skip, and alert a person once per drift episode."
         ),
     )
+
+    retrain_run_config: str = Field(
+        default="",
+        description=(
+            "A YAML file of run config for the drift sensor's retrain_job runs (e.g. a smaller or larger "
+            "hyper-parameter search for trained_model); empty: the job's defaults (MLOPS_RETRAIN_RUN_CONFIG)."
+        ),
+    )
+
+    def retraining_run_config(self) -> dict:
+        """The run config of the file named by ``retrain_run_config`` ({} when none is named), read at every tick
+        so an edit applies to the next run; a missing or malformed file is an error naming it."""
+        if not self.retrain_run_config:
+            return {}
+        import yaml
+
+        path = Path(self.retrain_run_config).expanduser()
+        where = f"the retraining run config {path} (MLOPS_RETRAIN_RUN_CONFIG)"
+        try:
+            config = yaml.safe_load(path.read_text())
+        except FileNotFoundError:
+            raise ValueError(f"{where} does not exist") from None
+        except yaml.YAMLError as error:
+            raise ValueError(f"{where} is not YAML: {error}") from None
+        if not isinstance(config, dict):
+            raise ValueError(f"{where} must be a mapping of run config (ops:, resources:), got {type(config).__name__}")
+        return config
 
     def thresholds(self):
         """The thresholds as the pure drift scoring takes them (validated there)."""

@@ -146,10 +146,33 @@ def stale_data_alert(verdict, model_version: str, ref_version: str, data: Labell
     }
 
 
+@dataclass(frozen=True)
+class RetrainingRun:
+    """What a retraining run is launched with: the run config of the drift policy's file (``source``), if any."""
+
+    run_config: dict = dataclasses.field(default_factory=dict)
+    source: str = ""
+
+    @classmethod
+    def from_policy(cls, drift_policy: DriftPolicy, repository_def: dg.RepositoryDefinition | None) -> "RetrainingRun":
+        """Read and check the policy's run config on every tick, so a bad file is reported at once (in the
+        tick's error, naming the file) rather than when drift finally happens."""
+        run_config = drift_policy.retraining_run_config()
+        if run_config and repository_def is not None:
+            try:
+                dg.validate_run_config(repository_def.get_job("retrain_job"), run_config)
+            except dg.DagsterInvalidConfigError as error:
+                problems = "; ".join(e.message for e in error.errors)
+                raise ValueError(f"the retraining run config {drift_policy.retrain_run_config} "
+                                 f"(MLOPS_RETRAIN_RUN_CONFIG) is not valid for retrain_job: {problems}") from None
+        return cls(run_config, drift_policy.retrain_run_config if run_config else "")
+
+
 def drift_run_request(window: str, share: float, ref_version: str, features: list[str], data: LabelledData,
-                      suffix: str = "") -> dg.RunRequest:
+                      retraining: RetrainingRun, suffix: str = "") -> dg.RunRequest:
     return dg.RunRequest(
         run_key=f"drift-{window.removeprefix('window-')}-{ref_version}{suffix}",
+        run_config=retraining.run_config,
         tags={
             RUN_KIND_TAG: "training",
             TRIGGER_TAG: "drift",
@@ -158,6 +181,7 @@ def drift_run_request(window: str, share: float, ref_version: str, features: lis
             "mlops/reference": ref_version,
             "mlops/drifted_features": ",".join(features)[:200],
             "mlops/source_fingerprint": data.current or "unknown",
+            **({"mlops/run_config": retraining.source} if retraining.source else {}),
         },
     )
 
@@ -170,6 +194,7 @@ def evaluate_drift_tick(
     dataset_source: DatasetSource,
     drift_policy: DriftPolicy,
     alert_sink: AlertSink,
+    retraining: RetrainingRun = RetrainingRun(),
 ) -> dg.SensorResult:
     """The whole decision of one tick (the sensor is a thin wrapper around it)."""
 
@@ -191,7 +216,7 @@ def evaluate_drift_tick(
             data = labelled_data(dataset_source, model_registry)
             if data.is_new:  # the labelled data the pending drift was waiting for has arrived
                 request = drift_run_request(state.pending_window, state.pending_share or 0.0, ref_version, [],
-                                            data, suffix=f"-data-{data.current[-8:]}")
+                                            data, retraining, suffix=f"-data-{data.current[-8:]}")
                 return dg.SensorResult(run_requests=[request], cursor=state.replace(
                     pending_window=None, pending_share=None, last_run_key=request.run_key).dump())
             return dg.SensorResult(skip_reason=(
@@ -253,7 +278,8 @@ def evaluate_drift_tick(
                                   alerted_episode=episode).dump(),
             asset_events=records,
         )
-    request = drift_run_request(window, verdict.drift_share, ref_version, list(verdict.drifted_features), data)
+    request = drift_run_request(window, verdict.drift_share, ref_version, list(verdict.drifted_features), data,
+                                retraining)
     return dg.SensorResult(run_requests=[request], asset_events=records, cursor=judged.replace(
         last_run_key=request.run_key, pending_window=None, pending_share=None, alerted_episode=None).dump())
 
@@ -274,8 +300,9 @@ def drift_sensor(
     context: dg.SensorEvaluationContext, artifact_store: ArtifactStore, model_registry: ModelRegistryResource,
     dataset_source: DatasetSource, drift_policy: DriftPolicy, alert_sink: AlertSink,
 ) -> dg.SensorResult:
+    retraining = RetrainingRun.from_policy(drift_policy, context.repository_def)
     result = evaluate_drift_tick(context.cursor, context.instance, artifact_store, model_registry, dataset_source,
-                                 drift_policy, alert_sink)
+                                 drift_policy, alert_sink, retraining)
     if result.run_requests:
         context.log.info(f"drift: requesting {result.run_requests[0].run_key}")
     elif result.skip_reason:  # also in the tick's logs ("View logs" in the tick list)

@@ -8,6 +8,7 @@ import dagster as dg
 import numpy as np
 import pytest
 
+from mlops_assets.definitions import defs
 from mlops_assets.ml.drift import profile_frame
 from mlops_assets.ml.features import image_features, with_predictions
 from mlops_assets.ml.profile_layout import reference_version, window_version
@@ -94,8 +95,8 @@ def with_policy(resources, **policy) -> dict:
     return {**resources, "drift_policy": DriftPolicy(**policy)}
 
 
-def tick(resources, instance, cursor=None) -> dg.SensorResult:
-    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources)
+def tick(resources, instance, cursor=None, definitions=None) -> dg.SensorResult:
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources, definitions=definitions)
     return drift_sensor(context)
 
 
@@ -294,6 +295,33 @@ def test_the_new_data_requirement_can_be_turned_off(world):
         cursor = tick(resources, instance).cursor
         add_window(1, "invert")
         assert len(tick(resources, instance, cursor).run_requests) == 1
+
+
+def test_retraining_runs_carry_the_run_config_the_policy_names(world, tmp_path):
+    """A cheaper (or heavier) search for automated retraining: the file's run config goes with the request, and
+    is validated against retrain_job's config schema before anything is launched."""
+    _, _, add_window, resources = world
+    config = tmp_path / "retrain.yaml"
+    config.write_text("ops:\n  trained_model:\n    config:\n      learning_rates: [0.003]\n      hidden: [32]\n")
+    add_window(0)
+    with dg.DagsterInstance.ephemeral() as instance:
+        cursor = tick(resources, instance).cursor
+        add_window(1, "invert")
+        new_labelled_data(resources)
+        request, = tick(with_policy(resources, retrain_run_config=str(config)), instance, cursor).run_requests
+        assert request.run_config == {"ops": {"trained_model": {"config": {"learning_rates": [0.003], "hidden": [32]}}}}
+        assert request.tags["mlops/run_config"] == str(config)
+        default, = tick(resources, instance, cursor).run_requests  # no file named: the job's defaults
+        assert default.run_config == {} and "mlops/run_config" not in default.tags
+
+        for text, why in [("ops: [1, 2", "is not YAML"), ("- 1\n", "must be a mapping"),
+                          ("ops:\n  trained_model:\n    config:\n      hidden: wide\n", "hidden")]:
+            config.write_text(text)
+            with pytest.raises(ValueError, match=why) as error:  # checked against retrain_job's config schema
+                tick(with_policy(resources, retrain_run_config=str(config)), instance, cursor, definitions=defs)
+            assert str(config) in str(error.value) and "MLOPS_RETRAIN_RUN_CONFIG" in str(error.value)
+        with pytest.raises(ValueError, match="does not exist"):
+            tick(with_policy(resources, retrain_run_config=str(tmp_path / "missing.yaml")), instance, cursor)
 
 
 def test_run_failure_writes_an_alert_even_when_the_webhook_is_down(tmp_path):

@@ -41,6 +41,7 @@ DRIFT_MIN_ROWS = "MLOPS_DRIFT_MIN_ROWS"
 DRIFT_COOLDOWN_HOURS = "MLOPS_DRIFT_COOLDOWN_HOURS"
 # 1 (default): drift launches retraining only when the labelled source holds data production never saw
 RETRAIN_REQUIRES_NEW_DATA = "MLOPS_RETRAIN_REQUIRES_NEW_DATA"
+RETRAIN_RUN_CONFIG = "MLOPS_RETRAIN_RUN_CONFIG"  # a YAML run config for the drift sensor's retraining runs
 ALERT_FILE = "MLOPS_ALERT_FILE"
 
 # Governance
@@ -87,6 +88,7 @@ DEFAULTS = {
     DRIFT_MIN_ROWS: "100",
     DRIFT_COOLDOWN_HOURS: "6",
     RETRAIN_REQUIRES_NEW_DATA: "1",
+    RETRAIN_RUN_CONFIG: "",
     ALERT_FILE: "",
     REQUIRE_APPROVAL: "0",
     PERF_MIN_ACCURACY: "0.90",
