@@ -298,6 +298,8 @@ class ServerRun:
     setting: str
     levels: dict[int, dict[str, float]] = field(default_factory=dict)
     recovery: list[dict[str, float]] = field(default_factory=list)
+    lone: dict[str, object] = field(default_factory=dict)  # c=1, every request timed (lone_request_timeline)
+    heap: dict[str, int] = field(default_factory=dict)  # our service's worker heap, before and after the levels
 
     @property
     def failures(self) -> int:
@@ -312,9 +314,45 @@ class ServerRun:
         return tail <= 1.5 * self.levels[1]["p50_ms"] + 1.0
 
 
+def lone_request_timeline(url: str, body: bytes, duration_s: float) -> dict[str, object]:
+    """c=1, closed loop, keep-alive, every request timed by this client: the raw latency distribution, and the
+    stalls (over 10× the median) with when they happened. wrk's own percentiles are corrected for coordinated
+    omission (it adds the requests an open-loop client would have sent during a stall), so at c=1 two 150 ms
+    stalls in 8 s read as a p99 of ~100 ms; this timeline shows the stalls themselves."""
+    import http.client
+
+    host, port = url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    headers = {"Content-Type": "application/json", **auth_headers(settings.resolve(settings.API_TOKEN))}
+    starts, latencies = [], []
+    began = time.perf_counter()
+    while time.perf_counter() - began < duration_s:
+        start = time.perf_counter()
+        connection.request("POST", "/classify", body=body, headers=headers)
+        connection.getresponse().read()
+        starts.append(start - began)
+        latencies.append((time.perf_counter() - start) * 1000)
+    connection.close()
+    lat = np.array(latencies)
+    threshold = 10 * float(np.median(lat))
+    slow = [(round(s, 3), round(v, 1)) for s, v in zip(starts, latencies, strict=True) if v > threshold]
+    gaps = np.diff([s for s, _ in slow]) if len(slow) > 1 else np.array([])
+    return {"requests": len(lat), "p50_ms": float(np.median(lat)), "p99_ms": float(np.percentile(lat, 99)),
+            "max_ms": float(lat.max()), "stalls": len(slow), "slow": slow[:40],
+            "median_gap_s": float(np.median(gaps)) if len(gaps) else None}
+
+
+def worker_heap(url: str) -> dict[str, int]:
+    """Our service's worker heap (GET /model; one worker answers, the one-worker settings say whose)."""
+    request = urllib.request.Request(f"{url}/model", headers=auth_headers(settings.resolve(settings.API_TOKEN)))
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())["worker_heap"]
+
+
 def measure_server(url: str, server_pid: int, run: ServerRun, bodies: Path, duration_s: float,
                    recovery_s: int) -> ServerRun:
     run_wrk(url, 1, 1, bodies)  # warm-up (BentoML's dispatcher trains its cost model on the first calls)
+    heap_before = worker_heap(url) if run.server in ("bentoml", "built") else None
     for connections in CONCURRENCY:
         run.levels[connections] = run_level(url, server_pid, connections, duration_s, bodies)
         print(f"  {run.server}/{run.setting} c={connections}: {_brief(run.levels[connections])}", flush=True)
@@ -322,6 +360,14 @@ def measure_server(url: str, server_pid: int, run: ServerRun, bodies: Path, dura
         run.recovery.append(run_wrk(url, 1, 1, bodies))
     p50s = ", ".join(f"{w['p50_ms']:.1f}" for w in run.recovery)
     print(f"  {run.server}/{run.setting} recovery p50 per second: {p50s} ms", flush=True)
+    requests = sum(r["requests"] for r in [*run.levels.values(), *run.recovery])
+    if heap_before is not None:
+        after = worker_heap(url)
+        run.heap = {"before": heap_before["tracked_objects"], "after": after["tracked_objects"],
+                    "frozen": after["frozen_objects"], "requests": requests}
+    run.lone = lone_request_timeline(url, bodies.read_text().splitlines()[0].encode(), duration_s)
+    print(f"  {run.server}/{run.setting} c=1 every request timed: p50 {run.lone['p50_ms']:.2f} ms, p99 "
+          f"{run.lone['p99_ms']:.2f} ms, max {run.lone['max_ms']:.1f} ms, {run.lone['stalls']} stalls", flush=True)
     return run
 
 
@@ -423,6 +469,18 @@ def render(runs: list[ServerRun], ceiling: dict[str, float], duration_s: float, 
         f"| server | before burst | {' | '.join(f's{i + 1}' for i in range(recovery_s))} | recovered |",
         f"|---|---:|{'---:|' * recovery_s}---|",
         *recovery_rows,
+        "",
+        f"The c=1 tail, every request timed by the benchmark's own client ({duration_s:g} s, keep-alive, closed "
+        "loop; `wrk`'s percentiles above are corrected for coordinated omission, which turns a few long stalls "
+        "into a high p99 at c=1); a stall is a request over 10× the median. Our service's worker heap: objects "
+        "the collector tracks, before and after all the levels above (GET /model's `worker_heap`).",
+        "",
+        "| server | requests | p50 ms | p99 ms | max ms | stalls | tracked objects before → after (requests) |",
+        "|---|---:|---:|---:|---:|---:|---|",
+        *[f"| {_name(run)} | {run.lone['requests']} | {run.lone['p50_ms']:.2f} | {run.lone['p99_ms']:.2f} | "
+          f"{run.lone['max_ms']:.1f} | {run.lone['stalls']} | "
+          + (f"{run.heap['before']} → {run.heap['after']} ({run.heap['requests']})" if run.heap else "–") + " |"
+          for run in runs if run.lone],
         "",
         conclusion(runs, best),
         "",

@@ -29,8 +29,6 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
-
 from benchmarks import bench_serving as bench
 
 # Innermost-first: a sample belongs to the first category whose pattern is in the deepest matching frame.
@@ -112,30 +110,6 @@ def profile_level(url: str, worker: int, connections: int, duration_s: float, bo
     return raw
 
 
-def lone_request_timeline(url: str, body: bytes, duration_s: float) -> dict[str, object]:
-    """c=1, closed loop, keep-alive: each request's start (s) and latency (ms); the slow ones and their gaps."""
-    import http.client
-
-    host, port = url.removeprefix("http://").split(":")
-    connection = http.client.HTTPConnection(host, int(port), timeout=30)
-    starts, latencies = [], []
-    began = time.perf_counter()
-    while time.perf_counter() - began < duration_s:
-        start = time.perf_counter()
-        connection.request("POST", "/classify", body=body, headers={"Content-Type": "application/json"})
-        connection.getresponse().read()
-        starts.append(start - began)
-        latencies.append((time.perf_counter() - start) * 1000)
-    connection.close()
-    lat = np.array(latencies)
-    threshold = 10 * float(np.median(lat))
-    slow = [(round(s, 3), round(v, 1)) for s, v in zip(starts, latencies, strict=True) if v > threshold]
-    gaps = np.diff([s for s, _ in slow]) if len(slow) > 1 else np.array([])
-    return {"requests": len(lat), "p50_ms": float(np.median(lat)), "p99_ms": float(np.percentile(lat, 99)),
-            "max_ms": float(lat.max()), "slow": slow[:40],
-            "median_gap_s": float(np.median(gaps)) if len(gaps) else None}
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=float, default=10.0)
@@ -161,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"  {share * 100:5.1f} %  {name}")
                     for frame, frame_share in tops[name]:
                         print(f"           {frame_share * 100:5.1f} %  {frame}")
-            timeline = lone_request_timeline(url, bodies.read_text().splitlines()[0].encode(), args.duration)
+            timeline = bench.lone_request_timeline(url, bodies.read_text().splitlines()[0].encode(), args.duration)
             print(f"\n{args.target} c=1 timeline: {timeline}")
     return 0
 

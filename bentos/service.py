@@ -52,13 +52,12 @@ from mlops_assets.ml import bentoml_private, settings
 from mlops_assets.ml.feedback import DuplicateFeedback, FeedbackItem, FeedbackStore, UnknownClass, UnknownPrediction
 from mlops_assets.ml.images import ImageDecodeError, ImageTooLargeError, PreprocessSpec, to_training_scale
 from mlops_assets.ml.inference_log import InferenceLogWriter
+from mlops_assets.ml.memory import freeze_startup_heap, heap_stats
 from mlops_assets.ml.prediction_ids import new_prediction_ids
 from mlops_assets.ml.registry import ModelRegistry, RegistryError
 
 logger = logging.getLogger("bentoml.mlops.classifier")
-bentoml_private.warn_if_untested_version()
-bentoml_private.cap_batching_wait(settings.resolve_int(settings.BATCH_MAX_WAIT_MS))
-bentoml_private.quiet_client_errors()
+bentoml_private.patch_server(settings.resolve_int(settings.BATCH_MAX_WAIT_MS))
 
 
 class ServiceArgs(BaseModel):
@@ -163,6 +162,9 @@ class ModelInfo(BaseModel):
         description="This worker's inference log counters (written, dropped, last_error); null when logging is off."
     )
     worker_pid: int = Field(description="The worker process that answered (counters and swaps are per worker).")
+    worker_heap: dict[str, int] = Field(description=(
+        "This worker's Python heap: tracked_objects (what a full collection scans; growing with traffic is a "
+        "leak), frozen_objects (the startup heap, never scanned), full_collections so far."))
     token_required: bool = Field(description="Whether /classify, /classify_image and /feedback need a bearer token.")
 
 
@@ -184,10 +186,7 @@ def _model_info_app() -> Any:
 @bentoml.asgi_app(_model_info_app(), path="/")
 @bentoml.service(
     name="image_classifier_service",
-    workers=settings.service_workers(),
-    threads=settings.resolve_int(settings.SERVICE_THREADS),
-    traffic={"timeout": 60},
-    logging={"access": {"enabled": settings.resolve_flag(settings.ACCESS_LOG)}},
+    **settings.bento_service_options(),
     labels={"owner": "team:ml-platform", "stage": "serving"},
 )
 class ClassifierService:
@@ -217,6 +216,7 @@ class ClassifierService:
         self.feedback_store = FeedbackStore(artifact_root())
         logger.info("serving %s (follow production: %s, inference log: %s)", self.active.tag, self.follow,
                     self.inference_log.artifact_root if self.inference_log else "off")
+        freeze_startup_heap()  # the last step of startup: see mlops_assets/ml/memory.py
 
     @bentoml.on_shutdown
     def _stop_background_work(self) -> None:
@@ -291,6 +291,7 @@ class ClassifierService:
             swaps=self.swaps,
             inference_log=vars(self.inference_log.stats()) if self.inference_log else None,
             worker_pid=os.getpid(),
+            worker_heap=heap_stats(),
             token_required=bool(API_TOKEN),
         )
 

@@ -10,7 +10,12 @@ BentoML 1.4 offers no public way to do three things this project needs:
 - declare an API's response media type (BentoML otherwise rebuilds the output model's JSON schema on
   every response to find it, ~20% of the worker's CPU at concurrency 64): ``service.apis[name].output_spec``;
 - log a client's error as one WARNING line instead of an ERROR traceback (BentoML logs every 400 with its
-  traceback): ``_bentoml_impl.server.app.log_exception``.
+  traceback): ``_bentoml_impl.server.app.log_exception``;
+- end each request's timeout timer with the request: BentoML's ``TimeoutMiddleware`` schedules one per request
+  and never cancels it, which kept every finished request's future, context and tracing span alive for the
+  whole ``traffic.timeout`` (60 s): the heap grew with the request rate, and the worker's full garbage
+  collections stalled it for 100-300 ms every few seconds, the c=1 latency tail (BENCHMARKS.md, serving):
+  ``bentoml._internal.server.http.traffic.TimeoutMiddleware``.
 
 ``tests/test_bentoml_private.py`` fails when an upgrade removes or changes any of them; at run time a
 different version only logs a warning, since the patches degrade to BentoML's own behaviour.
@@ -18,6 +23,9 @@ different version only logs a warning, since the patches degrade to BentoML's ow
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import inspect
 import logging
 from pathlib import Path
 from typing import Any
@@ -32,10 +40,22 @@ def installed_version() -> str:
     return version("bentoml")
 
 
+def source_digest(source: str) -> str:
+    return hashlib.sha256(source.encode()).hexdigest()[:16]
+
+
 def warn_if_untested_version() -> None:
     if installed_version() != WRITTEN_FOR:
         logger.warning("BentoML %s is installed; %s relies on private APIs of %s", installed_version(),
                        __name__, WRITTEN_FOR)
+
+
+def patch_server(max_batch_wait_ms: float) -> None:
+    """Every server-side patch, as a service module applies them at import (idempotent)."""
+    warn_if_untested_version()
+    cap_batching_wait(max_batch_wait_ms)
+    quiet_client_errors()
+    cancel_request_timers()
 
 
 def model_store(path: str | Path, create: bool = False):
@@ -98,3 +118,52 @@ def quiet_client_errors() -> None:
 
     log_exception._mlops_quiet = True
     app.log_exception = log_exception
+
+
+# BentoML 1.4.39's TimeoutMiddleware.__call__, which cancel_request_timers re-implements with one line added.
+TIMEOUT_MIDDLEWARE_DIGEST = "fd8b9e3da28ed2b4"
+ORIGINAL_TIMEOUT_MIDDLEWARE_CALL = None
+
+
+def cancel_request_timers() -> None:
+    """Make BentoML's TimeoutMiddleware cancel a request's timer when the request ends (idempotent); its
+    behaviour is otherwise BentoML's: a 504 when no response has started within the timeout."""
+    global ORIGINAL_TIMEOUT_MIDDLEWARE_CALL
+    from bentoml._internal.server.http import traffic
+    from starlette.responses import JSONResponse
+
+    middleware = traffic.TimeoutMiddleware
+    if getattr(middleware.__call__, "_mlops_cancels_timer", False):
+        return
+    ORIGINAL_TIMEOUT_MIDDLEWARE_CALL = middleware.__call__
+    if source_digest(inspect.getsource(middleware.__call__)) != TIMEOUT_MIDDLEWARE_DIGEST:
+        logger.warning("BentoML's TimeoutMiddleware is not the one %s patches: left as it is", __name__)
+        return
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
+        timer = loop.call_later(self.timeout, self._set_timer_out, waiter)
+
+        async def _send(message) -> None:
+            if not waiter.done():
+                waiter.set_result(None)
+            await send(message)
+
+        fut = asyncio.ensure_future(self.app(scope, receive, _send), loop=loop)
+        try:
+            await waiter
+        except TimeoutError:
+            if fut.cancel():
+                response = JSONResponse({"error": f"Not able to process the request in {self.timeout} seconds"},
+                                        status_code=504)
+                await response(scope, receive, send)
+        else:
+            await fut
+        finally:
+            timer.cancel()  # the one line BentoML lacks
+
+    __call__._mlops_cancels_timer = True
+    middleware.__call__ = __call__

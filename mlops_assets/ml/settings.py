@@ -209,6 +209,17 @@ def service_workers() -> int:
     return workers or os.cpu_count() or 1
 
 
+def bento_service_options() -> dict:
+    """The ``@bentoml.service`` options of every server this project runs (the service, and the framework floor
+    it is measured against): worker processes, threads, the request timeout and the access log."""
+    return {
+        "workers": service_workers(),
+        "threads": resolve_int(SERVICE_THREADS),
+        "traffic": {"timeout": 60},
+        "logging": {"access": {"enabled": resolve_flag(ACCESS_LOG)}},
+    }
+
+
 def process_environment(**overrides: str) -> dict[str, str]:
     """This process's environment with ``overrides``, for a child process (a server, a tool)."""
     return {**os.environ, **overrides}
