@@ -144,6 +144,45 @@ def test_many_single_image_batches_are_featurised_together_and_exactly(tmp_path)
     assert rows[PREDICTED_CLASS].tolist() == [str(i % 3) for i in range(40)]
 
 
+def test_kept_images_of_many_single_image_batches_are_framed_together_and_exactly(tmp_path, monkeypatch):
+    """The writer thread holds the GIL while it builds frames; one DataFrame per request (0.3 ms each) for the
+    kept images held it for ~300 ms per 1000 requests, which stalled the service's requests (the c=1 tail,
+    BENCHMARKS.md). The images of a flush are framed together, and each comes back as it was served."""
+    import pandas
+
+    from mlops_assets.ml import inference_log
+
+    frames = []
+
+    class CountingPandas:
+        def __getattr__(self, name):
+            return getattr(pandas, name)
+
+        def DataFrame(self, *args, **kwargs):  # noqa: N802 - stands in for pandas.DataFrame
+            frames.append(1)
+            return pandas.DataFrame(*args, **kwargs)
+
+    monkeypatch.setattr(inference_log, "pd", CountingPandas())
+    rng = np.random.default_rng(5)
+    uint8 = rng.integers(0, 256, size=(300, 1, 8, 8), dtype=np.uint8)
+    scaled = uint8[:200].astype(np.float32) / 255  # the training scale, as /classify receives it
+    with InferenceLogWriter(tmp_path, flush_interval_s=60, flush_rows=10_000, keep_images=True,
+                            clock=lambda: HOUR) as writer:
+        for i in range(200):
+            writer.log_images(scaled[i : i + 1], ["a"], [0.9], "v1")
+        for i in range(200, 300):
+            writer.log_images(uint8[i : i + 1], ["b"], [0.9], "v1", original_sizes=[(40, 30)])
+        assert writer.flush(10.0)
+    assert len(frames) <= 4, f"{len(frames)} DataFrames built for the images of one flush of 300 requests"
+    kept = read_window(tmp_path, HOUR - timedelta(hours=1), HOUR + timedelta(hours=1), dataset="inference_images")
+    logged = read_hour(tmp_path, HOUR)
+    assert len(kept) == 300 and set(kept["prediction_id"]) == set(logged["prediction_id"])
+    pixels = np.stack([np.frombuffer(p, np.uint8) for p in kept.sort_values("prediction_id")["pixels"]])
+    order = logged.sort_values("prediction_id").index  # rows are written in logging order
+    np.testing.assert_array_equal(pixels, uint8.reshape(300, -1)[order])
+    assert (kept[["channels", "height", "width"]].to_numpy() == [1, 8, 8]).all()
+
+
 def test_flush_returns_under_continuous_traffic_once_the_earlier_rows_are_written(tmp_path):
     """A flush waits for the rows queued before it, not for an empty queue, which never comes while a service
     keeps predicting (the feedback endpoint flushes before it checks ids)."""

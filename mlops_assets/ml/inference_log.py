@@ -95,16 +95,10 @@ class _Pending:
         frame[PREDICTION_ID] = self.prediction_ids
         return frame
 
-    def image_frame(self) -> pd.DataFrame:
+    def pixels(self) -> np.ndarray:
         """The images as uint8 pixels (the training scale × 255, exact for pixels sent as pixels / 255)."""
-        pixels = self.payload if self.payload.dtype == np.uint8 else np.clip(
+        return self.payload if self.payload.dtype == np.uint8 else np.clip(
             np.rint(self.payload.astype(np.float32) * 255.0), 0, 255).astype(np.uint8)
-        return pd.DataFrame({
-            PREDICTION_ID: self.prediction_ids,
-            TIMESTAMP: pd.DatetimeIndex([self.timestamp] * self.n),
-            PIXELS: [image.tobytes() for image in pixels],
-            CHANNELS: pixels.shape[1], HEIGHT: pixels.shape[2], WIDTH: pixels.shape[3],
-        })
 
 
 class InferenceLogWriter:
@@ -147,6 +141,10 @@ class InferenceLogWriter:
         self._last_warning = 0.0
         self._idle = threading.Condition(self._lock)
         self._closed = False
+        # imported now, at the service's startup, not by the first flush: an import holds the GIL (~20 ms of
+        # stalled requests)
+        import pyarrow.parquet  # noqa: F401
+
         self._thread = threading.Thread(target=self._run, name="inference-log-writer", daemon=True)
         self._thread.start()
 
@@ -325,7 +323,7 @@ class InferenceLogWriter:
         if not items:
             return
         try:
-            self._write_hours(pd.concat([item.image_frame() for item in items], ignore_index=True), IMAGES_KIND)
+            self._write_hours(_images_frame(items), IMAGES_KIND)
         except Exception as exc:  # noqa: BLE001 - counted and reported like dropped rows
             lost = sum(item.n for item in items)
             with self._lock:
@@ -381,6 +379,25 @@ def _group_frame(group: list[_Pending]) -> pd.DataFrame:
     frame[TIMESTAMP] = pd.DatetimeIndex([item.timestamp for item in group]).repeat(counts)
     frame[PREDICTION_ID] = [prediction_id for item in group for prediction_id in item.prediction_ids]
     return frame
+
+
+def _images_frame(items: list[_Pending]) -> pd.DataFrame:
+    """The kept images of many logged batches as one frame per geometry. The writer thread holds the GIL while
+    it builds frames: one DataFrame per request (0.3 ms each) stalled the service's requests for ~300 ms per
+    1000 of them (BENCHMARKS.md, serving)."""
+    by_shape: dict[tuple, list[_Pending]] = {}
+    for item in items:
+        by_shape.setdefault(item.payload.shape[1:], []).append(item)
+    frames = []
+    for (channels, height, width), group in by_shape.items():
+        pixels = np.concatenate([item.pixels() for item in group])
+        frames.append(pd.DataFrame({
+            PREDICTION_ID: [prediction_id for item in group for prediction_id in item.prediction_ids],
+            TIMESTAMP: pd.DatetimeIndex([item.timestamp for item in group]).repeat([item.n for item in group]),
+            PIXELS: [image.tobytes() for image in pixels],
+            CHANNELS: channels, HEIGHT: height, WIDTH: width,
+        }))
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
 
 
 def write_part(artifact_root: str | Path, hour: datetime, frame: pd.DataFrame, dataset: str = LOG_KIND,
