@@ -1,6 +1,6 @@
 """Every use of a BentoML private API, in one place, checked against the version it was written for.
 
-BentoML 1.4 offers no public way to do three things this project needs:
+BentoML 1.4 offers no public way to do these things this project needs:
 
 - open the model store at an explicit path (the registry serves one ``BENTOML_HOME`` per instance, while
   BentoML's public API reads the home once, at import): ``bentoml._internal.models.ModelStore``;

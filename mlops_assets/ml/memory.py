@@ -5,7 +5,7 @@ big uploads in the service, the data-quality tables of 200k images in a build) k
 rest of its life, and the next build step starts from it. :func:`release_freed_memory` hands them back.
 
 Python's full (generation 2) garbage collection scans every tracked object; in a serving worker that is the
-whole startup heap (BentoML, pydantic, onnxruntime's bindings, the model: ~120k objects), scanned again every
+whole startup heap (BentoML, pydantic, onnxruntime's bindings, the model: 120-160k objects), scanned again every
 few seconds under traffic for nothing, since none of it ever becomes garbage: 60-80 ms pauses, the c=1 latency
 tail. :func:`freeze_startup_heap` moves it out of the collector's reach once startup is done (``gc.freeze``,
 as Python's documentation advises for long-lived servers); the pauses drop under 1 ms (BENCHMARKS.md, serving).
