@@ -55,7 +55,8 @@ def build_log(root: Path, total_rows: int) -> dict[str, float]:
     """Log ``total_rows`` over WINDOWS hours through the writer, then profile each window."""
     from mlops_assets.ml.drift import profile_frame
     from mlops_assets.ml.features import CONFIDENCE, PREDICTED_CLASS
-    from mlops_assets.ml.inference_log import InferenceLogWriter, read_window
+    from mlops_assets.ml.inference_log import read_window
+    from mlops_assets.ml.inference_log_writer import InferenceLogWriter
     from mlops_assets.ml.profile_layout import window_version
     from resources.artifact_store import ArtifactStore
 

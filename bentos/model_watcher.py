@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from mlops_assets.ml.images import PreprocessSpec
-from mlops_assets.ml.inference_log import InferenceLogWriter
+from mlops_assets.ml.inference_log_writer import InferenceLogWriter
 from mlops_assets.ml.onnx_model import onnx_logits, open_session, softmax
 from mlops_assets.ml.registry import ModelRegistry, ModelVersion, RegistryError, signature_differences
 

@@ -51,7 +51,7 @@ from bentos.validation import feedback_batch_type, image_batch_type
 from mlops_assets.ml import bentoml_private, settings
 from mlops_assets.ml.feedback import DuplicateFeedback, FeedbackItem, FeedbackStore, UnknownClass, UnknownPrediction
 from mlops_assets.ml.images import ImageDecodeError, ImageTooLargeError, PreprocessSpec, to_training_scale
-from mlops_assets.ml.inference_log import InferenceLogWriter
+from mlops_assets.ml.inference_log_writer import InferenceLogWriter
 from mlops_assets.ml.memory import freeze_startup_heap, heap_stats
 from mlops_assets.ml.prediction_ids import new_prediction_ids
 from mlops_assets.ml.registry import ModelRegistry, RegistryError

@@ -25,7 +25,8 @@ from mlops_assets.ml.feedback import (
 )
 from mlops_assets.ml.image_folder import load_image_folder
 from mlops_assets.ml.images import PreprocessSpec, folder_fingerprint, load_digits_dataset
-from mlops_assets.ml.inference_log import InferenceLogWriter, read_window
+from mlops_assets.ml.inference_log import read_window
+from mlops_assets.ml.inference_log_writer import InferenceLogWriter
 from mlops_assets.ml.performance import ACCURACY, RECALL_GAP, PerformanceThresholds, measure, measure_window
 from mlops_assets.ml.prediction_ids import canonical, new_prediction_ids, prediction_time
 

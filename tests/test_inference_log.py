@@ -13,7 +13,8 @@ from mlops_assets.ml.features import (
     feature_columns,
     image_features,
 )
-from mlops_assets.ml.inference_log import InferenceLogWriter, hour_part_files, read_hour, read_window
+from mlops_assets.ml.inference_log import hour_part_files, read_hour, read_window
+from mlops_assets.ml.inference_log_writer import InferenceLogWriter
 
 HOUR = datetime(2026, 11, 22, 10, 15, tzinfo=UTC)
 
@@ -90,7 +91,7 @@ def test_bad_input_is_dropped_not_raised(tmp_path):
 
 
 def test_log_does_not_block_on_a_slow_disk(tmp_path, monkeypatch):
-    import mlops_assets.ml.inference_log as module
+    import mlops_assets.ml.inference_log_writer as module
 
     def slow_write(*args, **kwargs):
         time.sleep(0.2)
@@ -150,7 +151,7 @@ def test_kept_images_of_many_single_image_batches_are_framed_together_and_exactl
     BENCHMARKS.md). The images of a flush are framed together, and each comes back as it was served."""
     import pandas
 
-    from mlops_assets.ml import inference_log
+    from mlops_assets.ml import inference_log_writer
 
     frames = []
 
@@ -162,7 +163,7 @@ def test_kept_images_of_many_single_image_batches_are_framed_together_and_exactl
             frames.append(1)
             return pandas.DataFrame(*args, **kwargs)
 
-    monkeypatch.setattr(inference_log, "pd", CountingPandas())
+    monkeypatch.setattr(inference_log_writer, "pd", CountingPandas())
     rng = np.random.default_rng(5)
     uint8 = rng.integers(0, 256, size=(300, 1, 8, 8), dtype=np.uint8)
     scaled = uint8[:200].astype(np.float32) / 255  # the training scale, as /classify receives it

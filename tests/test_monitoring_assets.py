@@ -11,7 +11,7 @@ import numpy as np
 
 from mlops_assets.ml.drift import profile_frame, profile_rows, read_profile
 from mlops_assets.ml.features import image_features, with_predictions
-from mlops_assets.ml.inference_log import InferenceLogWriter
+from mlops_assets.ml.inference_log_writer import InferenceLogWriter
 from mlops_assets.ml.profile_layout import reference_version
 from mlops_assets.monitor.drift_report import drift_report
 from mlops_assets.monitor.profiles import inference_profiles, reference_profile

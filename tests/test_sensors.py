@@ -356,7 +356,7 @@ def test_record_alert_reports_an_unwritable_file(tmp_path):
 
 def test_the_profiling_sensor_leaves_no_window_missing(tmp_path, monkeypatch):
     """Every ended window: profiled already (skipped), with traffic (one run), or without (recorded empty)."""
-    from mlops_assets.ml.inference_log import InferenceLogWriter
+    from mlops_assets.ml.inference_log_writer import InferenceLogWriter
     from sensors.profiling_sensor import evaluate_profiling_tick
 
     monkeypatch.setenv("MLOPS_MONITOR_START", (T0 - timedelta(hours=2)).strftime("%Y-%m-%d-%H:%M"))

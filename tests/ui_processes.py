@@ -67,7 +67,7 @@ import numpy as np
 from mlops_assets.definitions import ASSETS, defs
 from mlops_assets.ml.features import image_features
 from mlops_assets.ml.images import load_digits_dataset
-from mlops_assets.ml.inference_log import InferenceLogWriter
+from mlops_assets.ml.inference_log_writer import InferenceLogWriter
 from mlops_assets.ml.settings import ARTIFACT_ROOT, resolve
 from mlops_assets.tools.simulator import apply_drift
 
