@@ -35,7 +35,6 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from mlops_assets.ml import settings
 from mlops_assets.ml.profile_layout import reference_version, window_label
 from mlops_assets.monitor.verdicts import judge_window, record_verdict
 from mlops_assets.run_tags import RUN_KIND_TAG, TRIGGER_TAG
@@ -44,6 +43,7 @@ from resources.artifact_store import ArtifactStore
 from resources.dataset_source import DatasetSource
 from resources.drift_policy import DriftPolicy
 from resources.model_registry import ModelRegistryResource
+from sensors.cadence import monitoring_sensor
 
 MAX_WINDOWS_PER_TICK = 12  # keeps a tick well inside Dagster's 60 s sensor timeout
 IN_FLIGHT_STATUSES = [
@@ -284,11 +284,9 @@ def evaluate_drift_tick(
         last_run_key=request.run_key, pending_window=None, pending_share=None, alerted_episode=None).dump())
 
 
-@dg.sensor(
+@monitoring_sensor(
     name="drift_sensor",
     job_name="retrain_job",
-    minimum_interval_seconds=settings.resolve_int(settings.SENSOR_INTERVAL_S),
-    default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
         "Compares each new traffic profile window with the production model's reference profile; on "
         "drift, launches one retrain_job run (raw_images → … → registered_model → bento) if the labelled "

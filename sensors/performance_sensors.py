@@ -24,11 +24,11 @@ from typing import Any
 import dagster as dg
 
 from mlops_assets.metadata import short_hash
-from mlops_assets.ml import settings
 from mlops_assets.monitor.windows import profile_partitions
 from mlops_assets.run_tags import RUN_KIND_TAG
 from resources.alerts import AlertSink
 from resources.artifact_store import ArtifactStore
+from sensors.cadence import monitoring_sensor
 
 LOOKBACK = timedelta(days=30)  # feedback on older predictions is stored; its window is re-measured by hand
 GRACE = timedelta(seconds=30)
@@ -69,11 +69,9 @@ def evaluate_feedback_tick(cursor: str | None, artifact_store: ArtifactStore, no
     return dg.SensorResult(run_requests=runs, cursor=cursor_out)
 
 
-@dg.sensor(
+@monitoring_sensor(
     name="feedback_sensor",
     job_name="production_performance_job",
-    minimum_interval_seconds=settings.resolve_int(settings.SENSOR_INTERVAL_S),
-    default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
         "When feedback (true labels) arrives for the predictions of an ended window, measures that window's "
         "production_performance again (one run per window and arrival)."
@@ -156,10 +154,8 @@ def evaluate_performance_alert_tick(cursor: str | None, instance: dg.DagsterInst
         f"alerted a person: {' | '.join(sent)[:900]}" + (f" (delivery: {'; '.join(problems)})" if problems else "")))
 
 
-@dg.sensor(
+@monitoring_sensor(
     name="performance_alert_sensor",
-    minimum_interval_seconds=settings.resolve_int(settings.SENSOR_INTERVAL_S),
-    default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
         "Alerts a person (alert file and webhook, as run failures) when a model version's accuracy or recall "
         "gap on labelled production traffic breaches performance_policy; once per episode."

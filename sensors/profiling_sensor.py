@@ -20,6 +20,7 @@ from mlops_assets.ml.profile_layout import window_version
 from mlops_assets.monitor.windows import profile_partitions
 from mlops_assets.run_tags import RUN_KIND_TAG
 from resources.artifact_store import ArtifactStore
+from sensors.cadence import monitoring_sensor
 
 MAX_WINDOWS_PER_TICK = 500
 
@@ -59,11 +60,9 @@ def evaluate_profiling_tick(cursor: str | None, artifact_store: ArtifactStore, n
     )
 
 
-@dg.sensor(
+@monitoring_sensor(
     name="inference_profiling_sensor",
     job_name="profile_inference_log_job",
-    minimum_interval_seconds=settings.resolve_int(settings.SENSOR_INTERVAL_S),
-    default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
         "Profiles every ended window of the inference log (one run per window with traffic), and records "
         "windows without traffic as empty, from the first monitored window on: no window is left Missing."

@@ -1,6 +1,7 @@
 """The code location loads, validates, resolves every job, and imports nothing heavy."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,19 @@ def test_definitions_import_no_heavy_library():
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_the_monitoring_sensors_run_by_default_at_the_one_configured_cadence():
+    code = (
+        "import json; from mlops_assets.definitions import defs; "
+        "print(json.dumps({s.name: [s.minimum_interval_seconds, s.default_status.value] "
+        "for s in defs.get_repository_def().sensor_defs}))"
+    )
+    env = {**os.environ, "MLOPS_SENSOR_INTERVAL_S": "7", "MLOPS_ENV_FILE": os.devnull}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    sensors = json.loads(out.stdout.strip().splitlines()[-1])
+    monitoring = ("inference_profiling_sensor", "drift_sensor", "feedback_sensor", "performance_alert_sensor")
+    assert {name: sensors[name] for name in monitoring} == {name: [7, "RUNNING"] for name in monitoring}
 
 
 def test_definitions_validate_and_jobs_resolve():
