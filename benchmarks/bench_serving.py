@@ -250,7 +250,7 @@ def measure_ceiling(onnx_path: Path, images: np.ndarray, seconds: float = 3.0) -
 @contextmanager
 def serve_handrolled(model: Model, log_path: Path) -> Iterator[tuple[str, int]]:
     from mlops_assets.deploy.bento_server import wait_until_ready
-    from mlops_assets.deploy.processes import free_port, stop_process_group
+    from mlops_assets.deploy.processes import free_port, process_group
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -258,14 +258,9 @@ def serve_handrolled(model: Model, log_path: Path) -> Iterator[tuple[str, int]]:
                "--shape", ",".join(map(str, model.shape)), "--class-names", ",".join(model.class_names),
                "--version", model.version, "--port", str(port)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
-        try:
-            wait_until_ready(url, process, 60.0, log_path)
-            yield url, process.pid
-        finally:
-            stop_process_group(process)
+    with process_group(command, env, ROOT, log_path) as process:
+        wait_until_ready(url, process, 60.0, log_path)
+        yield url, process.pid
 
 
 @contextmanager

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from mlops_assets.deploy.processes import free_port, log_tail, stop_process_group
+from mlops_assets.deploy.processes import free_port, log_tail, process_group
 from mlops_assets.ml import settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -106,19 +106,10 @@ def serve_bento_process(
     """
     port = port or free_port()
     url = f"http://127.0.0.1:{port}"
-    log_path = Path(log_path)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [*_bentoml_cli(), "serve", target, "--host", "127.0.0.1", "--port", str(port)],
-            cwd=str(cwd or REPO_ROOT), env=_server_env(bentoml_home, env), stdout=log,
-            stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        try:
-            wait_until_ready(url, process, ready_timeout_s, log_path)
-            yield url, process
-        finally:
-            stop_process_group(process)
+    command = [*_bentoml_cli(), "serve", target, "--host", "127.0.0.1", "--port", str(port)]
+    with process_group(command, _server_env(bentoml_home, env), cwd or REPO_ROOT, log_path) as process:
+        wait_until_ready(url, process, ready_timeout_s, Path(log_path))
+        yield url, process
 
 
 @contextmanager

@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from mlops_assets.deploy.processes import ProcessExitedError, free_port, log_tail, stop_process_group, wait_until
+from mlops_assets.deploy.processes import ProcessExitedError, free_port, log_tail, process_group, wait_until
 from mlops_assets.ml import settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -94,19 +94,6 @@ def make_home(home: Path, settings: dict[str, str] | None = None) -> StackHome:
     stack = StackHome(home, tuple(sorted((settings or {}).items())))
     stack.logs.mkdir(exist_ok=True)
     return stack
-
-
-@contextmanager
-def process_group(command: list[str], env: dict[str, str], cwd: Path, log: Path) -> Iterator[subprocess.Popen]:
-    """Start ``command`` in its own session, output to ``log``; always stop its whole group on exit."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "wb") as out:
-        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
-        try:
-            yield process
-        finally:
-            stop_process_group(process)
 
 
 def http_ok(url: str, process: subprocess.Popen, log: Path) -> bool:

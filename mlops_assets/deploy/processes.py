@@ -12,7 +12,8 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -73,3 +74,18 @@ def stop_process_group(process: subprocess.Popen, grace_s: float = 10.0) -> None
         os.killpg(process.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+@contextmanager
+def process_group(command: list[str], env: dict[str, str] | None, cwd: str | Path,
+                  log: str | Path) -> Iterator[subprocess.Popen]:
+    """Start ``command`` in its own session, output to ``log``; always stop its whole group on exit."""
+    log = Path(log)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "wb") as out:
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+        try:
+            yield process
+        finally:
+            stop_process_group(process)
