@@ -123,6 +123,8 @@ def performance_alert(verdict: dict[str, Any], kind: str, window: str, run_id: s
 
 def evaluate_performance_alert_tick(cursor: str | None, instance: dg.DagsterInstance,
                                     alert_sink: AlertSink) -> dg.SensorResult:
+    from mlops_assets.ml.performance import ALL_VERSIONS  # pandas: not at code-location load
+
     state = AlertCursor.parse(cursor)
     records = instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=PERFORMANCE_KEY, after_storage_id=state.after),
@@ -139,7 +141,7 @@ def evaluate_performance_alert_tick(cursor: str | None, instance: dg.DagsterInst
         for verdict in (verdicts.value if verdicts is not None else []):
             version = verdict["model_version"]
             last = state.versions.get(version)
-            if not verdict["judged"] or version == "all" or (last and last["window"] > window):
+            if not verdict["judged"] or version == ALL_VERSIONS or (last and last["window"] > window):
                 continue
             breaching = sorted(verdict["breaches"])
             for kind in sorted(set(breaching) - set(last["breaching"] if last else [])):
