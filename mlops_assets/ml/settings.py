@@ -32,7 +32,7 @@ DECODE_WORKERS = "MLOPS_DECODE_WORKERS"  # processes decoding an image folder; 0
 # Monitoring
 PROFILE_CRON = "MLOPS_PROFILE_CRON"  # inference profile windows, e.g. "0 * * * *" (hourly, the default)
 MONITOR_START = "MLOPS_MONITOR_START"  # first window, "YYYY-MM-DD-HH:MM" (UTC)
-SENSOR_INTERVAL_S = "MLOPS_SENSOR_INTERVAL_S"  # how often the daemon evaluates the profiling and drift sensors
+SENSOR_INTERVAL_S = "MLOPS_SENSOR_INTERVAL_S"  # how often the daemon evaluates the monitoring sensors
 PROFILE_GRACE_S = "MLOPS_PROFILE_GRACE_S"  # a window is profiled this long after it ends (late log flushes)
 DRIFT_SHARE = "MLOPS_DRIFT_SHARE"
 DRIFT_P_VALUE = "MLOPS_DRIFT_P_VALUE"
