@@ -19,7 +19,8 @@ import numpy as np
 from mlops_assets.ml.images import PreprocessSpec
 from mlops_assets.ml.inference_log_writer import InferenceLogWriter
 from mlops_assets.ml.onnx_model import onnx_logits, open_session, softmax
-from mlops_assets.ml.registry import ModelRegistry, ModelVersion, RegistryError, signature_differences
+from mlops_assets.ml.registry import ModelRegistry, ModelVersion, RegistryError
+from mlops_assets.ml.signature import signature_differences
 
 logger = logging.getLogger("bentoml.mlops.classifier")
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from mlops_assets.deploy.review import review_candidate
+from mlops_assets.deploy.review import compare_candidate, review_candidate
 from mlops_assets.deploy.rollback import rollback_production
 from mlops_assets.monitor.labelled_export import export_labelled_feedback
 from mlops_assets.run_tags import RUN_KIND_TAG
@@ -46,13 +46,24 @@ def rollback_job() -> None:
 
 @dg.job(
     description=(
-        "A reviewer approves (→ production) or rejects a candidate awaiting approval (MLOPS_REQUIRE_APPROVAL); "
-        "the registry records who, when and why. Launchpad: version, decision, reviewer, reason."
+        "A reviewer approves (→ production) or rejects a version (rejecting production withdraws it); the "
+        "registry records who, when and why. Launchpad: version, decision, reviewer, reason."
     ),
     tags={RUN_KIND_TAG: "release"},
 )
 def review_model_job() -> None:
     review_candidate()
+
+
+@dg.job(
+    description=(
+        "Compare a registered version with today's production on the same rows and, if the gate passes it, "
+        "request a fresh approval (an approval names the production version it was compared with)."
+    ),
+    tags={RUN_KIND_TAG: "release"},
+)
+def compare_model_job() -> None:
+    compare_candidate()
 
 
 retrain_job = dg.define_asset_job(
@@ -112,7 +123,7 @@ weekly_rebuild_schedule = dg.ScheduleDefinition(
     description="Rebuild the model every Monday 03:00 UTC on whatever the image source holds then.",
 )
 
-JOBS = [build_job, deploy_job, rollback_job, review_model_job, retrain_job, profile_job, drift_report_job,
-        performance_job, export_feedback_job]
+JOBS = [build_job, deploy_job, rollback_job, review_model_job, compare_model_job, retrain_job, profile_job,
+        drift_report_job, performance_job, export_feedback_job]
 SCHEDULES = [weekly_rebuild_schedule]
 SENSORS = [inference_profiling_sensor, drift_sensor, run_failure_alert, feedback_sensor, performance_alert_sensor]

@@ -16,9 +16,10 @@ class ModelRegistryResource(dg.ConfigurableResource):
     require_approval: bool = Field(
         default=False,
         description=(
-            "Approval before release (MLOPS_REQUIRE_APPROVAL): a candidate that clears the gate waits as "
-            "'awaiting approval' until a reviewer approves it (review_model_job, mlops-registry approve); every "
-            "promotion refuses a version no reviewer approved."
+            "Approval before release (MLOPS_REQUIRE_APPROVAL), as this process would have it. It only seeds a "
+            "registry that has no stored policy yet; the registry's stored policy is what every path obeys "
+            "(change it with `mlops-registry policy`, recorded). A run whose value disagrees says so and obeys "
+            "the store."
         ),
     )
 

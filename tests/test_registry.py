@@ -17,9 +17,10 @@ from mlops_assets.ml.registry import (
     ApprovalRequiredError,
     IncompatibleModelError,
     ModelRegistry,
+    NotReleasableError,
     RegistryError,
-    signature_differences,
 )
+from mlops_assets.ml.signature import signature_differences
 from mlops_assets.tools.registry_cli import main as registry_cli
 
 NONE = ChampionComparison(NO_PRODUCTION)
@@ -136,7 +137,8 @@ def test_promote_and_rollback(registry):
     assert registry.production().version == "v0"
     with pytest.raises(RegistryError, match="no previous production"):
         registry.rollback()
-    assert [e["action"] for e in registry.events()] == ["promote", "promote", "rollback"]
+    assert [e["action"] for e in registry.events()] == ["policy", "promote", "promote", "rollback"]
+    assert registry.get("v2").stage == "withdrawn"
 
 
 def test_promoting_an_unknown_version_is_refused(registry):
@@ -163,7 +165,6 @@ def test_pointer_is_always_readable_while_switching(registry):
     for _ in range(30):
         registry.promote("v1")
         registry.promote("v2")
-        registry.rollback()
     stop.set()
     reader.join()
     assert errors == []
@@ -204,7 +205,7 @@ def test_every_transition_is_recorded_with_who_when_and_why(registry):
     registry.promote("v0", reason="first", actor="dagster run abc")
     registry.promote("v1", reason="better", actor="bob")
     registry.rollback(reason="bad release", actor="carol")
-    events = registry.events()
+    events = [e for e in registry.events() if e["action"] != "policy"]
     assert [(e["action"], e["from"], e["to"], e["actor"], e["reason"]) for e in events] == [
         ("promote", None, "v0", "dagster run abc", "first"),
         ("promote", "v0", "v1", "bob", "better"),
@@ -212,7 +213,7 @@ def test_every_transition_is_recorded_with_who_when_and_why(registry):
     ]
     assert all(e["at"] for e in events)
     stages = {v.version: v.stage for v in registry.list_versions()}
-    assert stages == {"v0": "production", "v1": "candidate", "v2": "candidate"}
+    assert stages == {"v0": "production", "v1": "withdrawn", "v2": "candidate"}
 
 
 def test_cli_refuses_an_incompatible_promotion_with_the_reason(incompatible, capsys):
@@ -242,6 +243,7 @@ def reviewed(registry):
     """Approval required; v0 in production; v1 cleared the gate and awaits a reviewer."""
     strict = ModelRegistry(registry.home, "clf", require_approval=True)
     registry.promote("v0", reason="before approval was required", actor="setup")
+    strict.set_policy(True, by="setup", reason="approval before release from now on")
     strict.request_approval("v1", reason="gate: accuracy 0.93 vs 0.91", actor="dagster run r1")
     return strict
 
@@ -271,23 +273,26 @@ def test_a_rejected_candidate_never_reaches_production(reviewed):
     reviewed.reject("v1", by="dana", reason="recall of class dog too low")
     assert {v.version: v.stage for v in reviewed.list_versions()}["v1"] == "rejected"
     assert reviewed.production().version == "v0"
-    with pytest.raises(ApprovalRequiredError, match=r"rejected by dana \(recall of class dog too low\)"):
+    with pytest.raises(NotReleasableError, match=r"rejected by dana \(recall of class dog too low\)"):
         reviewed.promote("v1")
     with pytest.raises(RegistryError, match="only a version awaiting approval"):
         reviewed.approve("v1", by="eve", reason="overrule")
     assert reviewed.events()[-1]["action"] == "reject" and reviewed.events()[-1]["actor"] == "dana"
 
 
-def test_without_approval_required_nothing_changes_and_reviews_need_a_name_and_a_reason(registry, reviewed):
-    registry.promote("v2", actor="bob")  # approval off: promote as before, even with a review pending elsewhere
-    assert registry.production().version == "v2"
-    with pytest.raises(RegistryError, match=r"say who you are \(--by\) and why \(--reason\)"):
-        reviewed.approve("v1", by="", reason="fine")
+def test_reviews_need_a_name_and_a_reason(reviewed):
+    for by, reason in (("", "fine"), ("  ", "fine"), ("dana", " ")):
+        with pytest.raises(RegistryError, match=r"say who you are \(--by\) and why \(--reason\)"):
+            reviewed.approve("v1", by=by, reason=reason)
+        with pytest.raises(RegistryError, match=r"say who you are \(--by\) and why \(--reason\)"):
+            reviewed.reject("v1", by=by, reason=reason)
+    assert reviewed.get("v1").stage == "awaiting-approval"
 
 
-def test_an_approval_is_refused_when_production_moved_since_the_gate_compared(registry, reviewed):
-    registry.promote("v2", actor="someone else")  # production v0 → v2 after the gate compared v1 with v0
-    with pytest.raises(RegistryError, match="production changed from v0 to v2 since the gate compared"):
+def test_an_approval_is_refused_when_production_moved_since_the_gate_compared(reviewed):
+    reviewed.request_approval("v2", reason="gate: 0.95 vs 0.91", actor="dagster run r2")
+    reviewed.approve("v2", by="erin", reason="fine")  # production v0 → v2 after the gate compared v1 with v0
+    with pytest.raises(RegistryError, match="compared with production v0, but production is now v2"):
         reviewed.approve("v1", by="dana", reason="ok")
     assert reviewed.production().version == "v2"
 
@@ -303,7 +308,8 @@ def test_cli_approve_reject_and_the_history(reviewed, capsys, monkeypatch):
     assert "approved by dana: production is now clf:v1" in capsys.readouterr().out
     assert registry_cli([*home, "promote", "v2"]) == 2  # never asked for approval
     assert "no approval was requested" in capsys.readouterr().err
-    assert registry_cli([*home, "reject", "v2", "--by", "dana", "--reason", "no"]) == 2
+    assert registry_cli([*home, "reject", "v2", "--by", "dana", "--reason", "no"]) == 0
+    assert "clf:v2 stays out of production" in capsys.readouterr().out
     assert registry_cli([*home, "rollback", "--reason", "bad release"]) == 0  # the way back needs no reviewer
     capsys.readouterr()
     assert registry_cli([*home, "history"]) == 0

@@ -14,7 +14,7 @@ from mlops_assets.ml.metrics import classification_report, per_class_markdown
 from mlops_assets.ml.onnx_model import predict_rows
 from mlops_assets.ml.pixel_store import ImageRows
 from mlops_assets.ml.promotion import COMPARED, INCOMPATIBLE, NO_PRODUCTION, NOT_COMPARABLE, ChampionComparison
-from mlops_assets.ml.registry import signature_differences
+from mlops_assets.ml.signature import signature_differences
 from mlops_assets.refs import EvaluationRef, OnnxModelRef, SplitsRef
 from resources.artifact_store import ArtifactStore
 from resources.model_registry import ModelRegistryResource

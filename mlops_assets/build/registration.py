@@ -53,6 +53,9 @@ def registered_model(
     model_registry: ModelRegistryResource,
 ) -> dg.MaterializeResult[RegisteredModelRef]:
     registry = model_registry.registry()
+    conflict = registry.policy_conflict("this run (the model_registry resource's require_approval)")
+    if conflict:
+        context.log.warning(conflict)
     metrics = {k: v for k, v in evaluation_report.metrics.items() if isinstance(v, int | float)}
     labels = {
         "splits_version": data_splits.version,
@@ -71,7 +74,8 @@ def registered_model(
         "class_names": data_splits.class_names,
         "spec": data_splits.spec,
     }
-    version = registry.register(onnx_model.path, onnx_model.version, labels, metadata)
+    version = registry.register(onnx_model.path, onnx_model.version, labels, metadata,
+                                actor=f"dagster run {context.run_id}")
     comparison = ChampionComparison.from_dict(evaluation_report.production_comparison)
     before = registry.production()
     if before is not None and before.version == version.version:
@@ -85,8 +89,8 @@ def registered_model(
         decision = decide_promotion(metrics, comparison, config.policy())
         promoted, reason = decision.promote, decision.reason
         if promoted:
-            promoted, reason = release(registry, version, f"gate: {reason}", f"dagster run {context.run_id}",
-                                       decision.incompatible_override)
+            promoted, reason = registry.release(version.version, reason, f"dagster run {context.run_id}",
+                                                decision.incompatible_override)
     awaiting = registry.awaiting_approval()
     waits = any(v.version == version.version for v in awaiting)
     production = registry.production()
@@ -107,6 +111,8 @@ def registered_model(
             "promoted": promoted,
             "gate_reason": reason,
             "awaiting_approval": waits,
+            "approval_policy": registry.policy().describe(),
+            **({"approval_policy_conflict": conflict} if conflict else {}),
             "awaiting_approval_count": len(awaiting),
             "awaiting_approval_versions": dg.MetadataValue.md(awaiting_markdown(awaiting)),
             "production_version": production.version if production else "none",
@@ -130,23 +136,6 @@ def registered_model(
             ),
         },
     )
-
-
-def release(registry, version, reason: str, actor: str, allow_incompatible: bool) -> tuple[bool, str]:
-    """The gate's yes: production at once, or, with approval before release required, a request to a reviewer.
-
-    Returns (promoted now, the reason to show)."""
-    review = version.review or {}
-    if not registry.require_approval or review.get("state") == "approved":
-        registry.promote(version.version, reason=reason, actor=actor, allow_incompatible=allow_incompatible)
-        return True, reason.removeprefix("gate: ")
-    if review.get("state") == "rejected":
-        return False, (f"the gate would promote it ({reason.removeprefix('gate: ')}), but reviewer "
-                       f"{review['reviewed_by']} rejected {version.version}: {review['review_reason']}")
-    registry.request_approval(version.version, reason=reason, actor=actor, allow_incompatible=allow_incompatible)
-    return False, (f"awaiting approval (MLOPS_REQUIRE_APPROVAL): {reason.removeprefix('gate: ')}. A reviewer "
-                   f"approves it with review_model_job or `mlops-registry approve {version.version} --by NAME "
-                   "--reason ...`")
 
 
 def awaiting_markdown(awaiting) -> str:

@@ -1,8 +1,10 @@
-"""`mlops-registry`: list model versions, promote one, roll back production, approve or reject a candidate.
+"""`mlops-registry`: list model versions, promote one, roll back production, approve or reject a version.
 
-Reads the same settings as Dagster and the Bento service (BENTOML_HOME, MLOPS_MODEL_NAME,
-MLOPS_REQUIRE_APPROVAL), so it acts on the registry they use, under the same rules. No Dagster import: it
-answers in well under a second.
+Reads the same settings as Dagster and the Bento service (BENTOML_HOME, MLOPS_MODEL_NAME), so it acts on the
+registry they use. The rules (approval, rejection, withdrawal) are the registry's own: the approval policy is
+stored with the registry and changed only by `mlops-registry policy` (recorded); MLOPS_REQUIRE_APPROVAL only seeds
+a registry that has none, and a shell whose setting disagrees is told so. No Dagster import: it answers in well
+under a second.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ from mlops_assets.ml.registry import ModelRegistry, RegistryError
 
 
 def _registry(args: argparse.Namespace) -> ModelRegistry:
-    from mlops_assets.ml.settings import BENTOML_HOME, MODEL_NAME, REQUIRE_APPROVAL, resolve, resolve_flag
+    from mlops_assets.ml.settings import BENTOML_HOME, MODEL_NAME, REQUIRE_APPROVAL, is_set, resolve, resolve_flag
 
+    # this shell's setting only seeds a registry without a stored policy; unset, it has no say at all
+    setting = resolve_flag(REQUIRE_APPROVAL) if is_set(REQUIRE_APPROVAL) else None
     return ModelRegistry(args.home or resolve(BENTOML_HOME), args.model or resolve(MODEL_NAME),
-                         require_approval=resolve_flag(REQUIRE_APPROVAL))
+                         require_approval=setting)
 
 
 def _actor() -> str:
@@ -46,12 +50,19 @@ def main(argv: list[str] | None = None) -> int:
     rollback = commands.add_parser("rollback", help="return to the previous production version")
     rollback.add_argument("--reason", default="manual rollback (mlops-registry)")
     approve = commands.add_parser("approve", help="approve VERSION (awaiting approval): it becomes production")
-    reject = commands.add_parser("reject", help="reject VERSION (awaiting approval): it never reaches production")
-    for command in (approve, reject):
+    reject = commands.add_parser(
+        "reject", help="reject VERSION: it never serves; rejecting production withdraws it to the previous version")
+    reinstate = commands.add_parser(
+        "reinstate", help="bring back a withdrawn VERSION (production, or a candidate when approval is required)")
+    for command in (approve, reject, reinstate):
         command.add_argument("version")
         command.add_argument("--by", required=True, help="the reviewer's name, recorded in the history")
         command.add_argument("--reason", required=True, help="why, recorded in the history")
-    for command in (promote, rollback, approve):
+    policy = commands.add_parser("policy", help="show the stored approval policy, or change it (recorded)")
+    policy.add_argument("--require-approval", choices=["on", "off"], help="the new policy")
+    policy.add_argument("--by", help="who changes it (required with --require-approval)")
+    policy.add_argument("--reason", help="why (required with --require-approval)")
+    for command in (promote, rollback, approve, reinstate):
         command.add_argument(
             "--allow-incompatible", action="store_true",
             help="replace production even with a version of other classes or input geometry (explicit only)",
@@ -68,51 +79,96 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mlops-registry: no model registry at {registry.store_path} (from {source}); run it in the "
               f"project after `make demo`, or point --home or {BENTOML_HOME} at the registry", file=sys.stderr)
         return 2
+    conflict = registry.policy_conflict("this shell (MLOPS_REQUIRE_APPROVAL)")
+    if conflict and args.command not in ("list", "production", "history", "awaiting"):
+        print(f"mlops-registry: note: {conflict}", file=sys.stderr)
     try:
-        if args.command == "list":
-            versions = registry.list_versions()
-            if args.json:
-                print(json.dumps([v.__dict__ for v in versions], indent=2, default=str))
-            if not versions and not args.json:
-                print(f"no versions of {registry.model_name} in {registry.store_path}", file=sys.stderr)
-            for v in [] if args.json else versions:
-                accuracy = v.metadata.get("metrics", {}).get("accuracy")
-                acc = f"{accuracy:.4f}" if isinstance(accuracy, float) else "-"
-                print(f"{v.version}  {v.stage:<19}  {v.created[:19]}  accuracy={acc}")
-        elif args.command == "production":
-            current = registry.production()
-            print(current.tag if current else "no production model")
-        elif args.command == "promote":
-            promoted = registry.promote(args.version, args.reason, actor=_actor(),
-                                        allow_incompatible=args.allow_incompatible)
-            print(f"production is now {promoted.tag}")
-        elif args.command == "rollback":
-            restored = registry.rollback(args.reason, actor=_actor(), allow_incompatible=args.allow_incompatible)
-            print(f"rolled back: production is now {restored.tag}")
-        elif args.command == "approve":
-            approved = registry.approve(args.version, args.by, args.reason, allow_incompatible=args.allow_incompatible)
-            print(f"approved by {args.by}: production is now {approved.tag}")
-        elif args.command == "reject":
-            rejected = registry.reject(args.version, args.by, args.reason)
-            print(f"rejected by {args.by}: {rejected.tag} stays out of production")
-        elif args.command == "awaiting":
-            waiting = registry.awaiting_approval()
-            if not waiting:
-                print("no version awaits approval")
-            for v in waiting:
-                review = v.review or {}
-                print(f"{v.version}  requested {review.get('requested_at', '')[:19]} by "
-                      f"{review.get('requested_by', 'unknown')}: {review.get('request_reason', '')}")
-        elif args.command == "history":
-            for event in registry.events():
-                moved = (f"{event['from']} → {event['to']}" if "version" not in event
-                         else f"{event['version']} (production {event['to']})")
-                print(f"{event['at'][:19]}  {event['action']:<16}  {moved}  "
-                      f"by {event.get('actor', 'unknown')}: {event['reason']}")
+        return _run(args, registry)
     except RegistryError as exc:
         print(f"mlops-registry: {exc}", file=sys.stderr)
         return 2
+
+
+def _run(args: argparse.Namespace, registry: ModelRegistry) -> int:
+    """Carry out one command; a refusal raises :class:`RegistryError` with the reason."""
+    actor = _actor()
+    if args.command == "list":
+        versions = registry.list_versions()
+        if args.json:
+            print(json.dumps([v.__dict__ for v in versions], indent=2, default=str))
+        if not versions and not args.json:
+            print(f"no versions of {registry.model_name} in {registry.store_path}", file=sys.stderr)
+        for v in [] if args.json else versions:
+            accuracy = v.metadata.get("metrics", {}).get("accuracy")
+            acc = f"{accuracy:.4f}" if isinstance(accuracy, float) else "-"
+            why = (f"  ({v.withdrawn['action']} by {v.withdrawn['by']}: {v.withdrawn['reason']})" if v.withdrawn
+                   else f"  (by {v.review['reviewed_by']}: {v.review['review_reason']})"
+                   if v.stage == "rejected" else "")
+            print(f"{v.version}  {v.stage:<19}  {v.created[:19]}  accuracy={acc}{why}")
+    elif args.command == "production":
+        current = registry.production()
+        print(current.tag if current else "no production model")
+    elif args.command == "promote":
+        promoted = registry.promote(args.version, args.reason, actor=actor,
+                                    allow_incompatible=args.allow_incompatible)
+        print(f"production is now {promoted.tag}")
+    elif args.command == "rollback":
+        before = registry.production_version()
+        restored = registry.rollback(args.reason, actor=actor, allow_incompatible=args.allow_incompatible)
+        print(f"rolled back: production is now {restored.tag}; {before} is withdrawn (it comes back only by "
+              f"`mlops-registry reinstate {before} --by NAME --reason ...`)")
+    elif args.command == "approve":
+        approved = registry.approve(args.version, args.by, args.reason, allow_incompatible=args.allow_incompatible)
+        print(f"approved by {args.by}: production is now {approved.tag}")
+    elif args.command == "reject":
+        serving = registry.production_version() == args.version
+        rejected = registry.reject(args.version, args.by, args.reason)
+        if serving:
+            print(f"rejected by {args.by}: {rejected.tag} is withdrawn from production; production is now "
+                  f"{registry.production_version()}")
+        else:
+            print(f"rejected by {args.by}: {rejected.tag} stays out of production")
+    elif args.command == "reinstate":
+        reinstated = registry.reinstate(args.version, args.by, args.reason,
+                                        allow_incompatible=args.allow_incompatible)
+        print(f"reinstated by {args.by}: " + (
+            f"production is now {reinstated.tag}" if reinstated.stage == "production" else
+            f"{reinstated.tag} is a candidate again; {registry.approval_state(args.version)}"))
+    elif args.command == "policy":
+        if args.require_approval is not None:
+            if not args.by or not args.reason:
+                raise RegistryError("to change the approval policy, say who you are (--by) and why (--reason)")
+            registry.set_policy(args.require_approval == "on", args.by, args.reason)
+        print(registry.policy().describe())
+    elif args.command == "awaiting":
+        waiting = registry.awaiting_approval()
+        if not waiting:
+            print("no version awaits approval")
+        for v in waiting:
+            review = v.review or {}
+            print(f"{v.version}  requested {review.get('requested_at', '')[:19]} by "
+                  f"{review.get('requested_by', 'unknown')}: {review.get('request_reason', '')}")
+    elif args.command == "history":
+        for event in registry.events():
+            print(history_line(event))
     return 0
+
+
+def history_line(event: dict) -> str:
+    """One event of the registry's history: what moved, who, why, under which approval, and any override."""
+    if event["action"] == "policy":
+        was = "" if event.get("was") is None else f" (was {'on' if event['was'] else 'off'})"
+        moved = f"require_approval {'on' if event['require_approval'] else 'off'}{was}"
+    elif "version" in event:
+        moved = f"{event['version']} (production {event['to']})"
+    else:
+        moved = f"{event['from']} → {event['to']}"
+    line = f"{event['at'][:19]}  {event['action']:<16}  {moved}  by {event.get('actor', 'unknown')}: {event['reason']}"
+    if event.get("approval"):
+        line += f"  [approval: {event['approval']}]"
+    if event.get("incompatible_override"):
+        line += f"  [incompatible override: {'; '.join(event['incompatible_override'])}]"
+    return line
 
 
 if __name__ == "__main__":
