@@ -142,10 +142,10 @@ class ModelVersions:
         withdrawn = rules.withdrawal(pointer, version)
         if version == pointer.get("current"):
             stage = Stage.PRODUCTION
-        elif withdrawn:
-            stage = Stage.WITHDRAWN
         elif review and review["state"] == REJECTED:
             stage = Stage.REJECTED
+        elif withdrawn:
+            stage = Stage.WITHDRAWN
         elif version in pointer.get("history", []):
             stage = Stage.PREVIOUS_PRODUCTION
         elif review and review["state"] == AWAITING:

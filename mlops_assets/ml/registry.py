@@ -391,6 +391,9 @@ class ModelRegistry(ModelVersions):
             remaining = {v: w for v, w in pointer["withdrawn"].items() if v != version}
             if pointer["policy"]["require_approval"]:
                 pointer["withdrawn"] = remaining
+                if review:  # an approval given before the withdrawal does not outlive it
+                    pointer["reviews"] = {v: r for v, r in pointer["reviews"].items() if v != version}
+                    pointer.setdefault("withdrawn_reviews", {}).setdefault(version, []).append(review)
                 event = {"at": _now(), "action": "reinstate", "version": version, "from": pointer.get("current"),
                          "to": pointer.get("current"), "reason": reason + " (approval required: it is a candidate "
                          "again and needs a fresh comparison and an approval)", "actor": by}

@@ -128,17 +128,17 @@ def rollback_target(pointer: dict[str, Any], require_approval: bool, leaving: st
 
 def why_not_releasable(pointer: dict[str, Any], version: str) -> str | None:
     """Why no promotion (gate, CLI, job) may put ``version`` in production, whatever the policy (None: it may)."""
+    review = review_of(pointer, version)
+    if review and review["state"] == REJECTED:
+        return (f"it was rejected by {review['reviewed_by']} ({review['review_reason']}); a rejected version serves "
+                f"only after a new explicit approval: compare it with today's production (compare_model_job, "
+                f"version {version}), then `mlops-registry approve {version} --by NAME --reason ...`")
     withdrawn = withdrawal(pointer, version)
     if withdrawn:
         return (f"it was withdrawn from production by {withdrawn['by']} at {withdrawn['at'][:19]} "
                 f"({withdrawn['reason']}); "
                 f"no build or promotion brings it back: `mlops-registry reinstate {version} --by NAME --reason ...` "
                 "does, explicitly (approval still applies)")
-    review = review_of(pointer, version)
-    if review and review["state"] == REJECTED:
-        return (f"it was rejected by {review['reviewed_by']} ({review['review_reason']}); a rejected version serves "
-                f"only after a new explicit approval: compare it with today's production (compare_model_job, "
-                f"version {version}), then `mlops-registry approve {version} --by NAME --reason ...`")
     return None
 
 
