@@ -13,7 +13,7 @@ from mlops_assets.deploy.rollback import rollback_production
 from mlops_assets.monitor.labelled_export import export_labelled_feedback
 from mlops_assets.run_tags import RUN_KIND_TAG
 from sensors.alerts import run_failure_alert
-from sensors.drift_sensor import drift_sensor
+from sensors.drift_sensor import make_drift_sensor
 from sensors.performance_sensors import feedback_sensor, performance_alert_sensor
 from sensors.profiling_sensor import inference_profiling_sensor
 
@@ -21,10 +21,13 @@ from sensors.profiling_sensor import inference_profiling_sensor
 # step pays ~3 s of process start-up on a 2-core machine (see BENCHMARKS.md).
 build_job = dg.define_asset_job(
     name="build_job",
-    selection=dg.AssetSelection.groups("build"),
+    # the registered version's reference profile too: whichever path later puts it in production (the gate, an
+    # approval, the CLI, a rollback), the drift sensor can judge the first window after the switch
+    selection=dg.AssetSelection.groups("build") | dg.AssetSelection.assets("reference_profile"),
     executor_def=dg.in_process_executor,
     tags={RUN_KIND_TAG: "training"},
-    description="Images → splits → data checks → model → ONNX → evaluation → registry (with the gate).",
+    description="Images → splits → data checks → model → ONNX → evaluation → registry (with the gate), and the "
+    "registered version's reference profile.",
 )
 
 deploy_job = dg.define_asset_job(
@@ -77,6 +80,17 @@ retrain_job = dg.define_asset_job(
     description="Re-materialise the model on the latest data, launched by the drift sensor.",
 )
 
+reference_profile_job = dg.define_asset_job(
+    name="reference_profile_job",
+    selection=dg.AssetSelection.assets("reference_profile"),
+    executor_def=dg.in_process_executor,
+    tags={RUN_KIND_TAG: "monitoring"},
+    description="Profile the training split of one model version (config: version; empty: the last registered), "
+    "so drift can be judged against it; the drift sensor launches it for a production version that has none.",
+)
+
+drift_sensor = make_drift_sensor(retrain_job, reference_profile_job)
+
 profile_job = dg.define_asset_job(
     name="profile_inference_log_job",
     selection=dg.AssetSelection.assets("inference_profiles"),
@@ -123,7 +137,7 @@ weekly_rebuild_schedule = dg.ScheduleDefinition(
     description="Rebuild the model every Monday 03:00 UTC on whatever the image source holds then.",
 )
 
-JOBS = [build_job, deploy_job, rollback_job, review_model_job, compare_model_job, retrain_job, profile_job,
-        drift_report_job, performance_job, export_feedback_job]
+JOBS = [build_job, deploy_job, rollback_job, review_model_job, compare_model_job, retrain_job, reference_profile_job,
+        profile_job, drift_report_job, performance_job, export_feedback_job]
 SCHEDULES = [weekly_rebuild_schedule]
 SENSORS = [inference_profiling_sensor, drift_sensor, run_failure_alert, feedback_sensor, performance_alert_sensor]

@@ -55,6 +55,7 @@ def default_resources() -> dict[str, object]:
             min_rows=settings.resolve_int(settings.DRIFT_MIN_ROWS),
             cooldown_hours=settings.resolve_float(settings.DRIFT_COOLDOWN_HOURS),
             retrain_requires_new_data=settings.resolve_flag(settings.RETRAIN_REQUIRES_NEW_DATA),
+            blind_alert_minutes=settings.resolve_float(settings.DRIFT_BLIND_ALERT_MINUTES),
             retrain_run_config=setting(settings.RETRAIN_RUN_CONFIG),
         ),
         "performance_policy": PerformancePolicy(

@@ -27,6 +27,13 @@ class DriftPolicy(dg.ConfigurableResource):
         ),
     )
 
+    blind_alert_minutes: float = Field(
+        default=30.0,
+        description=(
+            "Alert a person once when traffic windows have waited longer than this for the production model's "
+            "reference profile (the monitor is blind meanwhile)."
+        ),
+    )
     retrain_run_config: str = Field(
         default="",
         description=(

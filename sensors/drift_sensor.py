@@ -20,7 +20,15 @@ share reaches the threshold, requests one ``retrain_job`` run. Guarantees:
   labelled source's fingerprint (file names, sizes, modification times; no pixel is read) is the one the
   production model was trained on, retraining would reproduce production, so the tick skips, says so,
   and alerts a person once per drift episode (file and webhook, as run failures). The drift stays
-  pending in the cursor: when labelled data arrives later, the next tick launches the run for it.
+  pending in the cursor: when labelled data arrives later, the next tick launches the run for it;
+- one retraining per new data: the cursor remembers the source fingerprint of the last retraining it
+  launched; when that run left production unchanged (the gate refused its model, or it awaits approval),
+  drift on the identical source is skipped with the reason and alerted once, not retrained again;
+- never blind without saying so: a production version without a reference profile (promoted by the CLI,
+  an approval, a rollback or a reinstate, or registered before every build made one) gets a
+  ``reference_profile_job`` run for it (one per version, by run key), and windows wait in the cursor until
+  it exists; when they have waited longer than ``drift_policy.blind_alert_minutes``, a person is alerted
+  once.
 
 Thresholds and policy come from the ``drift_policy`` resource, the same one ``drift_report`` judges with
 (its defaults from MLOPS_DRIFT_SHARE, _P_VALUE, _DISTANCE, _MIN_ROWS, _COOLDOWN_HOURS and
@@ -65,6 +73,9 @@ class DriftCursor:
     pending_window: str | None = None  # drift seen, but no new labelled data to retrain on yet
     pending_share: float | None = None
     alerted_episode: str | None = None  # "<reference>|<fingerprint>" already alerted about
+    retrained_fingerprint: str | None = None  # the source fingerprint of the last retraining launched
+    blind_since: str | None = None  # since when the production version has had no reference (ISO time)
+    blind_alerted: str | None = None  # the production version whose blind spell a person was told about
 
     @classmethod
     def parse(cls, raw: str | None) -> "DriftCursor":
@@ -168,6 +179,51 @@ class RetrainingRun:
         return cls(run_config, drift_policy.retrain_run_config if run_config else "")
 
 
+def blind_alert(model_version: str, since: str, minutes: float) -> dict:
+    text = (
+        f"The drift monitor cannot judge traffic: production model {model_version} has had no reference profile "
+        f"since {since[:19]} (longer than {minutes:g} min, drift_policy.blind_alert_minutes). A reference_profile_job "
+        f"run for it was requested; check that run (Runs, tag mlops/reference), or materialise reference_profile "
+        f"with version {model_version}."
+    )
+    return {"at": datetime.now(UTC).isoformat(), "kind": "drift_monitor_blind", "model_version": model_version,
+            "reference": reference_version(model_version), "blind_since": since, "text": text}
+
+
+def refused_retrain_alert(verdict, model_version: str, data: LabelledData) -> dict:
+    text = (
+        f"Traffic drifted from production model {model_version} ({verdict.reason}), and a retraining run on the "
+        f"labelled source as it is now was already launched without changing production (its model was refused "
+        "by the gate or awaits approval). Retraining again on identical data would do the same: add newly "
+        "labelled images, or review the candidate (mlops-registry awaiting / list)."
+    )
+    return {"at": datetime.now(UTC).isoformat(), "kind": "retrain_on_same_data_refused", "window": verdict.window,
+            "drift_share": round(float(verdict.drift_share), 4), "model_version": model_version,
+            "source_fingerprint": data.current, "text": text}
+
+
+def reference_run_request(model_version: str) -> dg.RunRequest:
+    """A run that builds the reference of ``model_version`` (once per version: the run key says which)."""
+    return dg.RunRequest(
+        job_name="reference_profile_job", run_key=f"reference-{model_version}",
+        run_config={"ops": {"reference_profile": {"config": {"version": model_version}}}},
+        tags={RUN_KIND_TAG: "monitoring", "mlops/reference": reference_version(model_version)},
+    )
+
+
+def blind_tick(state: DriftCursor, model_version: str, drift_policy: DriftPolicy,
+               alert_sink: AlertSink) -> dg.SensorResult:
+    """No reference for the production version: request it, keep the windows waiting, alert once if too long."""
+    now = datetime.now(UTC)
+    since = state.blind_since or now.isoformat()
+    blind = state.replace(blind_since=since)
+    waited = now - datetime.fromisoformat(since)
+    if waited > timedelta(minutes=drift_policy.blind_alert_minutes) and state.blind_alerted != model_version:
+        alert_sink.send(blind_alert(model_version, since, drift_policy.blind_alert_minutes))
+        blind = blind.replace(blind_alerted=model_version)
+    return dg.SensorResult(run_requests=[reference_run_request(model_version)], cursor=blind.dump())
+
+
 def drift_run_request(window: str, share: float, ref_version: str, features: list[str], data: LabelledData,
                       retraining: RetrainingRun, suffix: str = "") -> dg.RunRequest:
     return dg.RunRequest(
@@ -205,20 +261,20 @@ def evaluate_drift_tick(
     ref_version = reference_version(model_version)
     profiles = artifact_store.profiles()
     if not profiles.exists(ref_version):
-        return dg.SensorResult(
-            skip_reason=f"no reference profile for production model {model_version}: materialise reference_profile"
-        )
+        return blind_tick(state, model_version, drift_policy, alert_sink)
+    state = state.replace(blind_since=None, blind_alerted=None)
     windows = profiles.windows()
     new = [w for w in windows if w > state.window] if state.window else windows[-1:]
     if not new:
         last = window_label(state.window) if state.window else "none"
         if state.pending_window and state.reference == ref_version and in_flight_training_run(instance) is None:
             data = labelled_data(dataset_source, model_registry)
-            if data.is_new:  # the labelled data the pending drift was waiting for has arrived
+            if data.is_new and data.current != state.retrained_fingerprint:  # the awaited labelled data is here
                 request = drift_run_request(state.pending_window, state.pending_share or 0.0, ref_version, [],
                                             data, retraining, suffix=f"-data-{data.current[-8:]}")
                 return dg.SensorResult(run_requests=[request], cursor=state.replace(
-                    pending_window=None, pending_share=None, last_run_key=request.run_key).dump())
+                    pending_window=None, pending_share=None, last_run_key=request.run_key,
+                    retrained_fingerprint=data.current).dump())
             return dg.SensorResult(skip_reason=(
                 f"no new profile window since {last}; drift on window {window_label(state.pending_window)} "
                 f"still waits for new labelled data (production trained on dataset version {data.dataset_version})"
@@ -278,31 +334,52 @@ def evaluate_drift_tick(
                                   alerted_episode=episode).dump(),
             asset_events=records,
         )
+    if data.current is not None and data.current == state.retrained_fingerprint:
+        episode = f"{ref_version}|{data.current}|retrained"
+        alerted = ""
+        if state.alerted_episode != episode:
+            alert_sink.send(refused_retrain_alert(verdict, model_version, data))
+            alerted = "; a person was alerted"
+        return dg.SensorResult(
+            skip_reason=(
+                f"{verdict.reason}; but a retraining run on this labelled source was already launched "
+                f"({state.last_run_key}) and production is still {model_version} (its model was refused by the "
+                f"gate or awaits approval): retraining on identical data would do the same{alerted}"
+            ),
+            cursor=judged.replace(alerted_episode=episode).dump(), asset_events=records,
+        )
     request = drift_run_request(window, verdict.drift_share, ref_version, list(verdict.drifted_features), data,
                                 retraining)
     return dg.SensorResult(run_requests=[request], asset_events=records, cursor=judged.replace(
-        last_run_key=request.run_key, pending_window=None, pending_share=None, alerted_episode=None).dump())
+        last_run_key=request.run_key, pending_window=None, pending_share=None, alerted_episode=None,
+        retrained_fingerprint=data.current).dump())
 
 
-@monitoring_sensor(
-    name="drift_sensor",
-    job_name="retrain_job",
-    description=(
-        "Compares each new traffic profile window with the production model's reference profile; on "
-        "drift, launches one retrain_job run (raw_images → … → registered_model → bento) if the labelled "
-        "source holds data production was not trained on; otherwise skips, says why and alerts once "
-        "(MLOPS_RETRAIN_REQUIRES_NEW_DATA)."
-    ),
-)
-def drift_sensor(
-    context: dg.SensorEvaluationContext, artifact_store: ArtifactStore, model_registry: ModelRegistryResource,
-    dataset_source: DatasetSource, drift_policy: DriftPolicy, alert_sink: AlertSink,
-) -> dg.SensorResult:
-    retraining = RetrainingRun.from_policy(drift_policy, context.repository_def)
-    result = evaluate_drift_tick(context.cursor, context.instance, artifact_store, model_registry, dataset_source,
-                                 drift_policy, alert_sink, retraining)
-    if result.run_requests:
-        context.log.info(f"drift: requesting {result.run_requests[0].run_key}")
-    elif result.skip_reason:  # also in the tick's logs ("View logs" in the tick list)
-        context.log.info(result.skip_reason.skip_message)
-    return result
+def make_drift_sensor(retrain_job, reference_job) -> dg.SensorDefinition:
+    """The drift sensor, targeting the jobs it launches (wired in ``mlops_assets.automation``, which owns them)."""
+
+    @monitoring_sensor(
+        name="drift_sensor",
+        jobs=[retrain_job, reference_job],
+        description=(
+            "Compares each new traffic profile window with the production model's reference profile; on "
+            "drift, launches one retrain_job run (raw_images → … → registered_model → bento) if the labelled "
+            "source holds data production was not trained on, once per source; otherwise skips, says why and "
+            "alerts once (MLOPS_RETRAIN_REQUIRES_NEW_DATA). A production version without a reference gets a "
+            "reference_profile_job run; a long blind spell alerts once (MLOPS_DRIFT_BLIND_ALERT_MINUTES)."
+        ),
+    )
+    def drift_sensor(
+        context: dg.SensorEvaluationContext, artifact_store: ArtifactStore, model_registry: ModelRegistryResource,
+        dataset_source: DatasetSource, drift_policy: DriftPolicy, alert_sink: AlertSink,
+    ) -> dg.SensorResult:
+        retraining = RetrainingRun.from_policy(drift_policy, context.repository_def)
+        result = evaluate_drift_tick(context.cursor, context.instance, artifact_store, model_registry,
+                                     dataset_source, drift_policy, alert_sink, retraining)
+        for request in result.run_requests or []:
+            context.log.info(f"requesting {request.job_name or 'retrain_job'} run {request.run_key}")
+        if result.skip_reason:  # also in the tick's logs ("View logs" in the tick list)
+            context.log.info(result.skip_reason.skip_message)
+        return result
+
+    return drift_sensor

@@ -84,8 +84,17 @@ def serving_world(tmp_path_factory: pytest.TempPathFactory) -> ServingWorld:
         _train_linear_onnx(to_training_scale(train_pixels), train_labels, onnx_file, seed, steps)
         register(world, version, onnx_file)
         world.versions[version] = onnx_file
-    world.registry.promote("v1", reason="test setup")
+    make_production(world, "v1", "test setup")
     return world
+
+
+def make_production(world: ServingWorld, version: str, reason: str) -> None:
+    """Put ``version`` in production for a test, whatever earlier tests did to it: the registry never re-promotes a
+    rolled-back (withdrawn) version, so one is reinstated, as an operator would, explicitly and recorded."""
+    if world.registry.get(version).stage == "withdrawn":
+        world.registry.reinstate(version, by="test", reason=reason)
+    else:
+        world.registry.promote(version, reason=reason)
 
 
 def wait_for_version(client, version: str, timeout_s: float = 30.0) -> dict:
@@ -114,6 +123,6 @@ def dev_server(serving_world: ServingWorld, tmp_path_factory: pytest.TempPathFac
     env = {"MLOPS_MODEL_NAME": MODEL_NAME, "MLOPS_POLL_SECONDS": "0.2", "MLOPS_FOLLOW_PRODUCTION": "1",
            "MLOPS_SERVICE_WORKERS": "1", "MLOPS_MAX_BATCH": "64", "MLOPS_MAX_BODY_BYTES": str(2 * 1024 * 1024),
            "MLOPS_ARTIFACT_ROOT": str(serving_world.home.parent / "artifacts"), "MLOPS_API_TOKEN": API_TOKEN}
-    serving_world.registry.promote("v1", reason="dev server start")
+    make_production(serving_world, "v1", "dev server start")
     with serve_bento(SERVICE_TARGET, serving_world.home, log, env=env) as url:
         yield url

@@ -5,8 +5,8 @@ rejects; nothing else promotes an unapproved version."""
 import dagster as dg
 import pytest
 
-from mlops_assets.automation import review_model_job, rollback_job
-from mlops_assets.definitions import ASSET_CHECKS, ASSETS
+from mlops_assets.automation import compare_model_job, review_model_job, rollback_job
+from mlops_assets.definitions import ASSET_CHECKS, ASSETS, defs
 from mlops_assets.ml.registry import ModelRegistry
 from resources.model_registry import ModelRegistryResource
 from testkit.fixtures import make_resources
@@ -57,15 +57,24 @@ def test_a_candidate_that_clears_the_gate_waits_for_a_reviewer_and_the_ui_says_s
     registry = ModelRegistry(root / "bentoml", "image_classifier")
     assert registry.production() is None
     assert meta["promoted"] is False and meta["awaiting_approval"] is True
-    assert meta["gate_reason"].startswith("awaiting approval (MLOPS_REQUIRE_APPROVAL): ")
+    assert meta["gate_reason"].startswith("awaiting approval (the registry's policy requires it): ")
+    assert meta["approval_policy"].startswith("approval before release required")
     assert meta["awaiting_approval_count"] == 1 and version in meta["awaiting_approval_versions"]
     gate = next(e for e in result.get_asset_check_evaluations() if e.check_name == "promoted_to_production")
     assert not gate.passed and "awaiting approval" in gate.metadata["reason"].value
     assert registry.get(version).stage == "awaiting-approval"
-    # a second run of the gate on the same version is the same request, not a second one
-    again = registered(build(root))
-    assert again["awaiting_approval"] is True and again["awaiting_approval_count"] == 1
-    assert [e["action"] for e in registry.events()] == ["request-approval"]
+    # a second build, its run config turning approval off: the stored policy applies, the run says so, and the
+    # gate's second yes on the same version is the same request, not a second one
+    lenient = defs.get_job_def("build_job").execute_in_process(
+        resources=strict_resources(root), instance=dg.DagsterInstance.ephemeral(), raise_on_error=False,
+        run_config={**FAST, "resources": {"model_registry": {"config": {
+            "home": str(root / "bentoml"), "require_approval": False}}}})
+    again = registered(lenient)
+    assert again["promoted"] is False and again["awaiting_approval"] is True and again["awaiting_approval_count"] == 1
+    assert "this run (the model_registry resource's require_approval) sets require_approval off" in \
+        again["approval_policy_conflict"]
+    assert registry.production() is None
+    assert [e["action"] for e in registry.events()] == ["policy", "request-approval"]
     # no job promotes it: rollback has nothing to return to, a plain promotion is refused
     rollback = rollback_job.execute_in_process(resources=strict_resources(root), raise_on_error=False,
                                                instance=dg.DagsterInstance.ephemeral())
@@ -107,5 +116,35 @@ def test_the_review_job_rejects_and_production_stays(tmp_path):
     assert registry.production() is None and registry.get(version).stage == "rejected"
     assert registry.events()[-1]["action"] == "reject" and "too few images" in registry.events()[-1]["reason"]
     again = registered(build(root))  # the gate says yes again, but a reviewer said no
-    assert again["promoted"] is False and "reviewer erin" in again["gate_reason"]
+    assert again["promoted"] is False and "rejected by erin" in again["gate_reason"]
     assert registry.production() is None
+    # a second look: a fresh comparison files a new request, and only a new explicit approval releases it
+    compared = compare_model_job.execute_in_process(
+        resources=strict_resources(root), instance=dg.DagsterInstance.ephemeral(), raise_on_error=False,
+        run_config={"ops": {"compare_candidate": {"config": {"version": version}}}})
+    assert compared.success
+    assert registry.get(version).stage == "awaiting-approval" and registry.production() is None
+    assert review(root, version, "approve", reviewer="erin", reason="more images of class 7 now").success
+    assert registry.production().version == version
+
+
+def test_a_rolled_back_version_is_not_re_promoted_by_a_rebuild_on_the_same_inputs(tmp_path):
+    resources = make_resources(tmp_path)  # approval not required
+    first = registered(dg.materialize([*ASSETS, *ASSET_CHECKS], selection=dg.AssetSelection.groups("build"),
+                                      resources=resources, instance=dg.DagsterInstance.ephemeral(), run_config=FAST))
+    version = first["tag"].split(":")[1]
+    registry = ModelRegistry(tmp_path / "bentoml", "image_classifier")
+    assert first["promoted"] and registry.production().version == version
+    released = registry.get(version)  # an earlier release to roll back to: the same model under another version
+    registry.register(released.onnx_path, "baseline", released.labels, released.metadata)
+    registry.promote("baseline", actor="test")
+    registry.promote(version, actor="test")
+    rollback = rollback_job.execute_in_process(
+        resources=resources, instance=dg.DagsterInstance.ephemeral(),
+        run_config={"ops": {"rollback_production": {"config": {"reason": "bad release: wrong answers"}}}})
+    assert rollback.success and registry.production().version == "baseline"
+    again = registered(dg.materialize([*ASSETS, *ASSET_CHECKS], selection=dg.AssetSelection.groups("build"),
+                                      resources=resources, instance=dg.DagsterInstance.ephemeral(), run_config=FAST))
+    assert again["tag"] == first["tag"] and again["promoted"] is False
+    assert "withdrawn from production" in again["gate_reason"] and "bad release" in again["gate_reason"]
+    assert registry.production().version == "baseline" and registry.get(version).stage == "withdrawn"

@@ -8,6 +8,7 @@ import dagster as dg
 import numpy as np
 import pytest
 
+from mlops_assets.automation import drift_sensor
 from mlops_assets.definitions import defs
 from mlops_assets.ml.drift import profile_frame
 from mlops_assets.ml.features import image_features, with_predictions
@@ -19,7 +20,7 @@ from resources.dataset_source import DatasetSource
 from resources.drift_policy import DriftPolicy
 from resources.model_registry import ModelRegistryResource
 from sensors.alerts import run_failure_alert
-from sensors.drift_sensor import DriftCursor, drift_sensor
+from sensors.drift_sensor import DriftCursor
 
 MODEL = "v1"
 T0 = datetime(2026, 11, 22, 10, tzinfo=UTC)
@@ -227,15 +228,41 @@ def test_thresholds_come_from_the_drift_policy_resource(world):
     assert " < 1.00 on window 2026-11-22T10" in skip_text(result)
 
 
-def test_missing_model_or_reference_is_a_skip(world, tmp_path):
-    store, registry, add_window, resources = world
+def test_missing_model_is_a_skip(world, tmp_path):
+    _, _, add_window, resources = world
     add_window(0)
     with dg.DagsterInstance.ephemeral() as instance:
         empty = ModelRegistryResource(home=str(tmp_path / "elsewhere"))
         assert "no production model" in skip_text(tick({**resources, "model_registry": empty}, instance))
-        register_model(registry, "v2", resources["dataset_source"], tmp_path)
-        reason = skip_text(tick(resources, instance))
-    assert reason == "no reference profile for production model v2: materialise reference_profile"
+
+
+def test_a_production_version_without_a_reference_gets_one_and_a_long_blind_spell_alerts_once(world, tmp_path):
+    """Promoted by a path that built no reference (CLI promote, approve, rollback, reinstate, an older build): the
+    sensor requests the reference of the version in production, and alerts a person once if windows stay unjudged
+    for longer than the policy's span."""
+    store, registry, add_window, resources = world
+    add_window(0)
+    register_model(registry, "v2", resources["dataset_source"], tmp_path)  # promoted, no reference profile
+    with dg.DagsterInstance.ephemeral() as instance:
+        first = tick(resources, instance)
+        request, = first.run_requests
+        assert request.job_name == "reference_profile_job" and request.run_key == "reference-v2"
+        assert request.run_config == {"ops": {"reference_profile": {"config": {"version": "v2"}}}}
+        assert alerts(resources) == []  # blind for less than the span: no alert yet
+        blind = DriftCursor.parse(first.cursor)
+        assert blind.blind_since and blind.window is None  # the window waits to be judged
+        hours_ago = DriftCursor.parse(first.cursor).replace(
+            blind_since=(datetime.now(UTC) - timedelta(hours=2)).isoformat()).dump()
+        late = tick(with_policy(resources, blind_alert_minutes=60), instance, hours_ago)
+        assert late.run_requests[0].run_key == "reference-v2"  # the same key: Dagster launches it once
+        alert, = alerts(resources)
+        assert alert["kind"] == "drift_monitor_blind" and alert["model_version"] == "v2"
+        assert "cannot judge traffic" in alert["text"]
+        again = tick(with_policy(resources, blind_alert_minutes=60), instance, late.cursor)
+        assert len(alerts(resources)) == 1 and again.run_requests  # alerted once per blind spell
+        store.profiles().publish(reference_version("v2"), store.profiles().read(reference_version(MODEL)), {})
+        judged = tick(resources, instance, again.cursor)
+        assert skip_text(judged).startswith("drift share") and DriftCursor.parse(judged.cursor).blind_since is None
 
 
 def alerts(resources) -> list[dict]:
@@ -285,6 +312,33 @@ def test_labelled_data_arriving_after_the_drift_launches_exactly_one_run(world):
         assert request.tags["mlops/drift_window"] == "2026-11-22T11"
         after = tick(resources, instance, launched.cursor)
         assert skip_text(after) == "no new profile window since 2026-11-22T11"
+
+
+def test_a_refused_retrain_is_not_launched_again_on_the_same_source(world):
+    """Drift, new labelled data, one retraining run; the gate refuses its model (or it awaits approval), so
+    production still carries the old fingerprint. Later drifted windows on the identical source: no second run,
+    one alert."""
+    _, _, add_window, resources = world
+    resources = with_policy(resources, cooldown_hours=0)
+    add_window(0)
+    with dg.DagsterInstance.ephemeral() as instance:
+        cursor = tick(resources, instance).cursor
+        new_labelled_data(resources)
+        add_window(1, "invert")
+        launched = tick(resources, instance, cursor)
+        assert len(launched.run_requests) == 1
+        add_window(2, "invert")  # the run ended; production did not change
+        second = tick(resources, instance, launched.cursor)
+        reason = skip_text(second)
+        assert "a retraining run on this labelled source was already launched" in reason
+        assert "a person was alerted" in reason
+        assert [a["kind"] for a in alerts(resources)] == ["retrain_on_same_data_refused"]
+        add_window(3, "invert")
+        third = tick(resources, instance, second.cursor)
+        assert "already launched" in skip_text(third) and len(alerts(resources)) == 1
+        new_labelled_data(resources, "more")  # more labels: a new retraining is worth it
+        add_window(4, "invert")
+        assert len(tick(resources, instance, third.cursor).run_requests) == 1
 
 
 def test_the_new_data_requirement_can_be_turned_off(world):

@@ -27,7 +27,7 @@ from resources.artifact_store import ArtifactStore
 from resources.model_registry import ModelRegistryResource
 from resources.service_auth import ServiceAuth
 from tests import serving_fixtures
-from tests.serving_fixtures import MODEL_NAME, register, wait_for_version
+from tests.serving_fixtures import MODEL_NAME, make_production, register, wait_for_version
 
 serving_world = serving_fixtures.serving_world
 dev_server = serving_fixtures.dev_server
@@ -155,9 +155,8 @@ def test_bad_input_is_a_4xx_with_a_message_and_the_server_survives(serving_world
 
 @pytest.mark.slow
 def test_hot_swap_under_concurrent_requests_fails_no_request(serving_world, dev_server):
-    registry = serving_world.registry
     with serving_fixtures.client(dev_server) as client:
-        registry.promote("v1", reason="test: start from v1")
+        make_production(serving_world, "v1", "test: start from v1")
         wait_for_version(client, "v1")
     failures: list[str] = []
     answered_by: list[str] = []
@@ -184,7 +183,7 @@ def test_hot_swap_under_concurrent_requests_fails_no_request(serving_world, dev_
         thread.start()
     try:
         time.sleep(1.0)  # load before the swap (a load duration, not a wait for readiness)
-        registry.promote("v2", reason="test: hot swap")
+        make_production(serving_world, "v2", "test: hot swap")
         with serving_fixtures.client(dev_server) as client:
             info = wait_for_version(client, "v2")
         time.sleep(1.0)  # and load after it
@@ -199,9 +198,8 @@ def test_hot_swap_under_concurrent_requests_fails_no_request(serving_world, dev_
 
 @pytest.mark.slow
 def test_rollback_with_one_cli_command_changes_model(serving_world, dev_server):
-    registry = serving_world.registry
-    registry.promote("v1", reason="test: setup")
-    registry.promote("v2", reason="test: the release to undo")
+    make_production(serving_world, "v1", "test: setup")
+    make_production(serving_world, "v2", "test: the release to undo")
     with serving_fixtures.client(dev_server) as client:
         wait_for_version(client, "v2")
         command = [sys.executable, "-m", "mlops_assets.tools.registry_cli", "--home", str(serving_world.home),
@@ -216,7 +214,7 @@ def test_rollback_with_one_cli_command_changes_model(serving_world, dev_server):
 def test_the_service_refuses_to_hot_swap_to_an_incompatible_model(serving_world, dev_server):
     """Even promoted explicitly, a model of other classes is not swapped in under a running service."""
     registry = serving_world.registry
-    registry.promote("v1", reason="test: setup", actor="test")
+    make_production(serving_world, "v1", "test: setup")
     registry.register(serving_world.versions["v2"], "other-classes", {"splits_version": "s"},
                       {"class_names": [f"c{i}" for i in range(10)], "spec": {"height": 8, "width": 8, "channels": 1},
                        "metrics": {}})
@@ -240,7 +238,7 @@ def test_the_service_refuses_to_hot_swap_to_an_incompatible_model(serving_world,
 @pytest.mark.slow
 def test_unloadable_version_keeps_the_old_one_serving(serving_world, dev_server, tmp_path):
     registry = serving_world.registry
-    registry.promote("v1", reason="test: setup")
+    make_production(serving_world, "v1", "test: setup")
     broken = tmp_path / "broken.onnx"
     broken.write_bytes(b"this is not an onnx graph")
     register(serving_world, "broken", broken)
@@ -378,8 +376,7 @@ def test_the_token_is_required_by_the_prediction_and_feedback_endpoints_only(ser
 # -- Dagster wiring ---------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_bento_asset_builds_and_its_application_test_passes(serving_world, tmp_path, monkeypatch):
-    registry = serving_world.registry
-    registry.promote("v1", reason="test: bento of v1")
+    make_production(serving_world, "v1", "test: bento of v1")
     expected = predict_labels(serving_world.versions["v1"], serving_world.x_test)
     accuracy = float((expected == serving_world.y_test).mean())
 
@@ -441,8 +438,8 @@ def test_bento_asset_builds_and_its_application_test_passes(serving_world, tmp_p
 
 def test_rollback_job_moves_production_back(serving_world):
     registry = serving_world.registry
-    registry.promote("v1", reason="test: setup")
-    registry.promote("v2", reason="test: to undo")
+    make_production(serving_world, "v1", "test: setup")
+    make_production(serving_world, "v2", "test: to undo")
     result = rollback_job.execute_in_process(
         resources={"model_registry": ModelRegistryResource(home=str(serving_world.home), model_name=MODEL_NAME)},
         run_config={"ops": {"rollback_production": {"config": {"reason": "test"}}}},
@@ -458,8 +455,7 @@ def test_every_worker_of_a_two_worker_service_answers_and_follows_production(ser
     """Workers = cores by default: each worker process serves, and each follows a promotion by itself."""
     from mlops_assets.deploy.bento_server import SERVICE_TARGET
 
-    registry = serving_world.registry
-    registry.promote("v1", reason="test: two workers")
+    make_production(serving_world, "v1", "test: two workers")
     env = {"MLOPS_MODEL_NAME": MODEL_NAME, "MLOPS_SERVICE_WORKERS": "2", "MLOPS_POLL_SECONDS": "0.2",
            "MLOPS_ARTIFACT_ROOT": str(tmp_path / "artifacts")}
 
@@ -479,10 +475,10 @@ def test_every_worker_of_a_two_worker_service_answers_and_follows_production(ser
             assert len(seen) == 2 and set(seen.values()) == {"v1"}, seen
             response = httpx.post(f"{url}/classify", json={"images": serving_world.x_test[:4].tolist()}, timeout=30)
             assert response.status_code == 200 and len(response.json()) == 4
-            registry.promote("v2", reason="test: two workers swap")
+            make_production(serving_world, "v2", "test: two workers swap")
             deadline = time.monotonic() + 30
             while set((seen := answers(url)).values()) != {"v2"} and time.monotonic() < deadline:
                 time.sleep(0.2)
             assert len(seen) == 2 and set(seen.values()) == {"v2"}, seen
     finally:
-        registry.promote("v1", reason="test: restore")
+        make_production(serving_world, "v1", "test: restore")

@@ -96,7 +96,8 @@ class ModelRegistry(ModelVersions):
             pointer = self.read_pointer()
             seeded = "policy" not in pointer
             if seeded:
-                record, event = rules.seeded_policy(self.process_require_approval, actor, _now())
+                record, event = rules.seeded_policy(self.process_require_approval, actor, _now(),
+                                                    pointer.get("current"))
                 pointer = {**pointer, "policy": record, "events": [*pointer.get("events", []), event]}
             before = json.dumps(pointer, sort_keys=True)
             result = change(pointer)
@@ -134,7 +135,8 @@ class ModelRegistry(ModelVersions):
             at = _now()
             pointer["policy"] = {"require_approval": require_approval, "set_by": by, "set_at": at,
                                  "reason": reason, "seeded": False}
-            pointer["events"] = [*pointer["events"], rules.policy_event(require_approval, before, by, at, reason)]
+            pointer["events"] = [*pointer["events"], rules.policy_event(require_approval, before, by, at, reason,
+                                                                        pointer.get("current"))]
 
         self._mutate(by, change)
         return self.policy()

@@ -54,19 +54,22 @@ def stored_policy(pointer: dict[str, Any], process_setting: bool | None) -> Rele
                          policy.get("reason", ""))
 
 
-def seeded_policy(process_setting: bool | None, actor: str, at: str) -> tuple[dict[str, Any], dict[str, Any]]:
+def seeded_policy(process_setting: bool | None, actor: str, at: str,
+                  current: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
     """The policy record and its event for a store that has none: seeded from the first writer's setting."""
     value = bool(process_setting)
     source = ("MLOPS_REQUIRE_APPROVAL of the first process that wrote to this registry"
               if process_setting is not None else "the default (no MLOPS_REQUIRE_APPROVAL in the first writer)")
     reason = f"seeded from {source}"
     record = {"require_approval": value, "set_by": actor, "set_at": at, "reason": reason, "seeded": True}
-    return record, policy_event(value, None, actor, at, reason)
+    return record, policy_event(value, None, actor, at, reason, current)
 
 
-def policy_event(value: bool, before: bool | None, actor: str, at: str, reason: str) -> dict[str, Any]:
+def policy_event(value: bool, before: bool | None, actor: str, at: str, reason: str,
+                 current: str | None) -> dict[str, Any]:
+    """A policy change, recorded like a transition that leaves production where it is."""
     return {"at": at, "action": "policy", "require_approval": value, "was": before, "actor": actor,
-            "reason": reason}
+            "reason": reason, "from": current, "to": current}
 
 
 def policy_conflict(policy: ReleasePolicy, process_setting: bool | None, where: str) -> str | None:

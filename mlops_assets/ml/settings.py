@@ -39,6 +39,8 @@ DRIFT_P_VALUE = "MLOPS_DRIFT_P_VALUE"
 DRIFT_DISTANCE = "MLOPS_DRIFT_DISTANCE"
 DRIFT_MIN_ROWS = "MLOPS_DRIFT_MIN_ROWS"
 DRIFT_COOLDOWN_HOURS = "MLOPS_DRIFT_COOLDOWN_HOURS"
+# windows unjudged for lack of the production model's reference longer than this: a person is alerted once
+DRIFT_BLIND_ALERT_MINUTES = "MLOPS_DRIFT_BLIND_ALERT_MINUTES"
 # 1 (default): drift launches retraining only when the labelled source holds data production never saw
 RETRAIN_REQUIRES_NEW_DATA = "MLOPS_RETRAIN_REQUIRES_NEW_DATA"
 RETRAIN_RUN_CONFIG = "MLOPS_RETRAIN_RUN_CONFIG"  # a YAML run config for the drift sensor's retraining runs
@@ -87,6 +89,7 @@ DEFAULTS = {
     DRIFT_DISTANCE: "0.15",
     DRIFT_MIN_ROWS: "100",
     DRIFT_COOLDOWN_HOURS: "6",
+    DRIFT_BLIND_ALERT_MINUTES: "30",
     RETRAIN_REQUIRES_NEW_DATA: "1",
     RETRAIN_RUN_CONFIG: "",
     ALERT_FILE: "",

@@ -12,6 +12,7 @@ report read the same files through it, never the rows.
 from datetime import UTC, datetime
 
 import dagster as dg
+from pydantic import Field
 
 from mlops_assets.ml.markdown import markdown_table
 from mlops_assets.ml.profile_layout import PROFILE_FILE, reference_version, window_label, window_version
@@ -52,25 +53,46 @@ def _profile_table(view) -> str:
     return markdown_table(["feature", "rows", "mean", "p05", "median", "p95", "top values"], rows)
 
 
+class ReferenceConfig(dg.Config):
+    version: str = Field(
+        default="",
+        description=(
+            "The model version to profile. Empty: the version registered_model registered last (every version "
+            "a build registers gets its reference, so a later switch to it, by any path, can be judged at once)."
+        ),
+    )
+
+
+def last_registered_version(instance: dg.DagsterInstance) -> str | None:
+    """The version registered_model's latest materialization registered (its ``tag`` metadata)."""
+    event = instance.get_latest_materialization_event(dg.AssetKey("registered_model"))
+    tag = event.asset_materialization.metadata.get("tag") if event and event.asset_materialization else None
+    return str(tag.value).split(":", 1)[1] if tag is not None else None
+
+
 @dg.asset(
     kinds={"whylogs"},
     code_version=MONITOR_CODE_VERSION,
     deps=["registered_model"],
     description=(
-        "whylogs profile of the production model's training split: the per-image features the service "
-        "logs, plus the model's own predicted class and confidence on those images. Versioned with the "
-        "production model; drift is measured against it."
+        "whylogs profile of a model version's training split: the per-image features the service logs, plus "
+        "the model's own predicted class and confidence on those images. Built for every registered version "
+        "(so any version that may serve has one); drift is measured against production's."
     ),
 )
 def reference_profile(
-    context: dg.AssetExecutionContext, artifact_store: ArtifactStore, model_registry: ModelRegistryResource
+    context: dg.AssetExecutionContext, config: ReferenceConfig, artifact_store: ArtifactStore,
+    model_registry: ModelRegistryResource,
 ) -> dg.MaterializeResult:
-    production = model_registry.registry().production()
-    if production is None:
-        raise MonitorError("no production model: materialise registered_model (build_job) first")
-    version, metadata = publish_reference_profile(production, artifact_store)
-    context.log.info(f"{version}: {metadata['n_rows']} training images profiled")
-    return dg.MaterializeResult(data_version=dg.DataVersion(version), metadata=metadata)
+    registry = model_registry.registry()
+    version = config.version or last_registered_version(context.instance) or registry.production_version()
+    if version is None:
+        raise MonitorError("no registered model version to profile: materialise registered_model (build_job) first")
+    model = registry.get(version)
+    version_name, metadata = publish_reference_profile(model, artifact_store)
+    context.log.info(f"{version_name}: {metadata['n_rows']} training images profiled"
+                     + ("" if model.version == registry.production_version() else " (not in production now)"))
+    return dg.MaterializeResult(data_version=dg.DataVersion(version_name), metadata=metadata)
 
 
 def publish_reference_profile(production, artifact_store: ArtifactStore) -> tuple[str, dict]:
