@@ -138,6 +138,19 @@ def open_image(source):
     return Image.open(source, formats=list(SUPPORTED_FORMATS))
 
 
+# EXIF orientation (tag 0x0112): 1 upright; 2-4 mirrored or upside down; 5-8 stored a quarter turn from upright.
+EXIF_ORIENTATION = 0x0112
+_TURNED_ORIENTATIONS = (5, 6, 7, 8)
+
+
+def _exif_orientation(img) -> int:
+    """The orientation an image's EXIF declares (1 when it has none or the tag is unreadable)."""
+    try:
+        return int(img.getexif().get(EXIF_ORIENTATION, 1))
+    except (*UNREADABLE, TypeError):
+        return 1
+
+
 def image_pixels(data: bytes) -> int:
     """How many pixels an encoded image declares, from its header alone (nothing is decoded)."""
     try:
@@ -160,12 +173,14 @@ def decode_image_with_size(
 
     The pixel count is read from the header and checked before anything is decoded
     (:class:`ImageTooLargeError`), so a small file that expands to gigabytes is refused for the price of its
-    header. Palette, alpha, 16-bit and CMYK images are converted through PIL's own conversions; images are
-    resized with bilinear filtering (JPEGs are first decoded at a reduced scale when much larger than the
-    target). Anything PIL cannot read raises :class:`ImageDecodeError` naming ``name`` (or the path), so one
-    bad file is reported and never aborts a whole load.
+    header. The EXIF orientation a camera or phone records is applied, so the pixels (and the size returned)
+    are the image as a viewer shows it, in the build, its checks and serving alike (the feedback export
+    writes the served pixels, so it inherits this). Palette, alpha, 16-bit and CMYK images are converted
+    through PIL's own conversions; images are resized with bilinear filtering (JPEGs are first decoded at a
+    reduced scale when much larger than the target). Anything PIL cannot read raises :class:`ImageDecodeError`
+    naming ``name`` (or the path), so one bad file is reported and never aborts a whole load.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     label = name or (str(data) if not isinstance(data, bytes) else "<upload>")
     try:
@@ -177,9 +192,13 @@ def decode_image_with_size(
                     f"image {label} is {img.width}×{img.height} = {img.width * img.height} pixels; at most "
                     f"{max_pixels} are decoded"
                 )
+            turned = _exif_orientation(img) in _TURNED_ORIENTATIONS
             if img.format == "JPEG":  # decode at 1/2, 1/4 or 1/8 scale when that still covers the target
-                img.draft(img.mode, (spec.width, spec.height))
+                img.draft(img.mode, (spec.height, spec.width) if turned else (spec.width, spec.height))
             img.load()
+            img = ImageOps.exif_transpose(img)  # as every viewer shows it: phones store pixels sideways
+            if turned:  # the size as shown, from the header (draft decoding may have shrunk the pixels)
+                size = (size[1], size[0])
             if img.mode in ("I;16", "I;16B", "I"):
                 img = img.point(lambda v: v * (1 / 256)).convert("L")
             if img.mode in ("RGBA", "LA", "P", "PA"):
