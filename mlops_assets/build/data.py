@@ -9,6 +9,7 @@ from pydantic import Field
 
 from mlops_assets.metadata import short_hash
 from mlops_assets.ml.artifacts import open_dataset, read_split_hashes, write_splits
+from mlops_assets.ml.image_folder import shrink_warning
 from mlops_assets.ml.markdown import markdown_table
 from mlops_assets.ml.splits import SPLIT_NAMES, SplitFractions, assign_splits, class_counts
 from mlops_assets.refs import DatasetRef, SplitsRef
@@ -49,6 +50,12 @@ def raw_images(
         source_fingerprint=fingerprint,
     )
     skipped_md = markdown_table(["file", "reason"], dataset.skipped) if dataset.skipped else "none"
+    geometry_source = dataset_source.describe_geometry()
+    too_small = shrink_warning(images.original_sizes, dataset.spec, geometry_source)
+    context.log.info(f"images converted to {dataset.spec.channels}×{dataset.spec.height}×{dataset.spec.width} "
+                     f"(channels×height×width), from {geometry_source}")
+    if too_small:
+        context.log.warning(too_small)
     return dg.MaterializeResult(
         value=ref,
         data_version=dg.DataVersion(version),
@@ -60,6 +67,8 @@ def raw_images(
             "n_images": len(images),
             "n_classes": len(dataset.class_names),
             "image_shape": f"{dataset.spec.channels}×{dataset.spec.height}×{dataset.spec.width}",
+            "geometry_source": geometry_source,
+            "geometry_warning": too_small or "none",
             "pixel_bytes": images.nbytes,
             "n_skipped": len(dataset.skipped),
             "skipped_files": dg.MetadataValue.md(skipped_md),

@@ -58,6 +58,29 @@ class FolderListing:
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
+SHRINK_WARN_FACTOR = 4  # an image shrunk more than this in height or width has lost most of its detail
+
+
+def shrink_warning(original_sizes: np.ndarray | None, spec: PreprocessSpec, origin: str) -> str | None:
+    """A warning when most images are shrunk more than :data:`SHRINK_WARN_FACTOR`× in either side, naming where
+    the geometry came from: a geometry meant for other data (a stale settings file's 8×8) then reads as
+    intended, while accuracy quietly suffers."""
+    if original_sizes is None:  # a dataset stored before sizes were kept
+        return None
+    sizes = np.asarray(original_sizes, dtype=np.int64).reshape(-1, 2)
+    if not len(sizes):
+        return None
+    shrunk = (sizes[:, 0] > SHRINK_WARN_FACTOR * spec.height) | (sizes[:, 1] > SHRINK_WARN_FACTOR * spec.width)
+    if 2 * int(shrunk.sum()) <= len(sizes):
+        return None
+    height, width = (int(v) for v in np.median(sizes, axis=0))
+    return (
+        f"{int(shrunk.sum())} of {len(sizes)} images are shrunk more than {SHRINK_WARN_FACTOR}× in height or width "
+        f"to {spec.height}×{spec.width} (median original {height}×{width}); the geometry comes from {origin}. "
+        "If that is not meant, set MLOPS_IMAGE_HEIGHT and MLOPS_IMAGE_WIDTH (or the dataset_source resource)."
+    )
+
+
 def list_image_folder(root: str | Path) -> FolderListing:
     """List a folder with one sub-folder per class, refusing layouts a model would be meaningless on.
 

@@ -36,6 +36,12 @@ def main() -> int:
               + (f"  ({reason.value})" if reason else ""))
     evaluation = outputs.get("evaluation_report", {})
     registered = outputs.get("registered_model", {})
+    raw = outputs.get("raw_images", {})
+    if raw:
+        print(f"  images          {raw['n_images'].value} at {raw['image_shape'].value} (channels×height×width), "
+              f"from {raw['geometry_source'].value}")
+        if raw["geometry_warning"].value != "none":
+            print(f"  WARNING         {raw['geometry_warning'].value}")
     if evaluation:
         print(f"  test accuracy   {evaluation['accuracy'].value:.4f}   macro F1 {evaluation['macro_f1'].value:.4f}")
         print(f"  report          {evaluation['report_path'].value}")

@@ -1,0 +1,80 @@
+"""A user's own image folder: where the geometry came from, and every file not used, counted by reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pytest
+
+from mlops_assets.build.data import raw_images
+from mlops_assets.ml import settings
+from mlops_assets.ml.images import write_png
+from resources.dataset_source import DatasetSource
+from testkit.fixtures import make_resources
+
+GEOMETRY = (settings.IMAGE_HEIGHT, settings.IMAGE_WIDTH, settings.IMAGE_CHANNELS)
+
+
+def photo_folder(root: Path, per_class: int = 4, size: int = 64) -> Path:
+    rng = np.random.default_rng(0)
+    for name in ("cats", "dogs"):
+        for i in range(per_class):
+            write_png(root / name / f"{i}.png", rng.integers(0, 256, size=(1, size, size), dtype=np.uint8))
+    return root
+
+
+def materialize_raw_images(root: Path, source: DatasetSource) -> dict:
+    result = dg.materialize([raw_images], resources=make_resources(root, source),
+                            instance=dg.DagsterInstance.ephemeral())
+    assert result.success
+    event = result.get_asset_materialization_events()[-1]
+    return {k: v.value for k, v in event.materialization.metadata.items()}
+
+
+@pytest.fixture
+def clean_geometry(monkeypatch):
+    """No geometry variable set, and none recorded as read from a file (the test's own settings file decides)."""
+    for name in (*GEOMETRY, settings.DATASET_KIND, settings.IMAGE_FOLDER):
+        monkeypatch.setenv(name, "restored after the test")
+        monkeypatch.delenv(name)
+    monkeypatch.setattr(settings, "FROM_FILE", {})
+
+
+def test_a_stale_settings_file_geometry_is_named_in_the_build_and_its_shrinking_warned(tmp_path, monkeypatch,
+                                                                                        clean_geometry):
+    """The walkthrough's .env (8×8) still applies when a user points the build at their own 64×64 photos."""
+    from resources.defaults import default_resources
+
+    stale = tmp_path / "walkthrough.env"
+    stale.write_text("MLOPS_IMAGE_HEIGHT=8\nMLOPS_IMAGE_WIDTH=8\n")
+    monkeypatch.setenv(settings.ENV_FILE, str(stale))
+    settings.load_env_file()
+    monkeypatch.setenv(settings.DATASET_KIND, "image_folder")
+    monkeypatch.setenv(settings.IMAGE_FOLDER, str(photo_folder(tmp_path / "photos")))
+    source = default_resources()["dataset_source"]
+    assert (source.height, source.width) == (8, 8)
+    meta = materialize_raw_images(tmp_path / "run", source)
+    assert meta["image_shape"] == "1×8×8"
+    assert f"MLOPS_IMAGE_HEIGHT=8, MLOPS_IMAGE_WIDTH=8 from the settings file {stale}" in meta["geometry_source"]
+    assert "MLOPS_IMAGE_CHANNELS=1 by default" in meta["geometry_source"]
+    warning = meta["geometry_warning"]
+    assert "8 of 8 images" in warning and "more than 4×" in warning and str(stale) in warning
+
+
+def test_the_geometry_from_the_environment_or_the_default_is_named_and_a_mild_resize_not_warned(tmp_path,
+                                                                                                 monkeypatch,
+                                                                                                 clean_geometry):
+    from resources.defaults import default_resources
+
+    monkeypatch.setenv(settings.ENV_FILE, str(tmp_path / "none.env"))
+    monkeypatch.setenv(settings.IMAGE_HEIGHT, "48")
+    monkeypatch.setenv(settings.DATASET_KIND, "image_folder")
+    monkeypatch.setenv(settings.IMAGE_FOLDER, str(photo_folder(tmp_path / "photos")))
+    source = default_resources()["dataset_source"]
+    meta = materialize_raw_images(tmp_path / "run", source)
+    assert meta["image_shape"] == "1×48×32"
+    assert meta["geometry_source"] == ("MLOPS_IMAGE_HEIGHT=48 from the environment; "
+                                       "MLOPS_IMAGE_WIDTH=32, MLOPS_IMAGE_CHANNELS=1 by default")
+    assert meta["geometry_warning"] == "none"
