@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import dagster as dg
@@ -78,3 +79,62 @@ def test_the_geometry_from_the_environment_or_the_default_is_named_and_a_mild_re
     assert meta["geometry_source"] == ("MLOPS_IMAGE_HEIGHT=48 from the environment; "
                                        "MLOPS_IMAGE_WIDTH=32, MLOPS_IMAGE_CHANNELS=1 by default")
     assert meta["geometry_warning"] == "none"
+
+
+def quirky_folder(root: Path) -> Path:
+    """What a real folder holds besides its images: a phone burst in a sub-folder, macOS and Windows litter,
+    an empty file, a half-copied JPEG, notes, a README beside the classes."""
+    import io
+
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    for name in ("cats", "dogs"):
+        for i in range(3):
+            write_png(root / name / f"{i}.png", rng.integers(0, 256, size=(1, 16, 16), dtype=np.uint8))
+    for i in range(2):
+        write_png(root / "dogs" / "burst" / f"{i}.png", rng.integers(0, 256, size=(1, 16, 16), dtype=np.uint8))
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, size=(64, 64), dtype=np.uint8)).save(buffer, format="JPEG")
+    (root / "cats" / "half.jpg").write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    (root / "cats" / "empty.png").write_bytes(b"")
+    (root / "cats" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (root / "dogs" / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0")
+    (root / "dogs" / "notes.txt").write_text("vet on Tuesday")
+    (root / "README.md").write_text("my pets")
+    return root
+
+
+def test_every_file_not_used_is_listed_with_a_reason_a_person_reads_and_counted_by_it(tmp_path):
+    from mlops_assets.ml.image_folder import load_image_folder, skipped_by_reason
+    from mlops_assets.ml.images import PreprocessSpec
+
+    root = quirky_folder(tmp_path / "pets")
+    dataset = load_image_folder(root, PreprocessSpec(8, 8, 1))  # the nested folder does not abort the build
+    assert sorted(dataset.sources) == ["cats/0.png", "cats/1.png", "cats/2.png", "dogs/0.png", "dogs/1.png",
+                                       "dogs/2.png"]
+    reasons = {str(Path(path).relative_to(root)): reason for path, reason in dataset.skipped}
+    assert reasons["cats/empty.png"] == "empty file"
+    assert reasons["cats/half.jpg"].startswith("truncated")
+    assert reasons["cats/.DS_Store"].startswith("system file") and reasons["dogs/Thumbs.db"].startswith("system file")
+    assert reasons["dogs/burst"].startswith("nested folder") and "2 file(s)" in reasons["dogs/burst"]
+    assert reasons["dogs/notes.txt"].startswith("not an image")
+    assert not any("BufferedReader" in reason for reason in reasons.values())
+    assert skipped_by_reason(dataset.skipped) == {
+        "empty file": 1, "truncated": 1, "not an image": 1, "system file": 2, "nested folder": 1,
+        "beside the class folders": 1,
+    }
+
+
+def test_the_build_counts_skipped_files_by_reason_and_warns_of_a_nested_folder(tmp_path):
+    root = quirky_folder(tmp_path / "pets")
+    source = DatasetSource(kind="image_folder", path=str(root), height=8, width=8)
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize([raw_images], resources=make_resources(tmp_path / "run", source), instance=instance)
+    assert result.success
+    meta = {k: v.value for k, v in result.get_asset_materialization_events()[-1].materialization.metadata.items()}
+    assert meta["n_images"] == 6 and meta["n_skipped"] == 7
+    assert meta["skipped_by_reason"] == {"empty file": 1, "truncated": 1, "not an image": 1, "system file": 2,
+                                         "nested folder": 1, "beside the class folders": 1}
+    warnings = [e.user_message for e in instance.all_logs(result.run_id) if e.level == logging.WARNING]
+    assert any("nested folder" in w and "dogs/burst" in w for w in warnings), warnings

@@ -9,7 +9,7 @@ from pydantic import Field
 
 from mlops_assets.metadata import short_hash
 from mlops_assets.ml.artifacts import open_dataset, read_split_hashes, write_splits
-from mlops_assets.ml.image_folder import shrink_warning
+from mlops_assets.ml.image_folder import NESTED_FOLDER, shrink_warning, skipped_by_reason
 from mlops_assets.ml.markdown import markdown_table
 from mlops_assets.ml.splits import SPLIT_NAMES, SplitFractions, assign_splits, class_counts
 from mlops_assets.refs import DatasetRef, SplitsRef
@@ -39,7 +39,11 @@ def raw_images(
     dataset = open_dataset(directory)
     images = dataset.rows
     for path, reason in dataset.skipped:
-        context.log.warning(f"skipped unreadable image {path}: {reason}")
+        context.log.warning(f"skipped {path}: {reason}")
+    by_reason = skipped_by_reason(dataset.skipped)
+    nested = [path for path, reason in dataset.skipped if reason.startswith(NESTED_FOLDER)]
+    if nested:
+        context.log.warning(f"{len(nested)} nested folder(s) skipped, their images not read: {', '.join(nested)}")
     counts = class_counts(images.labels, len(dataset.class_names))
     ref = DatasetRef(
         version=version,
@@ -71,6 +75,7 @@ def raw_images(
             "geometry_warning": too_small or "none",
             "pixel_bytes": images.nbytes,
             "n_skipped": len(dataset.skipped),
+            "skipped_by_reason": dg.MetadataValue.json(by_reason),
             "skipped_files": dg.MetadataValue.md(skipped_md),
             "class_balance": dg.MetadataValue.md(
                 markdown_table(["class", "images"], zip(dataset.class_names, counts, strict=True))

@@ -24,12 +24,35 @@ IMAGE_SUFFIXES = tuple(suffix for suffixes in SUPPORTED_FORMATS.values() for suf
 DEFAULT_MAX_PIXELS = 4096 * 4096
 
 
+# Why an image is not decoded, in words that start the reason a folder's skipped file is listed with.
+EMPTY = "empty file"
+TRUNCATED = "truncated"
+NOT_AN_IMAGE = "not an image"
+TOO_LARGE = "too large"
+UNREADABLE_IMAGE = "unreadable"
+
+
 class ImageDecodeError(ValueError):
-    """An image that cannot be decoded; the message names the file or upload."""
+    """An image that cannot be decoded; the message names the file or upload, ``kind`` says why in a word
+    (:data:`EMPTY`, :data:`TRUNCATED`, :data:`NOT_AN_IMAGE`, :data:`TOO_LARGE`, :data:`UNREADABLE_IMAGE`) and
+    ``detail`` is the message without the name."""
+
+    def __init__(self, label: str, detail: str, kind: str = UNREADABLE_IMAGE) -> None:
+        super().__init__(f"cannot decode image {label}: {detail}")
+        self.kind, self.detail = kind, detail
+
+    @property
+    def reason(self) -> str:
+        """The detail, led by its kind: what a folder listing shows for a skipped file."""
+        return self.detail if self.detail.startswith(self.kind) else f"{self.kind}: {self.detail}"
 
 
 class ImageTooLargeError(ImageDecodeError):
     """An image whose header declares more pixels than the limit; it is never decoded."""
+
+    def __init__(self, label: str, detail: str) -> None:
+        ValueError.__init__(self, f"image {label} {detail}")
+        self.kind, self.detail = TOO_LARGE, detail
 
 
 class DatasetError(ValueError):
@@ -160,6 +183,14 @@ def image_pixels(data: bytes) -> int:
         return 0  # not readable as an image: decoding will say why
 
 
+def _file_size(path: Path | str) -> int | None:
+    """A file's size, or None when it cannot be stat-ed (opening it will then say why)."""
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return None
+
+
 def decode_image(data: bytes | Path | str, spec: PreprocessSpec, name: str | None = None,
                  max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode a PNG/JPEG/… into uint8 C×H×W of the given geometry (see :func:`decode_image_with_size`)."""
@@ -183,13 +214,15 @@ def decode_image_with_size(
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     label = name or (str(data) if not isinstance(data, bytes) else "<upload>")
+    if (len(data) if isinstance(data, bytes) else _file_size(data)) == 0:
+        raise ImageDecodeError(label, EMPTY, EMPTY)
     try:
         source = io.BytesIO(data) if isinstance(data, bytes) else open(data, "rb")  # noqa: SIM115
         with source, open_image(source) as img:
             size = (img.height, img.width)
             if img.width * img.height > max_pixels:
                 raise ImageTooLargeError(
-                    f"image {label} is {img.width}×{img.height} = {img.width * img.height} pixels; at most "
+                    label, f"is {img.width}×{img.height} = {img.width * img.height} pixels; at most "
                     f"{max_pixels} are decoded"
                 )
             turned = _exif_orientation(img) in _TURNED_ORIENTATIONS
@@ -213,10 +246,11 @@ def decode_image_with_size(
         raise
     except UnidentifiedImageError as exc:
         raise ImageDecodeError(
-            f"cannot decode image {label}: not an image of a supported format ({', '.join(SUPPORTED_FORMATS)})"
+            label, f"not an image of a supported format ({', '.join(SUPPORTED_FORMATS)})", NOT_AN_IMAGE
         ) from exc
     except UNREADABLE as exc:
-        raise ImageDecodeError(f"cannot decode image {label}: {exc}") from exc
+        kind = TRUNCATED if "truncated" in str(exc) else UNREADABLE_IMAGE
+        raise ImageDecodeError(label, str(exc), kind) from exc
     if array.ndim == 2:
         array = array[None, :, :]
     else:

@@ -40,6 +40,9 @@ def main() -> int:
     if raw:
         print(f"  images          {raw['n_images'].value} at {raw['image_shape'].value} (channels×height×width), "
               f"from {raw['geometry_source'].value}")
+        if raw["n_skipped"].value:
+            counts = ", ".join(f"{kind} {n}" for kind, n in raw["skipped_by_reason"].value.items())
+            print(f"  skipped files   {raw['n_skipped'].value} ({counts}); listed in raw_images' skipped_files")
         if raw["geometry_warning"].value != "none":
             print(f"  WARNING         {raw['geometry_warning'].value}")
     if evaluation:
