@@ -40,7 +40,7 @@ def clean_geometry(monkeypatch):
     for name in (*GEOMETRY, settings.DATASET_KIND, settings.IMAGE_FOLDER):
         monkeypatch.setenv(name, "restored after the test")
         monkeypatch.delenv(name)
-    monkeypatch.setattr(settings, "FROM_FILE", {})
+    monkeypatch.setattr(settings, "FROM_FILE", {}, raising=False)
 
 
 def test_a_stale_settings_file_geometry_is_named_in_the_build_and_its_shrinking_warned(tmp_path, monkeypatch,
