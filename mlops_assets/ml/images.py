@@ -51,7 +51,7 @@ class ImageTooLargeError(ImageDecodeError):
     """An image whose header declares more pixels than the limit; it is never decoded."""
 
     def __init__(self, label: str, detail: str) -> None:
-        ValueError.__init__(self, f"image {label} {detail}")
+        ValueError.__init__(self, f"image {label} is {detail}")
         self.kind, self.detail = TOO_LARGE, detail
 
 
@@ -222,7 +222,7 @@ def decode_image_with_size(
             size = (img.height, img.width)
             if img.width * img.height > max_pixels:
                 raise ImageTooLargeError(
-                    label, f"is {img.width}×{img.height} = {img.width * img.height} pixels; at most "
+                    label, f"{img.width}×{img.height} = {img.width * img.height} pixels; at most "
                     f"{max_pixels} are decoded"
                 )
             turned = _exif_orientation(img) in _TURNED_ORIENTATIONS
