@@ -39,6 +39,12 @@ class DatasetSource(dg.ConfigurableResource):
     max_image_pixels: int = Field(
         default=DEFAULT_MAX_PIXELS, description="Larger images (from their header) are skipped, never decoded."
     )
+    geometry_origin: str = Field(
+        default="", description=(
+            "Where height, width and channels came from (set from the settings; empty: this resource's own "
+            "configuration). Shown in raw_images' metadata, so a stale settings file cannot resize silently."
+        ),
+    )
     decode_workers: int = Field(
         default=0, description=(
             "Processes decoding an image folder in parallel; 0 = one per core, at most one per 10,000 files "
@@ -48,6 +54,12 @@ class DatasetSource(dg.ConfigurableResource):
 
     def spec(self) -> PreprocessSpec:
         return PreprocessSpec(height=self.height, width=self.width, channels=self.channels)
+
+    def describe_geometry(self) -> str:
+        """Where the geometry images are converted to comes from, in words."""
+        if self.kind == "digits":
+            return "the digits' own 8×8 (the geometry settings apply to image folders)"
+        return self.geometry_origin or "the dataset_source resource's configuration"
 
     def describe(self) -> str:
         return "sklearn digits (8×8)" if self.kind == "digits" else f"image folder {self.path}"

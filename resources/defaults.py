@@ -41,6 +41,9 @@ def default_resources() -> dict[str, object]:
             height=settings.resolve_int(settings.IMAGE_HEIGHT),
             width=settings.resolve_int(settings.IMAGE_WIDTH),
             channels=settings.resolve_int(settings.IMAGE_CHANNELS),
+            geometry_origin=settings.describe_origins(
+                (settings.IMAGE_HEIGHT, settings.IMAGE_WIDTH, settings.IMAGE_CHANNELS)
+            ),
             max_image_pixels=settings.resolve_int(settings.MAX_IMAGE_PIXELS),
             decode_workers=settings.resolve_int(settings.DECODE_WORKERS),
         ),

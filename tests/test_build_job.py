@@ -108,7 +108,8 @@ def test_gate_refuses_a_worse_model_and_keeps_production(digits_build):
     root, first = digits_build
     production_before = ModelRegistry(root / "bentoml", "image_classifier").production().version
     weak = {"ops": {"trained_model": {"config": {"learning_rates": [1e-4], "hidden": [4], "epochs": [1]}},
-                    "registered_model": {"config": {"floor": 0.0, "max_regression": 0.01}}}}
+                    "registered_model": {"config": {"floor": 0.0, "min_gain_over_baseline": 0.0,
+                                                         "max_regression": 0.01}}}}
     result = materialize_build(root, weak)
     registered = metadata(result, "registered_model")
     assert registered["promoted"] is False

@@ -13,6 +13,7 @@ from mlops_assets.ml.images import (
     ImageDecodeError,
     PreprocessSpec,
     decode_image,
+    decode_image_with_size,
     load_digits_dataset,
     to_training_scale,
 )
@@ -206,3 +207,53 @@ def test_nested_class_folders_are_an_error_naming_the_path(tmp_path):
         Image.new("L", (8, 8)).save(tmp_path / folder / "a.png")
     with pytest.raises(DatasetError, match=r"animals/circle.*move nested classes up one level"):
         load_image_folder(tmp_path, PreprocessSpec(height=8, width=8, channels=1))
+
+
+# -- photos as phones save them: the EXIF orientation tag ----------------------------------------------------------
+# PIL's transposition for each orientation (exif_transpose applies it); the stored pixels are its inverse
+_STORE_AS = {3: "ROTATE_180", 6: "ROTATE_90", 8: "ROTATE_270", 5: "TRANSPOSE"}
+
+
+def upright_pattern(height: int = 48, width: int = 64) -> np.ndarray:
+    """An asymmetric picture of 8×8 blocks (JPEG's own blocks, so quality 100 keeps it nearly exact)."""
+    rng = np.random.default_rng(7)
+    blocks = rng.integers(0, 256, size=(height // 8, width // 8), dtype=np.uint8)
+    return np.kron(blocks, np.ones((8, 8), dtype=np.uint8))
+
+
+def exif_jpeg(upright: np.ndarray, orientation: int) -> bytes:
+    """The JPEG a phone writes: pixels as the sensor read them, plus the tag saying how to show them upright."""
+    stored = Image.fromarray(upright, "L").transpose(getattr(Image.Transpose, _STORE_AS[orientation]))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    stored.save(buffer, format="JPEG", quality=100, subsampling=0, exif=exif.tobytes())
+    return buffer.getvalue()
+
+
+def upright_jpeg(upright: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(upright, "L").save(buffer, format="JPEG", quality=100, subsampling=0)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("orientation", sorted(_STORE_AS))
+def test_an_exif_rotated_jpeg_decodes_to_the_upright_pixels(orientation):
+    upright = upright_pattern()
+    spec = PreprocessSpec(height=24, width=32, channels=1)  # half size: JPEG draft decoding is used too
+    expected = decode_image(upright_jpeg(upright), spec).astype(int)
+    decoded, size = decode_image_with_size(exif_jpeg(upright, orientation), spec)
+    assert np.abs(decoded.astype(int) - expected).max() <= 8
+    assert size == (48, 64)  # the size as a viewer shows it
+
+
+def test_the_folder_loader_reads_exif_rotated_photos_upright(tmp_path):
+    upright = upright_pattern()
+    for name in ("photos", "scans"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "photos" / "phone.jpg").write_bytes(exif_jpeg(upright, 6))
+    (tmp_path / "scans" / "upright.jpg").write_bytes(upright_jpeg(upright))
+    dataset = load_image_folder(tmp_path, PreprocessSpec(height=24, width=32, channels=1))
+    assert dataset.sources == ["photos/phone.jpg", "scans/upright.jpg"]
+    assert np.abs(dataset.images[0].astype(int) - dataset.images[1].astype(int)).max() <= 8
+    assert dataset.original_sizes.tolist() == [[48, 64], [48, 64]]

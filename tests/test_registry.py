@@ -84,6 +84,47 @@ def test_unknown_metric_is_an_error():
         decide_promotion({"accuracy": 0.9}, NONE, PromotionPolicy(metric="macro_f1"))
 
 
+# -- the floor, relative to what always answering the commonest class scores -------------------------------------
+def test_a_first_model_on_a_small_folder_is_judged_against_its_baseline_not_a_fixed_090():
+    """Three balanced classes, 8 of 9 test images right: far above the 1/3 a constant answer gets."""
+    decision = decide_promotion({"accuracy": 8 / 9}, NONE, test_class_counts=[3, 3, 3])
+    assert decision.promote, decision.reason
+    assert "majority-class baseline 0.3333" in decision.reason and "floor 0.6667" in decision.reason
+
+
+def test_a_model_near_its_baseline_is_refused_with_the_baseline_named():
+    decision = decide_promotion({"accuracy": 0.6}, NONE, test_class_counts=[5, 4])
+    assert not decision.promote
+    assert "below the floor 0.7778" in decision.reason and "majority-class baseline 0.5556" in decision.reason
+
+
+def test_an_imbalanced_test_split_raises_the_floor_above_what_a_constant_answer_scores():
+    """90 % of one class: 0.92 accuracy is barely better than always answering it (0.90)."""
+    decision = decide_promotion({"accuracy": 0.92}, NONE, test_class_counts=[90, 10])
+    assert not decision.promote and "below the floor 0.9500" in decision.reason
+
+
+def test_an_absolute_floor_set_higher_still_applies():
+    decision = decide_promotion({"accuracy": 8 / 9}, NONE, PromotionPolicy(floor=0.9), test_class_counts=[3, 3, 3])
+    assert not decision.promote and "below the floor 0.9000 (the absolute floor" in decision.reason
+
+
+def test_the_baseline_of_macro_metrics_is_the_constant_answer_s_score():
+    from mlops_assets.ml.promotion import majority_baseline
+
+    assert majority_baseline("accuracy", [6, 2, 2]) == pytest.approx(0.6)
+    assert majority_baseline("macro_recall", [6, 2, 2]) == pytest.approx(1 / 3)
+    assert majority_baseline("macro_precision", [6, 2, 2]) == pytest.approx(0.6 / 3)
+    assert majority_baseline("macro_f1", [6, 2, 2]) == pytest.approx((2 * 0.6 / 1.6) / 3)
+    assert majority_baseline("macro_f1", [6, 0, 4]) == pytest.approx((2 * 0.6 / 1.6) / 2)  # classes present
+    assert majority_baseline("recall_gap", [6, 2, 2]) is None
+
+
+def test_without_a_baseline_only_the_absolute_floor_applies_and_the_reason_says_so():
+    decision = decide_promotion({"accuracy": 0.5}, NONE)
+    assert decision.promote and "no test class counts" in decision.reason
+
+
 def test_signature_differences_name_what_differs():
     digits = {"class_names": [str(i) for i in range(10)], "spec": {"height": 8, "width": 8, "channels": 1}}
     shapes = {"class_names": ["circles", "squares"], "spec": {"height": 8, "width": 8, "channels": 1}}

@@ -482,3 +482,33 @@ def test_every_worker_of_a_two_worker_service_answers_and_follows_production(ser
             assert len(seen) == 2 and set(seen.values()) == {"v2"}, seen
     finally:
         make_production(serving_world, "v1", "test: restore")
+
+
+@pytest.mark.slow
+def test_an_exif_rotated_photo_is_classified_as_it_is_shown(serving_world, dev_server):
+    """A phone's JPEG stores the pixels sideways with an orientation tag; the service reads it upright."""
+    from PIL import Image
+
+    def jpeg(pixels: np.ndarray, orientation: int | None) -> bytes:
+        image = Image.fromarray(np.kron(pixels[0], np.ones((8, 8), dtype=np.uint8)), "L")  # 64×64, JPEG blocks
+        extra = {}
+        if orientation is not None:  # 6: stored turned a quarter anticlockwise, shown turned back
+            image = image.transpose(Image.Transpose.ROTATE_90)
+            exif = Image.Exif()
+            exif[0x0112] = orientation
+            extra["exif"] = exif.tobytes()
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=100, subsampling=0, **extra)
+        return buffer.getvalue()
+
+    expected = predict_labels(serving_world.versions["v1"], serving_world.x_test)
+    with serving_fixtures.client(dev_server) as client:
+        wait_for_version(client, "v1")
+        for i in range(8):
+            answers = [client.post("/classify_image", files={"image": ("photo.jpg", jpeg(
+                serving_world.pixels_test[i], orientation), "image/jpeg")}) for orientation in (None, 6)]
+            assert [a.status_code for a in answers] == [200, 200], answers[1].text
+            upright, rotated = (a.json() for a in answers)
+            assert upright["label"] == expected[i]
+            assert rotated["label"] == upright["label"]
+            np.testing.assert_allclose(rotated["probabilities"], upright["probabilities"], atol=0.05)

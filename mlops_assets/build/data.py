@@ -9,6 +9,7 @@ from pydantic import Field
 
 from mlops_assets.metadata import short_hash
 from mlops_assets.ml.artifacts import open_dataset, read_split_hashes, write_splits
+from mlops_assets.ml.image_folder import NESTED_FOLDER, shrink_warning, skipped_by_reason
 from mlops_assets.ml.markdown import markdown_table
 from mlops_assets.ml.splits import SPLIT_NAMES, SplitFractions, assign_splits, class_counts
 from mlops_assets.refs import DatasetRef, SplitsRef
@@ -38,7 +39,11 @@ def raw_images(
     dataset = open_dataset(directory)
     images = dataset.rows
     for path, reason in dataset.skipped:
-        context.log.warning(f"skipped unreadable image {path}: {reason}")
+        context.log.warning(f"skipped {path}: {reason}")
+    by_reason = skipped_by_reason(dataset.skipped)
+    nested = [path for path, reason in dataset.skipped if reason.startswith(NESTED_FOLDER)]
+    if nested:
+        context.log.warning(f"{len(nested)} nested folder(s) skipped, their images not read: {', '.join(nested)}")
     counts = class_counts(images.labels, len(dataset.class_names))
     ref = DatasetRef(
         version=version,
@@ -49,6 +54,12 @@ def raw_images(
         source_fingerprint=fingerprint,
     )
     skipped_md = markdown_table(["file", "reason"], dataset.skipped) if dataset.skipped else "none"
+    geometry_source = dataset_source.describe_geometry()
+    too_small = shrink_warning(images.original_sizes, dataset.spec, geometry_source)
+    context.log.info(f"images converted to {dataset.spec.channels}×{dataset.spec.height}×{dataset.spec.width} "
+                     f"(channels×height×width), from {geometry_source}")
+    if too_small:
+        context.log.warning(too_small)
     return dg.MaterializeResult(
         value=ref,
         data_version=dg.DataVersion(version),
@@ -60,8 +71,11 @@ def raw_images(
             "n_images": len(images),
             "n_classes": len(dataset.class_names),
             "image_shape": f"{dataset.spec.channels}×{dataset.spec.height}×{dataset.spec.width}",
+            "geometry_source": geometry_source,
+            "geometry_warning": too_small or "none",
             "pixel_bytes": images.nbytes,
             "n_skipped": len(dataset.skipped),
+            "skipped_by_reason": dg.MetadataValue.json(by_reason),
             "skipped_files": dg.MetadataValue.md(skipped_md),
             "class_balance": dg.MetadataValue.md(
                 markdown_table(["class", "images"], zip(dataset.class_names, counts, strict=True))

@@ -14,7 +14,17 @@ from resources.model_registry import ModelRegistryResource
 
 class PromotionConfig(dg.Config):
     metric: str = Field(default="accuracy", description="Metric the gate compares (from evaluation_report).")
-    floor: float = Field(default=0.90, description="Absolute minimum to reach production.")
+    floor: float = Field(
+        default=0.0, description="Absolute minimum to reach production, on top of the baseline-relative floor.",
+    )
+    min_gain_over_baseline: float = Field(
+        default=0.5,
+        description=(
+            "Floor relative to the majority-class baseline (always answering the test split's commonest class): "
+            "the share of the images that answer gets wrong the candidate must get right. 0.5: floor = baseline "
+            "+ half the rest (0.55 for ten balanced classes, 0.75 for two, 0.95 for a 90/10 split)."
+        ),
+    )
     max_regression: float = Field(
         default=0.005,
         description="Largest allowed drop against the production model, both scored on the same test images.",
@@ -32,7 +42,7 @@ class PromotionConfig(dg.Config):
 
     def policy(self) -> PromotionPolicy:
         return PromotionPolicy(self.metric, self.floor, self.max_regression, self.min_compared_rows,
-                               self.allow_incompatible)
+                               self.allow_incompatible, self.min_gain_over_baseline)
 
 
 @dg.asset(
@@ -86,7 +96,8 @@ def registered_model(
             f"{comparison.production_version}: re-materialise evaluation_report"
         )
     else:
-        decision = decide_promotion(metrics, comparison, config.policy())
+        test_class_counts = [row["support"] for row in evaluation_report.metrics.get("per_class", [])]
+        decision = decide_promotion(metrics, comparison, config.policy(), test_class_counts)
         promoted, reason = decision.promote, decision.reason
         if promoted:
             promoted, reason = registry.release(version.version, reason, f"dagster run {context.run_id}",

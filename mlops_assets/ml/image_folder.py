@@ -22,7 +22,12 @@ import numpy as np
 
 from mlops_assets.ml.images import (
     DEFAULT_MAX_PIXELS,
+    EMPTY,
     IMAGE_SUFFIXES,
+    NOT_AN_IMAGE,
+    TOO_LARGE,
+    TRUNCATED,
+    UNREADABLE_IMAGE,
     DatasetError,
     ImageDataset,
     ImageDecodeError,
@@ -58,13 +63,67 @@ class FolderListing:
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
+SHRINK_WARN_FACTOR = 4  # an image shrunk more than this in height or width has lost most of its detail
+
+
+def shrink_warning(original_sizes: np.ndarray | None, spec: PreprocessSpec, origin: str) -> str | None:
+    """A warning when most images are shrunk more than :data:`SHRINK_WARN_FACTOR`× in either side, naming where
+    the geometry came from: a geometry meant for other data (a stale settings file's 8×8) then reads as
+    intended, while accuracy quietly suffers."""
+    if original_sizes is None:  # a dataset stored before sizes were kept
+        return None
+    sizes = np.asarray(original_sizes, dtype=np.int64).reshape(-1, 2)
+    if not len(sizes):
+        return None
+    shrunk = (sizes[:, 0] > SHRINK_WARN_FACTOR * spec.height) | (sizes[:, 1] > SHRINK_WARN_FACTOR * spec.width)
+    if 2 * int(shrunk.sum()) <= len(sizes):
+        return None
+    height, width = (int(v) for v in np.median(sizes, axis=0))
+    return (
+        f"{int(shrunk.sum())} of {len(sizes)} images are shrunk more than {SHRINK_WARN_FACTOR}× in height or width "
+        f"to {spec.height}×{spec.width} (median original {height}×{width}); the geometry comes from {origin}. "
+        "If that is not meant, set MLOPS_IMAGE_HEIGHT and MLOPS_IMAGE_WIDTH (or the dataset_source resource)."
+    )
+
+
+# Why a file is not used, the word each listed reason starts with: the decoder's (images.py) and the folder's own.
+SYSTEM_FILE = "system file"
+NESTED_FOLDER = "nested folder"
+BESIDE_CLASSES = "beside the class folders"
+SKIP_KINDS = (EMPTY, TRUNCATED, NOT_AN_IMAGE, TOO_LARGE, UNREADABLE_IMAGE, SYSTEM_FILE, NESTED_FOLDER, BESIDE_CLASSES)
+# Files operating systems and tools leave in folders (hidden files, ``._`` resource forks, thumbnail caches)
+SYSTEM_NAMES = frozenset({"thumbs.db", "ehthumbs.db", "desktop.ini", "icon\r"})
+
+
+def is_system_file(name: str) -> bool:
+    return name.startswith(".") or name.lower() in SYSTEM_NAMES
+
+
+def skipped_by_reason(skipped: list[tuple[str, str]]) -> dict[str, int]:
+    """How many files were not used, by the kind of reason (in :data:`SKIP_KINDS` order; ``other`` for a reason
+    of none of them, e.g. from a dataset stored before reasons had kinds)."""
+    counts: dict[str, int] = {}
+    for _, reason in skipped:
+        kind = next((k for k in SKIP_KINDS if reason.startswith(k)), "other")
+        counts[kind] = counts.get(kind, 0) + 1
+    order = {kind: i for i, kind in enumerate((*SKIP_KINDS, "other"))}
+    return dict(sorted(counts.items(), key=lambda item: order[item[0]]))
+
+
+def _files_under(folder: Path) -> int:
+    return sum(len(files) for _, _, files in os.walk(folder))
+
+
 def list_image_folder(root: str | Path) -> FolderListing:
     """List a folder with one sub-folder per class, refusing layouts a model would be meaningless on.
 
     Classes are the sub-folder names in sorted order, so label indices are stable across runs. Fewer than two
-    classes, or a class folder that holds folders (nesting would be guessed, not read), is a
-    :class:`DatasetError` naming the path. Files of other formats and files beside the class folders are
-    listed in ``skipped`` with the reason.
+    classes is a :class:`DatasetError` naming the path. Every file not used is listed in ``skipped``, its
+    reason led by its kind (:func:`skipped_by_reason` counts them): files of other formats, system files
+    (``.DS_Store``, ``Thumbs.db``, hidden files), files beside the class folders, and folders inside a class
+    folder. Such a nested folder is skipped, not read and not refused: one level of class folders is read
+    (nesting would be guessed, a burst folder is not a class), and one stray folder among thousands of images
+    should not stop the rest from training; the build warns with the list, so none goes unnoticed.
     """
     root = Path(root)
     if not root.is_dir():
@@ -75,28 +134,49 @@ def list_image_folder(root: str | Path) -> FolderListing:
             f"image folder {root} has {len(class_dirs)} class sub-folder(s); at least two are needed "
             "(one sub-folder per class, e.g. cats/ and dogs/)"
         )
-    nested = [p for d in class_dirs for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    if nested:
-        raise DatasetError(
-            f"image folder {root}: class folders must hold image files, not folders; found "
-            f"{', '.join(str(p.relative_to(root)) for p in nested[:5])}"
-            + (f" and {len(nested) - 5} more" if len(nested) > 5 else "")
-            + ". Each sub-folder of the root is one class: move nested classes up one level."
-        )
     listing = FolderListing(root, [d.name for d in class_dirs], [])
-    for stray in sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith(".")):
-        listing.skipped.append((str(stray), "a file beside the class folders belongs to no class"))
+    for stray in sorted(p for p in root.iterdir() if p.is_file()):
+        listing.skipped.append(
+            (str(stray), f"{SYSTEM_FILE}: hidden or left by the operating system" if is_system_file(stray.name)
+             else f"{BESIDE_CLASSES}: a file here belongs to no class")
+        )
     for label, class_dir in enumerate(class_dirs):
         with os.scandir(class_dir) as entries:  # file types from the directory listing: no stat per file
-            names = sorted(e.name for e in entries if e.is_file() and not e.name.startswith("."))
-        for name in names:
+            listed = sorted((e.name, e.is_dir()) for e in entries)
+        for name, is_dir in listed:
+            path = class_dir / name
+            if is_dir:
+                listing.skipped.append((str(path), f"{NESTED_FOLDER}: its {_files_under(path)} file(s) are not "
+                                                   "read; one level of class folders is read, so move images "
+                                                   f"meant for class {class_dir.name} up into it"))
+                continue
+            if is_system_file(name):
+                listing.skipped.append((str(path), f"{SYSTEM_FILE}: hidden or left by the operating system"))
+                continue
             suffix = Path(name).suffix
             if suffix.lower() not in IMAGE_SUFFIXES:
-                listing.skipped.append((str(class_dir / name), f"not an image file (suffix {suffix or 'none'}); "
-                                                               f"read are: {' '.join(IMAGE_SUFFIXES)}"))
+                listing.skipped.append((str(path), f"{NOT_AN_IMAGE} file (suffix {suffix or 'none'}); "
+                                                   f"read are: {' '.join(IMAGE_SUFFIXES)}"))
                 continue
             listing.files.append((f"{class_dir.name}/{name}", label))
+    _refuse_classes_only_nested(listing)
     return listing
+
+
+def _refuse_classes_only_nested(listing: FolderListing) -> None:
+    """A class folder holding folders and no image of its own means the classes sit a level deeper than read:
+    skipping would leave the class empty, so the layout is refused with the paths and what to do."""
+    labelled = {label for _, label in listing.files}
+    nested = [Path(path) for path, reason in listing.skipped if reason.startswith(NESTED_FOLDER)]
+    only_nested = [p for p in nested if listing.class_names.index(p.parent.name) not in labelled]
+    if only_nested:
+        raise DatasetError(
+            f"image folder {listing.root}: class folders must hold image files, not folders; found "
+            f"{', '.join(str(p.relative_to(listing.root)) for p in only_nested[:5])}"
+            + (f" and {len(only_nested) - 5} more" if len(only_nested) > 5 else "")
+            + " in class folders with no image of their own. Each sub-folder of the root is one class: move "
+            "nested classes up one level."
+        )
 
 
 def decode_files(root: str, files: list[tuple[str, int]], spec: dict[str, int], max_pixels: int) -> DecodedChunk:
@@ -108,7 +188,7 @@ def decode_files(root: str, files: list[tuple[str, int]], spec: dict[str, int], 
         try:
             image, size = decode_image_with_size(path, geometry, max_pixels=max_pixels)
         except ImageDecodeError as exc:
-            skipped.append((str(path), str(exc.__cause__ or exc)))
+            skipped.append((str(path), exc.reason))
             continue
         images.append(image)
         labels.append(label)

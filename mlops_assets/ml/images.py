@@ -24,12 +24,35 @@ IMAGE_SUFFIXES = tuple(suffix for suffixes in SUPPORTED_FORMATS.values() for suf
 DEFAULT_MAX_PIXELS = 4096 * 4096
 
 
+# Why an image is not decoded, in words that start the reason a folder's skipped file is listed with.
+EMPTY = "empty file"
+TRUNCATED = "truncated"
+NOT_AN_IMAGE = "not an image"
+TOO_LARGE = "too large"
+UNREADABLE_IMAGE = "unreadable"
+
+
 class ImageDecodeError(ValueError):
-    """An image that cannot be decoded; the message names the file or upload."""
+    """An image that cannot be decoded; the message names the file or upload, ``kind`` says why in a word
+    (:data:`EMPTY`, :data:`TRUNCATED`, :data:`NOT_AN_IMAGE`, :data:`TOO_LARGE`, :data:`UNREADABLE_IMAGE`) and
+    ``detail`` is the message without the name."""
+
+    def __init__(self, label: str, detail: str, kind: str = UNREADABLE_IMAGE) -> None:
+        super().__init__(f"cannot decode image {label}: {detail}")
+        self.kind, self.detail = kind, detail
+
+    @property
+    def reason(self) -> str:
+        """The detail, led by its kind: what a folder listing shows for a skipped file."""
+        return self.detail if self.detail.startswith(self.kind) else f"{self.kind}: {self.detail}"
 
 
 class ImageTooLargeError(ImageDecodeError):
     """An image whose header declares more pixels than the limit; it is never decoded."""
+
+    def __init__(self, label: str, detail: str) -> None:
+        ValueError.__init__(self, f"image {label} is {detail}")
+        self.kind, self.detail = TOO_LARGE, detail
 
 
 class DatasetError(ValueError):
@@ -138,6 +161,19 @@ def open_image(source):
     return Image.open(source, formats=list(SUPPORTED_FORMATS))
 
 
+# EXIF orientation (tag 0x0112): 1 upright; 2-4 mirrored or upside down; 5-8 stored a quarter turn from upright.
+EXIF_ORIENTATION = 0x0112
+_TURNED_ORIENTATIONS = (5, 6, 7, 8)
+
+
+def _exif_orientation(img) -> int:
+    """The orientation an image's EXIF declares (1 when it has none or the tag is unreadable)."""
+    try:
+        return int(img.getexif().get(EXIF_ORIENTATION, 1))
+    except (*UNREADABLE, TypeError):
+        return 1
+
+
 def image_pixels(data: bytes) -> int:
     """How many pixels an encoded image declares, from its header alone (nothing is decoded)."""
     try:
@@ -145,6 +181,14 @@ def image_pixels(data: bytes) -> int:
             return img.width * img.height
     except UNREADABLE:
         return 0  # not readable as an image: decoding will say why
+
+
+def _file_size(path: Path | str) -> int | None:
+    """A file's size, or None when it cannot be stat-ed (opening it will then say why)."""
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return None
 
 
 def decode_image(data: bytes | Path | str, spec: PreprocessSpec, name: str | None = None,
@@ -160,26 +204,34 @@ def decode_image_with_size(
 
     The pixel count is read from the header and checked before anything is decoded
     (:class:`ImageTooLargeError`), so a small file that expands to gigabytes is refused for the price of its
-    header. Palette, alpha, 16-bit and CMYK images are converted through PIL's own conversions; images are
-    resized with bilinear filtering (JPEGs are first decoded at a reduced scale when much larger than the
-    target). Anything PIL cannot read raises :class:`ImageDecodeError` naming ``name`` (or the path), so one
-    bad file is reported and never aborts a whole load.
+    header. The EXIF orientation a camera or phone records is applied, so the pixels (and the size returned)
+    are the image as a viewer shows it, in the build, its checks and serving alike (the feedback export
+    writes the served pixels, so it inherits this). Palette, alpha, 16-bit and CMYK images are converted
+    through PIL's own conversions; images are resized with bilinear filtering (JPEGs are first decoded at a
+    reduced scale when much larger than the target). Anything PIL cannot read raises :class:`ImageDecodeError`
+    naming ``name`` (or the path), so one bad file is reported and never aborts a whole load.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     label = name or (str(data) if not isinstance(data, bytes) else "<upload>")
+    if (len(data) if isinstance(data, bytes) else _file_size(data)) == 0:
+        raise ImageDecodeError(label, EMPTY, EMPTY)
     try:
         source = io.BytesIO(data) if isinstance(data, bytes) else open(data, "rb")  # noqa: SIM115
         with source, open_image(source) as img:
             size = (img.height, img.width)
             if img.width * img.height > max_pixels:
                 raise ImageTooLargeError(
-                    f"image {label} is {img.width}×{img.height} = {img.width * img.height} pixels; at most "
+                    label, f"{img.width}×{img.height} = {img.width * img.height} pixels; at most "
                     f"{max_pixels} are decoded"
                 )
+            turned = _exif_orientation(img) in _TURNED_ORIENTATIONS
             if img.format == "JPEG":  # decode at 1/2, 1/4 or 1/8 scale when that still covers the target
-                img.draft(img.mode, (spec.width, spec.height))
+                img.draft(img.mode, (spec.height, spec.width) if turned else (spec.width, spec.height))
             img.load()
+            img = ImageOps.exif_transpose(img)  # as every viewer shows it: phones store pixels sideways
+            if turned:  # the size as shown, from the header (draft decoding may have shrunk the pixels)
+                size = (size[1], size[0])
             if img.mode in ("I;16", "I;16B", "I"):
                 img = img.point(lambda v: v * (1 / 256)).convert("L")
             if img.mode in ("RGBA", "LA", "P", "PA"):
@@ -194,10 +246,11 @@ def decode_image_with_size(
         raise
     except UnidentifiedImageError as exc:
         raise ImageDecodeError(
-            f"cannot decode image {label}: not an image of a supported format ({', '.join(SUPPORTED_FORMATS)})"
+            label, f"not an image of a supported format ({', '.join(SUPPORTED_FORMATS)})", NOT_AN_IMAGE
         ) from exc
     except UNREADABLE as exc:
-        raise ImageDecodeError(f"cannot decode image {label}: {exc}") from exc
+        kind = TRUNCATED if "truncated" in str(exc) else UNREADABLE_IMAGE
+        raise ImageDecodeError(label, str(exc), kind) from exc
     if array.ndim == 2:
         array = array[None, :, :]
     else:

@@ -41,11 +41,55 @@ class ChampionComparison:
 
 @dataclass(frozen=True)
 class PromotionPolicy:
+    """When a candidate may replace production (see :func:`decide_promotion`).
+
+    The floor keeps an obviously useless model out even when nothing is in production. A fixed figure means
+    different things on different data: 0.90 is easy for ten balanced digits yet refused a good first model
+    on a small three-class folder (0.889), and on a split that is 90 % one class, answering that class every
+    time scores 0.90. So by default the floor is relative to the majority-class baseline (what that constant
+    answer scores on the same test images): the candidate must get right at least ``min_gain_over_baseline``
+    (half) of the images the constant answer gets wrong, i.e. floor = baseline + 0.5 × (1 − baseline): 0.55
+    for ten balanced classes, 0.75 for two, 0.95 for a 90/10 split. Half is far above what noise reaches on a
+    few dozen test images and below what any model that learned the classes scores. ``floor`` stays as an
+    absolute minimum on top (0 by default); the higher of the two applies.
+    """
+
     metric: str = "accuracy"
-    floor: float = 0.90  # keeps an obviously broken model out even when nothing is in production
+    floor: float = 0.0  # an absolute minimum, on top of the relative one
     max_regression: float = 0.005  # a fresh model may be this much worse than a stale one on the same rows
     min_compared_rows: int = 30  # fewer shared rows than this is no evidence either way
     allow_incompatible: bool = False  # replace a production model of other classes or geometry
+    min_gain_over_baseline: float = 0.5  # share of the majority-class baseline's misses the candidate must fix
+
+
+def majority_baseline(metric: str, class_counts) -> float | None:
+    """What always answering the commonest test class scores on ``metric`` (None: no such baseline, or no counts).
+
+    Macro figures average over the classes present, as :func:`mlops_assets.ml.metrics.classification_report`
+    does: only the majority class has a recall (1) and a precision (its share p), so macro recall is 1/K,
+    macro precision p/K and macro F1 2p/(1+p)/K."""
+    counts = [int(c) for c in class_counts or () if int(c) > 0]
+    if not counts:
+        return None
+    share, present = max(counts) / sum(counts), len(counts)
+    return {
+        "accuracy": share,
+        "macro_recall": 1 / present,
+        "macro_precision": share / present,
+        "macro_f1": 2 * share / (1 + share) / present,
+    }.get(metric)
+
+
+def promotion_floor(policy: PromotionPolicy, baseline: float | None) -> tuple[float, str]:
+    """The floor that applies and where it comes from, in words for the gate's reason."""
+    if baseline is None:
+        return policy.floor, "the absolute floor; no test class counts, so no majority-class baseline"
+    gain = policy.min_gain_over_baseline
+    relative = baseline + gain * (1 - baseline)
+    rule = f"majority-class baseline {baseline:.4f} + {gain:.2f} of the {1 - baseline:.4f} it misses"
+    if policy.floor > relative:
+        return policy.floor, f"the absolute floor; {rule} is {relative:.4f}"
+    return relative, rule
 
 
 @dataclass(frozen=True)
@@ -56,18 +100,22 @@ class PromotionDecision:
 
 
 def decide_promotion(
-    candidate: dict[str, float], comparison: ChampionComparison, policy: PromotionPolicy = PromotionPolicy()
+    candidate: dict[str, float], comparison: ChampionComparison, policy: PromotionPolicy = PromotionPolicy(),
+    test_class_counts=None,
 ) -> PromotionDecision:
-    """Promote only if the candidate clears the floor and, against the production model on the same rows,
-    loses at most ``max_regression``; never over an incompatible production model unless explicitly allowed."""
+    """Promote only if the candidate clears the floor (relative to the majority-class baseline of its test
+    split, whose per-class image counts are ``test_class_counts``; see :class:`PromotionPolicy`) and, against
+    the production model on the same rows, loses at most ``max_regression``; never over an incompatible
+    production model unless explicitly allowed."""
     metric = policy.metric
     if metric not in candidate:
         raise KeyError(f"candidate metrics have no {metric!r}; available: {sorted(candidate)}")
     value = float(candidate[metric])
-    if value < policy.floor:
-        return PromotionDecision(False, f"{metric} {value:.4f} is below the floor {policy.floor:.4f}")
+    floor, why = promotion_floor(policy, majority_baseline(metric, test_class_counts))
+    if value < floor:
+        return PromotionDecision(False, f"{metric} {value:.4f} is below the floor {floor:.4f} ({why})")
     if comparison.status == NO_PRODUCTION:
-        return PromotionDecision(True, f"{metric} {value:.4f} ≥ floor {policy.floor:.4f}; no production model yet")
+        return PromotionDecision(True, f"{metric} {value:.4f} ≥ floor {floor:.4f} ({why}); no production model yet")
     champion = comparison.production_version
     if comparison.status == INCOMPATIBLE:
         if policy.allow_incompatible:

@@ -143,6 +143,11 @@ def parse_env_file(text: str, where: str = ".env") -> dict[str, str]:
     return values
 
 
+# Variables this process took from a settings file: name → (the file, the value), so a value can say where it came
+# from (a stale .env silently applying the walkthrough's 8×8 to a user's photos was the trap).
+FROM_FILE: dict[str, tuple[str, str]] = {}
+
+
 def load_env_file() -> dict[str, str]:
     """Put the settings file's variables into this process's environment where it does not set them;
     returns what was taken from the file. A missing file is no error (the defaults apply)."""
@@ -153,7 +158,40 @@ def load_env_file() -> dict[str, str]:
         return {}
     taken = {key: value for key, value in parse_env_file(text, str(path)).items() if key not in os.environ}
     os.environ.update(taken)
+    where = str(path.resolve())
+    FROM_FILE.update({key: (where, value) for key, value in taken.items()})
     return taken
+
+
+def origin(name: str) -> str:
+    """Where a setting's value comes from: ``the settings file PATH``, ``the environment`` or ``default``.
+
+    A child process inherits the variables its parent took from the file (Dagster's CLI loads ``.env`` too), so a
+    value the environment holds that the settings file also sets is named with the file as well."""
+    if not is_set(name):
+        return "default"
+    recorded = FROM_FILE.get(name)
+    if recorded and os.environ.get(name) == recorded[1]:
+        return f"the settings file {recorded[0]}"
+    path = env_file()
+    try:
+        in_file = parse_env_file(path.read_text(), str(path)).get(name)
+    except (FileNotFoundError, IsADirectoryError, SettingError):
+        in_file = None
+    if in_file is not None and in_file == os.environ.get(name):
+        return f"the environment (as the settings file {path.resolve()} sets it)"
+    return "the environment"
+
+
+def describe_origins(names) -> str:
+    """``NAME=value, ... from <origin>; ...``, grouped by origin, e.g. for the geometry a build uses."""
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        groups.setdefault(origin(name), []).append(f"{name}={resolve(name)}")
+    return "; ".join(
+        f"{', '.join(values)} {'by default' if where == 'default' else 'from ' + where}"
+        for where, values in groups.items()
+    )
 
 
 def is_set(name: str) -> bool:

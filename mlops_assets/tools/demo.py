@@ -1,7 +1,9 @@
 """`make demo`: materialise build_job end to end on the configured source (digits by default).
 
 Runs against the instance in DAGSTER_HOME, so `dagster dev` afterwards shows this run, its
-lineage, checks and metadata. Exits non-zero if any step or blocking check failed.
+lineage, checks and metadata. Exits non-zero if any step or blocking check failed, or if the model it
+built did not reach production: then it says why, which model the service answers with instead (or that
+none does) and how to promote one, since "succeeded" beside an unchanged service misleads.
 """
 
 from __future__ import annotations
@@ -34,6 +36,15 @@ def main() -> int:
               + (f"  ({reason.value})" if reason else ""))
     evaluation = outputs.get("evaluation_report", {})
     registered = outputs.get("registered_model", {})
+    raw = outputs.get("raw_images", {})
+    if raw:
+        print(f"  images          {raw['n_images'].value} at {raw['image_shape'].value} (channels×height×width), "
+              f"from {raw['geometry_source'].value}")
+        if raw["n_skipped"].value:
+            counts = ", ".join(f"{kind} {n}" for kind, n in raw["skipped_by_reason"].value.items())
+            print(f"  skipped files   {raw['n_skipped'].value} ({counts}); listed in raw_images' skipped_files")
+        if raw["geometry_warning"].value != "none":
+            print(f"  WARNING         {raw['geometry_warning'].value}")
     if evaluation:
         print(f"  test accuracy   {evaluation['accuracy'].value:.4f}   macro F1 {evaluation['macro_f1'].value:.4f}")
         print(f"  report          {evaluation['report_path'].value}")
@@ -49,7 +60,40 @@ def main() -> int:
         print(f"  production      {registered['production_version'].value}"
               f"   (list versions: .venv/bin/mlops-registry list)")
     print("  UI              make dev, then open http://127.0.0.1:3000")
-    return 0 if result.success and not any(c.severity.value == "ERROR" for c in failed_checks) else 1
+    if not result.success or any(c.severity.value == "ERROR" for c in failed_checks):
+        return 1
+    if registered and not registered["promoted"].value:
+        for line in not_promoted_lines(registered["tag"].value, registered["gate_reason"].value,
+                                       production_model()):
+            print(line)
+        return 1
+    return 0
+
+
+def production_model():
+    """The version the registry names as production (what the service answers with), or None."""
+    from mlops_assets.ml import settings
+    from mlops_assets.ml.registry import ModelRegistry
+
+    registry = ModelRegistry(settings.resolve(settings.BENTOML_HOME), settings.resolve(settings.MODEL_NAME))
+    return registry.production() if registry.exists() else None
+
+
+def not_promoted_lines(tag: str, reason: str, production) -> list[str]:
+    """What a user needs when the new model stays a candidate: why, what serves instead, how to change it."""
+    version = tag.rpartition(":")[2]
+    if production is None:
+        serving = "nothing is served: no model is in production"
+    else:
+        classes = production.metadata.get("class_names", [])
+        shown = ", ".join(classes[:10]) + (f" and {len(classes) - 10} more" if len(classes) > 10 else "")
+        serving = f"the service keeps answering with production {production.version} (classes {shown})"
+    return [
+        f"\nNOT promoted: {tag} stays a candidate: {reason}",
+        f"  {serving}",
+        f"  to serve it anyway: .venv/bin/mlops-registry promote {version}, or rebuild with registered_model's "
+        "config (floor, min_gain_over_baseline, allow_incompatible) changed in the launchpad",
+    ]
 
 
 if __name__ == "__main__":
