@@ -90,7 +90,8 @@ def sensor_tick_seconds(root: Path, repeats: int = 5) -> float:
 
     from mlops_assets.ml.drift import profile_frame
     from mlops_assets.ml.profile_layout import reference_version
-    from sensors.drift_sensor import DriftCursor, drift_sensor
+    from mlops_assets.automation import drift_sensor
+    from sensors.drift_sensor import DriftCursor
     from testkit.fixtures import make_resources
 
     resources = make_resources(root)

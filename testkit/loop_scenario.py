@@ -60,7 +60,7 @@ def wait_for_log(client: httpx.Client, written: int, deadline_s: float = 30.0) -
 def main(root: Path) -> dict:
     import dagster as dg
 
-    from mlops_assets.automation import build_job, retrain_job
+    from mlops_assets.automation import build_job, drift_sensor, reference_profile_job, retrain_job
     from mlops_assets.definitions import ASSET_CHECKS, ASSETS
     from mlops_assets.deploy.bento_server import SERVICE_TARGET, serve_bento
     from mlops_assets.ml.images import load_digits_dataset
@@ -68,7 +68,6 @@ def main(root: Path) -> dict:
     from mlops_assets.ml.registry import ModelRegistry
     from mlops_assets.tools.simulator import apply_drift, send_feedback, send_traffic, write_labelled_images
     from resources.dataset_source import DatasetSource
-    from sensors.drift_sensor import drift_sensor
     from sensors.performance_sensors import performance_alert_sensor
     from testkit.fixtures import make_resources
 
@@ -78,7 +77,7 @@ def main(root: Path) -> dict:
     source = DatasetSource(kind="image_folder", path=str(folder), height=8, width=8, channels=1)
     resources = make_resources(root, source)
     loop_defs = dg.Definitions(
-        assets=ASSETS, asset_checks=ASSET_CHECKS, jobs=[build_job, retrain_job], sensors=[drift_sensor],
+        assets=ASSETS, asset_checks=ASSET_CHECKS, jobs=[build_job, retrain_job, reference_profile_job], sensors=[drift_sensor],
         resources=resources,
     )
     fast = {"ops": {"trained_model": {"config": FAST_TRAINING}}}
