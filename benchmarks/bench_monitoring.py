@@ -88,9 +88,9 @@ def sensor_tick_seconds(root: Path, repeats: int = 5) -> float:
     """Median time of a drift-sensor tick that judges the newest window (cursor on the one before)."""
     import dagster as dg
 
+    from mlops_assets.automation import drift_sensor
     from mlops_assets.ml.drift import profile_frame
     from mlops_assets.ml.profile_layout import reference_version
-    from mlops_assets.automation import drift_sensor
     from sensors.drift_sensor import DriftCursor
     from testkit.fixtures import make_resources
 

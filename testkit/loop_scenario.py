@@ -77,7 +77,8 @@ def main(root: Path) -> dict:
     source = DatasetSource(kind="image_folder", path=str(folder), height=8, width=8, channels=1)
     resources = make_resources(root, source)
     loop_defs = dg.Definitions(
-        assets=ASSETS, asset_checks=ASSET_CHECKS, jobs=[build_job, retrain_job, reference_profile_job], sensors=[drift_sensor],
+        assets=ASSETS, asset_checks=ASSET_CHECKS, jobs=[build_job, retrain_job, reference_profile_job],
+        sensors=[drift_sensor],
         resources=resources,
     )
     fast = {"ops": {"trained_model": {"config": FAST_TRAINING}}}
