@@ -9,7 +9,11 @@ from pathlib import Path
 import dagster as dg
 
 ROOT = Path(__file__).resolve().parents[1]
-HEAVY = ["torch", "great_expectations", "whylogs", "bentoml", "onnxruntime", "onnx", "sklearn", "matplotlib"]
+# What a run, a sensor tick or a code-server start would pay for at load and only some steps use: the ML
+# libraries, numpy (the pure core imports it inside its functions), and the Docker run launcher's client (the
+# Dagster instance loads the launcher, in the processes that launch runs; the code location never does).
+HEAVY = ["torch", "great_expectations", "whylogs", "bentoml", "onnxruntime", "onnx", "sklearn", "matplotlib",
+         "numpy", "pandas", "pyarrow", "PIL", "docker", "dagster_docker"]
 
 
 def test_definitions_import_no_heavy_library():

@@ -18,8 +18,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from mlops_assets.ml.images import (
     DEFAULT_MAX_PIXELS,
     IMAGE_SUFFIXES,
@@ -101,6 +99,7 @@ def list_image_folder(root: str | Path) -> FolderListing:
 
 def decode_files(root: str, files: list[tuple[str, int]], spec: dict[str, int], max_pixels: int) -> DecodedChunk:
     """Decode some files of a folder (one worker task); unreadable ones are skipped with the reason."""
+    import numpy as np
     geometry = PreprocessSpec(**spec)
     images, labels, sizes, sources, skipped = [], [], [], [], []
     for relative, label in files:
@@ -134,6 +133,7 @@ def decode_folder(
     After the last chunk, a class with fewer than ``min_per_class`` readable images raises :class:`DatasetError`,
     so a caller writing the chunks somewhere never publishes a dataset that cannot be trained on.
     """
+    import numpy as np
     workers = workers or default_workers(len(listing.files))
     tasks = [(str(listing.root), listing.files[i : i + chunk_files], spec.as_dict(), max_pixels)
              for i in range(0, len(listing.files), chunk_files)]
@@ -202,6 +202,7 @@ def load_image_folder(
     workers: int = 1,
 ) -> ImageDataset:
     """A whole folder decoded into memory (small folders: tests, the simulator); the build streams instead."""
+    import numpy as np
     listing = list_image_folder(root)
     chunks = list(decode_folder(listing, spec, min_per_class, max_pixels, workers))
     shape = (0, spec.channels, spec.height, spec.width)
