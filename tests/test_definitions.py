@@ -25,6 +25,34 @@ def test_definitions_import_no_heavy_library():
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
 
 
+SPAWN_PROBE = """
+import json, sys, sysconfig, traceback
+stdlib, started = sysconfig.get_paths()["stdlib"], []
+
+def spawned_by_the_project(event, args):
+    if event not in ("subprocess.Popen", "os.posix_spawn", "os.fork", "os.exec"):
+        return
+    # the nearest caller outside the standard library decides who started it: the project, or a library
+    for frame in reversed(traceback.extract_stack()[:-1]):
+        if not frame.filename.startswith((stdlib, "<")):
+            if frame.filename.startswith(sys.argv[1]) and "site-packages" not in frame.filename:
+                started.append(f"{frame.filename}:{frame.lineno} {args[0]}")
+            return
+
+sys.addaudithook(spawned_by_the_project)
+import mlops_assets.definitions
+print(json.dumps(started))
+"""
+
+
+def test_definitions_start_no_process_at_load():
+    """Loading is imports and declarations only: a child process the project starts at load (ctypes' library
+    search runs ``ldconfig``, for one) is paid again by every run, sensor tick and code-server start."""
+    out = subprocess.run([sys.executable, "-c", SPAWN_PROBE, str(ROOT)], cwd=ROOT, capture_output=True, text=True,
+                         check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
 def test_the_monitoring_sensors_run_by_default_at_the_one_configured_cadence():
     code = (
         "import json; from mlops_assets.definitions import defs; "
