@@ -72,3 +72,10 @@ def test_benchmarks_keep_measured_and_hand_written_apart():
     outside = re.sub(r"<!-- (\w+):start -->.*?<!-- \1:end -->", "", measured, flags=re.S)
     assert re.findall(r"^## .*", outside, flags=re.M) == [], "a section above the hand-written part is not generated"
     assert "make bench" in text.split("<!--", 1)[0]
+
+
+def test_every_setting_is_documented():
+    from mlops_assets.ml import settings
+
+    documented = (DOCS / "settings.md").read_text() + (DOCS / "governance.md").read_text()
+    assert [name for name in settings.ALL if f"`{name}`" not in documented] == []
