@@ -1,7 +1,10 @@
 """The resources every stage is wired with, from the one settings module (``mlops_assets/ml/settings.py``).
 
-A variable that is set reaches Dagster as an ``EnvVar`` (the UI then shows where the value came from); one that
-is not set gives its local default, so ``dagster dev`` works on a fresh clone with nothing set.
+The fields wired through :func:`setting` (paths, the model name, the run-config file, the secrets) reach Dagster
+as an ``EnvVar`` when their variable is set (the UI then shows where the value came from); every other field is
+the value the settings module resolves at load (environment, ``.env``, default). docs/settings.md lists which
+are which (generated from this module). A variable that is not set gives its local default, so ``dagster dev``
+works on a fresh clone with nothing set.
 """
 
 from __future__ import annotations

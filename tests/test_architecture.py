@@ -68,7 +68,7 @@ def test_the_product_does_not_import_the_test_kit():
     "mlops_assets.evaluation", "mlops_assets.registration", "mlops_assets.serving", "mlops_assets.monitoring",
     "mlops_assets.jobs", "mlops_assets.resources_config", "mlops_assets.demo", "mlops_assets.simulator",
     "mlops_assets.registry_cli", "mlops_assets.ml.processes", "resources.settings", "tests.topology_processes",
-    "tests.loop_scenario",
+    "tests.loop_scenario", "mlops_assets.deploy.docker_launcher",
 ])
 def test_old_module_paths_are_gone_without_shims(old):
     assert importlib.util.find_spec(old) is None
@@ -76,7 +76,7 @@ def test_old_module_paths_are_gone_without_shims(old):
 
 def test_the_folders_read_as_the_lifecycle():
     stages = {p.parent.name for p in (ROOT / "mlops_assets").glob("*/__init__.py")}
-    assert {"build", "deploy", "monitor", "tools", "ml"} == stages
+    assert {"build", "deploy", "monitor", "tools", "ml", "infra"} == stages
     assert sorted(p.stem for p in (ROOT / "mlops_assets" / "build").glob("[!_]*.py")) == [
         "data", "evaluation", "packaging", "registration", "training", "validation"]
     too_long = {str(p.relative_to(ROOT)): n for p in python_files(*PRODUCT)

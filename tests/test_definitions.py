@@ -9,7 +9,11 @@ from pathlib import Path
 import dagster as dg
 
 ROOT = Path(__file__).resolve().parents[1]
-HEAVY = ["torch", "great_expectations", "whylogs", "bentoml", "onnxruntime", "onnx", "sklearn", "matplotlib"]
+# What a run, a sensor tick or a code-server start would pay for at load and only some steps use: the ML
+# libraries, numpy (the pure core imports it inside its functions), and the Docker run launcher's client (the
+# Dagster instance loads the launcher, in the processes that launch runs; the code location never does).
+HEAVY = ["torch", "great_expectations", "whylogs", "bentoml", "onnxruntime", "onnx", "sklearn", "matplotlib",
+         "numpy", "pandas", "pyarrow", "PIL", "docker", "dagster_docker"]
 
 
 def test_definitions_import_no_heavy_library():
@@ -18,6 +22,34 @@ def test_definitions_import_no_heavy_library():
         f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+SPAWN_PROBE = """
+import json, sys, sysconfig, traceback
+stdlib, started = sysconfig.get_paths()["stdlib"], []
+
+def spawned_by_the_project(event, args):
+    if event not in ("subprocess.Popen", "os.posix_spawn", "os.fork", "os.exec"):
+        return
+    # the nearest caller outside the standard library decides who started it: the project, or a library
+    for frame in reversed(traceback.extract_stack()[:-1]):
+        if not frame.filename.startswith((stdlib, "<")):
+            if frame.filename.startswith(sys.argv[1]) and "site-packages" not in frame.filename:
+                started.append(f"{frame.filename}:{frame.lineno} {args[0]}")
+            return
+
+sys.addaudithook(spawned_by_the_project)
+import mlops_assets.definitions
+print(json.dumps(started))
+"""
+
+
+def test_definitions_start_no_process_at_load():
+    """Loading is imports and declarations only: a child process the project starts at load (ctypes' library
+    search runs ``ldconfig``, for one) is paid again by every run, sensor tick and code-server start."""
+    out = subprocess.run([sys.executable, "-c", SPAWN_PROBE, str(ROOT)], cwd=ROOT, capture_output=True, text=True,
+                         check=True)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
 
 
@@ -44,6 +76,17 @@ def test_definitions_validate_and_jobs_resolve():
             "registered_model"} <= keys
     assert job.executor_def.name == "in_process"
     assert defs.resolve_schedule_def("weekly_rebuild").default_status == dg.DefaultScheduleStatus.STOPPED
+
+
+def test_build_job_has_the_nine_steps_its_docs_count():
+    """automation.py (why the executor is in-process) and deploy/README.md (why not one container per step)
+    count build_job's steps: six assets and three check steps."""
+    from mlops_assets.definitions import defs
+
+    steps = defs.resolve_job_def("build_job").graph.nodes
+    assert len(steps) == 9, f"build_job has {len(steps)} steps; update automation.py and deploy/README.md"
+    for path in (ROOT / "mlops_assets" / "automation.py", ROOT / "deploy" / "README.md"):
+        assert "nine" in path.read_text(), path
 
 
 def test_every_asset_is_described_grouped_and_owned():

@@ -305,11 +305,11 @@ def test_readme_explains_the_deployment():
 def launcher_from_deploy_config():
     from dagster._config import process_config, resolve_to_config_type
 
-    from mlops_assets.deploy.docker_launcher import TaggedDockerRunLauncher
+    from mlops_assets.infra.docker_launcher import TaggedDockerRunLauncher
 
     launcher_config = INSTANCE["run_launcher"]
     assert (launcher_config["module"], launcher_config["class"]) == (
-        "mlops_assets.deploy.docker_launcher", "TaggedDockerRunLauncher")
+        "mlops_assets.infra.docker_launcher", "TaggedDockerRunLauncher")
     processed = process_config(resolve_to_config_type(TaggedDockerRunLauncher.config_type()),
                                launcher_config["config"])
     assert processed.success, processed.errors
@@ -326,7 +326,7 @@ def container_create_arguments(container_kwargs: dict) -> dict:
 def test_a_run_tagged_for_gpu_gets_the_hosts_gpus_and_other_runs_do_not():
     from dagster._core.storage.dagster_run import DagsterRun
 
-    from mlops_assets.deploy.docker_launcher import GPU_TAG
+    from mlops_assets.infra.docker_launcher import GPU_TAG
 
     launcher = launcher_from_deploy_config()
     gpu_run = DagsterRun(job_name="build_job", run_id="gpu", tags={GPU_TAG: "1", "mlops/kind": "training"})
@@ -343,7 +343,7 @@ def test_a_run_tagged_for_gpu_gets_the_hosts_gpus_and_other_runs_do_not():
 
 
 def test_the_gpu_tag_is_documented_where_people_launch_training():
-    from mlops_assets.deploy.docker_launcher import GPU_TAG
+    from mlops_assets.infra.docker_launcher import GPU_TAG
 
     readme = (DEPLOY / "README.md").read_text()
     assert f"{GPU_TAG}=1" in readme and "device_requests" in readme and "NVIDIA Container Toolkit" in readme

@@ -1,6 +1,7 @@
-"""The README's commands work as written: every block marked ``<!-- runnable -->`` is run, line by line, from
-a fresh directory that looks like a clone (the repository's files linked in, the installed ``.venv`` too), with
-none of the project's variables set, as a newcomer would type them.
+"""The README's commands work as written: every block marked ``<!-- runnable -->`` in README.md, then in the
+pages of docs/ (in name order), is run, line by line, from a fresh directory that looks like a clone (the
+repository's files linked in, the installed ``.venv`` too), with none of the project's variables set, as a
+newcomer would type them.
 
 A server command (``make serve``, ``make dev``) is started in its own process group and waited for, the lines
 after it talk to it, and it is stopped at the end of its block. ``make test`` is not run (this test is part of
@@ -23,6 +24,7 @@ from mlops_assets.deploy.processes import process_group, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
+DOCUMENTS = [README, *sorted((ROOT / "docs").glob("*.md"))]
 MARKER = "<!-- runnable -->"
 NOT_RUN_HERE = {"make test": "this test is part of make test", "make loop-demo": "tests/test_loop_demo.py runs it"}
 SERVERS = {"make serve": "http://127.0.0.1:3001/readyz", "make dev": "http://127.0.0.1:3000/server_info"}
@@ -84,7 +86,8 @@ def test_every_runnable_readme_block_works_as_written(tmp_path):
     checkout = fresh_checkout(tmp_path / "clone")
     env = newcomer_env()
     ran = []
-    for number, block in enumerate(runnable_blocks(README.read_text()), start=1):
+    blocks = [block for document in DOCUMENTS for block in runnable_blocks(document.read_text())]
+    for number, block in enumerate(blocks, start=1):
         with ExitStack() as servers:
             for command in block:
                 if any(command.startswith(skip) for skip in NOT_RUN_HERE):
@@ -99,7 +102,7 @@ def test_every_runnable_readme_block_works_as_written(tmp_path):
                     continue
                 done = subprocess.run(["bash", "-c", command], cwd=checkout, env=env, capture_output=True, text=True,
                                       timeout=900)
-                assert done.returncode == 0, (f"README block {number}: `{command}` exited {done.returncode}\n"
+                assert done.returncode == 0, (f"runnable block {number}: `{command}` exited {done.returncode}\n"
                                               f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
                 ran.append(command)
     assert any(c.startswith("make demo") for c in ran) and any(c.startswith("curl") for c in ran)

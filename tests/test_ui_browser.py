@@ -4,7 +4,7 @@ A temporary instance (the repository's dagster.yaml, storage under ``tmp``) wher
 run once; ``dagster-webserver`` and ``dagster-daemon`` over it (the QueuedRunCoordinator of
 dagster.yaml needs the daemon to start what the UI launches); Debian's ``chromium`` driven by
 Playwright. Every wait is on what the page shows, with a deadline. Screenshots of each step go to
-``artifacts/ui/`` (git-ignored) for a reviewer; ``artifacts/ui/asset-graph.png`` is the README's
+``artifacts/ui/`` (git-ignored) for a reviewer; ``artifacts/ui/asset-graph.png`` is docs/ui-tour.md's
 picture (``cp artifacts/ui/asset-graph.png docs/ui/`` to refresh it).
 
 Needs ``apt-get install chromium`` and ``pip install playwright`` (no browser download). Without them
@@ -163,7 +163,7 @@ def test_asset_graph_draws_every_asset(dagster_ui, page):
         for name in names:
             expect(graph.get_by_text(drawn_name(name)).first, f"asset node {name} ({group})").to_be_visible()
     screenshot = full_page_screenshot(page, SCREENSHOTS / "1-asset-graph.png")
-    small_png(screenshot, SCREENSHOTS / "asset-graph.png")  # the README's docs/ui/asset-graph.png
+    small_png(screenshot, SCREENSHOTS / "asset-graph.png")  # docs/ui-tour.md's docs/ui/asset-graph.png
 
 
 def test_evaluation_report_page_shows_metrics_and_confusion_matrix(dagster_ui, page):

@@ -69,7 +69,7 @@ def full_page_screenshot(page, path: Path) -> Path:
 
 def small_png(source: Path, target: Path, colors: int = 64) -> Path:
     """A palette copy of a screenshot (UI screenshots have few colours): a third of the size, the
-    same to the eye; ``docs/ui/asset-graph.png`` in the README is one of these."""
+    same to the eye; ``docs/ui/asset-graph.png`` in docs/ui-tour.md is one of these."""
     from PIL import Image
 
     target.parent.mkdir(parents=True, exist_ok=True)

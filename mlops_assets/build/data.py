@@ -4,7 +4,6 @@
 import hashlib
 
 import dagster as dg
-import numpy as np
 from pydantic import Field
 
 from mlops_assets.metadata import short_hash
@@ -135,6 +134,7 @@ def data_splits(
     context: dg.AssetExecutionContext, config: SplitConfig, raw_images: DatasetRef,
     artifact_store: ArtifactStore,
 ) -> dg.MaterializeResult[SplitsRef]:
+    import numpy as np
     fractions = SplitFractions(config.train_fraction, config.val_fraction, config.test_fraction)
     dataset = open_dataset(raw_images.path)
     labels = dataset.rows.labels

@@ -5,7 +5,6 @@ import json
 from pathlib import Path
 
 import dagster as dg
-import numpy as np
 
 from mlops_assets.metadata import png_markdown, short_hash
 from mlops_assets.ml.artifacts import open_split, read_split_hashes
@@ -39,6 +38,7 @@ def compare_with_production(
     candidate_onnx: str,
 ) -> ChampionComparison:
     """Score the candidate and production on the same rows: this test split less production's training images."""
+    import numpy as np
     production = registry.registry().production()
     if production is None:
         return ChampionComparison(NO_PRODUCTION)
@@ -105,6 +105,8 @@ def evaluation_report(
     context: dg.AssetExecutionContext, onnx_model: OnnxModelRef, data_splits: SplitsRef,
     artifact_store: ArtifactStore, model_registry: ModelRegistryResource,
 ) -> dg.MaterializeResult[EvaluationRef]:
+    import numpy as np
+
     from mlops_assets.ml.plots import confusion_matrix_png
 
     test = open_split(data_splits.path, "test")

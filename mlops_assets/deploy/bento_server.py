@@ -5,6 +5,8 @@ import: bentoml loads inside the functions (``bentoml build`` and ``bentoml serv
 BENTOML_HOME, read once when bentoml is imported, is the registry's home).
 """
 
+from __future__ import annotations
+
 import os
 import subprocess
 import sys
@@ -15,12 +17,13 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from mlops_assets.deploy.processes import free_port, log_tail, process_group
 from mlops_assets.ml import settings
+
+if TYPE_CHECKING:
+    import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BENTOFILE = REPO_ROOT / "bentos" / "bentofile.yaml"
@@ -126,6 +129,7 @@ def run_application_test(url: str, images: np.ndarray, labels: np.ndarray, concu
     a time (so adaptive batching merges them); predictions, accuracy and per-request latencies. ``token``:
     the service's MLOPS_API_TOKEN when it has one (sent as a bearer token)."""
     import bentoml
+    import numpy as np
 
     chunks = [slice(i, i + batch_size) for i in range(0, len(images), batch_size)]
 

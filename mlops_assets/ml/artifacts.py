@@ -17,12 +17,13 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from mlops_assets.ml.images import ImageDataset, PreprocessSpec, content_hash, to_training_scale
 from mlops_assets.ml.pixel_store import DecodedChunk, ImageRows, PixelStoreWriter, open_pixel_store
+
+if TYPE_CHECKING:
+    import numpy as np
 
 MANIFEST = "manifest.json"
 ROWS_SUFFIX = ".rows.npy"
@@ -89,6 +90,7 @@ def write_dataset_stream(
 
 def write_dataset(directory: Path, dataset: ImageDataset, extra: dict[str, Any]) -> str:
     """An in-memory dataset (the bundled digits) written as a dataset directory; returns its version."""
+    import numpy as np
     sizes = dataset.original_sizes
     if sizes is None:
         sizes = np.tile([dataset.spec.height, dataset.spec.width], (len(dataset.labels), 1))
@@ -115,6 +117,7 @@ def write_splits(directory: Path, pixels: str | Path, indices: Mapping[str, np.n
 
     The store is named relative to the splits directory, so an artifact store can be moved as a whole.
     """
+    import numpy as np
     for name, rows in indices.items():
         rows = np.asarray(rows, dtype=np.int64)
         if len(rows) > 1 and np.any(np.diff(rows) <= 0):
@@ -125,6 +128,7 @@ def write_splits(directory: Path, pixels: str | Path, indices: Mapping[str, np.n
 
 def open_split(directory: str | Path, name: str) -> ImageRows:
     """One split's rows: labels, hashes and sizes in memory, pixels memory-mapped (legacy ``.npz``: in memory)."""
+    import numpy as np
     directory = Path(directory)
     rows_file = directory / f"{name}{ROWS_SUFFIX}"
     if rows_file.is_file():
@@ -140,6 +144,7 @@ def open_split(directory: str | Path, name: str) -> ImageRows:
 
 
 def _open_legacy_split(path: Path) -> ImageRows:
+    import numpy as np
     try:
         with np.load(path) as data:
             images, labels = data["images"], data["labels"].astype(np.int64)

@@ -31,13 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from mlops_assets.ml.artifacts import open_split, read_manifest
 from mlops_assets.ml.pixel_store import ImageRows
 from mlops_assets.ml.splits import SPLIT_NAMES
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
 CHECK_NAMES = ("schema", "pixel_range", "no_nulls", "class_coverage", "no_leakage", "class_balance")
@@ -168,6 +167,7 @@ def build_frames(
 ) -> SplitFrames:
     """Turn each split (its rows of a pixel store, or in-memory images N×C×H×W of any dtype and labels) into
     the tables GX validates."""
+    import numpy as np
     import pandas as pd
 
     missing = [name for name in SPLIT_NAMES if name not in splits]

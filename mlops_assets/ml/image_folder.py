@@ -17,8 +17,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 from mlops_assets.ml.images import (
     DEFAULT_MAX_PIXELS,
@@ -70,6 +72,8 @@ def shrink_warning(original_sizes: np.ndarray | None, spec: PreprocessSpec, orig
     """A warning when most images are shrunk more than :data:`SHRINK_WARN_FACTOR`× in either side, naming where
     the geometry came from: a geometry meant for other data (a stale settings file's 8×8) then reads as
     intended, while accuracy quietly suffers."""
+    import numpy as np
+
     if original_sizes is None:  # a dataset stored before sizes were kept
         return None
     sizes = np.asarray(original_sizes, dtype=np.int64).reshape(-1, 2)
@@ -181,6 +185,7 @@ def _refuse_classes_only_nested(listing: FolderListing) -> None:
 
 def decode_files(root: str, files: list[tuple[str, int]], spec: dict[str, int], max_pixels: int) -> DecodedChunk:
     """Decode some files of a folder (one worker task); unreadable ones are skipped with the reason."""
+    import numpy as np
     geometry = PreprocessSpec(**spec)
     images, labels, sizes, sources, skipped = [], [], [], [], []
     for relative, label in files:
@@ -214,6 +219,7 @@ def decode_folder(
     After the last chunk, a class with fewer than ``min_per_class`` readable images raises :class:`DatasetError`,
     so a caller writing the chunks somewhere never publishes a dataset that cannot be trained on.
     """
+    import numpy as np
     workers = workers or default_workers(len(listing.files))
     tasks = [(str(listing.root), listing.files[i : i + chunk_files], spec.as_dict(), max_pixels)
              for i in range(0, len(listing.files), chunk_files)]
@@ -282,6 +288,7 @@ def load_image_folder(
     workers: int = 1,
 ) -> ImageDataset:
     """A whole folder decoded into memory (small folders: tests, the simulator); the build streams instead."""
+    import numpy as np
     listing = list_image_folder(root)
     chunks = list(decode_folder(listing, spec, min_per_class, max_pixels, workers))
     shape = (0, spec.channels, spec.height, spec.width)

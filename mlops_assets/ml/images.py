@@ -13,8 +13,11 @@ import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
+
 
 # The one list of image formats: the folder loader reads these files and the service decodes these uploads.
 SUPPORTED_FORMATS = {"PNG": (".png",), "JPEG": (".jpg", ".jpeg"), "WEBP": (".webp",), "BMP": (".bmp",),
@@ -107,6 +110,7 @@ def content_hash(
     Pixels are fed a batch at a time (a memory-mapped store is read, never copied whole), in the order an
     in-memory array would be, so a stored dataset and the same images in memory hash alike.
     """
+    import numpy as np
     digest = hashlib.sha256()
     digest.update(repr((class_names, spec.as_dict(), tuple(int(n) for n in images.shape))).encode())
     for start in range(0, len(images), batch):
@@ -119,12 +123,14 @@ def content_hash(
 
 def to_training_scale(images: np.ndarray) -> np.ndarray:
     """uint8 pixels → float32 in [0, 1], the scale the model is trained and served in."""
+    import numpy as np
     return np.asarray(images, dtype=np.float32) / np.float32(255.0)
 
 
 def write_png(path: str | Path, pixels: np.ndarray) -> Path:
     """One uint8 C×H×W image as a PNG file, written aside and renamed into place (a folder loader or fingerprint
     reading the folder meanwhile sees the whole file or none; the hidden temporary name is skipped by both)."""
+    import numpy as np
     from PIL import Image
 
     path = Path(path)
@@ -142,6 +148,7 @@ def write_png(path: str | Path, pixels: np.ndarray) -> Path:
 
 def image_hashes(images: np.ndarray) -> list[str]:
     """One content hash per image, so identical images can be found across splits."""
+    import numpy as np
     return [hashlib.sha1(np.ascontiguousarray(img).tobytes()).hexdigest() for img in images]
 
 
@@ -211,6 +218,7 @@ def decode_image_with_size(
     reduced scale when much larger than the target). Anything PIL cannot read raises :class:`ImageDecodeError`
     naming ``name`` (or the path), so one bad file is reported and never aborts a whole load.
     """
+    import numpy as np
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     label = name or (str(data) if not isinstance(data, bytes) else "<upload>")
@@ -299,6 +307,7 @@ def load_digits_dataset() -> ImageDataset:
     The 0..16 intensities are mapped to 0..255 once here, so a digit saved as PNG and uploaded to
     the service yields exactly the tensor the model was trained on.
     """
+    import numpy as np
     from sklearn.datasets import load_digits
 
     digits = load_digits()

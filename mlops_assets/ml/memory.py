@@ -15,10 +15,14 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import gc
 
 
+@functools.cache
 def _libc_malloc_trim():
+    """glibc's ``malloc_trim``, looked up on first use: the lookup runs ``ldconfig``, which every process that
+    merely imports this module (the code location, at each load) would pay otherwise."""
     name = ctypes.util.find_library("c")
     try:
         return ctypes.CDLL(name).malloc_trim if name else None
@@ -26,13 +30,11 @@ def _libc_malloc_trim():
         return None
 
 
-_malloc_trim = _libc_malloc_trim()
-
-
 def release_freed_memory() -> None:
     """Return free heap pages of every malloc arena to the operating system (glibc; a no-op elsewhere)."""
-    if _malloc_trim is not None:
-        _malloc_trim(0)
+    malloc_trim = _libc_malloc_trim()
+    if malloc_trim is not None:
+        malloc_trim(0)
 
 
 def freeze_startup_heap() -> None:

@@ -5,13 +5,16 @@ scikit-learn is imported inside the functions: the code location imports this mo
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
+
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
     """Rows are true classes, columns predicted classes (every class has a row, present or not)."""
+    import numpy as np
     from sklearn.metrics import confusion_matrix as sklearn_confusion_matrix
 
     y_true = np.asarray(y_true, dtype=np.int64)
@@ -29,6 +32,7 @@ def classification_report(
     The recall gap (best class recall minus worst) is the bias signal: a large gap means the model
     serves one class much worse than another even when overall accuracy looks fine.
     """
+    import numpy as np
     from sklearn.metrics import precision_recall_fscore_support
 
     n = len(class_names)

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from mlops_assets.ml.pixel_store import model_batch_rows
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from mlops_assets.ml.pixel_store import ImageRows
 
 INPUT_NAME = "images"
@@ -25,6 +25,7 @@ ONNX_FILE = "model.onnx"
 def export_onnx(model, example: np.ndarray, path: str | Path, opset: int = 17) -> None:
     """Export with the TorchScript exporter: the dynamo exporter needs onnxscript, and this small
     CNN gains nothing from it. The batch axis is dynamic so the service can batch freely."""
+    import numpy as np
     import torch
 
     model.eval()
@@ -57,6 +58,7 @@ def open_session(path: str | Path, threads: int = 1):
 
 
 def onnx_logits(session, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    import numpy as np
     x = np.ascontiguousarray(x, dtype=np.float32)
     outputs = [
         session.run([OUTPUT_NAME], {INPUT_NAME: x[start : start + batch_size]})[0]
@@ -72,6 +74,7 @@ def predict_labels(path: str | Path, x: np.ndarray) -> np.ndarray:
 
 def predict_rows(path: str | Path, rows: ImageRows) -> np.ndarray:
     """Predicted class indices of the ONNX model at ``path`` for uint8 rows of a pixel store, a batch at a time."""
+    import numpy as np
     session = open_session(path)
     predicted = np.empty(len(rows), dtype=np.int64)
     for start, x in rows.training_batches(model_batch_rows(rows.shape)):
@@ -80,6 +83,7 @@ def predict_rows(path: str | Path, rows: ImageRows) -> np.ndarray:
 
 
 def torch_logits(model, x: np.ndarray) -> np.ndarray:
+    import numpy as np
     import torch
 
     x = np.ascontiguousarray(x, dtype=np.float32)
@@ -100,6 +104,7 @@ class Parity:
 
 def parity(model, session, rows: ImageRows) -> Parity:
     """torch and onnxruntime logits on every row, compared batch by batch (nothing kept but the running figures)."""
+    import numpy as np
     max_diff, same, n = 0.0, 0, 0
     for _, x in rows.training_batches(model_batch_rows(rows.shape)):
         expected, actual = torch_logits(model, x), onnx_logits(session, x)
@@ -110,6 +115,7 @@ def parity(model, session, rows: ImageRows) -> Parity:
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
+    import numpy as np
     shifted = logits - logits.max(axis=1, keepdims=True)
     exp = np.exp(shifted)
     return exp / exp.sum(axis=1, keepdims=True)

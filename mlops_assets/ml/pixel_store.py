@@ -19,10 +19,12 @@ import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from mlops_assets.ml.images import image_hashes
+
+if TYPE_CHECKING:
+    import numpy as np
 
 PIXELS = "pixels.u8"
 PIXELS_SHAPE = "pixels.json"
@@ -76,6 +78,7 @@ class ImageRows:
         cls, images: np.ndarray, labels: np.ndarray, original_sizes: np.ndarray | None = None
     ) -> ImageRows:
         """All rows of in-memory arrays (any dtype: the data-quality checks are tested on floats too)."""
+        import numpy as np
         images, labels = np.asarray(images), np.asarray(labels)
         if images.ndim != 4 or len(images) != len(labels):
             raise PixelStoreError(f"images {images.shape} and labels {labels.shape} do not match")
@@ -95,10 +98,12 @@ class ImageRows:
 
     @property
     def nbytes(self) -> int:
+        import numpy as np
         return int(np.prod(self.shape)) * self.pixels.dtype.itemsize
 
     def images(self, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Pixels of rows ``start:stop`` of this selection, as a new array (a slice of the map when contiguous)."""
+        import numpy as np
         rows = self.rows[start:stop]
         if len(rows) and rows[-1] - rows[0] == len(rows) - 1:
             return np.array(self.pixels[rows[0] : rows[-1] + 1])
@@ -106,6 +111,7 @@ class ImageRows:
 
     def take(self, positions: np.ndarray) -> np.ndarray:
         """Pixels of the given positions of this selection (e.g. a shuffled training batch)."""
+        import numpy as np
         return self.pixels[self.rows[np.asarray(positions)]]
 
     def batches(self, batch_size: int = DEFAULT_BATCH) -> Iterator[tuple[int, np.ndarray]]:
@@ -122,6 +128,7 @@ class ImageRows:
 
     def pixel_stats(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Per row: min, max and mean of its pixels and its NaN count (floats: NaN-aware), a batch at a time."""
+        import numpy as np
         n = len(self)
         pixel_min, pixel_max, pixel_mean = np.empty(n), np.empty(n), np.empty(n)
         n_nan = np.zeros(n, dtype=np.int64)
@@ -140,6 +147,7 @@ class ImageRows:
 
     def select(self, positions: np.ndarray) -> ImageRows:
         """The rows at ``positions`` (ascending) of this selection, e.g. a test split less some images."""
+        import numpy as np
         positions = np.asarray(positions)
         if positions.dtype == bool:
             positions = np.flatnonzero(positions)
@@ -151,6 +159,7 @@ class ImageRows:
 
     def hash_array(self, batch_size: int = DEFAULT_BATCH) -> np.ndarray:
         """Each row's content hash (:func:`~mlops_assets.ml.images.image_hashes`), stored or computed by batch."""
+        import numpy as np
         if self.hashes is not None:
             return self.hashes
         out = np.empty(len(self.rows), dtype=HASH_DTYPE)
@@ -179,6 +188,7 @@ class PixelStoreWriter:
         self.count = 0
 
     def append(self, images: np.ndarray, labels: np.ndarray, original_sizes: np.ndarray) -> None:
+        import numpy as np
         images = np.ascontiguousarray(images, dtype=np.uint8)
         if images.shape[1:] != self.image_shape or len(labels) != len(images) or len(original_sizes) != len(images):
             raise PixelStoreError(
@@ -197,6 +207,7 @@ class PixelStoreWriter:
 
     def finish(self) -> ImageRows:
         """Close the pixel file, write the per-image arrays and the shape, and open what was written."""
+        import numpy as np
         self._file.close()
 
         def joined(parts: list[np.ndarray], dtype, shape) -> np.ndarray:
@@ -213,6 +224,7 @@ class PixelStoreWriter:
 
 def open_pixel_store(directory: str | Path) -> ImageRows:
     """Every row of the pixel store in ``directory``, its pixels memory-mapped read-only."""
+    import numpy as np
     directory = Path(directory)
     try:
         shape = tuple(json.loads((directory / PIXELS_SHAPE).read_text())["shape"])

@@ -1,8 +1,9 @@
 """Every setting of the project: its environment variable, its default and its type, read here and only here.
 
-Dagster reads them through ConfigurableResources (``resources/defaults.py``: ``EnvVar`` when a variable is set, so
-the UI shows where a value came from); the Bento service, the CLIs, the simulator and ``deploy/`` use the same
-names. Pure standard library: the core, the service and the command-line tools import it without Dagster.
+Dagster reads them through ConfigurableResources (``resources/defaults.py``: a few fields, the paths, the model
+name and the secrets, as ``EnvVar`` when their variable is set, so the UI names the variable; the rest as the
+value resolved at load; docs/settings.md lists which); the Bento service, the CLIs, the simulator and ``deploy/``
+use the same names. Pure standard library: the core, the service and the command-line tools import it without Dagster.
 Locally everything defaults to ``./.mlops`` under the working directory; in production the same variables
 point at shared volumes.
 

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from mlops_assets.ml.images import image_hashes
+
+if TYPE_CHECKING:
+    import numpy as np
 
 SPLIT_NAMES = ("train", "val", "test")
 MIN_GROUPS_FOR_THREE_SPLITS = 3
@@ -85,6 +87,7 @@ def assign_splits(
     with the largest shortfall against its target count. The result depends only on the images, the
     labels, the fractions, the seed and the previous assignment.
     """
+    import numpy as np
     if len(hashes) != len(labels):
         raise ValueError(f"{len(hashes)} images but {len(labels)} labels")
     previous = previous or {}
@@ -135,4 +138,5 @@ def stratified_split(
 
 
 def class_counts(labels: np.ndarray, n_classes: int) -> list[int]:
+    import numpy as np
     return np.bincount(labels, minlength=n_classes).astype(int).tolist()
