@@ -98,7 +98,6 @@ CLASS_NAMES = [str(name) for name in PINNED_MODEL.resolve().info.metadata["class
 MAX_IMAGES = settings.resolve_int(settings.MAX_BATCH)
 MAX_PIXELS = settings.resolve_int(settings.MAX_IMAGE_PIXELS)
 API_TOKEN = settings.resolve(settings.API_TOKEN)
-FEEDBACK_WAIT_S = 5.0  # longest wait for a just-made prediction's row to reach the disk (writers flush every 2 s)
 ImageBatch = image_batch_type(SPEC, MAX_IMAGES)
 FeedbackBatch = feedback_batch_type(CLASS_NAMES, MAX_IMAGES)
 
@@ -254,10 +253,9 @@ class ClassifierService:
         if self.inference_log is None:
             raise ApiRefusal(HTTPStatus.NOT_FOUND, "no prediction of this server is logged (MLOPS_INFERENCE_LOG=0), "
                              "so no feedback can be joined to one", "feedback")
-        self.inference_log.flush(timeout=10.0)  # this worker's latest predictions are on disk ...
         items = [FeedbackItem(str(item.prediction_id), item.label) for item in feedback]
-        try:  # ... another worker's are within a flush interval: a fresh unknown id is looked for a while
-            stored = self.feedback_store.record(items, CLASS_NAMES, wait_s=FEEDBACK_WAIT_S)
+        try:  # every answered prediction is in the log or a journal already: nothing to wait for
+            stored = self.feedback_store.record(items, CLASS_NAMES)
         except UnknownPrediction as exc:
             raise ApiRefusal(HTTPStatus.NOT_FOUND, str(exc), exc.field) from None
         except DuplicateFeedback as exc:
