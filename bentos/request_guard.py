@@ -2,7 +2,8 @@
 
 - When a token is configured (MLOPS_API_TOKEN), the prediction and feedback endpoints (``PROTECTED_PATHS``)
   answer 401 to a request without ``Authorization: Bearer <token>``, before its body is read. Health, metrics,
-  ``/model`` and the API documents stay open.
+  ``/model`` and the API documents stay open. Two ``Authorization`` headers are a 400 on those endpoints,
+  token or not: which one counts must not depend on who reads them (a proxy may read the last).
 - A body over ``MLOPS_MAX_BODY_BYTES`` is a 413, declared or streamed, before anything is parsed.
 - Each API takes one media type (``/classify`` and ``/model`` JSON, ``/classify_image`` multipart); another is
   a 415. A multipart body is parsed here first: no boundary, a part without a name, a text field instead of a
@@ -71,13 +72,21 @@ async def send_json(send: Callable[[dict], Awaitable[None]], status: int, payloa
     await send_body(send, status, json.dumps(payload).encode(), headers)
 
 
+AUTHORIZATION = "Authorization"
+
+
+def authorization_headers(scope: dict) -> list[bytes]:
+    return [value for name, value in scope.get("headers") or [] if name.lower() == b"authorization"]
+
+
 def bearer_token(scope: dict) -> str | None:
-    """The token of an ``Authorization: Bearer <token>`` header, if the request has one."""
-    for name, value in scope.get("headers") or []:
-        if name.lower() == b"authorization":
-            scheme, _, token = value.decode("latin-1").strip().partition(" ")
-            return token.strip() if scheme.lower() == "bearer" and token.strip() else None
-    return None
+    """The token of the request's one ``Authorization: Bearer <token>`` header; None without one, or with two
+    (which one counts would be a matter of who reads them: a proxy that reads the last would disagree)."""
+    values = authorization_headers(scope)
+    if len(values) != 1:
+        return None
+    scheme, _, token = values[0].decode("latin-1").strip().partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
 def normalise_error(status: int, body: bytes) -> dict[str, Any]:
@@ -97,7 +106,7 @@ def normalise_error(status: int, body: bytes) -> dict[str, Any]:
         message = str(first.get("msg", payload.get("error", ""))).removeprefix("Value error, ")
         location = [str(part) for part in first.get("loc", []) if part not in ("body",)]
         if first.get("type") == "missing" and location:
-            message = f"the field '{location[0]}' is required"
+            message = f"the field '{'.'.join(location)}' is required"
         return error_body(message, ".".join(location) or None)
     if "error" in payload and set(payload) <= {"error", "field"}:
         inner = _as_error_body(payload["error"])  # an ApiRefusal's ErrorResponse, carried as its message
@@ -176,10 +185,15 @@ class RequestGuard:
         if path == "/docs.json" and method == "GET":
             await send_body(send, 200, self.document())
             return
+        if path in PROTECTED_PATHS and len(authorization_headers(scope)) > 1:
+            await send_json(send, HTTPStatus.BAD_REQUEST, error_body(
+                f"{path} takes one Authorization header, got {len(authorization_headers(scope))}; send only "
+                "'Authorization: Bearer <token>'", AUTHORIZATION))
+            return
         if self.token and path in PROTECTED_PATHS and not self.authorised(scope):
             await send_json(send, HTTPStatus.UNAUTHORIZED, error_body(
-                f"{path} requires 'Authorization: Bearer <token>' with the service's token ({self.token_setting})"),
-                headers=((b"www-authenticate", b'Bearer realm="image_classifier_service"'),))
+                f"{path} requires 'Authorization: Bearer <token>' with the service's token ({self.token_setting})",
+                AUTHORIZATION), headers=((b"www-authenticate", b'Bearer realm="image_classifier_service"'),))
             return
         expected = API_MEDIA_TYPES.get(path) if method == "POST" else None
         try:

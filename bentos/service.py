@@ -40,12 +40,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import bentoml
-from bentoml.exceptions import UnprocessableEntity
 from pydantic import BaseModel, Field
 
 from bentos.model_watcher import LoadedModel, ProductionWatcher, load_model
 from bentos.openapi import api_document
-from bentos.request_guard import ApiRefusal, RequestGuard, RequestTooLarge
+from bentos.request_guard import ApiRefusal, RequestGuard
 from bentos.uploads import decode_upload
 from bentos.validation import feedback_batch_type, image_batch_type
 from mlops_assets.ml import bentoml_private, settings
@@ -242,9 +241,9 @@ class ClassifierService:
         try:
             pixels, size = decode_upload(data, SPEC, MAX_PIXELS)
         except ImageTooLargeError as exc:
-            raise RequestTooLarge(f"{exc} (MLOPS_MAX_IMAGE_PIXELS)") from None
+            raise ApiRefusal(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"{exc} (MLOPS_MAX_IMAGE_PIXELS)", "image") from None
         except ImageDecodeError as exc:
-            raise UnprocessableEntity(str(exc)) from None
+            raise ApiRefusal(HTTPStatus.UNPROCESSABLE_ENTITY, str(exc), "image") from None
         return predict(model, to_training_scale(pixels)[None], self.inference_log, [size])[0]
 
     @bentoml.api
