@@ -12,7 +12,9 @@ place, so a reader (the hourly profiler) sees whole files or nothing. Rows are h
 their prediction's UTC timestamp, so a late flush still lands in the hour the prediction was made, and
 feedback lands beside the predictions it labels.
 
-What writes it is :class:`mlops_assets.ml.inference_log_writer.InferenceLogWriter`, which the Bento service holds.
+What writes it is :class:`mlops_assets.ml.inference_log_writer.InferenceLogWriter`, which the Bento service holds;
+it journals each prediction first (:mod:`mlops_assets.ml.inference_journal`, beside these datasets under
+``inference_journal/``) and builds these Parquet parts from the journal.
 
 No Dagster here; pandas and pyarrow only.
 """
