@@ -4,12 +4,15 @@ Endpoints (all JSON unless noted):
 
 - ``POST /classify``: ``{"images": [...]}`` — N×C×H×W or N×H×W floats in the training scale [0, 1];
   adaptive batching merges concurrent requests. One prediction per image.
-- ``POST /classify_image``: one PNG/JPEG upload (multipart field ``image``), decoded and scaled with
-  exactly the training preprocessing (:mod:`mlops_assets.ml.images`).
+- ``POST /classify_image``: one image upload, the file as the body (``Content-Type: image/png``, ...) or a
+  multipart field ``image``, decoded and scaled with exactly the training preprocessing
+  (:mod:`mlops_assets.ml.images`).
 - ``POST /feedback``: ``{"feedback": [{"prediction_id": ..., "label": ...}, ...]}``, the true labels of served
   predictions (every prediction carries an id, also in its inference log row), stored beside the inference
   log (:mod:`mlops_assets.ml.feedback`); all or none of a batch: an unknown id is a 404, a second label for a
-  prediction a 409, a label that is not a class a 400, each naming the item.
+  prediction a 409, a label that is not a class a 400, each naming the item. Every answered prediction is
+  journaled before its answer is sent (:mod:`mlops_assets.ml.inference_journal`), so an id is known at once
+  and nothing is waited for.
 - ``GET /model`` (and ``POST /model``): which model version, data version and pointer state are served.
 - BentoML's own ``/readyz``, ``/livez``, ``/metrics`` (Prometheus) and ``/docs.json`` (OpenAPI).
 
@@ -157,7 +160,9 @@ class ModelInfo(BaseModel):
     swap_error: str | None = Field(description="Why the pointer's version is not served, if it is not.")
     swaps: int
     inference_log: dict[str, Any] | None = Field(
-        description="This worker's inference log counters (written, dropped, last_error); null when logging is off."
+        description="This worker's inference log counters (written, dropped, queued: journaled but not yet in "
+                    "Parquet, recovered: rows of dead workers' journals it wrote, last_error); null when logging "
+                    "is off."
     )
     worker_pid: int = Field(description="The worker process that answered (counters and swaps are per worker).")
     worker_heap: dict[str, int] = Field(description=(
