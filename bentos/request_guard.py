@@ -5,9 +5,10 @@
   ``/model`` and the API documents stay open. Two ``Authorization`` headers are a 400 on those endpoints,
   token or not: which one counts must not depend on who reads them (a proxy may read the last).
 - A body over ``MLOPS_MAX_BODY_BYTES`` is a 413, declared or streamed, before anything is parsed.
-- Each API takes one media type (``/classify`` and ``/model`` JSON, ``/classify_image`` multipart); another is
-  a 415. A multipart body is parsed here first: no boundary, a part without a name, a text field instead of a
-  file, a second field or another field name are 400s naming the field. Only then does BentoML see it, so it
+- Each API takes one media type (``/classify`` and ``/model`` JSON, ``/classify_image`` multipart, or the image
+  itself as the body with its ``image/*`` type, which is turned into the same one-part upload); another is a 415.
+  A multipart body is parsed here first: no boundary, a part without a name, a text field instead of a file, a
+  second field or another field name are 400s naming the field. Only then does BentoML see it, so it
   never tries to fetch a string as a URL (what it does with a text field for a file parameter).
 - Every error answer of the APIs, BentoML's own included, is rewritten into :class:`bentos.openapi.ErrorResponse`
   (``{"error": ..., "field": ...}``), which is what the OpenAPI document served at ``/docs.json`` declares.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import secrets
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Any
@@ -25,6 +27,7 @@ from bentoml.exceptions import BentoMLException
 
 JSON = "application/json"
 MULTIPART = "multipart/form-data"
+IMAGE_PREFIX = "image/"  # /classify_image also takes the file itself as the body (Content-Type: image/png, ...)
 API_MEDIA_TYPES = {"/classify": JSON, "/classify_image": MULTIPART, "/feedback": JSON, "/model": JSON}
 PROTECTED_PATHS = frozenset({"/classify", "/classify_image", "/feedback"})
 UPLOAD_FIELD = "image"
@@ -124,6 +127,18 @@ def _as_error_body(message: Any) -> dict[str, Any] | None:
     return None
 
 
+def as_upload(scope: dict, image: bytes, media: str) -> bytes:
+    """A raw image body (``Content-Type: image/png``, the file as the body) as the one-part multipart upload the
+    API takes: the same bytes, in the part named ``image``. The scope's headers are rewritten to match."""
+    boundary = secrets.token_hex(16)
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{UPLOAD_FIELD}\"; filename=\"upload\"\r\n"
+            f"Content-Type: {media}\r\n\r\n").encode() + image + f"\r\n--{boundary}--\r\n".encode()
+    kept = [(k, v) for k, v in scope.get("headers") or [] if k.lower() not in (b"content-type", b"content-length")]
+    scope["headers"] = [*kept, (b"content-type", f"{MULTIPART}; boundary={boundary}".encode()),
+                        (b"content-length", str(len(body)).encode())]
+    return body
+
+
 async def check_upload(headers: list[tuple[bytes, bytes]], body: bytes) -> None:
     """Exactly one multipart part, a file, named ``image``; anything else is a Refusal."""
     from starlette.datastructures import Headers, UploadFile
@@ -220,12 +235,16 @@ class RequestGuard:
             return self.limited(receive)
         content_type = headers.get(b"content-type", b"").decode("latin-1")
         media = content_type.split(";")[0].strip().lower()
-        if media != expected and not (expected == JSON and media == ""):
-            raise Refusal(HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
-                          f"this endpoint takes {expected}, got {media or 'no content type'}")
+        raw_image = expected == MULTIPART and media.startswith(IMAGE_PREFIX) and len(media) > len(IMAGE_PREFIX)
+        if media != expected and not (expected == JSON and media == "") and not raw_image:
+            takes = f"{expected} or a raw image body (image/*)" if expected == MULTIPART else expected
+            raise Refusal(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, f"this endpoint takes {takes}, got "
+                          f"{media or 'no content type'}")
         if expected != MULTIPART:
             return self.limited(receive)
         body = await self.read_body(receive)
+        if raw_image:
+            body = as_upload(scope, body, media)
         await check_upload(scope.get("headers") or [], body)
         return self.replay(body)
 

@@ -183,6 +183,25 @@ def test_an_undecodable_image_is_a_422_naming_the_field(dev_server, content):
     assert_error_body(response, 422, ".", "image")
 
 
+def test_the_image_itself_as_the_body_is_the_same_upload(serving_world, dev_server):
+    """What the OpenAPI document declares (``image/*``, the file as the body) and the multipart form answer alike;
+    an empty or undecodable body is the same 422 naming the image."""
+    png = serving_fixtures_png(serving_world)
+    form = httpx.post(f"{dev_server}/classify_image", files={"image": ("d.png", png)}, headers=AUTH, timeout=30)
+    raw = httpx.post(f"{dev_server}/classify_image", content=png, headers={**AUTH, "content-type": "image/png"},
+                     timeout=30)
+    assert form.status_code == raw.status_code == 200, (form.text, raw.text)
+    assert raw.json()["label"] == form.json()["label"] and raw.json()["probabilities"] == form.json()["probabilities"]
+    for content in (b"", b"not an image"):
+        refused = httpx.post(f"{dev_server}/classify_image", content=content,
+                             headers={**AUTH, "content-type": "image/webp"}, timeout=30)
+        assert_error_body(refused, 422, ".", "image")
+    assert_error_body(httpx.post(f"{dev_server}/classify_image", content=png, timeout=30,
+                                 headers={**AUTH, "content-type": "image/"}), 415, r"or a raw image body")
+    document = httpx.get(f"{dev_server}/docs.json", timeout=30).json()
+    assert list(document["paths"]["/classify_image"]["post"]["requestBody"]["content"]) == ["image/*"]
+
+
 def test_booleans_anywhere_are_refused(dev_server):
     images = np.full((1, 8, 8), 0.5).tolist()
     images[0][3][4] = True
@@ -201,9 +220,12 @@ def test_client_errors_log_one_warning_line_and_no_traceback(serving_world, dev_
     assert not any("Traceback" in line or "[ERROR]" in line for line in new), new
 
 
-def test_schemathesis_with_all_checks_finds_nothing(dev_server, tmp_path):
-    """Response conformance, negative data, status codes, methods...: every check, 1,000+ generated cases."""
-    env = {**os.environ, "SCHEMATHESIS_HOOKS": "testkit.schemathesis_hooks", "PYTHONPATH": str(ROOT)}
+@pytest.mark.parametrize("hooks", ["testkit.schemathesis_hooks", None], ids=["with the image hooks", "plain"])
+def test_schemathesis_with_all_checks_finds_nothing(dev_server, tmp_path, hooks):
+    """Response conformance, negative data, status codes, methods...: every check, 1,000+ generated cases; with the
+    project's hooks (random real images for the upload) and plain (what the document alone makes it generate)."""
+    env = {key: value for key, value in os.environ.items() if key != "SCHEMATHESIS_HOOKS"}
+    env = {**env, "PYTHONPATH": str(ROOT), **({"SCHEMATHESIS_HOOKS": hooks} if hooks else {})}
     command = [str(Path(sys.executable).parent / "st"), "run", f"{dev_server}/docs.json", "--url", dev_server,
                "--checks", "all", "--max-examples", "300", "--seed", "20261127", "--no-color",
                "--header", f"Authorization: Bearer {serving_fixtures.API_TOKEN}"]
