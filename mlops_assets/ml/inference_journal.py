@@ -16,10 +16,10 @@ writer turns it into Parquet parts of the inference log and then deletes it; a s
 belongs to a process that died, and is converted by the next writer that finds it (:func:`claim_orphans`).
 
 A record: ``MAGIC``, the header's and the payload's lengths, a CRC-32 of both, a JSON header (ids, labels,
-confidences, version, time, payload shape) and the payload (the images' bytes, or an Arrow IPC stream of a
-feature frame). A record cut short by a crash, or damaged, ends the segment's readable part.
+confidences, version, time, payload shape) and the payload (the images' bytes, or a feature frame's columns).
+A record cut short by a crash, or damaged, ends the segment's readable part.
 
-No Dagster here; numpy, pandas and pyarrow only.
+No Dagster here; numpy and pandas only.
 """
 
 from __future__ import annotations
@@ -88,19 +88,33 @@ def encode(kind: str, payload: Any, labels: list, confidences: np.ndarray, model
 
 
 def _frame_bytes(frame: pd.DataFrame) -> bytes:
-    import pyarrow as pa
-
-    table = pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False)
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as stream:
-        stream.write_table(table)
-    return sink.getvalue().to_pybytes()
+    """A feature frame as bytes: numeric columns as their raw values, others as JSON (an Arrow IPC stream cost
+    ~1.5 ms per call, on the caller's thread)."""
+    spec, chunks = [], []
+    for name in frame.columns:
+        values = frame[name].to_numpy()
+        if values.dtype.kind in "fiub":
+            raw = np.ascontiguousarray(values).tobytes()
+            spec.append([str(name), values.dtype.str, len(raw)])
+            chunks.append(raw)
+        else:
+            spec.append([str(name), None, [None if pd.isna(v) else str(v) for v in values]])
+    head = json.dumps({"rows": len(frame), "columns": spec}, separators=(",", ":")).encode()
+    return b"".join([struct.pack("<I", len(head)), head, *chunks])
 
 
 def _frame_of(body: bytes) -> pd.DataFrame:
-    import pyarrow as pa
-
-    return pa.ipc.open_stream(body).read_all().to_pandas()
+    (head_len,) = struct.unpack_from("<I", body)
+    head = json.loads(body[4 : 4 + head_len])
+    offset, columns = 4 + head_len, {}
+    for name, dtype, extent in head["columns"]:
+        if dtype is None:
+            columns[name] = extent
+        else:
+            columns[name] = np.frombuffer(body, dtype=np.dtype(dtype), count=extent // np.dtype(dtype).itemsize,
+                                          offset=offset)
+            offset += extent
+    return pd.DataFrame(columns, index=pd.RangeIndex(head["rows"]))
 
 
 class Segment:
@@ -110,8 +124,11 @@ class Segment:
         directory.mkdir(parents=True, exist_ok=True)
         name = f"{os.getpid()}-{time.time_ns() // 1_000_000:013d}-{secrets.token_hex(6)}{SUFFIX}"
         self.path = directory / name
-        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        # locked under a name no orphan scan lists, then renamed: a scan never finds it unlocked
+        hidden = directory / f".{name}.new"
+        self.fd = os.open(hidden, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
         fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.rename(hidden, self.path)
         self.size = 0
         self.records = 0
         self.rows = 0

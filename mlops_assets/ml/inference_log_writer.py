@@ -41,6 +41,7 @@ from mlops_assets.ml.inference_log import CHANNELS, HEIGHT, IMAGES_KIND, LOG_KIN
 from mlops_assets.ml.prediction_ids import new_prediction_ids
 
 logger = logging.getLogger(__name__)
+RETRY_S = 1.0  # how soon a journal segment the disk refused is converted again
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,9 @@ class InferenceLogWriter:
         # of the worker's CPU at c=1).
         self._journal_dir = journal_root(self.artifact_root)
         self._segment: Segment | None = None
-        self._retry: list[Segment] = []  # this writer's segments whose conversion failed: tried again next round
+        self._retry: list[Segment] = []  # this writer's segments whose conversion failed: tried again later
+        self._retry_at = 0.0
+        self._retry_now = threading.Event()  # flush() asks for the retry at once
         self._pending_rows = 0  # rows in the current segment
         self._oldest = 0.0  # when its first row was journaled (monotonic)
         self._wake = threading.Event()
@@ -134,7 +137,6 @@ class InferenceLogWriter:
         self._closed = False
         # imported now, at the service's startup, not by the first flush: an import holds the GIL (~20 ms of
         # stalled requests)
-        import pyarrow.ipc  # noqa: F401
         import pyarrow.parquet  # noqa: F401
 
         self._thread = threading.Thread(target=self._run, name="inference-log-writer", daemon=True)
@@ -227,6 +229,7 @@ class InferenceLogWriter:
         journaled meanwhile by other threads are not waited for, so a flush ends under continuous traffic too."""
         with self._lock:
             target = self._enqueued
+        self._retry_now.set()
         self._wake.set()  # the writer does not wait out its interval
         deadline = time.monotonic() + timeout
         with self._idle:
@@ -266,7 +269,10 @@ class InferenceLogWriter:
             with self._lock:
                 segment, target = self._segment, self._enqueued
                 self._segment, self._pending_rows = None, 0
-            retry, self._retry = self._retry, []
+            retry: list[Segment] = []
+            if self._retry and (self._retry_now.is_set() or time.monotonic() >= self._retry_at):
+                self._retry_now.clear()
+                retry, self._retry = self._retry, []
             for own in [*retry, *([segment] if segment is not None else [])]:
                 self._convert(own, mine=True)
             for orphan in claim_orphans(self.artifact_root, set()):
@@ -294,8 +300,9 @@ class InferenceLogWriter:
                         self.recovered += rows
         except Exception as exc:  # disk full, permissions, ...: report, keep the journal, keep serving
             self._report(f"{type(exc).__name__}: {exc}", f"inference log kept {segment.path.name} to retry: %s")
-            if mine:
+            if mine:  # a refusing disk is tried again in RETRY_S (or at the next flush), not at every wake-up
                 self._retry.append(segment)
+                self._retry_at = time.monotonic() + RETRY_S
             else:
                 segment.release()
             return
