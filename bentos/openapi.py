@@ -16,7 +16,6 @@ from pydantic import BaseModel, Field
 from mlops_assets.ml.images import SUPPORTED_FORMATS, PreprocessSpec
 
 OPENAPI_VERSION = "3.0.3"  # what the Swagger UI bundled with BentoML 1.4 renders
-IMAGE_MEDIA_TYPES = [f"image/{name.lower()}" for name in SUPPORTED_FORMATS]
 REF = "#/components/schemas/{model}"
 
 
@@ -154,20 +153,22 @@ def api_document(spec: PreprocessSpec, max_images: int, max_body_bytes: int, max
     paths["/classify_image"] = {"post": {
         "tags": ["Service APIs"], "operationId": "classify_image",
         "summary": "Classify one uploaded image, decoded and scaled exactly as in training.",
-        "requestBody": {"required": True, "content": {"multipart/form-data": {
-            "schema": {
-                "type": "object", "required": ["image"], "additionalProperties": False,
-                "properties": {"image": {"type": "string", "format": "binary",
-                                         "description": f"One image file ({formats}). Bytes only: a URL or a "
-                                                        "path is never fetched or opened."}},
-            },
-            "encoding": {"image": {"contentType": ", ".join(IMAGE_MEDIA_TYPES)}},
-        }}},
+        "description": (
+            f"The body is the image file itself, with its image type (`curl --data-binary @digit.png -H "
+            f"'Content-Type: image/png'`). The same upload is taken as multipart/form-data with one file part named "
+            f"`image` (`curl -F image=@digit.png`); that form is not declared here because a multipart part's "
+            f"schema cannot say 'the bytes of an image', so a fuzzer would send it arbitrary bytes as valid data "
+            f"(they are a 422). Formats: {formats}; the format is read from the bytes."),
+        "requestBody": {"required": True, "content": {"image/*": {"schema": {
+            "type": "string", "format": "binary",
+            "description": f"One image file ({formats}). Bytes only: a URL or a path is never fetched or opened.",
+        }}}},
         "responses": {
             "200": {"description": "The prediction.", "content": _json("Prediction"),
                     "links": feedback_link("$response.body#")},
             **_errors(
-                (400, "A malformed multipart body, or anything but exactly one file field named 'image'."),
+                (400, "A malformed multipart body, or anything but exactly one file field named 'image' (the "
+                      "multipart form)."),
                 (413, f"The body is over {max_body_bytes} bytes (MLOPS_MAX_BODY_BYTES), or the image's header "
                       f"declares more than {max_pixels} pixels (MLOPS_MAX_IMAGE_PIXELS); it is not decoded."),
                 WRONG_MEDIA_TYPE,

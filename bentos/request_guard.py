@@ -2,11 +2,13 @@
 
 - When a token is configured (MLOPS_API_TOKEN), the prediction and feedback endpoints (``PROTECTED_PATHS``)
   answer 401 to a request without ``Authorization: Bearer <token>``, before its body is read. Health, metrics,
-  ``/model`` and the API documents stay open.
+  ``/model`` and the API documents stay open. Two ``Authorization`` headers are a 400 on those endpoints,
+  token or not: which one counts must not depend on who reads them (a proxy may read the last).
 - A body over ``MLOPS_MAX_BODY_BYTES`` is a 413, declared or streamed, before anything is parsed.
-- Each API takes one media type (``/classify`` and ``/model`` JSON, ``/classify_image`` multipart); another is
-  a 415. A multipart body is parsed here first: no boundary, a part without a name, a text field instead of a
-  file, a second field or another field name are 400s naming the field. Only then does BentoML see it, so it
+- Each API takes one media type (``/classify`` and ``/model`` JSON, ``/classify_image`` multipart, or the image
+  itself as the body with its ``image/*`` type, which is turned into the same one-part upload); another is a 415.
+  A multipart body is parsed here first: no boundary, a part without a name, a text field instead of a file, a
+  second field or another field name are 400s naming the field. Only then does BentoML see it, so it
   never tries to fetch a string as a URL (what it does with a text field for a file parameter).
 - Every error answer of the APIs, BentoML's own included, is rewritten into :class:`bentos.openapi.ErrorResponse`
   (``{"error": ..., "field": ...}``), which is what the OpenAPI document served at ``/docs.json`` declares.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import secrets
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Any
@@ -24,6 +27,7 @@ from bentoml.exceptions import BentoMLException
 
 JSON = "application/json"
 MULTIPART = "multipart/form-data"
+IMAGE_PREFIX = "image/"  # /classify_image also takes the file itself as the body (Content-Type: image/png, ...)
 API_MEDIA_TYPES = {"/classify": JSON, "/classify_image": MULTIPART, "/feedback": JSON, "/model": JSON}
 PROTECTED_PATHS = frozenset({"/classify", "/classify_image", "/feedback"})
 UPLOAD_FIELD = "image"
@@ -71,13 +75,21 @@ async def send_json(send: Callable[[dict], Awaitable[None]], status: int, payloa
     await send_body(send, status, json.dumps(payload).encode(), headers)
 
 
+AUTHORIZATION = "Authorization"
+
+
+def authorization_headers(scope: dict) -> list[bytes]:
+    return [value for name, value in scope.get("headers") or [] if name.lower() == b"authorization"]
+
+
 def bearer_token(scope: dict) -> str | None:
-    """The token of an ``Authorization: Bearer <token>`` header, if the request has one."""
-    for name, value in scope.get("headers") or []:
-        if name.lower() == b"authorization":
-            scheme, _, token = value.decode("latin-1").strip().partition(" ")
-            return token.strip() if scheme.lower() == "bearer" and token.strip() else None
-    return None
+    """The token of the request's one ``Authorization: Bearer <token>`` header; None without one, or with two
+    (which one counts would be a matter of who reads them: a proxy that reads the last would disagree)."""
+    values = authorization_headers(scope)
+    if len(values) != 1:
+        return None
+    scheme, _, token = values[0].decode("latin-1").strip().partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
 def normalise_error(status: int, body: bytes) -> dict[str, Any]:
@@ -97,7 +109,7 @@ def normalise_error(status: int, body: bytes) -> dict[str, Any]:
         message = str(first.get("msg", payload.get("error", ""))).removeprefix("Value error, ")
         location = [str(part) for part in first.get("loc", []) if part not in ("body",)]
         if first.get("type") == "missing" and location:
-            message = f"the field '{location[0]}' is required"
+            message = f"the field '{'.'.join(location)}' is required"
         return error_body(message, ".".join(location) or None)
     if "error" in payload and set(payload) <= {"error", "field"}:
         inner = _as_error_body(payload["error"])  # an ApiRefusal's ErrorResponse, carried as its message
@@ -113,6 +125,18 @@ def _as_error_body(message: Any) -> dict[str, Any] | None:
     if isinstance(inner, dict) and set(inner) == {"error", "field"} and isinstance(inner["error"], str):
         return error_body(inner["error"], inner["field"])
     return None
+
+
+def as_upload(scope: dict, image: bytes, media: str) -> bytes:
+    """A raw image body (``Content-Type: image/png``, the file as the body) as the one-part multipart upload the
+    API takes: the same bytes, in the part named ``image``. The scope's headers are rewritten to match."""
+    boundary = secrets.token_hex(16)
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{UPLOAD_FIELD}\"; filename=\"upload\"\r\n"
+            f"Content-Type: {media}\r\n\r\n").encode() + image + f"\r\n--{boundary}--\r\n".encode()
+    kept = [(k, v) for k, v in scope.get("headers") or [] if k.lower() not in (b"content-type", b"content-length")]
+    scope["headers"] = [*kept, (b"content-type", f"{MULTIPART}; boundary={boundary}".encode()),
+                        (b"content-length", str(len(body)).encode())]
+    return body
 
 
 async def check_upload(headers: list[tuple[bytes, bytes]], body: bytes) -> None:
@@ -176,10 +200,15 @@ class RequestGuard:
         if path == "/docs.json" and method == "GET":
             await send_body(send, 200, self.document())
             return
+        if path in PROTECTED_PATHS and len(authorization_headers(scope)) > 1:
+            await send_json(send, HTTPStatus.BAD_REQUEST, error_body(
+                f"{path} takes one Authorization header, got {len(authorization_headers(scope))}; send only "
+                "'Authorization: Bearer <token>'", AUTHORIZATION))
+            return
         if self.token and path in PROTECTED_PATHS and not self.authorised(scope):
             await send_json(send, HTTPStatus.UNAUTHORIZED, error_body(
-                f"{path} requires 'Authorization: Bearer <token>' with the service's token ({self.token_setting})"),
-                headers=((b"www-authenticate", b'Bearer realm="image_classifier_service"'),))
+                f"{path} requires 'Authorization: Bearer <token>' with the service's token ({self.token_setting})",
+                AUTHORIZATION), headers=((b"www-authenticate", b'Bearer realm="image_classifier_service"'),))
             return
         expected = API_MEDIA_TYPES.get(path) if method == "POST" else None
         try:
@@ -206,12 +235,16 @@ class RequestGuard:
             return self.limited(receive)
         content_type = headers.get(b"content-type", b"").decode("latin-1")
         media = content_type.split(";")[0].strip().lower()
-        if media != expected and not (expected == JSON and media == ""):
-            raise Refusal(HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
-                          f"this endpoint takes {expected}, got {media or 'no content type'}")
+        raw_image = expected == MULTIPART and media.startswith(IMAGE_PREFIX) and len(media) > len(IMAGE_PREFIX)
+        if media != expected and not (expected == JSON and media == "") and not raw_image:
+            takes = f"{expected} or a raw image body (image/*)" if expected == MULTIPART else expected
+            raise Refusal(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, f"this endpoint takes {takes}, got "
+                          f"{media or 'no content type'}")
         if expected != MULTIPART:
             return self.limited(receive)
         body = await self.read_body(receive)
+        if raw_image:
+            body = as_upload(scope, body, media)
         await check_upload(scope.get("headers") or [], body)
         return self.replay(body)
 

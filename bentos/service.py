@@ -4,12 +4,15 @@ Endpoints (all JSON unless noted):
 
 - ``POST /classify``: ``{"images": [...]}`` — N×C×H×W or N×H×W floats in the training scale [0, 1];
   adaptive batching merges concurrent requests. One prediction per image.
-- ``POST /classify_image``: one PNG/JPEG upload (multipart field ``image``), decoded and scaled with
-  exactly the training preprocessing (:mod:`mlops_assets.ml.images`).
+- ``POST /classify_image``: one image upload, the file as the body (``Content-Type: image/png``, ...) or a
+  multipart field ``image``, decoded and scaled with exactly the training preprocessing
+  (:mod:`mlops_assets.ml.images`).
 - ``POST /feedback``: ``{"feedback": [{"prediction_id": ..., "label": ...}, ...]}``, the true labels of served
   predictions (every prediction carries an id, also in its inference log row), stored beside the inference
   log (:mod:`mlops_assets.ml.feedback`); all or none of a batch: an unknown id is a 404, a second label for a
-  prediction a 409, a label that is not a class a 400, each naming the item.
+  prediction a 409, a label that is not a class a 400, each naming the item. Every answered prediction is
+  journaled before its answer is sent (:mod:`mlops_assets.ml.inference_journal`), so an id is known at once
+  and nothing is waited for.
 - ``GET /model`` (and ``POST /model``): which model version, data version and pointer state are served.
 - BentoML's own ``/readyz``, ``/livez``, ``/metrics`` (Prometheus) and ``/docs.json`` (OpenAPI).
 
@@ -40,12 +43,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import bentoml
-from bentoml.exceptions import UnprocessableEntity
 from pydantic import BaseModel, Field
 
 from bentos.model_watcher import LoadedModel, ProductionWatcher, load_model
 from bentos.openapi import api_document
-from bentos.request_guard import ApiRefusal, RequestGuard, RequestTooLarge
+from bentos.request_guard import ApiRefusal, RequestGuard
 from bentos.uploads import decode_upload
 from bentos.validation import feedback_batch_type, image_batch_type
 from mlops_assets.ml import bentoml_private, settings
@@ -98,7 +100,6 @@ CLASS_NAMES = [str(name) for name in PINNED_MODEL.resolve().info.metadata["class
 MAX_IMAGES = settings.resolve_int(settings.MAX_BATCH)
 MAX_PIXELS = settings.resolve_int(settings.MAX_IMAGE_PIXELS)
 API_TOKEN = settings.resolve(settings.API_TOKEN)
-FEEDBACK_WAIT_S = 5.0  # longest wait for a just-made prediction's row to reach the disk (writers flush every 2 s)
 ImageBatch = image_batch_type(SPEC, MAX_IMAGES)
 FeedbackBatch = feedback_batch_type(CLASS_NAMES, MAX_IMAGES)
 
@@ -159,7 +160,9 @@ class ModelInfo(BaseModel):
     swap_error: str | None = Field(description="Why the pointer's version is not served, if it is not.")
     swaps: int
     inference_log: dict[str, Any] | None = Field(
-        description="This worker's inference log counters (written, dropped, last_error); null when logging is off."
+        description="This worker's inference log counters (written, dropped, queued: journaled but not yet in "
+                    "Parquet, recovered: rows of dead workers' journals it wrote, last_error); null when logging "
+                    "is off."
     )
     worker_pid: int = Field(description="The worker process that answered (counters and swaps are per worker).")
     worker_heap: dict[str, int] = Field(description=(
@@ -243,9 +246,9 @@ class ClassifierService:
         try:
             pixels, size = decode_upload(data, SPEC, MAX_PIXELS)
         except ImageTooLargeError as exc:
-            raise RequestTooLarge(f"{exc} (MLOPS_MAX_IMAGE_PIXELS)") from None
+            raise ApiRefusal(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"{exc} (MLOPS_MAX_IMAGE_PIXELS)", "image") from None
         except ImageDecodeError as exc:
-            raise UnprocessableEntity(str(exc)) from None
+            raise ApiRefusal(HTTPStatus.UNPROCESSABLE_ENTITY, str(exc), "image") from None
         return predict(model, to_training_scale(pixels)[None], self.inference_log, [size])[0]
 
     @bentoml.api
@@ -254,10 +257,9 @@ class ClassifierService:
         if self.inference_log is None:
             raise ApiRefusal(HTTPStatus.NOT_FOUND, "no prediction of this server is logged (MLOPS_INFERENCE_LOG=0), "
                              "so no feedback can be joined to one", "feedback")
-        self.inference_log.flush(timeout=10.0)  # this worker's latest predictions are on disk ...
         items = [FeedbackItem(str(item.prediction_id), item.label) for item in feedback]
-        try:  # ... another worker's are within a flush interval: a fresh unknown id is looked for a while
-            stored = self.feedback_store.record(items, CLASS_NAMES, wait_s=FEEDBACK_WAIT_S)
+        try:  # every answered prediction is in the log or a journal already: nothing to wait for
+            stored = self.feedback_store.record(items, CLASS_NAMES)
         except UnknownPrediction as exc:
             raise ApiRefusal(HTTPStatus.NOT_FOUND, str(exc), exc.field) from None
         except DuplicateFeedback as exc:

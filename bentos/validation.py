@@ -75,7 +75,14 @@ def check_training_scale(array: np.ndarray) -> None:
             f"images have values up to {high:g}: these look like 0–255 pixels; send pixels / 255 "
             "(the training scale is [0, 1])"
         )
-    raise ValueError(f"images must be in the training scale [0, 1] (pixels / 255); got values from {low:g} to {high:g}")
+    raise ValueError(f"images must be in the training scale [0, 1] (pixels / 255); got values from {_number(low)} to "
+                     f"{_number(high)}")
+
+
+def _number(value: float) -> str:
+    """Short, but never rounded into the range: 1.0000001 is not shown as 1."""
+    short = f"{value:g}"
+    return short if float(short) == value else repr(value)
 
 
 def expected_shape(spec: PreprocessSpec) -> str:

@@ -131,7 +131,7 @@ def test_an_image_over_the_pixel_limit_is_a_413_and_never_decoded(dev_server, wi
     bomb = png_header_only(width, height)  # about 100 bytes that claim gigabytes of pixels
     response = httpx.post(f"{dev_server}/classify_image", files={"image": ("bomb.png", bomb)}, timeout=30, headers=AUTH)
     assert_error_body(response, 413, f"{width}×{height} = {width * height} pixels; at most 16777216.*"
-                                     "MLOPS_MAX_IMAGE_PIXELS")
+                                     "MLOPS_MAX_IMAGE_PIXELS", "image")
 
 
 @pytest.mark.parametrize("values, message", [
@@ -139,6 +139,7 @@ def test_an_image_over_the_pixel_limit_is_a_413_and_never_decoded(dev_server, wi
     (1000.5, r"training scale \[0, 1\].*to 1000.5"),
     (255, r"values up to 255: these look like 0–255 pixels; send pixels / 255"),
     (10**30, r"from 0 to 1e\+30"),
+    (1.0000001, r"from 0 to 1\.0000001$"),  # not rounded into the range it is refused for
     (10**400, "a number too large to be a pixel value"),
 ])
 def test_out_of_scale_values_are_refused_naming_the_likely_mistake(dev_server, values, message):
@@ -147,6 +148,58 @@ def test_out_of_scale_values_are_refused_naming_the_likely_mistake(dev_server, v
     body = json.dumps({"images": images.tolist()}, default=int).encode()
     response = httpx.post(f"{dev_server}/classify", content=body, headers={**AUTH, "content-type": "application/json"})
     assert_error_body(response, 400, message, "images")
+
+
+@pytest.mark.parametrize("order", ["token first", "token last"])
+def test_two_authorization_headers_are_refused(serving_world, dev_server, order):
+    """Which of two headers decides depends on who reads them (a proxy may read the last): neither does."""
+    good, bad = AUTH["Authorization"], "Bearer not-the-token"
+    pair = [("Authorization", good), ("Authorization", bad)]
+    headers = pair if order == "token first" else pair[::-1]
+    image = {"images": serving_world.x_test[:1].tolist()}
+    for path, kwargs in (("/classify", {"json": image}), ("/feedback", {"json": {"feedback": []}}),
+                         ("/classify_image", {"files": {"image": ("d.png", serving_fixtures_png(serving_world))}})):
+        response = httpx.post(f"{dev_server}{path}", headers=headers, timeout=30, **kwargs)
+        assert_error_body(response, 400, "one Authorization header, got 2", "Authorization")
+    same_twice = httpx.post(f"{dev_server}/classify", json=image, timeout=30,
+                            headers=[("Authorization", good), ("Authorization", good)])
+    assert_error_body(same_twice, 400, "one Authorization header, got 2", "Authorization")
+
+
+def test_a_feedback_item_without_a_label_names_the_item_and_field(dev_server):
+    from datetime import UTC, datetime
+
+    from mlops_assets.ml.prediction_ids import new_prediction_ids
+
+    item = {"prediction_id": new_prediction_ids(1, datetime.now(UTC))[0]}
+    response = httpx.post(f"{dev_server}/feedback", json={"feedback": [item]}, headers=AUTH, timeout=30)
+    assert_error_body(response, 400, r"^the field 'feedback\.0\.label' is required$", "feedback.0.label")
+
+
+@pytest.mark.parametrize("content", [b"", b"not an image", b"\x89PNG\r\n\x1a\n"])
+def test_an_undecodable_image_is_a_422_naming_the_field(dev_server, content):
+    response = httpx.post(f"{dev_server}/classify_image", files={"image": ("d.png", content, "image/png")},
+                          headers=AUTH, timeout=30)
+    assert_error_body(response, 422, ".", "image")
+
+
+def test_the_image_itself_as_the_body_is_the_same_upload(serving_world, dev_server):
+    """What the OpenAPI document declares (``image/*``, the file as the body) and the multipart form answer alike;
+    an empty or undecodable body is the same 422 naming the image."""
+    png = serving_fixtures_png(serving_world)
+    form = httpx.post(f"{dev_server}/classify_image", files={"image": ("d.png", png)}, headers=AUTH, timeout=30)
+    raw = httpx.post(f"{dev_server}/classify_image", content=png, headers={**AUTH, "content-type": "image/png"},
+                     timeout=30)
+    assert form.status_code == raw.status_code == 200, (form.text, raw.text)
+    assert raw.json()["label"] == form.json()["label"] and raw.json()["probabilities"] == form.json()["probabilities"]
+    for content in (b"", b"not an image"):
+        refused = httpx.post(f"{dev_server}/classify_image", content=content,
+                             headers={**AUTH, "content-type": "image/webp"}, timeout=30)
+        assert_error_body(refused, 422, ".", "image")
+    assert_error_body(httpx.post(f"{dev_server}/classify_image", content=png, timeout=30,
+                                 headers={**AUTH, "content-type": "image/"}), 415, r"or a raw image body")
+    document = httpx.get(f"{dev_server}/docs.json", timeout=30).json()
+    assert list(document["paths"]["/classify_image"]["post"]["requestBody"]["content"]) == ["image/*"]
 
 
 def test_booleans_anywhere_are_refused(dev_server):
@@ -167,9 +220,12 @@ def test_client_errors_log_one_warning_line_and_no_traceback(serving_world, dev_
     assert not any("Traceback" in line or "[ERROR]" in line for line in new), new
 
 
-def test_schemathesis_with_all_checks_finds_nothing(dev_server, tmp_path):
-    """Response conformance, negative data, status codes, methods...: every check, 1,000+ generated cases."""
-    env = {**os.environ, "SCHEMATHESIS_HOOKS": "testkit.schemathesis_hooks", "PYTHONPATH": str(ROOT)}
+@pytest.mark.parametrize("hooks", ["testkit.schemathesis_hooks", None], ids=["with the image hooks", "plain"])
+def test_schemathesis_with_all_checks_finds_nothing(dev_server, tmp_path, hooks):
+    """Response conformance, negative data, status codes, methods...: every check, 1,000+ generated cases; with the
+    project's hooks (random real images for the upload) and plain (what the document alone makes it generate)."""
+    env = {key: value for key, value in os.environ.items() if key != "SCHEMATHESIS_HOOKS"}
+    env = {**env, "PYTHONPATH": str(ROOT), **({"SCHEMATHESIS_HOOKS": hooks} if hooks else {})}
     command = [str(Path(sys.executable).parent / "st"), "run", f"{dev_server}/docs.json", "--url", dev_server,
                "--checks", "all", "--max-examples", "300", "--seed", "20261127", "--no-color",
                "--header", f"Authorization: Bearer {serving_fixtures.API_TOKEN}"]

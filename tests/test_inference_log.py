@@ -75,7 +75,7 @@ def test_unwritable_directory_drops_counts_and_reports(tmp_path):
     blocker.write_text("a file where the log directory should be")
     writer = InferenceLogWriter(blocker, flush_interval_s=0.05)
     features, labels, conf = batch(7)
-    assert writer.log(features, labels, conf, "v1") is True  # accepted: the write happens later
+    assert writer.log(features, labels, conf, "v1") is False  # the journal refused it: known at once
     assert writer.flush(5.0)
     stats = writer.stats()
     assert stats.written == 0 and stats.dropped == 7 and stats.last_error
@@ -90,8 +90,11 @@ def test_bad_input_is_dropped_not_raised(tmp_path):
         assert writer.dropped == 4 and writer.last_error
 
 
-def test_log_does_not_block_on_a_slow_disk(tmp_path, monkeypatch):
+def test_log_does_not_block_on_a_slow_disk_and_a_refused_write_is_retried(tmp_path, monkeypatch):
+    """A failing Parquet write neither blocks log() nor loses the rows: the journal keeps them, and the next
+    round writes them once the disk takes them again."""
     import mlops_assets.ml.inference_log_writer as module
+    from mlops_assets.ml.inference_journal import segment_files
 
     def slow_write(*args, **kwargs):
         time.sleep(0.2)
@@ -102,11 +105,17 @@ def test_log_does_not_block_on_a_slow_disk(tmp_path, monkeypatch):
     features, labels, conf = batch(32)
     began = time.perf_counter()
     for _ in range(50):
-        writer.log(features, labels, conf, "v1")
+        writer.log(features, labels, conf, "v1", timestamp=HOUR)
     assert time.perf_counter() - began < 0.4, "log() must return without waiting for the disk"
     assert writer.flush(10.0)
-    assert writer.dropped == 50 * 32 and "No space left" in writer.last_error
+    stats = writer.stats()
+    assert stats.written == 0 and stats.dropped == 0 and stats.queued == 50 * 32
+    assert "No space left" in stats.last_error and segment_files(tmp_path)
+    monkeypatch.undo()
+    assert writer.flush(10.0) and writer.flush(10.0)
     writer.close()
+    assert writer.stats().written == 50 * 32 and writer.stats().queued == 0
+    assert len(read_hour(tmp_path, HOUR)) == 50 * 32 and segment_files(tmp_path) == []
 
 
 def test_log_images_defers_features_to_the_writer_thread(tmp_path):
@@ -220,3 +229,81 @@ def test_part_files_are_named_by_the_prediction_times_they_hold(tmp_path):
     (path,) = hour_part_files(tmp_path, HOUR)
     assert part_span(path) == (epoch_ms(HOUR), epoch_ms(HOUR))
     assert part_span(tmp_path / "part-0123456789abcdef.parquet") is None  # files named before: no span
+
+
+KILLED_WRITER = """
+import sys, time
+import numpy as np
+from mlops_assets.ml.inference_log_writer import InferenceLogWriter
+from mlops_assets.ml.prediction_ids import new_prediction_ids
+from datetime import UTC, datetime
+writer = InferenceLogWriter(sys.argv[1], flush_interval_s=3600, flush_rows=10**6, keep_images=True)
+rng = np.random.default_rng(0)
+for i in range(int(sys.argv[2])):
+    now = datetime.now(UTC)
+    ids = new_prediction_ids(3, now)
+    writer.log_images(rng.random((3, 1, 8, 8), dtype=np.float32), ["1", "2", "3"], [0.9] * 3, "v1",
+                      prediction_ids=ids, timestamp=now)
+    print(" ".join(ids), flush=True)  # answered: only now may the client see the ids
+print("done", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_killed_writer_loses_no_answered_prediction(tmp_path):
+    """SIGKILL of the service's process: every batch log() returned for is in the journal (the kernel has it), and
+    the next writer on the artifact root turns it into Parquet; its ids can be labelled."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from mlops_assets.ml.feedback import FeedbackItem, FeedbackStore
+
+    child = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(tmp_path), "40"], stdout=subprocess.PIPE,
+                             text=True, env={**os.environ})
+    answered: list[str] = []
+    try:
+        for line in child.stdout:
+            if line.strip() == "done":
+                break
+            answered += line.split()
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+    assert len(answered) == 120
+    now = datetime.now(UTC)
+
+    def logged_ids(dataset: str = "inference_log") -> set[str]:
+        rows = read_window(tmp_path, now - timedelta(hours=2), now + timedelta(hours=1), dataset=dataset)
+        return set(rows["prediction_id"]) if len(rows) else set()
+
+    with InferenceLogWriter(tmp_path, flush_interval_s=0.05, keep_images=True) as survivor:  # the service's next start
+        deadline = time.monotonic() + 20
+        while not set(answered) <= logged_ids() and time.monotonic() < deadline:
+            survivor.flush(1.0)
+        assert set(answered) - logged_ids() == set(), "answered predictions missing from the inference log"
+        assert survivor.stats().recovered == 120
+    assert logged_ids("inference_images") == set(answered)
+    from mlops_assets.ml.inference_journal import segment_files
+
+    assert segment_files(tmp_path) == []
+    assert FeedbackStore(tmp_path).record([FeedbackItem(answered[-1], "3")], [str(i) for i in range(10)]) == 1
+
+
+def test_a_torn_journal_record_loses_only_itself(tmp_path):
+    """A process killed in the middle of a write leaves a partial record at the end of its segment: the whole
+    records before it are converted, the partial one is not read as garbage."""
+    from mlops_assets.ml.inference_journal import journal_root, segment_files
+
+    features, labels, conf = batch(5)
+    with InferenceLogWriter(tmp_path / "src", flush_interval_s=3600, flush_rows=10**6) as writer:
+        writer.log(features, labels, conf, "v1", timestamp=HOUR)
+        writer.log(features, labels, conf, "v1", timestamp=HOUR)
+        (segment,) = segment_files(tmp_path / "src")
+        data = segment.read_bytes()
+        journal_root(tmp_path / "dst").mkdir(parents=True)
+        (journal_root(tmp_path / "dst") / segment.name).write_bytes(data[: len(data) - 7])
+    with InferenceLogWriter(tmp_path / "dst", flush_interval_s=0.05) as survivor:
+        assert survivor.flush(10.0)
+    assert len(read_hour(tmp_path / "dst", HOUR)) == 5

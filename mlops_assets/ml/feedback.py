@@ -21,7 +21,6 @@ No Dagster here; pandas and pyarrow only.
 from __future__ import annotations
 
 import fcntl
-import time
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -33,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from mlops_assets.ml.features import MODEL_VERSION, PREDICTED_CLASS, PREDICTION_ID, TIMESTAMP
+from mlops_assets.ml.inference_journal import journal_predictions
 from mlops_assets.ml.inference_log import (
     CHANNELS,
     HEIGHT,
@@ -55,7 +55,6 @@ FEEDBACK_KIND = "feedback"
 LABEL = "label"
 RECEIVED_AT = "received_at"
 FEEDBACK_COLUMNS = (PREDICTION_ID, LABEL, TIMESTAMP, RECEIVED_AT)
-RECENT = timedelta(seconds=30)  # a prediction this fresh may still be in a log writer's queue
 
 
 class FeedbackError(ValueError):
@@ -71,9 +70,7 @@ class FeedbackError(ValueError):
 
 
 class UnknownPrediction(FeedbackError):
-    """No logged prediction has this id (``recent``: made so lately that its row may not be written yet)."""
-
-    recent = False
+    """No logged prediction has this id: neither the inference log nor the journal of answered predictions."""
 
 
 class UnknownClass(FeedbackError):
@@ -100,21 +97,14 @@ class FeedbackStore:
         self._cache: OrderedDict[Path, pd.Series] = OrderedDict()
 
     def record(self, items: Sequence[FeedbackItem], class_names: Sequence[str],
-               received_at: datetime | None = None, wait_s: float = 0.0) -> int:
+               received_at: datetime | None = None) -> int:
         """Append ``items`` (all or none); the number stored. Raises the first :class:`FeedbackError` by index.
 
-        A prediction made in the last ``RECENT`` seconds may not be on disk yet (another worker's or replica's
-        log writer flushes every few seconds): its id is looked for again for up to ``wait_s`` seconds before it
-        is called unknown. Validation and the write happen under an exclusive lock on the feedback folder, so
-        two processes never store two labels for one prediction."""
+        Every answered prediction is in the inference log or, made in the last seconds, still in a writer's
+        journal (:mod:`mlops_assets.ml.inference_journal`), so an id is known or unknown at once: nothing is
+        waited for, and an unknown id holds no thread. Validation and the write happen under an exclusive lock on
+        the feedback folder, so two processes never store two labels for one prediction."""
         received = received_at or datetime.now(UTC)
-        deadline = time.monotonic() + wait_s
-        while True:
-            _, errors = self._check(items, class_names, received)
-            late = [e for e in errors if isinstance(e, UnknownPrediction) and e.recent]
-            if not late or time.monotonic() >= deadline:
-                break
-            time.sleep(0.2)
         with _exclusive(log_root(self.artifact_root, FEEDBACK_KIND) / ".lock"):
             rows, errors = self._check(items, class_names, received)
             if errors:
@@ -156,17 +146,24 @@ class FeedbackStore:
             by_hour.setdefault(when.replace(minute=0, second=0, microsecond=0), []).append(
                 (index, prediction_id, item.label, epoch_ms(when)))
         rows: dict[datetime, list[tuple[str, str, pd.Timestamp]]] = {}
+        journal: dict[str, pd.Timestamp] | None = None
         for hour, entries in by_hour.items():
             times = {ms for *_, ms in entries}
             logged = self._ids(_covering(hour_part_files(self.artifact_root, hour, LOG_KIND), times))
+            if any(prediction_id not in logged.index for _, prediction_id, *_ in entries):
+                # not in Parquet yet: in a journal, or converted (journal deleted after its Parquet part is in
+                # place) since the listing above, so the journal is read before the Parquet files again
+                journal = journal_predictions(self.artifact_root) if journal is None else journal
+                again = self._ids(_covering(hour_part_files(self.artifact_root, hour, LOG_KIND), times))
+                fresh = pd.Series(journal, dtype="datetime64[ns, UTC]") if journal else again.iloc[:0]
+                logged = pd.concat([logged, again, fresh])
+                logged = logged[~logged.index.duplicated()]
             labelled = self._ids(_covering(hour_part_files(self.artifact_root, hour, FEEDBACK_KIND), times))
-            for index, prediction_id, label, ms in entries:
+            for index, prediction_id, label, _ in entries:
                 if prediction_id not in logged.index:
-                    unknown = UnknownPrediction(index, "prediction_id", (
+                    errors.append(UnknownPrediction(index, "prediction_id", (
                         f"no logged prediction has id {prediction_id} (made {hour:%Y-%m-%d %H}:00–:59 UTC by its "
-                        "id); it is unknown, or the service did not log it (MLOPS_INFERENCE_LOG=0, or rows dropped)"))
-                    unknown.recent = epoch_ms(received) - ms <= RECENT.total_seconds() * 1000
-                    errors.append(unknown)
+                        "id); it is unknown, or the service did not log it (MLOPS_INFERENCE_LOG=0, or rows dropped)")))
                 elif prediction_id in labelled.index:
                     errors.append(DuplicateFeedback(index, "prediction_id", (
                         f"prediction {prediction_id} already has feedback (received "

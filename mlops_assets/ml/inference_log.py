@@ -12,7 +12,9 @@ place, so a reader (the hourly profiler) sees whole files or nothing. Rows are h
 their prediction's UTC timestamp, so a late flush still lands in the hour the prediction was made, and
 feedback lands beside the predictions it labels.
 
-What writes it is :class:`mlops_assets.ml.inference_log_writer.InferenceLogWriter`, which the Bento service holds.
+What writes it is :class:`mlops_assets.ml.inference_log_writer.InferenceLogWriter`, which the Bento service holds;
+it journals each prediction first (:mod:`mlops_assets.ml.inference_journal`, beside these datasets under
+``inference_journal/``) and builds these Parquet parts from the journal.
 
 No Dagster here; pandas and pyarrow only.
 """
@@ -69,11 +71,14 @@ def write_part(artifact_root: str | Path, hour: datetime, frame: pd.DataFrame, d
     return directory / name
 
 
-def span_name(first: datetime, last: datetime, prefix: str = "") -> str:
+def span_name(first: datetime, last: datetime, prefix: str = "", token: str | None = None) -> str:
     """A part file's name saying which prediction times it holds (ms), so a lookup by prediction id (whose time
-    it carries) opens only the files that can hold it: ``part-[<prefix>-]<first ms>-<last ms>-<random>.parquet``."""
+    it carries) opens only the files that can hold it: ``part-[<prefix>-]<first ms>-<last ms>-<token>.parquet``.
+
+    ``token`` (hex, no dash; default random) lets a writer that may write the same rows twice (a retried journal
+    segment) name the part the same both times."""
     lead = f"{prefix}-" if prefix else ""
-    return f"part-{lead}{epoch_ms(first):013d}-{epoch_ms(last):013d}-{uuid.uuid4().hex[:12]}.parquet"
+    return f"part-{lead}{epoch_ms(first):013d}-{epoch_ms(last):013d}-{token or uuid.uuid4().hex[:12]}.parquet"
 
 
 def part_span(path: Path) -> tuple[int, int] | None:

@@ -1,16 +1,21 @@
-"""The inference log's writer: what the Bento service holds, appending off the hot path.
+"""The inference log's writer: what the Bento service holds, journaling on the hot path, Parquet off it.
 
-``log(...)`` only appends to a bounded in-memory queue and returns at once; a background thread writes batches
-(the layout is :mod:`mlops_assets.ml.inference_log`'s). A full queue, a full disk or an unwritable directory
-drop rows and count them (``dropped``, ``last_error``) and log a warning; they never raise into, or block, a
-prediction. The background thread holds the GIL while it builds frames, so it builds few: a request's thread
-is stalled by every Python-level step it takes (BENCHMARKS.md, serving).
+``log(...)`` appends the batch to this process's inference journal (:mod:`mlops_assets.ml.inference_journal`)
+with one ``write`` system call and returns: the rows are the kernel's before the prediction is answered, so a
+killed service loses none. A background thread turns journal segments into the Parquet parts of the inference
+log (the layout is :mod:`mlops_assets.ml.inference_log`'s) and deletes them; it also converts the segments of
+writers that died. A failed journal write (full disk, unwritable directory), a backlog over ``max_queue_rows``
+or a malformed batch drop rows and count them (``dropped``, ``last_error``) and log a warning; they never raise
+into a prediction. A failed Parquet write keeps the segment and is retried. The background thread holds the GIL
+while it builds frames, so it builds few: a request's thread is stalled by every Python-level step it takes
+(BENCHMARKS.md, serving).
 
 No Dagster here; pandas and pyarrow only.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -31,10 +36,12 @@ from mlops_assets.ml.features import (
     image_features,
     with_predictions,
 )
+from mlops_assets.ml.inference_journal import Segment, claim_orphans, encode, journal_root, read_records
 from mlops_assets.ml.inference_log import CHANNELS, HEIGHT, IMAGES_KIND, LOG_KIND, PIXELS, WIDTH, span_name, write_part
 from mlops_assets.ml.prediction_ids import new_prediction_ids
 
 logger = logging.getLogger(__name__)
+RETRY_S = 1.0  # how soon a journal segment the disk refused is converted again
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,7 @@ class WriterStats:
     files: int
     last_error: str | None
     images_dropped: int = 0  # predictions logged without their image (the features row was written)
+    recovered: int = 0  # rows a dead writer journaled, written to Parquet by this one
 
 
 @dataclass
@@ -76,13 +84,14 @@ class _Pending:
 
 
 class InferenceLogWriter:
-    """Batched, asynchronous, append-only Parquet writer for the inference log.
+    """Journaled, append-only, hour-partitioned Parquet writer for the inference log.
 
-    ``max_queue_rows`` bounds memory: beyond it new rows are dropped (and counted) rather than
-    slowing the caller. The background thread writes when ``flush_rows`` rows are waiting or
-    ``flush_interval_s`` has passed since the oldest waiting row, whichever comes first. With
-    ``keep_images`` the images given to :meth:`log_images` are kept too (``inference_images``), so labelled
-    production images can later be exported to the labelled source.
+    :meth:`log` and :meth:`log_images` hand the batch to the kernel (the journal) before they return, and never
+    raise. ``max_queue_rows`` bounds the backlog (rows journaled but not yet in Parquet, e.g. while the disk
+    refuses Parquet): beyond it new rows are dropped (and counted). The background thread converts the journal
+    when ``flush_rows`` rows are waiting or ``flush_interval_s`` has passed since the oldest waiting row,
+    whichever comes first. With ``keep_images`` the images given to :meth:`log_images` are kept too
+    (``inference_images``), so labelled production images can later be exported to the labelled source.
     """
 
     def __init__(
@@ -102,19 +111,24 @@ class InferenceLogWriter:
         self.flush_rows = flush_rows
         self.flush_interval_s = flush_interval_s
         self._clock = clock or (lambda: datetime.now(UTC))
-        # The batches waiting for the writer. A list under the lock, not a queue the writer blocks on: a queue
-        # woke the writer thread for every request (one GIL hand-off per prediction, 10% of the worker's CPU at
-        # c=1); the writer now wakes when flush_rows are waiting, when the oldest has waited flush_interval_s,
-        # or when flush()/close() ask.
-        self._pending: list[_Pending] = []
-        self._pending_rows = 0
-        self._oldest = 0.0  # when the oldest waiting batch was queued (monotonic)
+        # The journal segment being appended to; the writer thread takes it (a new one is opened by the next
+        # log call) and converts it. The writer wakes when flush_rows are waiting, when the oldest has waited
+        # flush_interval_s, or when flush()/close() ask: not per request (one GIL hand-off per prediction was 10%
+        # of the worker's CPU at c=1).
+        self._journal_dir = journal_root(self.artifact_root)
+        self._segment: Segment | None = None
+        self._retry: list[Segment] = []  # this writer's segments whose conversion failed: tried again later
+        self._retry_at = 0.0
+        self._retry_now = threading.Event()  # flush() asks for the retry at once
+        self._pending_rows = 0  # rows in the current segment
+        self._oldest = 0.0  # when its first row was journaled (monotonic)
         self._wake = threading.Event()
         self._lock = threading.Lock()
-        self._queued_rows = 0  # waiting or being written
-        self._enqueued = 0  # batches queued so far (in queue order) ...
-        self._completed = 0  # ... and written or dropped by the background thread (the same order)
+        self._queued_rows = 0  # journaled, not yet in Parquet
+        self._enqueued = 0  # batches journaled so far ...
+        self._completed = 0  # ... and the count the background thread has taken through a conversion
         self.written = 0
+        self.recovered = 0  # rows of writers that died, converted by this one
         self.dropped = 0
         self.files = 0
         self.last_error: str | None = None
@@ -138,12 +152,12 @@ class InferenceLogWriter:
         prediction_ids: Sequence[str] | None = None,
         timestamp: datetime | None = None,
     ) -> bool:
-        """Queue one batch of predictions with their features (from :func:`image_features`).
+        """Journal one batch of predictions with their features (from :func:`image_features`).
 
         ``prediction_ids`` (as answered to the client) and ``timestamp`` (when they were made) default to new
-        ids and now. True if queued, False if dropped (counted in ``dropped``, reason in ``last_error``). Never
-        raises and never waits for the disk: the rows are assembled and written by the background thread.
-        """
+        ids and now. True once the batch is in the journal (the kernel has it: a killed process loses none of
+        it), False if dropped (counted in ``dropped``, reason in ``last_error``). Never raises; never waits for
+        the Parquet write, which the background thread does."""
         return self._enqueue("features", features, predicted_labels, confidences, model_version, None,
                              prediction_ids, timestamp)
 
@@ -158,7 +172,7 @@ class InferenceLogWriter:
         timestamp: datetime | None = None,
     ) -> bool:
         """Like :meth:`log`, but the features of ``images`` (N×C×H×W, uint8 or [0, 1] floats) are
-        computed by the background thread too, so the request pays only for a copy of the batch."""
+        computed by the background thread, so the request pays only for journaling the images' bytes."""
         return self._enqueue("images", images, predicted_labels, confidences, model_version, original_sizes,
                              prediction_ids, timestamp)
 
@@ -178,25 +192,25 @@ class InferenceLogWriter:
                 )
             if self._closed:
                 raise RuntimeError("inference log writer is closed")
-            if kind == "images":  # the caller may reuse its buffer once we return
-                payload = np.array(payload, copy=True)
-            pending = _Pending(kind, payload, list(predicted_labels), np.array(confidences, dtype=np.float64),
-                               str(model_version), original_sizes, pd.Timestamp(stamp), n, ids)
+            record = encode(kind, payload, list(predicted_labels), np.asarray(confidences, dtype=np.float64),
+                            str(model_version), original_sizes, pd.Timestamp(stamp), ids)
             due = False
-            with self._lock:  # counted and queued together: the queue's order is the order of _enqueued
+            with self._lock:  # journaled and counted together: the segment holds exactly the batches counted
                 full = self._queued_rows + n > self.max_queue_rows
                 if not full:
+                    if self._segment is None:
+                        self._segment = Segment(self._journal_dir)
+                    self._segment.append(record, n)
                     self._queued_rows += n
                     self._enqueued += 1
-                    if not self._pending:
+                    if not self._pending_rows:
                         self._oldest = time.monotonic()
-                    self._pending.append(pending)
                     self._pending_rows += n
                     due = self._pending_rows >= self.flush_rows
             if due:
                 self._wake.set()
             if full:
-                self._drop(n, f"queue full ({self.max_queue_rows} rows waiting)")
+                self._drop(n, f"queue full ({self.max_queue_rows} rows journaled, not yet in Parquet)")
                 return False
             return True
         except Exception as exc:  # a logging failure must never fail a prediction
@@ -207,13 +221,15 @@ class InferenceLogWriter:
     def stats(self) -> WriterStats:
         with self._lock:
             return WriterStats(self.written, self.dropped, self._queued_rows, self.files, self.last_error,
-                               self.images_dropped)
+                               self.images_dropped, self.recovered)
 
     def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until every row queued before this call is written (or dropped); False on timeout. Rows queued
-        meanwhile by other threads are not waited for, so a flush ends under continuous traffic too."""
+        """Wait until every row journaled before this call went through a conversion (written to Parquet, or
+        kept in the journal for a retry when the disk refused it: ``last_error``); False on timeout. Rows
+        journaled meanwhile by other threads are not waited for, so a flush ends under continuous traffic too."""
         with self._lock:
             target = self._enqueued
+        self._retry_now.set()
         self._wake.set()  # the writer does not wait out its interval
         deadline = time.monotonic() + timeout
         with self._idle:
@@ -225,11 +241,17 @@ class InferenceLogWriter:
         return True
 
     def close(self, timeout: float = 10.0) -> None:
-        """Write what is queued, then stop the background thread."""
+        """Write what is journaled, then stop the background thread. A segment it could not convert stays in
+        the journal, unlocked, for the next writer on this artifact root."""
         self.flush(timeout)
         self._closed = True
         self._wake.set()
         self._thread.join(timeout)
+        with self._lock:
+            left = [*self._retry, *([self._segment] if self._segment else [])]
+            self._retry, self._segment = [], None
+        for segment in left:
+            segment.release()
 
     def __enter__(self) -> InferenceLogWriter:
         return self
@@ -241,23 +263,71 @@ class InferenceLogWriter:
     def _run(self) -> None:
         while True:
             with self._lock:  # idle: look again in flush_interval_s, so a row never waits longer than that
-                due = (self._oldest if self._pending else time.monotonic()) + self.flush_interval_s
+                due = (self._oldest if self._pending_rows else time.monotonic()) + self.flush_interval_s
             self._wake.wait(max(0.0, due - time.monotonic()))
-            self._wake.clear()  # before taking the batches: a wake-up set after this finds them next round
+            self._wake.clear()  # before taking the segment: a wake-up set after this finds the next one
             with self._lock:
-                items, rows = self._pending, self._pending_rows
-                self._pending, self._pending_rows = [], 0
-            if items:  # enough rows, the interval elapsed, or flush()/close() asked
-                self._write(items, rows)
-            else:
-                with self._idle:
-                    self._idle.notify_all()
+                segment, target = self._segment, self._enqueued
+                self._segment, self._pending_rows = None, 0
+            retry: list[Segment] = []
+            if self._retry and (self._retry_now.is_set() or time.monotonic() >= self._retry_at):
+                self._retry_now.clear()
+                retry, self._retry = self._retry, []
+            for own in [*retry, *([segment] if segment is not None else [])]:
+                self._convert(own, mine=True)
+            for orphan in claim_orphans(self.artifact_root, set()):
+                self._convert(orphan, mine=False)
+            with self._idle:
+                self._completed = max(self._completed, target)
+                self._idle.notify_all()
             if self._closed:
                 with self._lock:
-                    if not self._pending:
+                    if self._segment is None:
                         return
 
-    def _write(self, items: list[_Pending], n: int) -> None:
+    def _convert(self, segment: Segment, mine: bool) -> None:
+        """A journal segment's records as Parquet parts, then the segment deleted. If the disk refuses a part,
+        the segment is kept (and converted again: part names are derived from the segment, so a part written
+        before the failure is not written twice)."""
+        try:
+            for index, items in enumerate(self._chunks(segment)):
+                token = hashlib.sha1(f"{segment.path.name}:{index}".encode()).hexdigest()[:12]
+                rows = self._write(items, token)
+                with self._lock:
+                    if mine:
+                        self.written += rows
+                    else:
+                        self.recovered += rows
+        except Exception as exc:  # disk full, permissions, ...: report, keep the journal, keep serving
+            self._report(f"{type(exc).__name__}: {exc}", f"inference log kept {segment.path.name} to retry: %s")
+            if mine:  # a refusing disk is tried again in RETRY_S (or at the next flush), not at every wake-up
+                self._retry.append(segment)
+                self._retry_at = time.monotonic() + RETRY_S
+            else:
+                segment.release()
+            return
+        segment.discard()
+        if mine:
+            with self._lock:
+                self._queued_rows -= segment.rows
+
+    def _chunks(self, segment: Segment):
+        """The segment's records as writer batches of about ``flush_rows`` rows."""
+        items, rows = [], 0
+        for record in read_records(segment.path):
+            items.append(_Pending(record.kind, record.payload, record.labels, record.confidences,
+                                  record.model_version, record.original_sizes, record.timestamp,
+                                  len(record.prediction_ids), record.prediction_ids))
+            rows += len(record.prediction_ids)
+            if rows >= self.flush_rows:
+                yield items
+                items, rows = [], 0
+        if items:
+            yield items
+
+    def _write(self, items: list[_Pending], token: str) -> int:
+        """The rows of ``items`` as Parquet parts; how many. A malformed batch is dropped (counted); a failed
+        write raises."""
         frames, rows, framed = [], 0, []
         for group in _groups(items):
             try:
@@ -274,36 +344,30 @@ class InferenceLogWriter:
                     framed.append(item)
                 except Exception as exc:  # one malformed batch loses its own rows only
                     self._drop(item.n, f"{type(exc).__name__}: {exc}")
-        try:
-            if not frames:
-                return
-            self._write_hours(pd.concat(frames, ignore_index=True), LOG_KIND)
-            with self._lock:
-                self.written += rows
-            if self.keep_images:
-                self._write_images([item for item in framed if item.kind == "images"])
-        except Exception as exc:  # disk full, permissions, ...: count, report, keep serving
-            self._drop(rows, f"{type(exc).__name__}: {exc}")
-        finally:
-            with self._idle:
-                self._queued_rows -= n
-                self._completed += len(items)
-                self._idle.notify_all()
+        if not frames:
+            return 0
+        self._write_hours(pd.concat(frames, ignore_index=True), LOG_KIND, token)
+        if self.keep_images:
+            self._write_images([item for item in framed if item.kind == "images"], token)
+        return rows
 
-    def _write_hours(self, batch: pd.DataFrame, dataset: str) -> None:
+    def _write_hours(self, batch: pd.DataFrame, dataset: str, token: str) -> None:
         for hour, part in batch.groupby(batch[TIMESTAMP].dt.floor("h"), sort=True):
             stamps = part[TIMESTAMP]
-            name = span_name(stamps.min().to_pydatetime(), stamps.max().to_pydatetime())
-            write_part(self.artifact_root, hour.to_pydatetime(), part, dataset, name)
+            name = span_name(stamps.min().to_pydatetime(), stamps.max().to_pydatetime(), token=token)
+            try:
+                write_part(self.artifact_root, hour.to_pydatetime(), part, dataset, name)
+            except FileExistsError:  # written by an earlier attempt at this segment
+                continue
             with self._lock:
                 self.files += 1
 
-    def _write_images(self, items: list[_Pending]) -> None:
+    def _write_images(self, items: list[_Pending], token: str) -> None:
         """The images of predictions whose rows were written; a failure here loses images, never rows."""
         if not items:
             return
         try:
-            self._write_hours(_images_frame(items), IMAGES_KIND)
+            self._write_hours(_images_frame(items), IMAGES_KIND, token)
         except Exception as exc:  # noqa: BLE001 - counted and reported like dropped rows
             lost = sum(item.n for item in items)
             with self._lock:
@@ -314,13 +378,17 @@ class InferenceLogWriter:
     def _drop(self, n: int, reason: str) -> None:
         with self._lock:
             self.dropped += n
+        self._report(reason, f"inference log dropped {n} row(s) ({self.dropped} so far): %s")
+
+    def _report(self, reason: str, message: str) -> None:
+        with self._lock:
             self.last_error = reason
             now = time.monotonic()
             warn = now - self._last_warning > 10.0
             if warn:
                 self._last_warning = now
         if warn:  # at most one warning every 10 s, so a broken disk does not flood the service log
-            logger.warning("inference log dropped %d row(s) (%d so far): %s", n, self.dropped, reason)
+            logger.warning(message, reason)
 
 
 def _groups(items: list[_Pending]) -> list[list[_Pending]]:
