@@ -14,6 +14,7 @@ import pytest
 
 from mlops_assets.definitions import ASSET_CHECKS, ASSETS
 from mlops_assets.ml.label_integrity import LabelLedger, LabelLedgerError, advance, review_labels
+from mlops_assets.ml.promotion import COMPARED, ChampionComparison, decide_promotion
 from resources.dataset_source import DatasetSource
 from testkit.fixtures import draw_shape_folder, make_resources
 
@@ -117,3 +118,54 @@ def test_one_image_in_two_class_folders_is_blocked_naming_both_files(tmp_path, f
     assert meta["images_with_two_labels"] == 1
     assert "circles/circles_003.png" in meta["reason"] and "squares/also_a_circle.png" in meta["reason"]
     assert "data_splits" not in materialized(result)
+
+
+# -- the gate: how many compared images changed label since production was trained ------------------------------
+def relabelled_comparison(accepted: str = "") -> ChampionComparison:
+    return ChampionComparison(
+        COMPARED, "prod1", "splits2", n=36, n_test=36, candidate={"accuracy": 0.9722},
+        production={"accuracy": 0.3333}, relabelled=24, relabelled_transitions={"hbar → vbar": 12, "vbar → hbar": 12},
+        relabel_accepted=accepted,
+    )
+
+
+def test_the_gate_refuses_a_comparison_on_labels_production_never_saw():
+    decision = decide_promotion({"accuracy": 0.9722}, relabelled_comparison())
+    assert not decision.promote
+    assert "24 of the 36 compared test images changed label since production prod1" in decision.reason
+    assert "hbar → vbar ×12" in decision.reason and "accept_label_changes" in decision.reason
+
+
+def test_the_gate_compares_an_accepted_relabelling_and_says_so():
+    decision = decide_promotion({"accuracy": 0.9722}, relabelled_comparison("bars were swapped"))
+    assert decision.promote
+    assert "24 of them changed label since production prod1 was trained" in decision.reason
+    assert "relabelling accepted: bars were swapped" in decision.reason
+
+
+@pytest.mark.slow
+def test_swapped_folders_accepted_reach_the_gate_which_names_the_relabelling(tmp_path, folder):
+    source = DatasetSource(kind="image_folder", path=str(folder), height=8, width=8, channels=3)
+    fast = {"trained_model": {"config": {"learning_rates": [3e-3], "hidden": [8], "epochs": [15]}},
+            "registered_model": {"config": {"floor": 0.0, "min_compared_rows": 5}}}
+
+    def build(extra_ops: dict):
+        return dg.materialize(
+            [*ASSETS, *ASSET_CHECKS], selection=dg.AssetSelection.groups("build"),
+            resources=make_resources(tmp_path, source), instance=dg.DagsterInstance.ephemeral(),
+            run_config={"ops": {**fast, **extra_ops}}, raise_on_error=False,
+        )
+
+    assert build({}).success
+    swap(folder, "circles", "squares")
+    result = build({"label_ledger": {"config": {"accept_label_changes": "the folders were swapped by mistake"}}})
+    assert result.success
+    events = [e for e in result.get_asset_materialization_events()
+              if e.asset_key.to_user_string() == "registered_model"]
+    registered = {k: v.value for k, v in events[-1].materialization.metadata.items()}
+    comparison = registered["champion_vs_challenger"]
+    assert registered["compared_rows_relabelled"] > 0
+    assert registered["relabel_accepted"] == "the folders were swapped by mistake"
+    assert "changed label since production" in registered["gate_reason"]
+    assert "relabelling accepted: the folders were swapped by mistake" in registered["gate_reason"]
+    assert "changed label since production" in comparison
