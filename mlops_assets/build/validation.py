@@ -34,6 +34,7 @@ from mlops_assets.ml.data_quality import (
 )
 from mlops_assets.ml.label_integrity import (
     LABEL_CHECK_DESCRIPTIONS,
+    LABEL_CHECK_NAMES,
     LabelLedger,
     LabelReview,
     advance,
@@ -166,7 +167,7 @@ def label_check_metadata(review: LabelReview, ledger_version: str | None) -> dic
 @dg.multi_asset_check(
     specs=[
         dg.AssetCheckSpec(name, asset="raw_images", blocking=True, description=LABEL_CHECK_DESCRIPTIONS[name])
-        for name in LABEL_CHECK_DESCRIPTIONS
+        for name in LABEL_CHECK_NAMES
     ],
     name="label_ledger",
     description=(
