@@ -80,3 +80,15 @@ def test_a_class_folder_absent_for_one_build_keeps_its_splits_when_back(tmp_path
     after = split_by_hash(third["artifact_path"])
     assert {h: (before[h], after[h]) for h in before if before[h] != after[h]} == {}
     assert third["images_dealt"] == 0
+
+
+def test_the_ledger_round_trips_and_its_digest_names_what_it_remembers(tmp_path):
+    from mlops_assets.ml.artifacts import SplitLedger, read_split_ledger, write_split_ledger
+
+    mapping = {"b" * 40: "test", "a" * 40: "train", "c" * 40: "val"}
+    ledger = SplitLedger.from_mapping(mapping, SPLIT_NAMES)
+    write_split_ledger(tmp_path, ledger)
+    assert read_split_ledger(tmp_path) == mapping
+    assert read_split_ledger(tmp_path / "written-before-ledgers") is None
+    forgetful = SplitLedger.from_mapping({k: v for k, v in mapping.items() if v != "val"}, SPLIT_NAMES)
+    assert forgetful.digest() != ledger.digest()
