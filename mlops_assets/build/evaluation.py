@@ -68,7 +68,11 @@ def compare_with_production(
     registry: ModelRegistryResource, artifact_store: ArtifactStore, test: ImageRows, data_splits: SplitsRef,
     candidate_onnx: str,
 ) -> ChampionComparison:
-    """Score the candidate and production on the same rows: this test split less production's training images."""
+    """Score the candidate and production on the same rows: this test split less production's training images.
+
+    Rows whose label differs from the one production's split gave the same image are counted (from → to): on
+    them production is scored against labels it never saw. The label ledger's relabellings accepted since
+    production's dataset are attached, so the gate can tell an accepted relabelling from an unnoticed one."""
     production = registry.registry().production()
     if production is None:
         return ChampionComparison(NO_PRODUCTION)
@@ -83,7 +87,7 @@ def compare_with_production(
     note = ""
     if trained is None:
         note = f"production's training split {production.labels.get('splits_version')} is not in the artifact " \
-               "store: overlap with its training images unchecked"
+               "store: overlap with its training images and labels changed since unchecked"
     else:
         keep = np.asarray([digest not in trained for digest in test.hash_list()], dtype=bool)
     shared = test.select(keep)
@@ -91,7 +95,7 @@ def compare_with_production(
                 n_test=len(test), excluded=int((~keep).sum()), production_stored=stored)
     moves = relabelled_rows(shared, data_splits.class_names,
                             production_labels(artifact_store, production.labels.get("splits_version"),
-                                              list(production.metadata.get("class_names", []))))
+                                              data_splits.class_names))  # the same names: signatures matched
     if moves:
         accepted = current_label_ledger(artifact_store)[1].acceptances_since(production.labels.get("dataset_version"))
         base.update(relabelled=sum(moves.values()), relabelled_transitions=dict(moves.most_common()),

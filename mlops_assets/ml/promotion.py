@@ -2,7 +2,9 @@
 
 A decision compares like with like: both models scored by onnxruntime on the same rows, the challenger's
 test split less every image the champion trained on. The champion's figure stored when it was registered
-comes from another split and is shown for context only, never compared.
+comes from another split and is shown for context only, never compared. Compared rows whose label changed since
+production was trained (a relabelling) make production look wrong by definition: the gate refuses such a comparison
+unless the relabelling was accepted on purpose, and says how many rows it concerns either way.
 """
 
 from __future__ import annotations
