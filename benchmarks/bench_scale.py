@@ -8,7 +8,8 @@ bound 3 × the dataset's uint8 bytes + 1 GB. Decoding speed with 1 and 2 process
 
 ``python -m benchmarks.bench_scale`` (1× = 12,500 images: 12.5k, 50k, 200k), ``--unit N`` for another 1×,
 ``--smoke`` for a tiny size that checks the report is well formed (the CI test; BENCHMARKS.md is not written),
-``--json PATH`` to keep the raw figures.
+``--json PATH`` to keep the raw figures. The label and split ledgers (issue 25) are also measured alone, at the
+largest size, on synthetic hashes; ``--ledgers N`` measures only them, at N images, into a section of their own.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ TINY = 300
 SMOKE_UNIT, SMOKE_FACTORS, SMOKE_TINY = 150, (1, 2), 60
 ONE_EPOCH = {"ops": {"trained_model": {"config": {
     "learning_rates": [3e-3], "hidden": [16], "epochs": [1], "search": "grid", "patience": 0}}}}
-STEPS = ("raw_images", "data_splits", "data_quality", "trained_model", "onnx_model",
+STEPS = ("raw_images", "label_ledger", "data_splits", "data_quality", "trained_model", "onnx_model",
          "onnx_model_onnx_matches_torch", "evaluation_report", "registered_model")
 PIXELS_PER_IMAGE = 32 * 32
 REPEATS = 2  # runs per size but the largest; the quickest is reported
@@ -79,6 +80,74 @@ def measure_decode(folder: Path) -> dict[str, dict[str, float]]:
     return out
 
 
+def measure_ledgers(n_images: int, workdir: Path) -> dict[str, dict[str, float]]:
+    """The two ledgers' own cost at ``n_images`` (issue 25), on synthetic content hashes in three classes, in this
+    process: the label ledger's review of a dataset version against a ledger that knows every image, its advance
+    and its round trip through disk; the split ledger's round trip (read, merge with the new assignment, digest,
+    write). Wall and CPU seconds, and the peak of Python and numpy allocations (tracemalloc) above the inputs."""
+    import hashlib
+    import tracemalloc
+
+    import numpy as np
+
+    from mlops_assets.ml.artifacts import SplitLedger, read_split_ledger, write_split_ledger
+    from mlops_assets.ml.label_integrity import LabelLedger, advance, read_ledger, review_labels, write_ledger
+    from mlops_assets.ml.splits import SPLIT_NAMES
+
+    hashes = np.asarray([hashlib.sha1(str(i).encode()).hexdigest() for i in range(n_images)], dtype="S40")
+    labels = np.arange(n_images, dtype=np.int64) % 3
+    class_names = ["circles", "squares", "stripes"]
+    sources = [f"{class_names[k]}/{i:07d}.png" for i, k in enumerate(labels)]
+    splits = {h.decode(): SPLIT_NAMES[i % 7 // 3 if i % 7 < 6 else 0] for i, h in enumerate(hashes)}
+    first = review_labels(hashes, labels, class_names, sources, LabelLedger.empty())
+    known = advance(LabelLedger.empty(), hashes, labels, class_names, "v1", first)
+    label_dir, split_dir = workdir / "label-ledger", workdir / "split-ledger"
+    label_dir.mkdir(parents=True, exist_ok=True)
+    split_dir.mkdir(parents=True, exist_ok=True)
+    write_ledger(label_dir, known, {})
+    write_split_ledger(split_dir, SplitLedger.from_mapping(splits, SPLIT_NAMES))
+
+    def label_round() -> None:
+        ledger = read_ledger(label_dir)
+        review = review_labels(hashes, labels, class_names, sources, ledger)
+        write_ledger(label_dir, advance(ledger, hashes, labels, class_names, "v2", review), {})
+
+    def split_round() -> None:
+        previous = read_split_ledger(split_dir)
+        ledger = SplitLedger.from_mapping({**previous, **splits}, SPLIT_NAMES)
+        ledger.digest()
+        write_split_ledger(split_dir, ledger)
+
+    out = {}
+    for name, step in (("label", label_round), ("split", split_round)):
+        tracemalloc.start()
+        start, cpu_start = time.perf_counter(), cpu_seconds()
+        step()
+        seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu_start
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        directory = label_dir if name == "label" else split_dir
+        out[name] = {"seconds": seconds, "cpu_seconds": cpu, "peak_bytes": peak,
+                     "file_bytes": sum(f.stat().st_size for f in directory.iterdir())}
+    return out
+
+
+def ledgers_markdown(n_images: int, ledgers: dict[str, dict[str, float]]) -> str:
+    rows = [f"| {what} | {ledgers[key]['seconds']:.2f} s | {ledgers[key]['cpu_seconds']:.2f} s | "
+            f"{ledgers[key]['peak_bytes'] / 1e6:.0f} MB | {ledgers[key]['file_bytes'] / 1e6:.1f} MB |"
+            for key, what in (("label", "label ledger: read, review, advance, write"),
+                              ("split", "split ledger: read, merge, digest, write"))]
+    return "\n".join([
+        f"The ledgers (issue 25) at {n_images:,} images, measured alone on synthetic content hashes "
+        f"(`python -m benchmarks.bench_scale --ledgers {n_images}`): every image already known, so each "
+        "lookup hits. Peak: Python and numpy allocations during the round (tracemalloc), on top of the inputs.",
+        "",
+        "| ledger round | wall | CPU | peak allocations | on disk |",
+        "|---|---:|---:|---:|---:|",
+        *rows,
+    ])
+
+
 def run(unit: int, factors: tuple[int, ...], tiny: int, workdir: Path, repeats: int = REPEATS) -> dict:
     from testkit.build_probe import probe_build
     from testkit.fixtures import draw_scale_folder
@@ -124,7 +193,8 @@ def run(unit: int, factors: tuple[int, ...], tiny: int, workdir: Path, repeats: 
     decode_size = sizes[2] if len(sizes) > 2 else sizes[-1]  # 4×: where a second process can pay for its start
     decode_folder = workdir / f"images-{decode_size}" if decode_size != max(sizes) else largest
     return {"unit": unit, "factors": list(factors), "tiny": tiny, "repeats": repeats, "generated_seconds": generated_s,
-            "decode": measure_decode(decode_folder), "runs": runs}
+            "decode": measure_decode(decode_folder), "runs": runs,
+            "ledgers": measure_ledgers(max(sizes), workdir / "ledgers")}
 
 
 def markdown(results: dict) -> str:
@@ -192,6 +262,8 @@ def markdown(results: dict) -> str:
         "default `decode_workers: 0`, "
         "a folder gets one process per core but at most one per 10,000 files, since starting a worker costs "
         "about what decoding a few thousand images does.",
+        "",
+        ledgers_markdown(runs[-1]["n_images"], results["ledgers"]),
     ])
 
 
@@ -201,7 +273,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--unit", type=int, help=f"images at 1× (default {UNIT:,})")
     parser.add_argument("--json", type=Path, help="also write the raw figures here")
     parser.add_argument("--workdir", type=Path, help="where folders and homes go (default: a temporary directory)")
+    parser.add_argument("--ledgers", type=int, metavar="N",
+                        help="only the ledgers' cost at N images (their own section of BENCHMARKS.md)")
     args = parser.parse_args(argv)
+    if args.ledgers:
+        with tempfile.TemporaryDirectory(dir=args.workdir) as scratch:
+            ledgers = measure_ledgers(args.ledgers, Path(scratch))
+        report = "## Scale: the ledgers alone\n\n" + ledgers_markdown(args.ledgers, ledgers)
+        write_section("bench_scale_ledgers", report)
+        print(report)
+        return {"n_images": args.ledgers, "ledgers": ledgers, "markdown": report}
     unit, factors, tiny = (SMOKE_UNIT, SMOKE_FACTORS, SMOKE_TINY) if args.smoke else (args.unit or UNIT, FACTORS, TINY)
     with tempfile.TemporaryDirectory(dir=args.workdir) as scratch:
         results = run(unit, factors, tiny, Path(scratch), repeats=1 if args.smoke else REPEATS)

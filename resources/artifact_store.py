@@ -18,7 +18,7 @@ import dagster as dg
 
 from mlops_assets.ml.storage import atomic_write_json, publish_built, publish_directory
 
-ARTIFACT_KINDS = ("datasets", "splits", "models", "onnx", "reports", "gx", "profiles", "inference_log")
+ARTIFACT_KINDS = ("datasets", "splits", "models", "onnx", "reports", "gx", "labels", "profiles", "inference_log")
 
 
 class ArtifactStore(dg.ConfigurableResource):

@@ -16,11 +16,18 @@ pytestmark = pytest.mark.slow
 FAST = {"trained_model": {"config": {"learning_rates": [3e-3], "hidden": [16], "epochs": [15]}}}
 
 
-def run_config(**gate) -> dict:
+def run_config(relabelling: str = "", **gate) -> dict:
+    """``relabelling``: the reason to accept images the label ledger knows under other class names."""
     ops = dict(FAST)
     if gate:
         ops["registered_model"] = {"config": gate}
+    if relabelling:
+        ops["label_ledger"] = {"config": {"accept_label_changes": relabelling}}
     return {"ops": ops}
+
+
+# The same digits renamed to a user's own two classes are, to the label ledger, images whose label changed.
+RENAMED = "digits 0 and 1 renamed to zeros and ones"
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +108,8 @@ def test_an_incompatible_candidate_never_replaces_production(digits_folder_world
         write_labelled_images(folder, digits.images, digits.labels, digits.class_names, "img")
         source = DatasetSource(kind="image_folder", path=str(folder), height=8, width=8, channels=3)
 
-    refused = materialize_build(root, run_config(floor=0.0, min_gain_over_baseline=0.0), source)
+    refused = materialize_build(
+        root, run_config(RENAMED if kind == "classes" else "", floor=0.0, min_gain_over_baseline=0.0), source)
     registered = metadata(refused, "registered_model")
     assert registered["promoted"] is False and difference in registered["gate_reason"]
     assert "allow_incompatible" in registered["gate_reason"]
@@ -120,7 +128,8 @@ def test_replacing_production_with_an_incompatible_model_is_an_explicit_action(d
     folder = tmp_path / "two"
     write_labelled_images(folder, digits.images[keep], digits.labels[keep], ["zeros", "ones"], "img")
     source = DatasetSource(kind="image_folder", path=str(folder), height=8, width=8, channels=1)
-    result = materialize_build(root, run_config(floor=0.0, min_gain_over_baseline=0.0, allow_incompatible=True), source)
+    result = materialize_build(
+        root, run_config(RENAMED, floor=0.0, min_gain_over_baseline=0.0, allow_incompatible=True), source)
     registered = metadata(result, "registered_model")
     assert registered["promoted"] is True and "explicitly allowed" in registered["gate_reason"]
     assert registry.events()[-1]["incompatible_override"]

@@ -7,7 +7,14 @@ import dagster as dg
 from pydantic import Field
 
 from mlops_assets.metadata import short_hash
-from mlops_assets.ml.artifacts import open_dataset, read_split_hashes, write_splits
+from mlops_assets.ml.artifacts import (
+    SplitLedger,
+    open_dataset,
+    read_split_hashes,
+    read_split_ledger,
+    write_split_ledger,
+    write_splits,
+)
 from mlops_assets.ml.image_folder import NESTED_FOLDER, shrink_warning, skipped_by_reason
 from mlops_assets.ml.markdown import markdown_table
 from mlops_assets.ml.splits import SPLIT_NAMES, SplitFractions, assign_splits, class_counts
@@ -15,7 +22,9 @@ from mlops_assets.refs import DatasetRef, SplitsRef
 from resources.artifact_store import ArtifactStore
 from resources.dataset_source import DatasetSource
 
-SPLIT_CODE_VERSION = "3"  # 2: stable assignment carried forward; 3: rows into the dataset's pixel store
+# 2: stable assignment carried forward; 3: rows into the dataset's pixel store; 4: the lineage's ledger of every
+# image ever seen (assignments.npz), not only the latest version's images, is carried forward
+SPLIT_CODE_VERSION = "4"
 SPLITS_LINEAGE_POINTER = "splits-lineage"
 
 
@@ -103,11 +112,16 @@ def lineage_key(fractions: SplitFractions, seed: int) -> str:
 
 
 def previous_assignment(artifact_store: ArtifactStore, key: str) -> tuple[str | None, dict[str, str]]:
-    """The latest splits version of this lineage and its image → split assignment (empty when none)."""
+    """The latest splits version of this lineage and its ledger: the split of every image the lineage has ever
+    seen, so an image absent from some versions (removed for a while, its class folder moved away) gets its
+    first split back. A version written before ledgers remembers only its own images."""
     version = artifact_store.read_pointer(SPLITS_LINEAGE_POINTER).get(key)
     if not version or not artifact_store.exists("splits", version):
         return None, {}
     directory = artifact_store.path("splits", version)
+    ledger = read_split_ledger(directory)
+    if ledger is not None:
+        return version, ledger
     assignment = {}
     for name in SPLIT_NAMES:
         for digest in read_split_hashes(directory, (name,)):
@@ -125,8 +139,9 @@ def record_lineage(artifact_store: ArtifactStore, key: str, version: str) -> Non
     code_version=SPLIT_CODE_VERSION,
     description=(
         "Stratified train/val/test splits with identical images kept together (no leakage) and every "
-        "image kept in the split it had in the previous version (new images are dealt to restore the "
-        "fractions). Each split is a list of rows into the dataset's pixel store: pixels are not copied. "
+        "image kept in the split it was first given, even after being absent from some versions (a ledger of "
+        "every image the lineage has seen; new images are dealt to restore the fractions). "
+        "Each split is a list of rows into the dataset's pixel store: pixels are not copied. "
         "Versioned by the assignment itself."
     ),
 )
@@ -143,8 +158,11 @@ def data_splits(
     # The content hashes were computed once, when the images were decoded: no pixel is read here.
     assignment = assign_splits(dataset.rows.hash_list(), labels, fractions, config.seed, previous)
     indices = assignment.indices
+    # The ledger grows, never forgets: images of this version are added with their split (which the previous
+    # ledger decided whenever it knew them).
+    ledger = SplitLedger.from_mapping({**previous, **assignment.split_of_hash()}, SPLIT_NAMES)
     rows_digest = {n: hashlib.sha256(i.tobytes()).hexdigest() for n, i in indices.items()}
-    version = short_hash(raw_images.version, key, SPLIT_CODE_VERSION, rows_digest)
+    version = short_hash(raw_images.version, key, SPLIT_CODE_VERSION, rows_digest, ledger.digest())
     n_classes = len(dataset.class_names)
     per_split = {name: class_counts(labels[idx], n_classes) for name, idx in indices.items()}
     small = {dataset.class_names[label]: n for label, n in assignment.small_classes.items()}
@@ -152,6 +170,7 @@ def data_splits(
         context.log.warning(f"classes with fewer than 3 distinct images cannot fill three splits: {small}")
 
     def build(directory):
+        write_split_ledger(directory, ledger)
         write_splits(
             directory,
             raw_images.path,
@@ -168,6 +187,7 @@ def data_splits(
                 "parent": parent,
                 "kept": assignment.kept,
                 "dealt": assignment.dealt,
+                "ledger_images": len(ledger.hashes),
                 "small_classes": small,
                 "counts": {name: int(len(idx)) for name, idx in indices.items()},
                 "class_counts": per_split,
@@ -179,7 +199,8 @@ def data_splits(
     counts = {name: int(len(indices[name])) for name in SPLIT_NAMES}
     context.log.info(
         f"splits {version}: {counts}; {assignment.kept} image(s) kept their split from "
-        f"{parent or 'no previous version'}, {assignment.dealt} new image(s) dealt"
+        f"{parent or 'no previous version'}'s ledger, {assignment.dealt} new image(s) dealt; the ledger remembers "
+        f"{len(ledger.hashes)} image(s)"
     )
     balance_rows = [
         [cls, *(per_split[name][i] for name in SPLIT_NAMES)] for i, cls in enumerate(dataset.class_names)
@@ -201,6 +222,7 @@ def data_splits(
             "parent_version": parent or "none",
             "images_kept": assignment.kept,
             "images_dealt": assignment.dealt,
+            "ledger_images": len(ledger.hashes),
             "small_classes": dg.MetadataValue.json(small),
             "artifact_path": dg.MetadataValue.path(str(directory)),
             **{f"rows_{name}": counts[name] for name in SPLIT_NAMES},

@@ -2,18 +2,22 @@
 
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import dagster as dg
 
+from mlops_assets.build.validation import current_label_ledger
 from mlops_assets.metadata import png_markdown, short_hash
 from mlops_assets.ml.artifacts import open_split, read_split_hashes
+from mlops_assets.ml.label_integrity import label_map
 from mlops_assets.ml.markdown import markdown_table
 from mlops_assets.ml.metrics import classification_report, per_class_markdown
 from mlops_assets.ml.onnx_model import predict_rows
 from mlops_assets.ml.pixel_store import ImageRows
 from mlops_assets.ml.promotion import COMPARED, INCOMPATIBLE, NO_PRODUCTION, NOT_COMPARABLE, ChampionComparison
 from mlops_assets.ml.signature import signature_differences
+from mlops_assets.ml.splits import SPLIT_NAMES
 from mlops_assets.refs import EvaluationRef, OnnxModelRef, SplitsRef
 from resources.artifact_store import ArtifactStore
 from resources.model_registry import ModelRegistryResource
@@ -33,12 +37,43 @@ def production_trained_hashes(
     return read_split_hashes(artifact_store.path("splits", production_splits_version), ("train", "val"))
 
 
+def production_labels(
+    artifact_store: ArtifactStore, production_splits_version: str | None, class_names: list[str]
+) -> dict[str, str] | None:
+    """content hash → class name of every image in production's split (train, val and test): the labels it was
+    trained and tested against; None when that split is not in this artifact store."""
+    if not production_splits_version or not artifact_store.exists("splits", production_splits_version):
+        return None
+    directory = artifact_store.path("splits", production_splits_version)
+    labels: dict[str, str] = {}
+    for name in SPLIT_NAMES:
+        split = open_split(directory, name)
+        labels.update(label_map(split.hash_list(), split.labels, class_names))
+    return labels
+
+
+def relabelled_rows(rows: ImageRows, class_names: list[str], before: dict[str, str] | None) -> Counter:
+    """"from → to" → rows whose label differs from the one production's split gave the same image."""
+    if not before:
+        return Counter()
+    return Counter(
+        f"{before[digest]} → {class_names[int(label)]}"
+        for digest, label in zip(rows.hash_list(), rows.labels, strict=True)
+        if digest in before and before[digest] != class_names[int(label)]
+    )
+
+
 def compare_with_production(
     registry: ModelRegistryResource, artifact_store: ArtifactStore, test: ImageRows, data_splits: SplitsRef,
     candidate_onnx: str,
 ) -> ChampionComparison:
-    """Score the candidate and production on the same rows: this test split less production's training images."""
+    """Score the candidate and production on the same rows: this test split less production's training images.
+
+    Rows whose label differs from the one production's split gave the same image are counted (from → to): on
+    them production is scored against labels it never saw. The label ledger's relabellings accepted since
+    production's dataset are attached, so the gate can tell an accepted relabelling from an unnoticed one."""
     import numpy as np
+
     production = registry.registry().production()
     if production is None:
         return ChampionComparison(NO_PRODUCTION)
@@ -53,12 +88,19 @@ def compare_with_production(
     note = ""
     if trained is None:
         note = f"production's training split {production.labels.get('splits_version')} is not in the artifact " \
-               "store: overlap with its training images unchecked"
+               "store: overlap with its training images and labels changed since unchecked"
     else:
         keep = np.asarray([digest not in trained for digest in test.hash_list()], dtype=bool)
     shared = test.select(keep)
     base = dict(production_version=production.version, splits_version=data_splits.version, n=int(keep.sum()),
                 n_test=len(test), excluded=int((~keep).sum()), production_stored=stored)
+    moves = relabelled_rows(shared, data_splits.class_names,
+                            production_labels(artifact_store, production.labels.get("splits_version"),
+                                              data_splits.class_names))  # the same names: signatures matched
+    if moves:
+        accepted = current_label_ledger(artifact_store)[1].acceptances_since(production.labels.get("dataset_version"))
+        base.update(relabelled=sum(moves.values()), relabelled_transitions=dict(moves.most_common()),
+                    relabel_accepted="; ".join(entry["accepted_reason"] for entry in accepted))
     if len(shared) == 0:
         return ChampionComparison(COMPARED, **base, reason=note or "no test image left")
     try:
@@ -87,6 +129,9 @@ def comparison_markdown(comparison: ChampionComparison) -> str:
         f"**Same rows**: {comparison.n} of {comparison.n_test} test images of split {comparison.splits_version} "
         f"({comparison.excluded} that production {comparison.production_version} trained on excluded)."
         + (f" {comparison.reason}" if comparison.reason else "")
+        + (f" **{comparison.relabel_text()}**; " + (f"relabelling accepted: {comparison.relabel_accepted}."
+                                                   if comparison.relabel_accepted else "not accepted.")
+           if comparison.relabelled else "")
     )
     columns = ["metric", "candidate", f"production {comparison.production_version}", "Δ",
                "production at registration (own split, context only)"]
@@ -95,7 +140,7 @@ def comparison_markdown(comparison: ChampionComparison) -> str:
 
 @dg.asset(
     kinds={"onnx"},
-    code_version="1",
+    code_version="2",  # 2: the comparison counts compared images relabelled since production was trained
     description=(
         "Accuracy, macro precision/recall/F1, per-class metrics, the confusion matrix and the worst "
         "per-class recall gap of the ONNX model on the test split, next to the production model's."

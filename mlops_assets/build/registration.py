@@ -132,6 +132,8 @@ def registered_model(
             "splits_version": data_splits.version,
             "compared_with": comparison.production_version or "none",
             "compared_rows": comparison.n,
+            "compared_rows_relabelled": comparison.relabelled,
+            "relabel_accepted": comparison.relabel_accepted or "none",
             "champion_vs_challenger": dg.MetadataValue.md(comparison_markdown(comparison)),
             **({f"compared_{who}_{config.metric}": float(figures[config.metric])
                 for who, figures in (("candidate", comparison.candidate), ("production", comparison.production))

@@ -4,7 +4,9 @@
   dataset's pixel store (:mod:`mlops_assets.ml.pixel_store`): every image once, as uint8, memory-mapped.
 - A **splits** directory holds ``manifest.json`` and one ``<split>.rows.npy`` per split: ascending positions
   into the pixel store that the manifest names by relative path (``pixels``), normally the dataset it was split
-  from. Pixels are therefore stored once, however many split versions point at them.
+  from. Pixels are therefore stored once, however many split versions point at them. Its ``assignments.npz`` is
+  the ledger of its lineage: the split of every image the lineage has ever seen (content hashes, sorted, and one
+  split code each), present or not in this version, so an image that comes back finds its split again.
 
 Splits written before this layout held compressed ``<split>.npz`` copies of their pixels. They are still read
 (the carried-forward split assignment and production's training images go back to them), never written.
@@ -20,13 +22,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlops_assets.ml.images import ImageDataset, PreprocessSpec, content_hash, to_training_scale
-from mlops_assets.ml.pixel_store import DecodedChunk, ImageRows, PixelStoreWriter, open_pixel_store
+from mlops_assets.ml.pixel_store import HASH_DTYPE, DecodedChunk, ImageRows, PixelStoreWriter, open_pixel_store
 
 if TYPE_CHECKING:
     import numpy as np
 
 MANIFEST = "manifest.json"
 ROWS_SUFFIX = ".rows.npy"
+ASSIGNMENTS = "assignments.npz"
 LEGACY_SUFFIX = ".npz"
 
 
@@ -164,6 +167,55 @@ def read_split(directory: str | Path, name: str) -> tuple[np.ndarray, np.ndarray
     """
     split = open_split(directory, name)
     return to_training_scale(split.images()), split.labels
+
+
+@dataclass(frozen=True)
+class SplitLedger:
+    """Every image a split lineage has seen and its split: sorted fixed-width content hashes and a split code
+    each (an index into ``split_names``), so 200k images cost 8 MB on disk and load without parsing."""
+
+    hashes: np.ndarray  # HASH_DTYPE, sorted, distinct
+    codes: np.ndarray  # uint8 per hash
+    split_names: tuple[str, ...]
+
+    @classmethod
+    def from_mapping(cls, ledger: Mapping[str, str], split_names: tuple[str, ...]) -> SplitLedger:
+        hashes = np.asarray(sorted(ledger), dtype=HASH_DTYPE)
+        code = {name: i for i, name in enumerate(split_names)}
+        codes = np.fromiter((code[ledger[h]] for h in sorted(ledger)), dtype=np.uint8, count=len(hashes))
+        return cls(hashes, codes, tuple(split_names))
+
+    def digest(self) -> str:
+        """What the ledger holds, hashed: a splits version includes it, so a different memory is another version."""
+        import hashlib
+
+        content = repr(self.split_names).encode() + self.hashes.tobytes() + self.codes.tobytes()
+        return hashlib.sha256(content).hexdigest()
+
+    def as_mapping(self) -> dict[str, str]:
+        return dict(zip((h.decode() for h in self.hashes), (self.split_names[c] for c in self.codes.tolist()),
+                        strict=True))
+
+
+def write_split_ledger(directory: Path, ledger: SplitLedger) -> None:
+    with open(directory / ASSIGNMENTS, "wb") as out:
+        np.savez(out, hashes=ledger.hashes, splits=ledger.codes, split_names=np.asarray(ledger.split_names))
+
+
+def read_split_ledger(directory: str | Path) -> dict[str, str] | None:
+    """The ledger a splits directory carries, or None for one written before ledgers (its splits are all it
+    remembers)."""
+    path = Path(directory) / ASSIGNMENTS
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path) as data:
+            hashes, codes, names = data["hashes"], data["splits"], [str(n) for n in data["split_names"]]
+    except KeyError as exc:
+        raise ArtifactFormatError(f"{path} lacks the array {exc}") from exc
+    if len(hashes) != len(codes) or (len(codes) and int(codes.max()) >= len(names)):
+        raise ArtifactFormatError(f"{path}: {len(hashes)} hashes, {len(codes)} split codes for splits {names}")
+    return SplitLedger(hashes, codes, tuple(names)).as_mapping()
 
 
 def read_split_hashes(directory: str | Path, names: tuple[str, ...]) -> set[str]:

@@ -2,7 +2,9 @@
 
 A decision compares like with like: both models scored by onnxruntime on the same rows, the challenger's
 test split less every image the champion trained on. The champion's figure stored when it was registered
-comes from another split and is shown for context only, never compared.
+comes from another split and is shown for context only, never compared. Compared rows whose label changed since
+production was trained (a relabelling) make production look wrong by definition: the gate refuses such a comparison
+unless the relabelling was accepted on purpose, and says how many rows it concerns either way.
 """
 
 from __future__ import annotations
@@ -30,6 +32,19 @@ class ChampionComparison:
     production: dict[str, float] = field(default_factory=dict)  # champion on the compared rows
     production_stored: dict[str, float] = field(default_factory=dict)  # champion's own, older split: context
     reason: str = ""  # for INCOMPATIBLE / NOT_COMPARABLE, and notes (e.g. overlap unchecked)
+    # Compared rows whose label differs from the one production's split gave the same image: production is scored
+    # against labels it never saw. Refused unless the label ledger recorded the relabelling as accepted.
+    relabelled: int = 0
+    relabelled_transitions: dict[str, int] = field(default_factory=dict)  # "from → to" → rows
+    relabel_accepted: str = ""  # the accepted relabellings' reasons since production's dataset, "; "-joined
+
+    def relabel_text(self) -> str:
+        """How many compared rows changed label since production was trained, and how (empty when none)."""
+        if not self.relabelled:
+            return ""
+        moves = ", ".join(f"{k} ×{n}" for k, n in self.relabelled_transitions.items())
+        return f"{self.relabelled} of the {self.n} compared test images changed label since production " \
+               f"{self.production_version} was trained ({moves})"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -136,6 +151,13 @@ def decide_promotion(
             f"production {champion} ({comparison.excluded} excluded); at least {policy.min_compared_rows} are "
             "needed to compare them",
         )
+    if comparison.relabelled and not comparison.relabel_accepted:
+        return PromotionDecision(
+            False,
+            f"{comparison.relabel_text()}: production is scored against labels it never saw, so the comparison "
+            "says nothing about the models. Restore the labels, or accept the relabelling with a reason "
+            "(label_ledger config accept_label_changes) and rebuild",
+        )
     challenger, current = float(comparison.candidate[metric]), float(comparison.production[metric])
     stored = comparison.production_stored.get(metric)
     same_rows = (
@@ -143,6 +165,8 @@ def decide_promotion(
         + (f", {comparison.excluded} that production trained on excluded" if comparison.excluded else "")
         + (f"; production's figure at its registration was {float(stored):.4f}, on its own split"
            if stored is not None else "")
+        + (f"; {comparison.relabelled} of them changed label since production {champion} was trained, "
+           f"relabelling accepted: {comparison.relabel_accepted}" if comparison.relabelled else "")
     )
     if challenger < current - policy.max_regression:
         return PromotionDecision(

@@ -5,7 +5,9 @@ Two promises, both needed for a champion-vs-challenger comparison to mean anythi
 - Identical images are grouped before splitting, so an image and its exact duplicate always land in
   the same split: a test set that contains training images measures memory, not generalisation.
 - An image keeps its split in every later version of the dataset. The previous assignment (image
-  content hash → split) is carried forward; only images it has never seen are dealt, in the order of
+  content hash → split, the ledger of every image the lineage has ever seen, present now or not) is
+  carried forward, so an image removed for a while and put back returns to its split; only images it
+  has never seen are dealt, in the order of
   a seeded hash of their content, to whichever split is furthest below its share, so the fractions are
   restored without moving anything already assigned. A model trained on version N therefore never
   finds its training images in the test split of version N+1.
