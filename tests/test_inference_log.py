@@ -278,12 +278,17 @@ def test_a_killed_writer_loses_no_answered_prediction(tmp_path):
         rows = read_window(tmp_path, now - timedelta(hours=2), now + timedelta(hours=1), dataset=dataset)
         return set(rows["prediction_id"]) if len(rows) else set()
 
-    with InferenceLogWriter(tmp_path, flush_interval_s=0.05, keep_images=True) as survivor:  # the service's next start
+    # the service's next start: two workers, both scanning for dead writers' journals
+    with InferenceLogWriter(tmp_path, flush_interval_s=0.05, keep_images=True) as survivor, \
+            InferenceLogWriter(tmp_path, flush_interval_s=0.05, keep_images=True) as sibling:
         deadline = time.monotonic() + 20
         while not set(answered) <= logged_ids() and time.monotonic() < deadline:
             survivor.flush(1.0)
         assert set(answered) - logged_ids() == set(), "answered predictions missing from the inference log"
-        assert survivor.stats().recovered == 120
+        sibling.flush(5.0)
+        assert survivor.stats().recovered + sibling.stats().recovered == 120, "one segment converted twice"
+    rows = read_window(tmp_path, now - timedelta(hours=2), now + timedelta(hours=1))
+    assert len(rows) == 120 and rows["prediction_id"].is_unique
     assert logged_ids("inference_images") == set(answered)
     from mlops_assets.ml.inference_journal import segment_files
 
