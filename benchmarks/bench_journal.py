@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
                 runs[name].append(result)
                 print(f"round {round_} {name}: {result['rps']:.0f} req/s, p99 {result['p99_ms']:.1f} ms, "
                       f"non-2xx {result['non_2xx']:.0f}, load {result['load_before']:.2f}", flush=True)
-    write_section("journal", render(runs, hot, revision, args.duration))
+    write_section("bench_journal", render(runs, hot, revision, args.duration))
     ratio = median([r["rps"] for r in runs["durable"]]) / median([r["rps"] for r in runs["buffered"]])
     print(f"durable / buffered throughput at c={CONNECTIONS}: {ratio:.2f} (goal ≥ {GOAL_RATIO})")
     return 0

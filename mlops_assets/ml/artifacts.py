@@ -180,6 +180,8 @@ class SplitLedger:
 
     @classmethod
     def from_mapping(cls, ledger: Mapping[str, str], split_names: tuple[str, ...]) -> SplitLedger:
+        import numpy as np
+
         hashes = np.asarray(sorted(ledger), dtype=HASH_DTYPE)
         code = {name: i for i, name in enumerate(split_names)}
         codes = np.fromiter((code[ledger[h]] for h in sorted(ledger)), dtype=np.uint8, count=len(hashes))
@@ -198,6 +200,8 @@ class SplitLedger:
 
 
 def write_split_ledger(directory: Path, ledger: SplitLedger) -> None:
+    import numpy as np
+
     with open(directory / ASSIGNMENTS, "wb") as out:
         np.savez(out, hashes=ledger.hashes, splits=ledger.codes, split_names=np.asarray(ledger.split_names))
 
@@ -205,6 +209,8 @@ def write_split_ledger(directory: Path, ledger: SplitLedger) -> None:
 def read_split_ledger(directory: str | Path) -> dict[str, str] | None:
     """The ledger a splits directory carries, or None for one written before ledgers (its splits are all it
     remembers)."""
+    import numpy as np
+
     path = Path(directory) / ASSIGNMENTS
     if not path.is_file():
         return None

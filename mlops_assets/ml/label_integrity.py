@@ -27,12 +27,13 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from mlops_assets.ml.artifacts import read_manifest, write_manifest
 from mlops_assets.ml.pixel_store import HASH_DTYPE
+
+if TYPE_CHECKING:  # numpy is imported where it is used: loading the code location must not pay for it
+    import numpy as np
 
 LEDGER_FILE = "ledger.npz"
 LABEL_CHECK_NAMES = ("label_changes", "one_label_per_image")
@@ -59,6 +60,8 @@ class LabelLedger:
 
     @classmethod
     def empty(cls) -> LabelLedger:
+        import numpy as np
+
         return cls(np.zeros(0, dtype=HASH_DTYPE), np.zeros(0, dtype=np.int32), ())
 
     def __len__(self) -> int:
@@ -66,6 +69,8 @@ class LabelLedger:
 
     def lookup(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """For each hash: whether the ledger knows it, and its code (−1 where unknown)."""
+        import numpy as np
+
         hashes = np.asarray(hashes, dtype=HASH_DTYPE)
         if not len(self.hashes):
             return np.zeros(len(hashes), dtype=bool), np.full(len(hashes), -1, dtype=np.int32)
@@ -137,6 +142,8 @@ class LabelReview:
 
 def _per_image(hashes: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Distinct hashes, the first row of each, its lowest and highest label (different: two labels)."""
+    import numpy as np
+
     unique, first, inverse = np.unique(hashes, return_index=True, return_inverse=True)
     low = np.full(len(unique), np.iinfo(np.int64).max, dtype=np.int64)
     high = np.full(len(unique), -1, dtype=np.int64)
@@ -150,6 +157,8 @@ def review_labels(
     ledger: LabelLedger,
 ) -> LabelReview:
     """Compare a dataset version (a content hash, a label index and a source path per row) with the ledger."""
+    import numpy as np
+
     hashes = np.asarray(hashes, dtype=HASH_DTYPE)
     labels = np.asarray(labels, dtype=np.int64)
     if not len(hashes) == len(labels) == len(sources):
@@ -192,6 +201,8 @@ def advance(
 ) -> LabelLedger:
     """The ledger with this version's labels added (and, for accepted changes, replacing the old ones), and the
     version appended to the history. Refuses a version that still holds an image under two labels."""
+    import numpy as np
+
     if review.n_conflicts:
         raise LabelLedgerError(f"dataset {dataset_version}: {review.conflicts_reason()}")
     if review.n_changed and not accepted_reason:
@@ -216,6 +227,8 @@ def advance(
 
 
 def write_ledger(directory: Path, ledger: LabelLedger, extra: dict[str, Any]) -> None:
+    import numpy as np
+
     with open(Path(directory) / LEDGER_FILE, "wb") as out:
         np.savez(out, hashes=ledger.hashes, codes=ledger.codes)
     write_manifest(Path(directory), {"class_names": list(ledger.class_names), "history": list(ledger.history),
@@ -223,6 +236,8 @@ def write_ledger(directory: Path, ledger: LabelLedger, extra: dict[str, Any]) ->
 
 
 def read_ledger(directory: str | Path) -> LabelLedger:
+    import numpy as np
+
     manifest = read_manifest(directory)
     path = Path(directory) / LEDGER_FILE
     try:
