@@ -227,6 +227,7 @@ def blind_tick(state: DriftCursor, model_version: str, drift_policy: DriftPolicy
 def drift_run_request(window: str, share: float, ref_version: str, features: list[str], data: LabelledData,
                       retraining: RetrainingRun, suffix: str = "") -> dg.RunRequest:
     return dg.RunRequest(
+        job_name="retrain_job",
         run_key=f"drift-{window.removeprefix('window-')}-{ref_version}{suffix}",
         run_config=retraining.run_config,
         tags={
@@ -377,7 +378,7 @@ def make_drift_sensor(retrain_job, reference_job) -> dg.SensorDefinition:
         result = evaluate_drift_tick(context.cursor, context.instance, artifact_store, model_registry,
                                      dataset_source, drift_policy, alert_sink, retraining)
         for request in result.run_requests or []:
-            context.log.info(f"requesting {request.job_name or 'retrain_job'} run {request.run_key}")
+            context.log.info(f"requesting {request.job_name} run {request.run_key}")
         if result.skip_reason:  # also in the tick's logs ("View logs" in the tick list)
             context.log.info(result.skip_reason.skip_message)
         return result

@@ -98,7 +98,10 @@ def with_policy(resources, **policy) -> dict:
 
 def tick(resources, instance, cursor=None, definitions=None) -> dg.SensorResult:
     context = dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources, definitions=definitions)
-    return drift_sensor(context)
+    result = drift_sensor(context)
+    # as the daemon does: each request must name one of the jobs the sensor targets
+    drift_sensor.resolve_run_requests(result.run_requests or [], context, None, [])
+    return result
 
 
 def skip_text(result: dg.SensorResult) -> str:
