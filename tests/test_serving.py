@@ -338,6 +338,11 @@ def test_feedback_is_validated_and_stored_beside_the_inference_log(serving_world
     stamps = feedback.set_index("prediction_id").loc[ids, "timestamp"]
     assert {f.parent.name for f in files} == {f"hour={t:%H}" for t in stamps}  # partitioned by the prediction's hour
 
+    deadline = time.monotonic() + 30  # labels are taken at once (from the journal); images reach Parquet within 2 s
+    while time.monotonic() < deadline and not set(ids) <= set(read_window(
+            artifacts, now - timedelta(hours=1), now + timedelta(hours=1), "inference_images",
+            columns=["prediction_id"]).get("prediction_id", [])):
+        time.sleep(0.2)
     report = export_labelled_images(artifacts, tmp_path / "source")
     assert report.written >= 5 and report.without_image == 0
     from PIL import Image
