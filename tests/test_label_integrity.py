@@ -147,7 +147,7 @@ def test_the_gate_compares_an_accepted_relabelling_and_says_so():
 def test_swapped_folders_accepted_reach_the_gate_which_names_the_relabelling(tmp_path, folder):
     source = DatasetSource(kind="image_folder", path=str(folder), height=8, width=8, channels=3)
     fast = {"trained_model": {"config": {"learning_rates": [3e-3], "hidden": [8], "epochs": [15]}},
-            "registered_model": {"config": {"floor": 0.0, "min_compared_rows": 5}}}
+            "registered_model": {"config": {"floor": 0.0, "min_gain_over_baseline": 0.0, "min_compared_rows": 5}}}
 
     def build(extra_ops: dict):
         return dg.materialize(
