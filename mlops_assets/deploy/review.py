@@ -122,10 +122,12 @@ def compare_candidate(
                        dataset_version=version.labels.get("dataset_version", ""),
                        class_names=list(version.metadata.get("class_names", [])),
                        spec=dict(version.metadata.get("spec", {})), counts={})
-    comparison = compare_with_production(model_registry, artifact_store, open_split(splits.path, "test"), splits,
-                                         str(version.onnx_path))
+    test = open_split(splits.path, "test")
+    comparison = compare_with_production(model_registry, artifact_store, test, splits, str(version.onnx_path))
     metrics = {k: v for k, v in version.metadata.get("metrics", {}).items() if isinstance(v, int | float)}
-    decision = decide_promotion(metrics, comparison, config.policy())
+    # the gate's own floor: relative to the majority-class baseline of the same test split
+    class_counts = [int((test.labels == i).sum()) for i in range(len(splits.class_names))]
+    decision = decide_promotion(metrics, comparison, config.policy(), class_counts)
     context.log_event(dg.AssetObservation(asset_key="registered_model", metadata={
         "action": "compare", "version": version.version, "compared_with": comparison.production_version or "none",
         "gate_would_promote": decision.promote, "gate_reason": decision.reason,
