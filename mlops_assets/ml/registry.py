@@ -205,7 +205,8 @@ class ModelRegistry(ModelVersions):
         why = rules.why_not_releasable(pointer, version)
         if why:
             return False, f"the gate would promote it ({reason}), but {why}"
-        if not self.require_approval or rules.fresh_approval(pointer, version):
+        required = rules.stored_policy(pointer, self.process_require_approval).require_approval
+        if not required or rules.fresh_approval(pointer, version):
             self.promote(version, reason=f"gate: {reason}", actor=actor, allow_incompatible=allow_incompatible)
             return True, reason
         self.request_approval(version, reason=f"gate: {reason}", actor=actor, allow_incompatible=allow_incompatible)
@@ -234,9 +235,8 @@ class ModelRegistry(ModelVersions):
             if current == version:
                 raise RegistryError(f"{self.tag(version)} is already the production model")
             earlier = rules.review_of(pointer, version)
-            if not (resubmit and earlier and earlier["state"] == REJECTED):
-                self._refuse_unreleasable(pointer, version, "request approval for")
-            elif rules.withdrawal(pointer, version):
+            resubmitting_a_rejection = resubmit and earlier and earlier["state"] == REJECTED
+            if not resubmitting_a_rejection or rules.withdrawal(pointer, version):
                 self._refuse_unreleasable(pointer, version, "request approval for")
             if earlier and earlier["state"] in (AWAITING, APPROVED) and \
                     earlier.get("production_at_request") == current:
