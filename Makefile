@@ -30,7 +30,7 @@ demo: install
 loop-demo: install
 	$(PY) -m mlops_assets.tools.loop_demo $(LOOP_DEMO_ARGS)
 
-# The monitoring walkthrough's settings (docs/operating.md) in ./.env, which every process started here loads (mlops_assets/ml/settings.py;
+# The monitoring walkthrough's settings (docs/operating.md) in ./.env, which every process started here loads (mlops_assets/core/common/settings.py;
 # Dagster's CLI reads it too): a new terminal is never wrong. Absolute paths, five-minute windows from today.
 walkthrough-env:
 	@printf '%s\n' "# written by make walkthrough-env: loaded by every process started in $(CURDIR)" \

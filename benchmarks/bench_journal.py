@@ -29,7 +29,7 @@ from benchmarks.bench_serving import (
 from benchmarks.report import median, write_section
 
 ROOT = Path(__file__).resolve().parents[1]
-JOURNAL_MODULE = "mlops_assets/ml/inference_journal.py"
+JOURNAL_MODULE = "mlops_assets/core/serving/inference_journal.py"
 CONNECTIONS = 64
 GOAL_RATIO = 0.9
 
@@ -54,7 +54,7 @@ def export_tree(revision: str, target: Path) -> Path:
 
 def measure(model, tree: Path, name: str, root: Path, bodies: Path, duration_s: float) -> dict[str, float]:
     """One server from ``tree`` (its own artifact root), a warm-up, then c=64 for ``duration_s``."""
-    from mlops_assets.deploy.bento_server import SERVICE_TARGET, serve_bento_process
+    from mlops_assets.infra.bento_server import SERVICE_TARGET, serve_bento_process
 
     artifacts = root / f"artifacts-{name}"
     env = {"MLOPS_FOLLOW_PRODUCTION": "0", "BENTOML_HOME": str(model.home), "MLOPS_HOME": str(root),
@@ -75,7 +75,7 @@ def hot_path_us(writer_module_path: Path, images, root: Path, calls: int = 3000)
     import time
     from datetime import UTC, datetime
 
-    from mlops_assets.ml.prediction_ids import new_prediction_ids
+    from mlops_assets.core.serving.prediction_ids import new_prediction_ids
 
     spec = importlib.util.spec_from_file_location(f"writer_{root.name}", writer_module_path)
     module = importlib.util.module_from_spec(spec)
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         model = build_registry(root)
         bodies = write_bodies(model.images, root / "bodies.jsonl")
         trees = {"buffered": export_tree(revision, root / "baseline"), "durable": ROOT}
-        writer_file = Path("mlops_assets/ml/inference_log_writer.py")
+        writer_file = Path("mlops_assets/core/serving/inference_log_writer.py")
         hot = {name: hot_path_us(tree / writer_file, model.images, root / f"hot-{name}")
                for name, tree in trees.items()}
         print(f"log_images CPU per call: {hot}", flush=True)

@@ -35,8 +35,8 @@ def synthetic_rows(n: int, seed: int):
     """``n`` logged rows: features of digits images with a little brightness jitter, plus predictions."""
     import pandas as pd
 
-    from mlops_assets.ml.features import image_features, with_predictions
-    from mlops_assets.ml.images import load_digits_dataset
+    from mlops_assets.core.data.features import image_features, with_predictions
+    from mlops_assets.core.data.images import load_digits_dataset
 
     data = load_digits_dataset()
     rng = np.random.default_rng(seed)
@@ -53,11 +53,11 @@ def synthetic_rows(n: int, seed: int):
 
 def build_log(root: Path, total_rows: int) -> dict[str, float]:
     """Log ``total_rows`` over WINDOWS hours through the writer, then profile each window."""
-    from mlops_assets.ml.drift import profile_frame
-    from mlops_assets.ml.features import CONFIDENCE, PREDICTED_CLASS
-    from mlops_assets.ml.inference_log import read_window
-    from mlops_assets.ml.inference_log_writer import InferenceLogWriter
-    from mlops_assets.ml.profile_layout import window_version
+    from mlops_assets.core.data.features import CONFIDENCE, PREDICTED_CLASS
+    from mlops_assets.core.monitoring.drift import profile_frame
+    from mlops_assets.core.monitoring.profile_layout import window_version
+    from mlops_assets.core.serving.inference_log import read_window
+    from mlops_assets.core.serving.inference_log_writer import InferenceLogWriter
     from resources.artifact_store import ArtifactStore
 
     store = ArtifactStore(root=str(root / "artifacts"))
@@ -89,8 +89,8 @@ def sensor_tick_seconds(root: Path, repeats: int = 5) -> float:
     import dagster as dg
 
     from mlops_assets.automation import drift_sensor
-    from mlops_assets.ml.drift import profile_frame
-    from mlops_assets.ml.profile_layout import reference_version
+    from mlops_assets.core.monitoring.drift import profile_frame
+    from mlops_assets.core.monitoring.profile_layout import reference_version
     from sensors.drift_sensor import DriftCursor
     from testkit.fixtures import make_resources
 
@@ -121,8 +121,8 @@ def profiling_vs_pandas(n: int) -> dict[str, float]:
     """whylogs profile vs pandas describe()+histograms on the same ``n`` rows; sizes on disk."""
     import io
 
-    from mlops_assets.ml.drift import profile_frame
-    from mlops_assets.ml.features import PREDICTED_CLASS
+    from mlops_assets.core.data.features import PREDICTED_CLASS
+    from mlops_assets.core.monitoring.drift import profile_frame
 
     rows, _ = synthetic_rows(n, seed=2)
     rows["model_version"] = MODEL

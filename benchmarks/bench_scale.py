@@ -63,8 +63,8 @@ def cpu_seconds() -> float:
 def measure_decode(folder: Path) -> dict[str, dict[str, float]]:
     """Listing plus decoding of the folder with 1 and 2 processes, best of 2 runs each (images/s), with the CPU
     seconds the quicker run took (the workers' included) and the load average of the machine."""
-    from mlops_assets.ml.image_folder import decode_folder, list_image_folder
-    from mlops_assets.ml.images import PreprocessSpec
+    from mlops_assets.core.data.image_folder import decode_folder, list_image_folder
+    from mlops_assets.core.data.images import PreprocessSpec
 
     spec = PreprocessSpec(32, 32, 1)
     out = {}
@@ -90,9 +90,9 @@ def measure_ledgers(n_images: int, workdir: Path) -> dict[str, dict[str, float]]
 
     import numpy as np
 
-    from mlops_assets.ml.artifacts import SplitLedger, read_split_ledger, write_split_ledger
-    from mlops_assets.ml.label_integrity import LabelLedger, advance, read_ledger, review_labels, write_ledger
-    from mlops_assets.ml.splits import SPLIT_NAMES
+    from mlops_assets.core.data.artifacts import SplitLedger, read_split_ledger, write_split_ledger
+    from mlops_assets.core.data.splits import SPLIT_NAMES
+    from mlops_assets.core.quality.label_integrity import LabelLedger, advance, read_ledger, review_labels, write_ledger
 
     hashes = np.asarray([hashlib.sha1(str(i).encode()).hexdigest() for i in range(n_images)], dtype="S40")
     labels = np.arange(n_images, dtype=np.int64) % 3

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.report import median, write_section
-from mlops_assets.ml import settings
+from mlops_assets.core.common import settings
 from mlops_assets.tools.simulator import auth_headers
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -183,10 +183,10 @@ def build_registry(root: Path) -> Model:
     """The build assets (a short training run) into ``root``: a registry with a production model."""
     import dagster as dg
 
-    from mlops_assets.build import data, evaluation, packaging, registration, training
-    from mlops_assets.ml.artifacts import read_split
-    from mlops_assets.ml.registry import ModelRegistry
-    from mlops_assets.ml.settings import MODEL_NAME, resolve
+    from mlops_assets.build_stage import data, evaluation, packaging, registration, training
+    from mlops_assets.core.common.settings import MODEL_NAME, resolve
+    from mlops_assets.core.data.artifacts import read_split
+    from mlops_assets.core.registry.registry import ModelRegistry
     from testkit.fixtures import make_resources
 
     assets = [data.raw_images, data.data_splits, training.trained_model, packaging.onnx_model,
@@ -218,7 +218,7 @@ def write_bodies(images: np.ndarray, path: Path) -> Path:
 def measure_ceiling(onnx_path: Path, images: np.ndarray, seconds: float = 3.0) -> dict[str, float]:
     """Images/s and per-call latency of the same single images straight into one session (1 thread, as
     the servers'), and of all of them as one batch."""
-    from mlops_assets.ml.onnx_model import onnx_logits, open_session, softmax
+    from mlops_assets.core.model.onnx_model import onnx_logits, open_session, softmax
 
     session = open_session(onnx_path)
     for image in images[:8]:
@@ -249,8 +249,8 @@ def measure_ceiling(onnx_path: Path, images: np.ndarray, seconds: float = 3.0) -
 # -- the servers -----------------------------------------------------------------------------------
 @contextmanager
 def serve_handrolled(model: Model, log_path: Path) -> Iterator[tuple[str, int]]:
-    from mlops_assets.deploy.bento_server import wait_until_ready
-    from mlops_assets.deploy.processes import free_port, process_group
+    from mlops_assets.infra.bento_server import wait_until_ready
+    from mlops_assets.infra.processes import free_port, process_group
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -266,7 +266,7 @@ def serve_handrolled(model: Model, log_path: Path) -> Iterator[tuple[str, int]]:
 @contextmanager
 def serve_bentoml(model: Model, setting: str, log_path: Path, target: str | None = None) -> Iterator[tuple[str, int]]:
     """The service (or ``target``: the floor service, a built Bento's tag) with ``setting``'s environment."""
-    from mlops_assets.deploy.bento_server import SERVICE_TARGET, serve_bento_process
+    from mlops_assets.infra.bento_server import SERVICE_TARGET, serve_bento_process
 
     root = model.home.parent  # everything the server writes (the inference log) stays in the temporary root
     env = {"MLOPS_FOLLOW_PRODUCTION": "0", "BENTOML_HOME": str(model.home), "MLOPS_HOME": str(root),
@@ -608,7 +608,7 @@ def main(argv: list[str] | None = None) -> int:
         model = build_registry(root)
         bodies = write_bodies(model.images, root / "bodies.jsonl")
 
-        from mlops_assets.ml.onnx_model import predict_labels
+        from mlops_assets.core.model.onnx_model import predict_labels
 
         expected = predict_labels(model.onnx_path, model.images)
         ceiling = measure_ceiling(model.onnx_path, model.images)
@@ -620,7 +620,7 @@ def main(argv: list[str] | None = None) -> int:
         for setting in settings:
             runs.append(measure_bentoml(model, root, bodies, expected, "bentoml", setting, args))
         if not args.no_built:
-            from mlops_assets.deploy.bento_server import build_bento
+            from mlops_assets.infra.bento_server import build_bento
 
             tag, _ = build_bento(model.home, model.tag, root / "artifacts")
             runs.append(measure_bentoml(model, root, bodies, expected, "built", "default", args, tag))

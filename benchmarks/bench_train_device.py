@@ -24,7 +24,7 @@ BATCH_SIZES = (64, 256)
 
 def make_rows(directory: Path, n: int, seed: int = 0):
     """A pixel store of ``n`` learnable images (a bright square, a bright disc or stripes on noise) and labels."""
-    from mlops_assets.ml.pixel_store import PixelStoreWriter
+    from mlops_assets.core.data.pixel_store import PixelStoreWriter
 
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:32, 0:32]
@@ -44,7 +44,7 @@ def make_rows(directory: Path, n: int, seed: int = 0):
 
 def epoch_rate(train, val, device: str, batch_size: int, repeats: int) -> float:
     """Training images per second of one epoch (the epoch's val pass excluded), best of ``repeats``."""
-    from mlops_assets.ml.train import SearchSpace, search_hyperparameters
+    from mlops_assets.core.model.train import SearchSpace, search_hyperparameters
 
     def seconds(rows) -> float:
         space = SearchSpace(learning_rates=(3e-3,), hidden=(32,), epochs=(1,), batch_size=batch_size)

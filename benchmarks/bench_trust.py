@@ -55,7 +55,7 @@ def second_build() -> dict[str, float]:
 
 
 def fingerprint_cost() -> dict[str, float]:
-    from mlops_assets.ml.images import folder_fingerprint
+    from mlops_assets.core.data.images import folder_fingerprint
 
     with tempfile.TemporaryDirectory() as folder:
         for c in range(4):

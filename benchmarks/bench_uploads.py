@@ -59,7 +59,7 @@ def server_rss(pid: int) -> int:
 
 def service_headers() -> dict[str, str]:
     """The service's bearer token when one is configured (MLOPS_API_TOKEN): the server started here inherits it."""
-    from mlops_assets.ml import settings
+    from mlops_assets.core.common import settings
     from mlops_assets.tools.simulator import auth_headers
 
     return auth_headers(settings.resolve(settings.API_TOKEN))
@@ -96,7 +96,7 @@ def main() -> None:
     import httpx
 
     from benchmarks.bench_serving import build_registry
-    from mlops_assets.deploy.bento_server import SERVICE_TARGET, serve_bento
+    from mlops_assets.infra.bento_server import SERVICE_TARGET, serve_bento
     from testkit.fixtures import png_header_only
 
     images = maximal_images()

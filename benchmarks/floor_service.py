@@ -14,8 +14,9 @@ from __future__ import annotations
 import bentoml
 import numpy as np
 
-from mlops_assets.ml import bentoml_private, settings
-from mlops_assets.ml.memory import freeze_startup_heap
+from bentos import bentoml_private
+from mlops_assets.core.common import settings
+from mlops_assets.core.common.memory import freeze_startup_heap
 
 bentoml_private.patch_server(settings.resolve_int(settings.BATCH_MAX_WAIT_MS))
 

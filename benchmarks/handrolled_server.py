@@ -18,7 +18,7 @@ import numpy as np
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel
 
-from mlops_assets.ml.onnx_model import onnx_logits, open_session, softmax
+from mlops_assets.core.model.onnx_model import onnx_logits, open_session, softmax
 
 
 class ClassifyRequest(BaseModel):

@@ -16,11 +16,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from mlops_assets.ml.images import PreprocessSpec
-from mlops_assets.ml.inference_log_writer import InferenceLogWriter
-from mlops_assets.ml.onnx_model import onnx_logits, open_session, softmax
-from mlops_assets.ml.registry import ModelRegistry, ModelVersion, RegistryError
-from mlops_assets.ml.signature import signature_differences
+from mlops_assets.core.data.images import PreprocessSpec
+from mlops_assets.core.model.onnx_model import onnx_logits, open_session, softmax
+from mlops_assets.core.model.signature import signature_differences
+from mlops_assets.core.registry.registry import ModelRegistry, ModelVersion, RegistryError
+from mlops_assets.core.serving.inference_log_writer import InferenceLogWriter
 
 logger = logging.getLogger("bentoml.mlops.classifier")
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from mlops_assets.ml.images import SUPPORTED_FORMATS, PreprocessSpec
+from mlops_assets.core.data.images import SUPPORTED_FORMATS, PreprocessSpec
 
 OPENAPI_VERSION = "3.0.3"  # what the Swagger UI bundled with BentoML 1.4 renders
 REF = "#/components/schemas/{model}"

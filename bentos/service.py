@@ -6,12 +6,12 @@ Endpoints (all JSON unless noted):
   adaptive batching merges concurrent requests. One prediction per image.
 - ``POST /classify_image``: one image upload, the file as the body (``Content-Type: image/png``, ...) or a
   multipart field ``image``, decoded and scaled with exactly the training preprocessing
-  (:mod:`mlops_assets.ml.images`).
+  (:mod:`mlops_assets.core.data.images`).
 - ``POST /feedback``: ``{"feedback": [{"prediction_id": ..., "label": ...}, ...]}``, the true labels of served
   predictions (every prediction carries an id, also in its inference log row), stored beside the inference
-  log (:mod:`mlops_assets.ml.feedback`); all or none of a batch: an unknown id is a 404, a second label for a
+  log (:mod:`mlops_assets.core.serving.feedback`); all or none of a batch: an unknown id is a 404, a second label for a
   prediction a 409, a label that is not a class a 400, each naming the item. Every answered prediction is
-  journaled before its answer is sent (:mod:`mlops_assets.ml.inference_journal`), so an id is known at once
+  journaled before its answer is sent (:mod:`mlops_assets.core.serving.inference_journal`), so an id is known at once
   and nothing is waited for.
 - ``GET /model`` (and ``POST /model``): which model version, data version and pointer state are served.
 - BentoML's own ``/readyz``, ``/livez``, ``/metrics`` (Prometheus) and ``/docs.json`` (OpenAPI).
@@ -30,7 +30,7 @@ otherwise); ``/model``, health, metrics and the documents stay open (``bentos/re
 Bad input is a 400 with a message (pydantic validation before batching, so one bad request never fails
 the others batched with it); a body over ``MLOPS_MAX_BODY_BYTES`` is a 413 (``bentos/validation.py``).
 The served model and its hot swap are in ``bentos/model_watcher.py``; BentoML's private APIs are used only
-through ``mlops_assets/ml/bentoml_private.py``.
+through ``bentos/bentoml_private.py``.
 """
 
 from __future__ import annotations
@@ -45,18 +45,25 @@ from typing import Annotated, Any
 import bentoml
 from pydantic import BaseModel, Field
 
+from bentos import bentoml_private
 from bentos.model_watcher import LoadedModel, ProductionWatcher, load_model
 from bentos.openapi import api_document
 from bentos.request_guard import ApiRefusal, RequestGuard
 from bentos.uploads import decode_upload
 from bentos.validation import feedback_batch_type, image_batch_type
-from mlops_assets.ml import bentoml_private, settings
-from mlops_assets.ml.feedback import DuplicateFeedback, FeedbackItem, FeedbackStore, UnknownClass, UnknownPrediction
-from mlops_assets.ml.images import ImageDecodeError, ImageTooLargeError, PreprocessSpec, to_training_scale
-from mlops_assets.ml.inference_log_writer import InferenceLogWriter
-from mlops_assets.ml.memory import freeze_startup_heap, heap_stats
-from mlops_assets.ml.prediction_ids import new_prediction_ids
-from mlops_assets.ml.registry import ModelRegistry, RegistryError
+from mlops_assets.core.common import settings
+from mlops_assets.core.common.memory import freeze_startup_heap, heap_stats
+from mlops_assets.core.data.images import ImageDecodeError, ImageTooLargeError, PreprocessSpec, to_training_scale
+from mlops_assets.core.registry.registry import ModelRegistry, RegistryError
+from mlops_assets.core.serving.feedback import (
+    DuplicateFeedback,
+    FeedbackItem,
+    FeedbackStore,
+    UnknownClass,
+    UnknownPrediction,
+)
+from mlops_assets.core.serving.inference_log_writer import InferenceLogWriter
+from mlops_assets.core.serving.prediction_ids import new_prediction_ids
 
 logger = logging.getLogger("bentoml.mlops.classifier")
 bentoml_private.patch_server(settings.resolve_int(settings.BATCH_MAX_WAIT_MS))
@@ -198,7 +205,7 @@ class ClassifierService:
     model = PINNED_MODEL
 
     def __init__(self) -> None:
-        from mlops_assets.ml.onnx_model import ONNX_FILE
+        from mlops_assets.core.model.onnx_model import ONNX_FILE
 
         stored = self.model
         self.active: LoadedModel = load_model(
@@ -219,7 +226,7 @@ class ClassifierService:
         self.feedback_store = FeedbackStore(artifact_root())
         logger.info("serving %s (follow production: %s, inference log: %s)", self.active.tag, self.follow,
                     self.inference_log.artifact_root if self.inference_log else "off")
-        freeze_startup_heap()  # the last step of startup: see mlops_assets/ml/memory.py
+        freeze_startup_heap()  # the last step of startup: see mlops_assets/core/common/memory.py
 
     @bentoml.on_shutdown
     def _stop_background_work(self) -> None:

@@ -13,8 +13,8 @@ import threading
 
 import numpy as np
 
-from mlops_assets.ml.images import PreprocessSpec, decode_image_with_size, image_pixels
-from mlops_assets.ml.memory import release_freed_memory
+from mlops_assets.core.common.memory import release_freed_memory
+from mlops_assets.core.data.images import PreprocessSpec, decode_image_with_size, image_pixels
 
 LARGE_IMAGE_PIXELS = 1024 * 1024  # above this, decodes queue for the one large-decode slot
 _large_decodes = threading.BoundedSemaphore(1)

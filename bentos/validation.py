@@ -12,7 +12,7 @@ import numpy as np
 from bentoml.validators import DType
 from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, WithJsonSchema, create_model
 
-from mlops_assets.ml.images import PreprocessSpec
+from mlops_assets.core.data.images import PreprocessSpec
 
 
 def _contains_bool(value: Any) -> bool:

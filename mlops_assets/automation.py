@@ -1,16 +1,16 @@
 """Every job, schedule and sensor of the code location, wired in one place.
 
-The stages (``build/``, ``deploy/``, ``monitor/``) define assets and checks; ``sensors/`` defines the sensors'
-decisions; this module says what runs together and when.
+The stages (``build_stage/``, ``deploy_stage/``, ``monitor_stage/``, ``govern_stage/``) define assets, checks and ops;
+``sensors/`` defines the sensors' decisions; this module says what runs together and when.
 """
 
 from __future__ import annotations
 
 import dagster as dg
 
-from mlops_assets.deploy.review import compare_candidate, review_candidate
-from mlops_assets.deploy.rollback import rollback_production
-from mlops_assets.monitor.labelled_export import export_labelled_feedback
+from mlops_assets.govern_stage.review import compare_candidate, review_candidate
+from mlops_assets.govern_stage.rollback import rollback_production
+from mlops_assets.monitor_stage.labelled_export import export_labelled_feedback
 from mlops_assets.run_tags import RUN_KIND_TAG
 from sensors.alerts import run_failure_alert
 from sensors.drift_sensor import make_drift_sensor

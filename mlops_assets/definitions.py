@@ -1,18 +1,19 @@
 """The code location: every stage's assets and checks, the automation, the resources. It only assembles.
 
-Each lifecycle stage is a package (``build``, ``deploy``, ``monitor``); its group is the package's name and the
-owner is the team's, set here once for every asset rather than on each decorator.
+Each lifecycle stage with assets is a package (``build_stage``, ``deploy_stage``, ``monitor_stage``); its asset group
+is the stage's name (``build``, ``deploy``, ``monitor``, which the jobs select) and the owner is the team's, set here
+once for every asset rather than on each decorator.
 """
 
 from __future__ import annotations
 
 import dagster as dg
 
-from mlops_assets import automation, build, deploy, monitor
+from mlops_assets import automation, build_stage, deploy_stage, monitor_stage
 from resources.defaults import default_resources
 
 OWNER = "team:ml-platform"
-STAGES = {"build": build, "deploy": deploy, "monitor": monitor}
+STAGES = {"build": build_stage, "deploy": deploy_stage, "monitor": monitor_stage}
 
 ASSETS = dg.map_asset_specs(
     lambda spec: spec.replace_attributes(owners=[OWNER]),

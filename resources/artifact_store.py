@@ -16,7 +16,7 @@ from typing import Any
 
 import dagster as dg
 
-from mlops_assets.ml.storage import atomic_write_json, publish_built, publish_directory
+from mlops_assets.core.common.storage import atomic_write_json, publish_built, publish_directory
 
 ARTIFACT_KINDS = ("datasets", "splits", "models", "onnx", "reports", "gx", "labels", "profiles", "inference_log")
 
@@ -62,8 +62,9 @@ class ArtifactStore(dg.ConfigurableResource):
         return sorted(p.name for p in base.iterdir() if p.is_dir() and not p.name.startswith("."))
 
     def profiles(self):
-        """The whylogs profiles under this root (their layout is owned by ``mlops_assets.ml.profile_layout``)."""
-        from mlops_assets.ml.profile_layout import ProfileStore
+        """The whylogs profiles under this root (their layout is owned by
+        ``mlops_assets.core.monitoring.profile_layout``)."""
+        from mlops_assets.core.monitoring.profile_layout import ProfileStore
 
         return ProfileStore(self.root_path / "profiles")
 

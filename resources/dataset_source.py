@@ -9,17 +9,17 @@ from typing import Any, Literal
 import dagster as dg
 from pydantic import Field
 
-from mlops_assets.ml.artifacts import write_dataset, write_dataset_stream
-from mlops_assets.ml.image_folder import decode_folder, list_image_folder
-from mlops_assets.ml.images import (
+from mlops_assets.core.common.progress import progress
+from mlops_assets.core.data.artifacts import write_dataset, write_dataset_stream
+from mlops_assets.core.data.image_folder import decode_folder, list_image_folder
+from mlops_assets.core.data.images import (
     DEFAULT_MAX_PIXELS,
     PreprocessSpec,
     digits_fingerprint,
     folder_fingerprint,
     load_digits_dataset,
 )
-from mlops_assets.ml.pixel_store import DecodedChunk
-from mlops_assets.ml.progress import progress
+from mlops_assets.core.data.pixel_store import DecodedChunk
 
 
 class DatasetSource(dg.ConfigurableResource):

@@ -1,4 +1,4 @@
-"""The resources every stage is wired with, from the one settings module (``mlops_assets/ml/settings.py``).
+"""The resources every stage is wired with, from the one settings module (``mlops_assets/core/common/settings.py``).
 
 The fields wired through :func:`setting` (paths, the model name, the run-config file, the secrets) reach Dagster
 as an ``EnvVar`` when their variable is set (the UI then shows where the value came from); every other field is
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from mlops_assets.ml import settings
+from mlops_assets.core.common import settings
 from resources.alerts import AlertSink
 from resources.artifact_store import ArtifactStore
 from resources.dataset_source import DatasetSource

@@ -63,6 +63,6 @@ class DriftPolicy(dg.ConfigurableResource):
 
     def thresholds(self):
         """The thresholds as the pure drift scoring takes them (validated there)."""
-        from mlops_assets.ml.drift import DriftThresholds
+        from mlops_assets.core.monitoring.drift import DriftThresholds
 
         return DriftThresholds(self.drift_share, self.p_value, self.distance, self.min_rows)

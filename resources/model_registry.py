@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 from pydantic import Field
 
-from mlops_assets.ml.registry import ModelRegistry
+from mlops_assets.core.registry.registry import ModelRegistry
 
 
 class ModelRegistryResource(dg.ConfigurableResource):

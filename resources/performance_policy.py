@@ -20,7 +20,7 @@ class PerformancePolicy(dg.ConfigurableResource):
 
     def thresholds(self):
         """The thresholds as the pure measurement takes them (validated there)."""
-        from mlops_assets.ml.performance import PerformanceThresholds
+        from mlops_assets.core.monitoring.performance import PerformanceThresholds
 
         return PerformanceThresholds(self.min_accuracy, self.max_recall_gap, self.min_labelled,
                                      self.min_class_labelled)

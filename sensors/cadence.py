@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from mlops_assets.ml import settings
+from mlops_assets.core.common import settings
 
 
 def monitoring_sensor(**definition):

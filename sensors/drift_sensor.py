@@ -43,8 +43,8 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from mlops_assets.ml.profile_layout import reference_version, window_label
-from mlops_assets.monitor.verdicts import judge_window, record_verdict
+from mlops_assets.core.monitoring.profile_layout import reference_version, window_label
+from mlops_assets.monitor_stage.verdicts import judge_window, record_verdict
 from mlops_assets.run_tags import RUN_KIND_TAG, TRIGGER_TAG
 from resources.alerts import AlertSink
 from resources.artifact_store import ArtifactStore

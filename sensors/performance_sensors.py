@@ -1,8 +1,8 @@
 """Production accuracy and bias, kept current and watched: two sensors around ``production_performance``.
 
 - ``feedback_sensor``: labels arrive hours or days after their predictions, into the hour of the prediction
-  (:mod:`mlops_assets.ml.feedback`). Each tick lists the feedback part files that appeared since its cursor (per
-  hour: the last file name seen; names start with their arrival time), reads only their timestamp column, and
+  (:mod:`mlops_assets.core.serving.feedback`). Each tick lists the feedback part files that appeared since its cursor
+  (per hour: the last file name seen; names start with their arrival time), reads only their timestamp column, and
   asks for one ``production_performance_job`` run per ended window they label (``run_key`` names the window and
   the files, so a retried tick launches it once). The cursor passes a file only once it is ``SETTLE`` old, so a
   file of another worker named a moment earlier but written a moment later is still seen. Feedback on a
@@ -24,7 +24,7 @@ from typing import Any
 import dagster as dg
 
 from mlops_assets.metadata import short_hash
-from mlops_assets.monitor.windows import profile_partitions
+from mlops_assets.monitor_stage.windows import profile_partitions
 from mlops_assets.run_tags import RUN_KIND_TAG
 from resources.alerts import AlertSink
 from resources.artifact_store import ArtifactStore
@@ -39,10 +39,10 @@ MAX_EVENTS_PER_TICK = 200
 
 # -- feedback_sensor -----------------------------------------------------------------------------------
 def evaluate_feedback_tick(cursor: str | None, artifact_store: ArtifactStore, now: datetime) -> dg.SensorResult:
-    from mlops_assets.ml.features import TIMESTAMP
-    from mlops_assets.ml.feedback import FEEDBACK_KIND, feedback_hours
-    from mlops_assets.ml.inference_log import hour_part_files, read_parts
-    from mlops_assets.ml.prediction_ids import epoch_ms
+    from mlops_assets.core.data.features import TIMESTAMP
+    from mlops_assets.core.serving.feedback import FEEDBACK_KIND, feedback_hours
+    from mlops_assets.core.serving.inference_log import hour_part_files, read_parts
+    from mlops_assets.core.serving.prediction_ids import epoch_ms
 
     seen: dict[str, str] = json.loads(cursor) if cursor else {}
     partitions = profile_partitions()
@@ -123,7 +123,7 @@ def performance_alert(verdict: dict[str, Any], kind: str, window: str, run_id: s
 
 def evaluate_performance_alert_tick(cursor: str | None, instance: dg.DagsterInstance,
                                     alert_sink: AlertSink) -> dg.SensorResult:
-    from mlops_assets.ml.performance import ALL_VERSIONS  # pandas: not at code-location load
+    from mlops_assets.core.monitoring.performance import ALL_VERSIONS  # pandas: not at code-location load
 
     state = AlertCursor.parse(cursor)
     records = instance.fetch_materializations(

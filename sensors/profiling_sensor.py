@@ -15,9 +15,9 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from mlops_assets.ml import settings
-from mlops_assets.ml.profile_layout import window_version
-from mlops_assets.monitor.windows import profile_partitions
+from mlops_assets.core.common import settings
+from mlops_assets.core.monitoring.profile_layout import window_version
+from mlops_assets.monitor_stage.windows import profile_partitions
 from mlops_assets.run_tags import RUN_KIND_TAG
 from resources.artifact_store import ArtifactStore
 from sensors.cadence import monitoring_sensor
@@ -31,7 +31,7 @@ def grace() -> timedelta:
 
 
 def evaluate_profiling_tick(cursor: str | None, artifact_store: ArtifactStore, now: datetime) -> dg.SensorResult:
-    from mlops_assets.ml.inference_log import window_part_files  # pandas: not at code-location load
+    from mlops_assets.core.serving.inference_log import window_part_files  # pandas: not at code-location load
 
     partitions = profile_partitions()
     ended = [key for key in partitions.get_partition_keys(current_time=now - grace()) if cursor is None or key > cursor]

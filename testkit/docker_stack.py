@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from mlops_assets.deploy.processes import free_port, wait_until
+from mlops_assets.infra.processes import free_port, wait_until
 from testkit.topology import DAEMON_HEALTH_QUERY, DEPLOY, LOCATIONS_QUERY, REPO, TERMINAL
 
 STACK_SCRIPT = DEPLOY / "scripts" / "stack.sh"

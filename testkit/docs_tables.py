@@ -20,9 +20,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
+CORE_ROOMS = [f"mlops_assets/core/{room}" for room in (
+    "common", "data", "quality", "model", "registry", "serving", "monitoring")]
 FOLDERS = [
-    "mlops_assets", "mlops_assets/build", "mlops_assets/deploy", "mlops_assets/monitor", "mlops_assets/tools",
-    "mlops_assets/ml", "mlops_assets/infra", "resources", "sensors", "bentos", "testkit", "benchmarks",
+    "mlops_assets", "mlops_assets/build_stage", "mlops_assets/deploy_stage", "mlops_assets/monitor_stage",
+    "mlops_assets/govern_stage", "mlops_assets/tools", "mlops_assets/core", *CORE_ROOMS, "mlops_assets/infra",
+    "resources", "sensors", "bentos", "testkit", "benchmarks",
 ]
 PAGES = {"layout": DOCS / "layout.md", "automation": DOCS / "ui-tour.md", "envvar": DOCS / "settings.md"}
 
@@ -66,7 +69,7 @@ def automation_table() -> str:
 
 def envvar_fields() -> tuple[list[tuple[str, str, str]], int]:
     """(resource, field, variable) for each field wired through ``setting(...)``, and the number of fields."""
-    from mlops_assets.ml import settings
+    from mlops_assets.core.common import settings
 
     source = ROOT / "resources" / "defaults.py"
     function = next(node for node in ast.walk(ast.parse(source.read_text()))

@@ -37,8 +37,8 @@ def make_resources(
 def write_split_arrays(directory: Path, splits: dict[str, tuple[np.ndarray, np.ndarray]], manifest: dict) -> Path:
     """A self-contained splits directory from in-memory uint8 arrays: its pixel store inside it (``pixels/``),
     written by the product's own writers, so tests read it exactly as they read a built split."""
-    from mlops_assets.ml.artifacts import write_splits
-    from mlops_assets.ml.pixel_store import PixelStoreWriter
+    from mlops_assets.core.data.artifacts import write_splits
+    from mlops_assets.core.data.pixel_store import PixelStoreWriter
 
     directory.mkdir(parents=True, exist_ok=True)
     first_images = next(iter(splits.values()))[0]

@@ -61,11 +61,11 @@ def main(root: Path) -> dict:
     import dagster as dg
 
     from mlops_assets.automation import build_job, drift_sensor, reference_profile_job, retrain_job
+    from mlops_assets.core.data.images import load_digits_dataset
+    from mlops_assets.core.monitoring.profile_layout import window_version
+    from mlops_assets.core.registry.registry import ModelRegistry
     from mlops_assets.definitions import ASSET_CHECKS, ASSETS
-    from mlops_assets.deploy.bento_server import SERVICE_TARGET, serve_bento
-    from mlops_assets.ml.images import load_digits_dataset
-    from mlops_assets.ml.profile_layout import window_version
-    from mlops_assets.ml.registry import ModelRegistry
+    from mlops_assets.infra.bento_server import SERVICE_TARGET, serve_bento
     from mlops_assets.tools.simulator import apply_drift, send_feedback, send_traffic, write_labelled_images
     from resources.dataset_source import DatasetSource
     from sensors.performance_sensors import performance_alert_sensor

@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from mlops_assets.deploy.processes import ProcessExitedError, WaitAborted, free_port, wait_until
+from mlops_assets.infra.processes import ProcessExitedError, WaitAborted, free_port, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"

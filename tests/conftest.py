@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 # Tests are hermetic: a developer's ./.env (the walkthrough's settings) must not change what they see.
-# Set before anything imports mlops_assets.ml.settings, which loads the file on import.
+# Set before anything imports mlops_assets.core.common.settings, which loads the file on import.
 os.environ["MLOPS_ENV_FILE"] = os.devnull
 
 import pytest

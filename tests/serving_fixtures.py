@@ -13,8 +13,8 @@ import httpx
 import numpy as np
 import pytest
 
-from mlops_assets.ml.images import load_digits_dataset, to_training_scale
-from mlops_assets.ml.registry import ModelRegistry
+from mlops_assets.core.data.images import load_digits_dataset, to_training_scale
+from mlops_assets.core.registry.registry import ModelRegistry
 from testkit.fixtures import write_split_arrays
 
 MODEL_NAME = "image_classifier"
@@ -44,7 +44,7 @@ def _train_linear_onnx(x: np.ndarray, y: np.ndarray, path: Path, seed: int, step
     """A softmax regression on the 8×8 digits: seconds to train, ~0.95 accuracy, real ONNX."""
     import torch
 
-    from mlops_assets.ml.onnx_model import export_onnx
+    from mlops_assets.core.model.onnx_model import export_onnx
 
     torch.manual_seed(seed)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(int(np.prod(x.shape[1:])), 10))
@@ -116,7 +116,7 @@ def dev_server_log(world: ServingWorld) -> Path:
 @pytest.fixture(scope="module")
 def dev_server(serving_world: ServingWorld, tmp_path_factory: pytest.TempPathFactory):
     """``bentoml serve bentos.service:ClassifierService`` following the production pointer."""
-    from mlops_assets.deploy.bento_server import SERVICE_TARGET, serve_bento
+    from mlops_assets.infra.bento_server import SERVICE_TARGET, serve_bento
 
     log = dev_server_log(serving_world)
     # one worker: the tests read its counters (/model's are per worker); test_serving has a 2-worker test

@@ -6,8 +6,8 @@ import dagster as dg
 import pytest
 
 from mlops_assets.automation import compare_model_job, review_model_job, rollback_job
+from mlops_assets.core.registry.registry import ModelRegistry
 from mlops_assets.definitions import ASSET_CHECKS, ASSETS, defs
-from mlops_assets.ml.registry import ModelRegistry
 from resources.model_registry import ModelRegistryResource
 from testkit.fixtures import make_resources
 

@@ -1,15 +1,23 @@
-"""The import contract that keeps the house readable: arrows point down into the pure core, settings are read in
-one module, BentoML's private APIs are used in one module, tests and benchmarks share a kit, not each other."""
+"""The import contract that keeps the house readable: arrows point down into the pure core and down its rooms, no
+folder holds more than a fifth of the product, settings are read in one module, BentoML's private APIs are used in
+two named modules, tests and benchmarks share a kit, not each other."""
 
 import ast
-import importlib.util
 from pathlib import Path
-
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PRODUCT = ["mlops_assets", "resources", "sensors", "bentos"]
-CORE = ROOT / "mlops_assets" / "ml"
+CORE = ROOT / "mlops_assets" / "core"
+# What each room of the core may import (besides itself): arrows point down this list, never up.
+ROOMS = {
+    "common": set(),
+    "data": {"common"},
+    "quality": {"common", "data"},
+    "model": {"common", "data"},
+    "registry": {"common", "data", "model"},
+    "serving": {"common", "data", "model"},
+    "monitoring": {"common", "data", "model", "registry", "serving"},
+}
 
 
 def python_files(*folders: str) -> list[Path]:
@@ -30,25 +38,70 @@ def imported_modules(path: Path) -> set[str]:
 
 def test_the_core_imports_neither_dagster_nor_the_outer_packages():
     offending = {}
-    for path in python_files("mlops_assets/ml"):
+    for path in python_files("mlops_assets/core"):
         bad = {m for m in imported_modules(path)
                if m.split(".")[0] in ("dagster", "resources", "sensors", "bentos", "testkit", "tests")
-               or (m.startswith("mlops_assets.") and not m.startswith("mlops_assets.ml"))}
+               or (m.startswith("mlops_assets.") and not m.startswith("mlops_assets.core"))}
         if bad:
             offending[str(path.relative_to(ROOT))] = sorted(bad)
     assert offending == {}
 
 
+def test_every_room_of_the_core_imports_only_the_rooms_below_it():
+    assert {p.name for p in CORE.iterdir() if (p / "__init__.py").exists()} == set(ROOMS)
+    upward = {}
+    for room, allowed in ROOMS.items():
+        for path in python_files(f"mlops_assets/core/{room}"):
+            used = {m.split(".")[2] for m in imported_modules(path)
+                    if m.startswith("mlops_assets.core.") and m.count(".") >= 2}
+            if bad := used - allowed - {room}:
+                upward[str(path.relative_to(ROOT))] = sorted(bad)
+    assert upward == {}
+
+
+def test_every_room_says_what_belongs_there_and_what_it_may_import():
+    for room, allowed in ROOMS.items():
+        docstring = ast.get_docstring(ast.parse((CORE / room / "__init__.py").read_text())) or ""
+        assert len(docstring) > 80, room
+        assert all(f"``{other}``" in docstring for other in allowed), (room, allowed)
+
+
+def test_no_folder_holds_more_than_a_fifth_of_the_product():
+    lines = {}
+    for path in python_files(*PRODUCT):
+        lines[str(path.parent.relative_to(ROOT))] = lines.get(str(path.parent.relative_to(ROOT)), 0) + len(
+            path.read_text().splitlines())
+    total = sum(lines.values())
+    assert {folder: round(n / total, 3) for folder, n in lines.items() if n > total / 5} == {}
+
+
+def test_the_stages_hold_only_dagster_definitions_and_infrastructure_sits_apart():
+    """A stage module defines assets, checks or ops (it imports Dagster); process helpers live in ``infra/``."""
+    for stage in ("build_stage", "deploy_stage", "monitor_stage", "govern_stage"):
+        for path in python_files(f"mlops_assets/{stage}"):
+            if path.name != "__init__.py":
+                assert "dagster" in {m.split(".")[0] for m in imported_modules(path)}, path
+    infra = {p.stem for p in (ROOT / "mlops_assets" / "infra").glob("[!_]*.py")}
+    assert {"processes", "local_stack", "bento_server", "docker_launcher"} <= infra
+
+
+def test_the_asset_groups_keep_their_names():
+    from mlops_assets.definitions import defs
+
+    groups = {spec.group_name for spec in defs.resolve_all_asset_specs()}
+    assert groups == {"build", "deploy", "monitor"}
+
+
 def test_only_the_settings_module_reads_the_environment():
     readers = [str(p.relative_to(ROOT)) for p in python_files(*PRODUCT)
                if "os.environ" in p.read_text() or "os.getenv" in p.read_text() or "getenv(" in p.read_text()]
-    assert readers == ["mlops_assets/ml/settings.py"]
+    assert readers == ["mlops_assets/core/common/settings.py"]
 
 
 def test_bentoml_private_apis_are_used_in_one_module():
     private = ("bentoml._internal", "_bentoml_impl", "_bentoml_sdk", "output_spec")
     users = [str(p.relative_to(ROOT)) for p in python_files(*PRODUCT) if any(m in p.read_text() for m in private)]
-    assert users == ["mlops_assets/ml/bentoml_private.py"]
+    assert users == ["bentos/bentoml_private.py", "mlops_assets/core/registry/bentoml_store.py"]
 
 
 def test_benchmarks_and_the_product_do_not_import_the_tests():
@@ -63,21 +116,17 @@ def test_the_product_does_not_import_the_test_kit():
     assert {k: v for k, v in offending.items() if v} == {}
 
 
-@pytest.mark.parametrize("old", [
-    "mlops_assets.data", "mlops_assets.validation", "mlops_assets.training", "mlops_assets.packaging",
-    "mlops_assets.evaluation", "mlops_assets.registration", "mlops_assets.serving", "mlops_assets.monitoring",
-    "mlops_assets.jobs", "mlops_assets.resources_config", "mlops_assets.demo", "mlops_assets.simulator",
-    "mlops_assets.registry_cli", "mlops_assets.ml.processes", "resources.settings", "tests.topology_processes",
-    "tests.loop_scenario", "mlops_assets.deploy.docker_launcher",
-])
-def test_old_module_paths_are_gone_without_shims(old):
-    assert importlib.util.find_spec(old) is None
+def test_no_package_folder_is_named_as_build_output():
+    """Stock Python ``.gitignore`` files ignore ``build/``, ``dist/``, ``out/``: a user who adds one must not lose
+    code."""
+    ignored = {"build", "dist", "out", "target", "bin", "lib", "env", "venv"}
+    assert {p.parent.name for p in python_files(*PRODUCT) if p.name == "__init__.py"} & ignored == set()
 
 
 def test_the_folders_read_as_the_lifecycle():
     stages = {p.parent.name for p in (ROOT / "mlops_assets").glob("*/__init__.py")}
-    assert {"build", "deploy", "monitor", "tools", "ml", "infra"} == stages
-    assert sorted(p.stem for p in (ROOT / "mlops_assets" / "build").glob("[!_]*.py")) == [
+    assert {"build_stage", "deploy_stage", "monitor_stage", "govern_stage", "tools", "core", "infra"} == stages
+    assert sorted(p.stem for p in (ROOT / "mlops_assets" / "build_stage").glob("[!_]*.py")) == [
         "data", "evaluation", "packaging", "registration", "training", "validation"]
     too_long = {str(p.relative_to(ROOT)): n for p in python_files(*PRODUCT)
                 if (n := len(p.read_text().splitlines())) > 500}
@@ -88,6 +137,7 @@ def test_every_import_of_the_project_resolves():
     """A moved module leaves no dangling import behind, in product, kit, tests or benchmarks (function-level
     imports included, which only run when their function does)."""
     import importlib
+    import importlib.util
 
     dangling = []
     for path in python_files(*PRODUCT, "testkit", "tests", "benchmarks"):

@@ -1,9 +1,10 @@
 """BentoML's private APIs this project relies on still exist with the shape it relies on: an upgrade that
-changes them fails here, not in production (see mlops_assets/ml/bentoml_private.py)."""
+changes them fails here, not in production (see bentos/bentoml_private.py)."""
 
 import inspect
 
-from mlops_assets.ml import bentoml_private
+from bentos import bentoml_private
+from mlops_assets.core.registry import bentoml_store
 
 
 def test_the_installed_bentoml_is_the_version_the_patches_were_written_for():
@@ -11,9 +12,9 @@ def test_the_installed_bentoml_is_the_version_the_patches_were_written_for():
 
 
 def test_the_model_store_opens_at_an_explicit_path_and_a_read_creates_nothing(tmp_path):
-    bentoml_private.model_store(tmp_path / "models")
+    bentoml_store.model_store(tmp_path / "models")
     assert not (tmp_path / "models").exists()
-    store = bentoml_private.model_store(tmp_path / "models", create=True)
+    store = bentoml_store.model_store(tmp_path / "models", create=True)
     assert (tmp_path / "models").is_dir() and list(store.list()) == []
 
 

@@ -7,9 +7,9 @@ import dagster as dg
 import numpy as np
 import pytest
 
+from mlops_assets.core.data.artifacts import open_split, read_manifest, read_split
+from mlops_assets.core.registry.registry import ModelRegistry
 from mlops_assets.definitions import ASSET_CHECKS, ASSETS
-from mlops_assets.ml.artifacts import open_split, read_manifest, read_split
-from mlops_assets.ml.registry import ModelRegistry
 from resources.dataset_source import DatasetSource
 from testkit.fixtures import draw_shape_folder, make_resources
 

@@ -8,10 +8,10 @@ import dagster as dg
 import numpy as np
 import pytest
 
-from mlops_assets.build.data import data_splits, raw_images
-from mlops_assets.build.validation import data_quality_checks
-from mlops_assets.ml import data_quality as dq
-from mlops_assets.ml.splits import SPLIT_NAMES
+from mlops_assets.build_stage.data import data_splits, raw_images
+from mlops_assets.build_stage.validation import data_quality_checks
+from mlops_assets.core.data.splits import SPLIT_NAMES
+from mlops_assets.core.quality import data_quality as dq
 from resources.artifact_store import ArtifactStore
 from resources.dataset_source import DatasetSource
 from testkit.fixtures import write_split_arrays

@@ -10,14 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlops_assets.ml import settings
+from mlops_assets.core.common import settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def noise_folder(root: Path, per_class: int = 30, seed: int = 0) -> Path:
     """Two classes of random pixels: nothing to learn, so a model scores about what guessing does."""
-    from mlops_assets.ml.images import write_png
+    from mlops_assets.core.data.images import write_png
 
     rng = np.random.default_rng(seed)
     for name in ("left", "right"):
@@ -50,7 +50,7 @@ def test_the_demo_exits_non_zero_and_says_so_when_no_model_reaches_production(tm
 
 def test_when_the_new_model_stays_a_candidate_the_demo_names_the_model_that_keeps_serving():
     """The digits in production, a folder of circles and squares refused: the user learns the digits still answer."""
-    from mlops_assets.ml.registry import ModelVersion
+    from mlops_assets.core.registry.registry import ModelVersion
     from mlops_assets.tools.demo import not_promoted_lines
 
     digits = ModelVersion("image_classifier:d1", "d1", "2026-12-01T00:00:00", {},

@@ -33,8 +33,8 @@ def env_names(node) -> set[str]:
 
 
 def shared_settings() -> set[str]:
-    """The variable names of mlops_assets/ml/settings.py: one set for Dagster, the Bento service and deploy."""
-    import mlops_assets.ml.settings as settings
+    """The variable names of mlops_assets/core/common/settings.py: one set for Dagster, the Bento service and deploy."""
+    import mlops_assets.core.common.settings as settings
 
     return {value for name, value in vars(settings).items()
             if name.isupper() and isinstance(value, str) and re.fullmatch(r"[A-Z][A-Z0-9_]+", value)}

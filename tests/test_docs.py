@@ -78,7 +78,7 @@ def test_benchmarks_keep_measured_and_hand_written_apart():
 
 
 def test_every_setting_is_documented():
-    from mlops_assets.ml import settings
+    from mlops_assets.core.common import settings
 
     documented = (DOCS / "settings.md").read_text() + (DOCS / "governance.md").read_text()
     assert [name for name in settings.ALL if f"`{name}`" not in documented] == []

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from mlops_assets.ml.drift import (
+from mlops_assets.core.data.features import image_features, with_predictions
+from mlops_assets.core.monitoring.drift import (
     DriftThresholds,
     evaluate_drift,
     merge_profiles,
@@ -13,7 +14,6 @@ from mlops_assets.ml.drift import (
     write_html_report,
     write_profile,
 )
-from mlops_assets.ml.features import image_features, with_predictions
 from mlops_assets.tools.simulator import DRIFT_KINDS, apply_drift
 
 THRESHOLDS = DriftThresholds()  # the shipped defaults: the test is about them
@@ -24,7 +24,7 @@ def digits_world():
     """Digits split 70/30, a small classifier standing in for the model, and the reference profile."""
     from sklearn.linear_model import LogisticRegression
 
-    from mlops_assets.ml.images import load_digits_dataset
+    from mlops_assets.core.data.images import load_digits_dataset
 
     dataset = load_digits_dataset()
     order = np.random.default_rng(0).permutation(len(dataset.labels))
@@ -85,7 +85,7 @@ def test_profiles_merge_and_round_trip(digits_world, tmp_path):
 
 
 def test_the_drift_policy_resource_takes_its_defaults_from_the_environment(monkeypatch):
-    from mlops_assets.ml.settings import SettingError
+    from mlops_assets.core.common.settings import SettingError
     from resources.defaults import default_resources
 
     monkeypatch.setenv("MLOPS_DRIFT_SHARE", "0.5")

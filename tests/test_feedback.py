@@ -11,8 +11,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops_assets.ml.features import image_features
-from mlops_assets.ml.feedback import (
+from mlops_assets.core.data.features import image_features
+from mlops_assets.core.data.image_folder import load_image_folder
+from mlops_assets.core.data.images import PreprocessSpec, folder_fingerprint, load_digits_dataset
+from mlops_assets.core.monitoring.performance import (
+    ACCURACY,
+    RECALL_GAP,
+    PerformanceThresholds,
+    measure,
+    measure_window,
+)
+from mlops_assets.core.serving.feedback import (
     DuplicateFeedback,
     FeedbackItem,
     FeedbackStore,
@@ -22,12 +31,9 @@ from mlops_assets.ml.feedback import (
     labelled_predictions,
     read_feedback,
 )
-from mlops_assets.ml.image_folder import load_image_folder
-from mlops_assets.ml.images import PreprocessSpec, folder_fingerprint, load_digits_dataset
-from mlops_assets.ml.inference_log import read_window
-from mlops_assets.ml.inference_log_writer import InferenceLogWriter
-from mlops_assets.ml.performance import ACCURACY, RECALL_GAP, PerformanceThresholds, measure, measure_window
-from mlops_assets.ml.prediction_ids import canonical, new_prediction_ids, prediction_time
+from mlops_assets.core.serving.inference_log import read_window
+from mlops_assets.core.serving.inference_log_writer import InferenceLogWriter
+from mlops_assets.core.serving.prediction_ids import canonical, new_prediction_ids, prediction_time
 
 T0 = datetime(2026, 11, 22, 10, 20, tzinfo=UTC)
 CLASSES = [str(i) for i in range(10)]

@@ -8,7 +8,7 @@ import dagster as dg
 import pytest
 
 from mlops_assets.automation import review_model_job
-from mlops_assets.ml.registry import ApprovalRequiredError, ModelRegistry, NotReleasableError, RegistryError
+from mlops_assets.core.registry.registry import ApprovalRequiredError, ModelRegistry, NotReleasableError, RegistryError
 from mlops_assets.tools.registry_cli import main as registry_cli
 from resources.artifact_store import ArtifactStore
 from resources.model_registry import ModelRegistryResource

@@ -169,7 +169,7 @@ def test_two_authorization_headers_are_refused(serving_world, dev_server, order)
 def test_a_feedback_item_without_a_label_names_the_item_and_field(dev_server):
     from datetime import UTC, datetime
 
-    from mlops_assets.ml.prediction_ids import new_prediction_ids
+    from mlops_assets.core.serving.prediction_ids import new_prediction_ids
 
     item = {"prediction_id": new_prediction_ids(1, datetime.now(UTC))[0]}
     response = httpx.post(f"{dev_server}/feedback", json={"feedback": [item]}, headers=AUTH, timeout=30)

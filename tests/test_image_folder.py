@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from mlops_assets.ml.artifacts import open_dataset
-from mlops_assets.ml.image_folder import decode_folder, list_image_folder, load_image_folder
-from mlops_assets.ml.images import DatasetError, PreprocessSpec
+from mlops_assets.core.data.artifacts import open_dataset
+from mlops_assets.core.data.image_folder import decode_folder, list_image_folder, load_image_folder
+from mlops_assets.core.data.images import DatasetError, PreprocessSpec
 from resources.artifact_store import ArtifactStore
 from resources.dataset_source import DatasetSource
 from testkit.fixtures import draw_scale_folder, draw_shape_folder
@@ -64,8 +64,8 @@ def test_workers_start_without_re_running_the_callers_script(tmp_path):
     folder = draw_scale_folder(tmp_path / "scale", 300, size=16, workers=1)
     script = tmp_path / "unguarded.py"
     script.write_text(
-        "from mlops_assets.ml.image_folder import decode_folder, list_image_folder\n"
-        "from mlops_assets.ml.images import PreprocessSpec\n"
+        "from mlops_assets.core.data.image_folder import decode_folder, list_image_folder\n"
+        "from mlops_assets.core.data.images import PreprocessSpec\n"
         "print('script ran')\n"
         f"chunks = decode_folder(list_image_folder({str(folder)!r}), PreprocessSpec(16, 16, 1), workers=2,"
         " chunk_files=50)\n"

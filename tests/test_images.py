@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mlops_assets.ml.image_folder import load_image_folder
-from mlops_assets.ml.images import (
+from mlops_assets.core.data.image_folder import load_image_folder
+from mlops_assets.core.data.images import (
     DatasetError,
     ImageDecodeError,
     PreprocessSpec,
@@ -122,7 +122,7 @@ def test_folder_fingerprint_changes_with_the_labelled_content_and_only_then(tmp_
     """The drift sensor's cheap 'is there new labelled data?' check: no pixel read, every change seen."""
     import os
 
-    from mlops_assets.ml.images import folder_fingerprint
+    from mlops_assets.core.data.images import folder_fingerprint
 
     for name in ("cats", "dogs"):
         (tmp_path / name).mkdir()
@@ -157,7 +157,7 @@ def test_folder_fingerprint_changes_with_the_labelled_content_and_only_then(tmp_
 
 @pytest.mark.parametrize("width, height", [(10_000, 10_000), (20_000, 20_000)])
 def test_the_pixel_limit_is_checked_from_the_header_before_decoding(width, height):
-    from mlops_assets.ml.images import ImageTooLargeError, decode_image
+    from mlops_assets.core.data.images import ImageTooLargeError, decode_image
 
     spec = PreprocessSpec(height=8, width=8, channels=1)
     with pytest.raises(ImageTooLargeError, match=f"{width}×{height}"):
@@ -167,7 +167,7 @@ def test_the_pixel_limit_is_checked_from_the_header_before_decoding(width, heigh
 def test_every_supported_format_decodes_and_others_are_refused(tmp_path):
     from PIL import Image
 
-    from mlops_assets.ml.images import SUPPORTED_FORMATS, ImageDecodeError, decode_image
+    from mlops_assets.core.data.images import SUPPORTED_FORMATS, ImageDecodeError, decode_image
 
     spec = PreprocessSpec(height=8, width=8, channels=1)
     for image_format in SUPPORTED_FORMATS:

@@ -6,15 +6,15 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from mlops_assets.ml.features import (
+from mlops_assets.core.data.features import (
     CONFIDENCE,
     PREDICTED_CLASS,
     FeatureInputError,
     feature_columns,
     image_features,
 )
-from mlops_assets.ml.inference_log import hour_part_files, read_hour, read_window
-from mlops_assets.ml.inference_log_writer import InferenceLogWriter
+from mlops_assets.core.serving.inference_log import hour_part_files, read_hour, read_window
+from mlops_assets.core.serving.inference_log_writer import InferenceLogWriter
 
 HOUR = datetime(2026, 11, 22, 10, 15, tzinfo=UTC)
 
@@ -93,8 +93,8 @@ def test_bad_input_is_dropped_not_raised(tmp_path):
 def test_log_does_not_block_on_a_slow_disk_and_a_refused_write_is_retried(tmp_path, monkeypatch):
     """A failing Parquet write neither blocks log() nor loses the rows: the journal keeps them, and the next
     round writes them once the disk takes them again."""
-    import mlops_assets.ml.inference_log_writer as module
-    from mlops_assets.ml.inference_journal import segment_files
+    import mlops_assets.core.serving.inference_log_writer as module
+    from mlops_assets.core.serving.inference_journal import segment_files
 
     def slow_write(*args, **kwargs):
         time.sleep(0.2)
@@ -160,7 +160,7 @@ def test_kept_images_of_many_single_image_batches_are_framed_together_and_exactl
     BENCHMARKS.md). The images of a flush are framed together, and each comes back as it was served."""
     import pandas
 
-    from mlops_assets.ml import inference_log_writer
+    from mlops_assets.core.serving import inference_log_writer
 
     frames = []
 
@@ -220,8 +220,8 @@ def test_flush_returns_under_continuous_traffic_once_the_earlier_rows_are_writte
 
 
 def test_part_files_are_named_by_the_prediction_times_they_hold(tmp_path):
-    from mlops_assets.ml.inference_log import part_span
-    from mlops_assets.ml.prediction_ids import epoch_ms
+    from mlops_assets.core.serving.inference_log import part_span
+    from mlops_assets.core.serving.prediction_ids import epoch_ms
 
     features, labels, conf = batch(3)
     with InferenceLogWriter(tmp_path, flush_interval_s=0.05) as writer:
@@ -234,8 +234,8 @@ def test_part_files_are_named_by_the_prediction_times_they_hold(tmp_path):
 KILLED_WRITER = """
 import sys, time
 import numpy as np
-from mlops_assets.ml.inference_log_writer import InferenceLogWriter
-from mlops_assets.ml.prediction_ids import new_prediction_ids
+from mlops_assets.core.serving.inference_log_writer import InferenceLogWriter
+from mlops_assets.core.serving.prediction_ids import new_prediction_ids
 from datetime import UTC, datetime
 writer = InferenceLogWriter(sys.argv[1], flush_interval_s=3600, flush_rows=10**6, keep_images=True)
 rng = np.random.default_rng(0)
@@ -258,7 +258,7 @@ def test_a_killed_writer_loses_no_answered_prediction(tmp_path):
     import subprocess
     import sys
 
-    from mlops_assets.ml.feedback import FeedbackItem, FeedbackStore
+    from mlops_assets.core.serving.feedback import FeedbackItem, FeedbackStore
 
     child = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(tmp_path), "40"], stdout=subprocess.PIPE,
                              text=True, env={**os.environ})
@@ -290,7 +290,7 @@ def test_a_killed_writer_loses_no_answered_prediction(tmp_path):
     rows = read_window(tmp_path, now - timedelta(hours=2), now + timedelta(hours=1))
     assert len(rows) == 120 and rows["prediction_id"].is_unique
     assert logged_ids("inference_images") == set(answered)
-    from mlops_assets.ml.inference_journal import segment_files
+    from mlops_assets.core.serving.inference_journal import segment_files
 
     assert segment_files(tmp_path) == []
     assert FeedbackStore(tmp_path).record([FeedbackItem(answered[-1], "3")], [str(i) for i in range(10)]) == 1
@@ -299,7 +299,7 @@ def test_a_killed_writer_loses_no_answered_prediction(tmp_path):
 def test_a_torn_journal_record_loses_only_itself(tmp_path):
     """A process killed in the middle of a write leaves a partial record at the end of its segment: the whole
     records before it are converted, the partial one is not read as garbage."""
-    from mlops_assets.ml.inference_journal import journal_root, segment_files
+    from mlops_assets.core.serving.inference_journal import journal_root, segment_files
 
     features, labels, conf = batch(5)
     with InferenceLogWriter(tmp_path / "src", flush_interval_s=3600, flush_rows=10**6) as writer:

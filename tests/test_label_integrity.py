@@ -1,7 +1,7 @@
 """The label ledger (issue 25): labels changed under the same images, and one image under two labels, block the build.
 
-Pure tests of :mod:`mlops_assets.ml.label_integrity`, then wiring tests on the real ``raw_images`` asset with the
-code location's checks, over an image folder a person edits between builds.
+Pure tests of :mod:`mlops_assets.core.quality.label_integrity`, then wiring tests on the real ``raw_images`` asset with
+the code location's checks, over an image folder a person edits between builds.
 """
 
 import re
@@ -12,9 +12,9 @@ import dagster as dg
 import numpy as np
 import pytest
 
+from mlops_assets.core.quality.label_integrity import LabelLedger, LabelLedgerError, advance, review_labels
+from mlops_assets.core.registry.promotion import COMPARED, ChampionComparison, decide_promotion
 from mlops_assets.definitions import ASSET_CHECKS, ASSETS
-from mlops_assets.ml.label_integrity import LabelLedger, LabelLedgerError, advance, review_labels
-from mlops_assets.ml.promotion import COMPARED, ChampionComparison, decide_promotion
 from resources.dataset_source import DatasetSource
 from testkit.fixtures import draw_shape_folder, make_resources
 

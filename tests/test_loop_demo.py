@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from mlops_assets.deploy.processes import free_port
+from mlops_assets.infra.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score, precision_score, recall_score
 
-from mlops_assets.ml.metrics import classification_report, confusion_matrix
+from mlops_assets.core.model.metrics import classification_report, confusion_matrix
 
 
 def test_confusion_matrix_rows_are_truth():

@@ -9,12 +9,12 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 
-from mlops_assets.ml.drift import profile_frame, profile_rows, read_profile
-from mlops_assets.ml.features import image_features, with_predictions
-from mlops_assets.ml.inference_log_writer import InferenceLogWriter
-from mlops_assets.ml.profile_layout import reference_version
-from mlops_assets.monitor.drift_report import drift_report
-from mlops_assets.monitor.profiles import inference_profiles, reference_profile
+from mlops_assets.core.data.features import image_features, with_predictions
+from mlops_assets.core.monitoring.drift import profile_frame, profile_rows, read_profile
+from mlops_assets.core.monitoring.profile_layout import reference_version
+from mlops_assets.core.serving.inference_log_writer import InferenceLogWriter
+from mlops_assets.monitor_stage.drift_report import drift_report
+from mlops_assets.monitor_stage.profiles import inference_profiles, reference_profile
 from mlops_assets.tools.simulator import apply_drift
 from resources.model_registry import ModelRegistryResource
 from testkit.fixtures import make_resources
@@ -53,7 +53,7 @@ def test_monitor_definitions_load_and_retrain_job_selects_the_build():
 
 def test_monitor_modules_import_nothing_heavy():
     code = (
-        "import json, sys; import mlops_assets.monitor.profiles, mlops_assets.monitor.drift_report, "
+        "import json, sys; import mlops_assets.monitor_stage.profiles, mlops_assets.monitor_stage.drift_report, "
         "sensors.drift_sensor, sensors.alerts; "
         "print(json.dumps([m for m in ['whylogs', 'torch', 'bentoml', 'onnxruntime', 'pyarrow'] "
         "if m in sys.modules]))"
@@ -86,7 +86,7 @@ def log_traffic(root: Path, images: np.ndarray, labels, start: datetime) -> None
 
 
 def test_inference_profiles_then_drift_report(tmp_path):
-    from mlops_assets.ml.images import load_digits_dataset
+    from mlops_assets.core.data.images import load_digits_dataset
 
     resources = monitoring_resources(tmp_path)
     store, registry = resources["artifact_store"], resources["model_registry"]
@@ -135,8 +135,8 @@ def test_reference_profile_of_a_registered_production_model(tmp_path):
     """A real ONNX model in the real registry: the reference holds its predictions on the train split."""
     import torch
 
-    from mlops_assets.ml.images import load_digits_dataset
-    from mlops_assets.ml.onnx_model import export_onnx
+    from mlops_assets.core.data.images import load_digits_dataset
+    from mlops_assets.core.model.onnx_model import export_onnx
     from testkit.fixtures import write_split_arrays
 
     resources = monitoring_resources(tmp_path)
@@ -165,8 +165,8 @@ def test_simulator_sends_real_http_and_adds_labelled_images(tmp_path):
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from mlops_assets.ml.image_folder import load_image_folder
-    from mlops_assets.ml.images import load_digits_dataset
+    from mlops_assets.core.data.image_folder import load_image_folder
+    from mlops_assets.core.data.images import load_digits_dataset
     from mlops_assets.tools.simulator import FEEDBACK_PATH, PREDICT_PATH, main, send_traffic
     from testkit.fixtures import write_split_arrays
 

@@ -9,9 +9,9 @@ import dagster as dg
 import numpy as np
 import pytest
 
-from mlops_assets.build.data import raw_images
-from mlops_assets.ml import settings
-from mlops_assets.ml.images import write_png
+from mlops_assets.build_stage.data import raw_images
+from mlops_assets.core.common import settings
+from mlops_assets.core.data.images import write_png
 from resources.dataset_source import DatasetSource
 from testkit.fixtures import make_resources
 
@@ -106,8 +106,8 @@ def quirky_folder(root: Path) -> Path:
 
 
 def test_every_file_not_used_is_listed_with_a_reason_a_person_reads_and_counted_by_it(tmp_path):
-    from mlops_assets.ml.image_folder import load_image_folder, skipped_by_reason
-    from mlops_assets.ml.images import PreprocessSpec
+    from mlops_assets.core.data.image_folder import load_image_folder, skipped_by_reason
+    from mlops_assets.core.data.images import PreprocessSpec
 
     root = quirky_folder(tmp_path / "pets")
     dataset = load_image_folder(root, PreprocessSpec(8, 8, 1))  # the nested folder does not abort the build

@@ -15,12 +15,12 @@ import dagster as dg
 import numpy as np
 import pytest
 
+from mlops_assets.core.data.features import image_features
+from mlops_assets.core.data.images import load_digits_dataset
+from mlops_assets.core.serving.feedback import FeedbackItem, FeedbackStore
+from mlops_assets.core.serving.inference_log_writer import InferenceLogWriter
+from mlops_assets.core.serving.prediction_ids import new_prediction_ids
 from mlops_assets.definitions import ASSETS, defs
-from mlops_assets.ml.features import image_features
-from mlops_assets.ml.feedback import FeedbackItem, FeedbackStore
-from mlops_assets.ml.images import load_digits_dataset
-from mlops_assets.ml.inference_log_writer import InferenceLogWriter
-from mlops_assets.ml.prediction_ids import new_prediction_ids
 from sensors.performance_sensors import evaluate_feedback_tick, evaluate_performance_alert_tick
 from testkit.fixtures import make_resources
 

@@ -6,8 +6,8 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from mlops_assets.ml import data_quality as dq
-from mlops_assets.ml.artifacts import (
+from mlops_assets.core.common.storage import publish_built
+from mlops_assets.core.data.artifacts import (
     ArtifactFormatError,
     open_dataset,
     open_split,
@@ -15,9 +15,9 @@ from mlops_assets.ml.artifacts import (
     write_dataset,
     write_splits,
 )
-from mlops_assets.ml.images import ImageDataset, PreprocessSpec, image_hashes, load_digits_dataset
-from mlops_assets.ml.pixel_store import ImageRows, PixelStoreWriter, open_pixel_store
-from mlops_assets.ml.storage import publish_built
+from mlops_assets.core.data.images import ImageDataset, PreprocessSpec, image_hashes, load_digits_dataset
+from mlops_assets.core.data.pixel_store import ImageRows, PixelStoreWriter, open_pixel_store
+from mlops_assets.core.quality import data_quality as dq
 from resources.artifact_store import ArtifactStore
 
 
@@ -158,8 +158,8 @@ def test_an_upgrade_keeps_every_images_split_from_an_old_npz_version(tmp_path):
     (in the new layout) keeps each image where the old version put it, however a fresh deal would go."""
     import dagster as dg
 
-    from mlops_assets.build.data import SPLITS_LINEAGE_POINTER, data_splits, lineage_key, raw_images
-    from mlops_assets.ml.splits import SplitFractions, assign_splits
+    from mlops_assets.build_stage.data import SPLITS_LINEAGE_POINTER, data_splits, lineage_key, raw_images
+    from mlops_assets.core.data.splits import SplitFractions, assign_splits
     from testkit.fixtures import make_resources
 
     resources = make_resources(tmp_path)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from mlops_assets.ml.progress import progress
+from mlops_assets.core.common.progress import progress
 
 
 class Terminal(io.StringIO):

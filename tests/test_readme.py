@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from mlops_assets.deploy.local_stack import http_ok
-from mlops_assets.deploy.processes import process_group, wait_until
+from mlops_assets.infra.local_stack import http_ok
+from mlops_assets.infra.processes import process_group, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"

@@ -5,7 +5,8 @@ import threading
 
 import pytest
 
-from mlops_assets.ml.promotion import (
+from mlops_assets.core.model.signature import signature_differences
+from mlops_assets.core.registry.promotion import (
     COMPARED,
     INCOMPATIBLE,
     NO_PRODUCTION,
@@ -13,14 +14,13 @@ from mlops_assets.ml.promotion import (
     PromotionPolicy,
     decide_promotion,
 )
-from mlops_assets.ml.registry import (
+from mlops_assets.core.registry.registry import (
     ApprovalRequiredError,
     IncompatibleModelError,
     ModelRegistry,
     NotReleasableError,
     RegistryError,
 )
-from mlops_assets.ml.signature import signature_differences
 from mlops_assets.tools.registry_cli import main as registry_cli
 
 NONE = ChampionComparison(NO_PRODUCTION)
@@ -110,7 +110,7 @@ def test_an_absolute_floor_set_higher_still_applies():
 
 
 def test_the_baseline_of_macro_metrics_is_the_constant_answer_s_score():
-    from mlops_assets.ml.promotion import majority_baseline
+    from mlops_assets.core.registry.promotion import majority_baseline
 
     assert majority_baseline("accuracy", [6, 2, 2]) == pytest.approx(0.6)
     assert majority_baseline("macro_recall", [6, 2, 2]) == pytest.approx(1 / 3)

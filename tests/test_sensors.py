@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from mlops_assets.automation import drift_sensor
+from mlops_assets.core.data.features import image_features, with_predictions
+from mlops_assets.core.monitoring.drift import profile_frame
+from mlops_assets.core.monitoring.profile_layout import reference_version, window_version
 from mlops_assets.definitions import defs
-from mlops_assets.ml.drift import profile_frame
-from mlops_assets.ml.features import image_features, with_predictions
-from mlops_assets.ml.profile_layout import reference_version, window_version
 from mlops_assets.tools.simulator import apply_drift
 from resources.alerts import AlertSink, record_alert
 from resources.artifact_store import ArtifactStore
@@ -28,7 +28,7 @@ T0 = datetime(2026, 11, 22, 10, tzinfo=UTC)
 
 @pytest.fixture(scope="module")
 def digits():
-    from mlops_assets.ml.images import load_digits_dataset
+    from mlops_assets.core.data.images import load_digits_dataset
 
     dataset = load_digits_dataset()
     order = np.random.default_rng(0).permutation(len(dataset.labels))
@@ -413,7 +413,7 @@ def test_record_alert_reports_an_unwritable_file(tmp_path):
 
 def test_the_profiling_sensor_leaves_no_window_missing(tmp_path, monkeypatch):
     """Every ended window: profiled already (skipped), with traffic (one run), or without (recorded empty)."""
-    from mlops_assets.ml.inference_log_writer import InferenceLogWriter
+    from mlops_assets.core.serving.inference_log_writer import InferenceLogWriter
     from sensors.profiling_sensor import evaluate_profiling_tick
 
     monkeypatch.setenv("MLOPS_MONITOR_START", (T0 - timedelta(hours=2)).strftime("%Y-%m-%d-%H:%M"))
@@ -437,7 +437,7 @@ def test_the_profiling_sensor_leaves_no_window_missing(tmp_path, monkeypatch):
 
 
 def frame_of_digits(n: int = 150):
-    from mlops_assets.ml.images import load_digits_dataset
+    from mlops_assets.core.data.images import load_digits_dataset
 
     data = load_digits_dataset()
     return with_predictions(image_features(data.images[:n]), [str(v) for v in data.labels[:n]], np.full(n, 0.9))

@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 
 from mlops_assets.automation import rollback_job
-from mlops_assets.deploy.bento import bento, bento_application_test
-from mlops_assets.deploy.bento_server import REPO_ROOT, run_application_test, serve_bento
-from mlops_assets.ml.inference_log import read_window
-from mlops_assets.ml.onnx_model import predict_labels
+from mlops_assets.core.model.onnx_model import predict_labels
+from mlops_assets.core.serving.inference_log import read_window
+from mlops_assets.deploy_stage.bento import bento, bento_application_test
+from mlops_assets.infra.bento_server import REPO_ROOT, run_application_test, serve_bento
 from mlops_assets.refs import EvaluationRef, RegisteredModelRef, SplitsRef
 from resources.artifact_store import ArtifactStore
 from resources.model_registry import ModelRegistryResource
@@ -93,7 +93,7 @@ def test_the_worker_keeps_nothing_per_request_and_its_startup_heap_is_frozen(ser
 @pytest.mark.slow
 def test_predictions_are_recorded_in_the_inference_log(serving_world, dev_server):
     """Every prediction lands in the hour-partitioned Parquet log the drift monitor profiles."""
-    from mlops_assets.ml.inference_log import read_window
+    from mlops_assets.core.serving.inference_log import read_window
 
     with serving_fixtures.client(dev_server) as client:
         before = client.get("/model").json()["inference_log"]["written"]
@@ -271,7 +271,7 @@ def part_files(root: Path) -> dict[str, tuple[int, int]]:
 
 @pytest.mark.slow
 def test_every_prediction_has_an_id_that_its_log_row_carries(serving_world, dev_server):
-    from mlops_assets.ml.prediction_ids import prediction_time
+    from mlops_assets.core.serving.prediction_ids import prediction_time
 
     with serving_fixtures.client(dev_server) as client:
         before = client.get("/model").json()["inference_log"]["written"]
@@ -290,8 +290,8 @@ def test_every_prediction_has_an_id_that_its_log_row_carries(serving_world, dev_
 
 @pytest.mark.slow
 def test_feedback_is_validated_and_stored_beside_the_inference_log(serving_world, dev_server, tmp_path):
-    from mlops_assets.ml.feedback import export_labelled_images, read_feedback
-    from mlops_assets.ml.prediction_ids import new_prediction_ids
+    from mlops_assets.core.serving.feedback import export_labelled_images, read_feedback
+    from mlops_assets.core.serving.prediction_ids import new_prediction_ids
 
     artifacts = serving_world.home.parent / "artifacts"
     names = serving_world.class_names
@@ -458,7 +458,7 @@ def test_rollback_job_moves_production_back(serving_world):
 @pytest.mark.slow
 def test_every_worker_of_a_two_worker_service_answers_and_follows_production(serving_world, tmp_path):
     """Workers = cores by default: each worker process serves, and each follows a promotion by itself."""
-    from mlops_assets.deploy.bento_server import SERVICE_TARGET
+    from mlops_assets.infra.bento_server import SERVICE_TARGET
 
     make_production(serving_world, "v1", "test: two workers")
     env = {"MLOPS_MODEL_NAME": MODEL_NAME, "MLOPS_SERVICE_WORKERS": "2", "MLOPS_POLL_SECONDS": "0.2",

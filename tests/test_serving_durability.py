@@ -14,9 +14,9 @@ import httpx
 import numpy as np
 import pytest
 
-from mlops_assets.deploy.bento_server import SERVICE_TARGET, serve_bento_process
-from mlops_assets.ml.inference_log import read_window
-from mlops_assets.ml.prediction_ids import new_prediction_ids
+from mlops_assets.core.serving.inference_log import read_window
+from mlops_assets.core.serving.prediction_ids import new_prediction_ids
+from mlops_assets.infra.bento_server import SERVICE_TARGET, serve_bento_process
 from tests import serving_fixtures
 from tests.serving_fixtures import AUTH, MODEL_NAME
 

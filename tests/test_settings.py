@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from mlops_assets.ml import settings
-from mlops_assets.ml.settings import SettingError, parse_env_file
+from mlops_assets.core.common import settings
+from mlops_assets.core.common.settings import SettingError, parse_env_file
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -49,7 +49,7 @@ def test_a_new_terminal_in_the_directory_sees_the_settings_file(tmp_path):
     """Any process started where ``.env`` lies (a new terminal, the service, a CLI) reads the same settings,
     and its children inherit them."""
     (tmp_path / ".env").write_text(f"MLOPS_HOME={tmp_path / 'home'}\nMLOPS_PROFILE_CRON=*/5 * * * *\n")
-    probe = ("import subprocess, sys; from mlops_assets.ml import settings; "
+    probe = ("import subprocess, sys; from mlops_assets.core.common import settings; "
              "print(settings.resolve(settings.PROFILE_CRON)); print(settings.resolve(settings.BENTOML_HOME)); "
              "print(subprocess.run([sys.executable, '-c', 'import os; print(os.environ[\"MLOPS_HOME\"])'], "
              "capture_output=True, text=True).stdout.strip())")

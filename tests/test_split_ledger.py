@@ -9,9 +9,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from mlops_assets.build.data import data_splits, raw_images
-from mlops_assets.ml.artifacts import open_split
-from mlops_assets.ml.splits import SPLIT_NAMES
+from mlops_assets.build_stage.data import data_splits, raw_images
+from mlops_assets.core.data.artifacts import open_split
+from mlops_assets.core.data.splits import SPLIT_NAMES
 from resources.artifact_store import ArtifactStore
 from resources.dataset_source import DatasetSource
 from testkit.fixtures import draw_shape_folder
@@ -83,7 +83,7 @@ def test_a_class_folder_absent_for_one_build_keeps_its_splits_when_back(tmp_path
 
 
 def test_the_ledger_round_trips_and_its_digest_names_what_it_remembers(tmp_path):
-    from mlops_assets.ml.artifacts import SplitLedger, read_split_ledger, write_split_ledger
+    from mlops_assets.core.data.artifacts import SplitLedger, read_split_ledger, write_split_ledger
 
     mapping = {"b" * 40: "test", "a" * 40: "train", "c" * 40: "val"}
     ledger = SplitLedger.from_mapping(mapping, SPLIT_NAMES)

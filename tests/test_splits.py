@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from mlops_assets.ml.images import image_hashes, load_digits_dataset
-from mlops_assets.ml.splits import SplitFractions, assign_splits, stratified_split
+from mlops_assets.core.data.images import image_hashes, load_digits_dataset
+from mlops_assets.core.data.splits import SplitFractions, assign_splits, stratified_split
 
 
 @pytest.fixture(scope="module")

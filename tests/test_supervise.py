@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from mlops_assets.deploy.local_stack import make_home
-from mlops_assets.deploy.processes import free_port, wait_until
+from mlops_assets.infra.local_stack import make_home
+from mlops_assets.infra.processes import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -6,9 +6,9 @@ import sys
 import numpy as np
 import pytest
 
-from mlops_assets.ml.images import load_digits_dataset, to_training_scale
-from mlops_assets.ml.pixel_store import ImageRows
-from mlops_assets.ml.train import DeviceBatches, SearchSpace, search_hyperparameters
+from mlops_assets.core.data.images import load_digits_dataset, to_training_scale
+from mlops_assets.core.data.pixel_store import ImageRows
+from mlops_assets.core.model.train import DeviceBatches, SearchSpace, search_hyperparameters
 
 torch = pytest.importorskip("torch")
 
@@ -28,7 +28,7 @@ def count_host_reads(monkeypatch) -> list[str]:
         original = getattr(torch.Tensor, name)
 
         def wrapper(self, *args, _original=original, _name=name, **kwargs):
-            if sys._getframe(1).f_code.co_filename.endswith("mlops_assets/ml/train.py"):
+            if sys._getframe(1).f_code.co_filename.endswith("mlops_assets/core/model/train.py"):
                 calls.append(_name)
             return _original(self, *args, **kwargs)
 

@@ -3,9 +3,9 @@ splits when the data grows, and no incompatible model replacing production as a 
 
 import pytest
 
-from mlops_assets.ml.artifacts import read_split_hashes
-from mlops_assets.ml.images import load_digits_dataset
-from mlops_assets.ml.registry import ModelRegistry
+from mlops_assets.core.data.artifacts import read_split_hashes
+from mlops_assets.core.data.images import load_digits_dataset
+from mlops_assets.core.registry.registry import ModelRegistry
 from mlops_assets.tools.registry_cli import main as registry_cli
 from mlops_assets.tools.simulator import apply_drift, write_labelled_images
 from resources.dataset_source import DatasetSource

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from mlops_assets.deploy.local_stack import (
+from mlops_assets.infra.local_stack import (
     StackHome,
     dagster_daemon,
     dagster_webserver,
@@ -280,7 +280,7 @@ def service_class(path: Path) -> str | None:
 def test_bento_docs_page_lists_the_endpoints(ui_world, page):
     from playwright.sync_api import expect
 
-    from mlops_assets.deploy.bento_server import serve_bento
+    from mlops_assets.infra.bento_server import serve_bento
 
     world, _ = ui_world
     service_file = REPO / "bentos" / "service.py"

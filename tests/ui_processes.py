@@ -1,4 +1,4 @@
-"""What the browser tests add to the local stack (``mlops_assets/deploy/local_stack.py``: the home, the
+"""What the browser tests add to the local stack (``mlops_assets/infra/local_stack.py``: the home, the
 webserver and the daemon as process groups): ``build_job`` and two windows of monitoring run once in the
 stack's home, and headless Debian chromium for Playwright.
 """
@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mlops_assets.deploy.local_stack import StackHome
+from mlops_assets.infra.local_stack import StackHome
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -65,10 +65,10 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import numpy as np
 from mlops_assets.definitions import ASSETS, defs
-from mlops_assets.ml.features import image_features
-from mlops_assets.ml.images import load_digits_dataset
-from mlops_assets.ml.inference_log_writer import InferenceLogWriter
-from mlops_assets.ml.settings import ARTIFACT_ROOT, resolve
+from mlops_assets.core.data.features import image_features
+from mlops_assets.core.data.images import load_digits_dataset
+from mlops_assets.core.serving.inference_log_writer import InferenceLogWriter
+from mlops_assets.core.common.settings import ARTIFACT_ROOT, resolve
 from mlops_assets.tools.simulator import apply_drift
 
 instance = dg.DagsterInstance.get()

@@ -1,7 +1,8 @@
-"""Infrastructure the code location never loads: the run launcher of the production instance.
+"""Infrastructure, apart from the lifecycle's stages: processes that must not outlive their caller, the Bento as a
+process, the local stack, and the Docker run launcher of the production instance.
 
-``mlops_assets/definitions.py`` gathers every module of the stage packages (``build``, ``deploy``, ``monitor``), so
-a module there is paid for at every run, sensor tick and code-server start. The Docker run launcher and its client
-(dagster-docker, docker-py, requests) are needed only by the processes that launch runs, which load it from the
-instance's configuration (deploy/dagster.yaml); it lives here, outside the scanned packages.
+The tools, the test kit and the tests start processes through these modules; of the stages, only the deploy stage
+imports one (``bento_server``, to build and test the Bento). The Docker run launcher and its client (dagster-docker,
+docker-py, requests) are needed only by the processes that launch runs, which load it from the instance's
+configuration (deploy/dagster.yaml): ``mlops_assets/definitions.py`` never imports it.
 """

@@ -15,7 +15,7 @@ from pathlib import Path
 def main() -> int:
     import dagster as dg
 
-    from mlops_assets.build.evaluation import CONFUSION_PNG
+    from mlops_assets.build_stage.evaluation import CONFUSION_PNG
     from mlops_assets.definitions import defs
 
     job = defs.resolve_job_def("build_job")
@@ -72,8 +72,8 @@ def main() -> int:
 
 def production_model():
     """The version the registry names as production (what the service answers with), or None."""
-    from mlops_assets.ml import settings
-    from mlops_assets.ml.registry import ModelRegistry
+    from mlops_assets.core.common import settings
+    from mlops_assets.core.registry.registry import ModelRegistry
 
     registry = ModelRegistry(settings.resolve(settings.BENTOML_HOME), settings.resolve(settings.MODEL_NAME))
     return registry.production() if registry.exists() else None

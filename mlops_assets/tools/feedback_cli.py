@@ -24,8 +24,8 @@ def _day(text: str) -> datetime:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mlops_assets.ml.feedback import export_labelled_images
-    from mlops_assets.ml.settings import ARTIFACT_ROOT, IMAGE_FOLDER, resolve
+    from mlops_assets.core.common.settings import ARTIFACT_ROOT, IMAGE_FOLDER, resolve
+    from mlops_assets.core.serving.feedback import export_labelled_images
 
     parser = argparse.ArgumentParser(prog="mlops-feedback", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)

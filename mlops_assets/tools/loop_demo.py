@@ -34,7 +34,8 @@ from typing import Any
 
 import yaml
 
-from mlops_assets.deploy.local_stack import (
+from mlops_assets.core.common import settings
+from mlops_assets.infra.local_stack import (
     LOCATION,
     REPO,
     REPOSITORY,
@@ -45,8 +46,7 @@ from mlops_assets.deploy.local_stack import (
     make_home,
     skip_community_prompt,
 )
-from mlops_assets.deploy.processes import free_port
-from mlops_assets.ml import settings
+from mlops_assets.infra.processes import free_port
 
 MARKER = ".loop-demo"  # only a directory holding this file is ever wiped by the demo
 TRAFFIC = 300  # images per window (the drift judge needs MLOPS_DRIFT_MIN_ROWS = 100)
@@ -253,7 +253,7 @@ def run_config_file(home: Path) -> Path:
 
 
 def build(stack: StackHome, timeline: Timeline) -> str:
-    from mlops_assets.ml.registry import ModelRegistry
+    from mlops_assets.core.registry.registry import ModelRegistry
 
     say("build_job on the digits image folder (train, export, evaluate, register) and the reference profile")
     log = stack.logs / "build.log"
@@ -272,9 +272,9 @@ def build(stack: StackHome, timeline: Timeline) -> str:
 
 def run_loop(home: Path, ui_port: int, service_port: int, deadline_s: float, linger: bool,
              summary_json: Path | None) -> dict[str, Any]:
-    from mlops_assets.deploy.bento_server import SERVICE_TARGET, serve_bento
-    from mlops_assets.ml.images import load_digits_dataset
-    from mlops_assets.ml.registry import ModelRegistry
+    from mlops_assets.core.data.images import load_digits_dataset
+    from mlops_assets.core.registry.registry import ModelRegistry
+    from mlops_assets.infra.bento_server import SERVICE_TARGET, serve_bento
     from mlops_assets.tools.simulator import apply_drift, write_labelled_images
 
     timeline = Timeline()

@@ -14,11 +14,18 @@ import json
 import sys
 from pathlib import Path
 
-from mlops_assets.ml.registry import ModelRegistry, RegistryError
+from mlops_assets.core.registry.registry import ModelRegistry, RegistryError
 
 
 def _registry(args: argparse.Namespace) -> ModelRegistry:
-    from mlops_assets.ml.settings import BENTOML_HOME, MODEL_NAME, REQUIRE_APPROVAL, is_set, resolve, resolve_flag
+    from mlops_assets.core.common.settings import (
+        BENTOML_HOME,
+        MODEL_NAME,
+        REQUIRE_APPROVAL,
+        is_set,
+        resolve,
+        resolve_flag,
+    )
 
     # this shell's setting only seeds a registry without a stored policy; unset, it has no say at all
     setting = resolve_flag(REQUIRE_APPROVAL) if is_set(REQUIRE_APPROVAL) else None
@@ -72,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     registry = _registry(args)
     if not registry.exists():
-        from mlops_assets.ml.settings import BENTOML_HOME, is_set
+        from mlops_assets.core.common.settings import BENTOML_HOME, is_set
 
         source = "--home" if args.home else f"${BENTOML_HOME}" if is_set(BENTOML_HOME) else (
             f"the default, ./.mlops/bentoml under {Path.cwd()}")

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from mlops_assets.ml.images import to_training_scale
+from mlops_assets.core.data.images import to_training_scale
 
 DRIFT_KINDS = ("none", "brightness", "noise", "rotation", "invert", "class_prior")
 PREDICT_PATH = "/classify"
@@ -105,7 +105,7 @@ def apply_drift(
 # -- data -------------------------------------------------------------------------------------
 def load_test_split(splits_dir: str | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """uint8 test images, labels and class names: of ``splits_dir``, or of the production model."""
-    from mlops_assets.ml.artifacts import open_split, read_manifest
+    from mlops_assets.core.data.artifacts import open_split, read_manifest
 
     if splits_dir is None:
         splits_dir = str(_production_splits_dir())
@@ -114,8 +114,8 @@ def load_test_split(splits_dir: str | None = None) -> tuple[np.ndarray, np.ndarr
 
 
 def _production_splits_dir() -> Path:
-    from mlops_assets.ml.registry import ModelRegistry
-    from mlops_assets.ml.settings import ARTIFACT_ROOT, BENTOML_HOME, MODEL_NAME, resolve
+    from mlops_assets.core.common.settings import ARTIFACT_ROOT, BENTOML_HOME, MODEL_NAME, resolve
+    from mlops_assets.core.registry.registry import ModelRegistry
 
     production = ModelRegistry(resolve(BENTOML_HOME), resolve(MODEL_NAME)).production()
     if production is None:
@@ -131,7 +131,7 @@ def write_labelled_images(
     folder: str | Path, images: np.ndarray, labels: np.ndarray, class_names: list[str], prefix: str
 ) -> int:
     """PNG files in ``folder/<class>/``: new labelled images for the image-folder source."""
-    from mlops_assets.ml.images import write_png
+    from mlops_assets.core.data.images import write_png
 
     for i, (img, label) in enumerate(zip(images, labels, strict=True)):
         write_png(Path(folder) / class_names[int(label)] / f"{prefix}_{i:05d}.png", img)
@@ -246,14 +246,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.sample_image:
         from PIL import Image
 
-        from mlops_assets.ml.images import load_digits_dataset
+        from mlops_assets.core.data.images import load_digits_dataset
 
         digits = load_digits_dataset()
         Image.fromarray(digits.images[0][0]).save(args.sample_image, format="PNG")
         print(json.dumps({"image": args.sample_image, "label": digits.class_names[int(digits.labels[0])]}))
         return 0
     if args.export_digits:
-        from mlops_assets.ml.images import load_digits_dataset
+        from mlops_assets.core.data.images import load_digits_dataset
 
         digits = load_digits_dataset()
         n = write_labelled_images(args.export_digits, digits.images, digits.labels, digits.class_names, "digit")
@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     except (SimulatorError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from mlops_assets.ml.settings import API_TOKEN, resolve
+    from mlops_assets.core.common.settings import API_TOKEN, resolve
 
     token = resolve(API_TOKEN) if args.token is None else args.token
     report: dict[str, Any] = {"drift": args.drift, "severity": args.severity}

@@ -1,1 +1,0 @@
-"""Build: labelled images → splits (checked) → model → ONNX → evaluation → registry, one module per stage."""

@@ -1,0 +1,166 @@
+"""The rules that protect a release, as pure functions of the registry's pointer record.
+
+The registry (``mlops_assets.core.registry.registry``) owns the pointer file and calls these under its lock; nothing
+here reads or writes a file. Keeping the rules apart from the I/O is what lets every path (CLI, jobs, run config, the
+gate, rollback) obey the same ones: there is no second copy to drift.
+
+The rules:
+
+- **The policy lives in the store.** ``require_approval`` is stored in the pointer record, seeded once (and
+  recorded as seeded) from the first writing process's ``MLOPS_REQUIRE_APPROVAL``, and changed only by an
+  explicit, recorded command. A process configured otherwise is told so and obeys the store.
+- **Rejected means never serves** until a new explicit approval of a fresh comparison.
+- **Withdrawn means withdrawn**: a version rolled back (or rejected while in production) is never promoted by a
+  build; only an explicit reinstate brings it back, and approval still applies.
+- **An approval names the production version it was compared with**: it is valid only while that version is
+  still in production, so an approval can neither go stale nor be used over another production version.
+- **Rollback returns only to a version that may serve**: not rejected, not withdrawn and, with approval required,
+  one a reviewer approved or one released while the stored policy did not require approval.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+AWAITING, APPROVED, REJECTED = "awaiting", "approved", "rejected"  # the states of a review record
+RELEASES = ("promote", "approve", "rollback", "reinstate", "reject")  # event actions that can set production
+
+
+@dataclass(frozen=True)
+class ReleasePolicy:
+    """The approval policy in force for one registry: the stored one, or (before anything was stored) the one the
+    first write will seed."""
+
+    require_approval: bool
+    stored: bool
+    set_by: str = ""
+    set_at: str = ""
+    reason: str = ""
+
+    def describe(self) -> str:
+        state = "required" if self.require_approval else "not required"
+        if not self.stored:
+            return f"approval before release {state} (not stored yet: seeded by the first write to the registry)"
+        return f"approval before release {state} (set by {self.set_by} at {self.set_at[:19]}: {self.reason})"
+
+
+def stored_policy(pointer: dict[str, Any], process_setting: bool | None) -> ReleasePolicy:
+    """The policy the registry enforces: the stored one; with none stored yet, what this process would seed."""
+    policy = pointer.get("policy")
+    if policy is None:
+        return ReleasePolicy(bool(process_setting), stored=False)
+    return ReleasePolicy(bool(policy["require_approval"]), True, policy.get("set_by", ""), policy.get("set_at", ""),
+                         policy.get("reason", ""))
+
+
+def seeded_policy(process_setting: bool | None, actor: str, at: str,
+                  current: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The policy record and its event for a store that has none: seeded from the first writer's setting."""
+    value = bool(process_setting)
+    source = ("MLOPS_REQUIRE_APPROVAL of the first process that wrote to this registry"
+              if process_setting is not None else "the default (no MLOPS_REQUIRE_APPROVAL in the first writer)")
+    reason = f"seeded from {source}"
+    record = {"require_approval": value, "set_by": actor, "set_at": at, "reason": reason, "seeded": True}
+    return record, policy_event(value, None, actor, at, reason, current)
+
+
+def policy_event(value: bool, before: bool | None, actor: str, at: str, reason: str,
+                 current: str | None) -> dict[str, Any]:
+    """A policy change, recorded like a transition that leaves production where it is."""
+    return {"at": at, "action": "policy", "require_approval": value, "was": before, "actor": actor,
+            "reason": reason, "from": current, "to": current}
+
+
+def policy_conflict(policy: ReleasePolicy, process_setting: bool | None, where: str) -> str | None:
+    """What to tell a process whose own setting disagrees with the stored policy (None: they agree)."""
+    if not policy.stored or process_setting is None or bool(process_setting) == policy.require_approval:
+        return None
+    mine = "on" if process_setting else "off"
+    return (f"{where} sets require_approval {mine}, but the registry's stored policy is: {policy.describe()}. "
+            "The registry's policy applies; change it with `mlops-registry policy --require-approval on|off "
+            "--by NAME --reason ...` (recorded)")
+
+
+def withdrawal(pointer: dict[str, Any], version: str) -> dict[str, Any] | None:
+    return pointer.get("withdrawn", {}).get(version)
+
+
+def review_of(pointer: dict[str, Any], version: str) -> dict[str, Any] | None:
+    return pointer.get("reviews", {}).get(version)
+
+
+def fresh_approval(pointer: dict[str, Any], version: str) -> bool:
+    """Approved by a reviewer against the version that is in production now."""
+    review = review_of(pointer, version)
+    return bool(review) and review["state"] == APPROVED and \
+        review.get("production_at_request") == pointer.get("current")
+
+
+def released_without_approval_requirement(pointer: dict[str, Any], version: str) -> bool:
+    """Whether ``version`` reached production while the stored policy did not require approval. Events written
+    before the policy was stored carry no such field: those count only for a version that was never under review
+    (a version that was awaiting a reviewer and reached production anyway bypassed the review)."""
+    for event in pointer.get("events", []):
+        if event.get("to") != version or event.get("action") not in RELEASES or event.get("from") == version:
+            continue
+        if event.get("approval_required") is False:
+            return True
+        if "approval_required" not in event and review_of(pointer, version) is None:
+            return True
+    return False
+
+
+def may_serve_again(pointer: dict[str, Any], version: str, require_approval: bool) -> bool:
+    """Whether rollback (or a rejection of production) may return production to ``version``."""
+    review = review_of(pointer, version)
+    if withdrawal(pointer, version) or (review and review["state"] == REJECTED):
+        return False
+    if not require_approval:
+        return True
+    return bool(review and review["state"] == APPROVED) or released_without_approval_requirement(pointer, version)
+
+
+def rollback_target(pointer: dict[str, Any], require_approval: bool, leaving: str | None) -> str | None:
+    """The most recent earlier production version that may serve again (never ``leaving``)."""
+    for version in reversed(pointer.get("history", [])):
+        if version != leaving and may_serve_again(pointer, version, require_approval):
+            return version
+    return None
+
+
+def why_not_releasable(pointer: dict[str, Any], version: str) -> str | None:
+    """Why no promotion (gate, CLI, job) may put ``version`` in production, whatever the policy (None: it may)."""
+    review = review_of(pointer, version)
+    if review and review["state"] == REJECTED:
+        return (f"it was rejected by {review['reviewed_by']} ({review['review_reason']}); a rejected version serves "
+                f"only after a new explicit approval: compare it with today's production (compare_model_job, "
+                f"version {version}), then `mlops-registry approve {version} --by NAME --reason ...`")
+    withdrawn = withdrawal(pointer, version)
+    if withdrawn:
+        return (f"it was withdrawn from production by {withdrawn['by']} at {withdrawn['at'][:19]} "
+                f"({withdrawn['reason']}); "
+                f"no build or promotion brings it back: `mlops-registry reinstate {version} --by NAME --reason ...` "
+                "does, explicitly (approval still applies)")
+    return None
+
+
+def approval_state(pointer: dict[str, Any], version: str) -> str:
+    """Where ``version`` stands with its reviewers, in words a person can act on."""
+    review = review_of(pointer, version)
+    if not review:
+        return "not approved (no approval was requested for it)"
+    current = pointer.get("current")
+    if review["state"] == AWAITING:
+        if review.get("production_at_request") != current:
+            return (f"awaiting approval of a comparison with {review.get('production_at_request')}, but production "
+                    f"is now {current}: compare it again (compare_model_job, version {version}), then approve")
+        return (f"awaiting approval since {review['requested_at'][:19]}: approve it with "
+                f"`mlops-registry approve {version} --by NAME --reason ...` or review_model_job")
+    if review["state"] == REJECTED:
+        return f"rejected by {review['reviewed_by']} ({review['review_reason']})"
+    if review.get("production_at_request") != current:
+        return (f"approved by {review['reviewed_by']} against production {review.get('production_at_request')}, "
+                f"but production is now {current}: the approval is stale; compare it again (compare_model_job, "
+                f"version {version}), then approve")
+    return f"approved by {review['reviewed_by']}"

@@ -1,1 +1,0 @@
-"""Deploy: the Bento of the production model, its application test, and rollback."""

@@ -1,0 +1,150 @@
+"""Deploy stage: the Bento of the production model, and its application test (the release gate).
+
+- ``bento``: ``bentoml build`` of ``bentos/`` pinned (Bento argument ``model_tag``) to the production
+  version that ``registered_model`` left in place.
+- ``bento_application_test`` (blocking check on ``bento``): the built Bento as a real server on a free
+  local port; the whole test split over HTTP with BentoML's client; its predictions must equal the
+  offline ONNX predictions (and its accuracy the evaluation report's, for the same version).
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+from mlops_assets.core.common import settings
+from mlops_assets.core.model.onnx_model import predict_labels
+from mlops_assets.infra.bento_server import build_bento, directory_size, run_application_test, serve_bento
+from mlops_assets.refs import EvaluationRef, RegisteredModelRef, SplitsRef
+from resources.artifact_store import ArtifactStore
+from resources.model_registry import ModelRegistryResource
+from resources.service_auth import ServiceAuth
+
+
+@dataclass(frozen=True)
+class BentoRef:
+    tag: str
+    path: str
+    model_tag: str
+    model_version: str
+    size_bytes: int
+    splits_path: str
+    splits_version: str
+    evaluation_onnx_version: str
+    evaluation_accuracy: float
+
+
+@dg.asset(
+    kinds={"bentoml"},
+    code_version="1",
+    description=(
+        "`bentoml build` of bentos/service.py pinned to the production model version: the deployable "
+        "service (adaptive batching, upload preprocessing, /model, live production following)."
+    ),
+)
+def bento(
+    context: dg.AssetExecutionContext,
+    registered_model: RegisteredModelRef,
+    evaluation_report: EvaluationRef,
+    data_splits: SplitsRef,
+    model_registry: ModelRegistryResource,
+    artifact_store: ArtifactStore,
+) -> dg.MaterializeResult[BentoRef]:
+    registry = model_registry.registry()
+    if not registered_model.production_version:
+        raise dg.Failure(
+            description=f"no production version of {registry.model_name} to build a Bento from: "
+            f"{registered_model.version} was not promoted ({registered_model.reason})",
+        )
+    model = registry.get(registered_model.production_version)
+    tag, path = build_bento(registry.home, model.tag, artifact_store.root_path)
+    size = directory_size(path)
+    model_size = directory_size(Path(model.path))
+    context.log.info(f"built {tag} serving {model.tag}")
+    return dg.MaterializeResult(
+        value=BentoRef(
+            tag=tag, path=str(path), model_tag=model.tag, model_version=model.version, size_bytes=size,
+            splits_path=data_splits.path, splits_version=data_splits.version,
+            evaluation_onnx_version=evaluation_report.onnx_version,
+            evaluation_accuracy=float(evaluation_report.metrics["accuracy"]),
+        ),
+        data_version=dg.DataVersion(tag.split(":", 1)[1]),
+        metadata={
+            "bento_tag": tag,
+            "model_tag": model.tag,
+            "size_bytes": size,
+            "model_size_bytes": model_size,
+            "bento_path": dg.MetadataValue.path(str(path)),
+            "splits_version": model.labels.get("splits_version", ""),
+            "dataset_version": model.labels.get("dataset_version", ""),
+            "inference_log": dg.MetadataValue.path(str(artifact_store.root_path / "inference_log")),
+            "candidate_promoted": registered_model.promoted,
+            "serve": dg.MetadataValue.md(
+                f"`BENTOML_HOME={registry.home} bentoml serve {tag} --host 127.0.0.1 --port 3000`"
+            ),
+        },
+    )
+
+
+class ApplicationTestConfig(dg.Config):
+    concurrency: int = Field(default=4, description="Requests in flight at once (exercises batching).")
+    ready_timeout_s: float = Field(default=120.0, description="How long the server may take to start.")
+
+
+@dg.asset_check(
+    asset=bento,
+    blocking=True,
+    description=(
+        "The built Bento as a real server: the whole test split over HTTP (BentoML client, one image per "
+        "request) must give the offline predictions, hence the offline accuracy; p50/p99 latency."
+    ),
+)
+def bento_application_test(
+    context: dg.AssetCheckExecutionContext, config: ApplicationTestConfig, bento: BentoRef,
+    model_registry: ModelRegistryResource, service_auth: ServiceAuth,
+) -> dg.AssetCheckResult:
+    from mlops_assets.core.data.artifacts import read_split
+
+    registry = model_registry.registry()
+    x_test, y_test = read_split(bento.splits_path, "test")
+    expected = predict_labels(registry.get(bento.model_version).onnx_path, x_test)
+    log = registry.home / "logs" / f"application_test_{bento.tag.replace(':', '_')}.log"
+    # Test traffic is not production traffic: keep it out of the inference log the drift monitor reads.
+    # The server protects its endpoints as production does (MLOPS_API_TOKEN), and the test sends the token.
+    test_env = {settings.FOLLOW_PRODUCTION: "0", settings.INFERENCE_LOG: "0",
+                settings.API_TOKEN: service_auth.api_token}
+    with serve_bento(bento.tag, registry.home, log, env=test_env,
+                     cwd=Path(bento.path).parent, ready_timeout_s=config.ready_timeout_s) as url:
+        result = run_application_test(url, x_test, y_test, concurrency=config.concurrency,
+                                      token=service_auth.api_token)
+    mismatches = int((result["predictions"] != expected).sum())
+    offline_accuracy = float((expected == y_test).mean())
+    same_version = bento.evaluation_onnx_version == bento.model_version
+    problems = []
+    if mismatches:
+        problems.append(f"{mismatches} of {len(y_test)} predictions differ from the offline ONNX model")
+    if result["model_versions"] != [bento.model_version]:
+        problems.append(f"answered by {result['model_versions']}, expected only {bento.model_version}")
+    if same_version and abs(result["accuracy"] - bento.evaluation_accuracy) > 1e-12:
+        problems.append(
+            f"served accuracy {result['accuracy']:.4f} ≠ evaluation report {bento.evaluation_accuracy:.4f}"
+        )
+    context.log.info(f"application test of {bento.tag}: accuracy {result['accuracy']:.4f}, "
+                     f"p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms")
+    return dg.AssetCheckResult(
+        passed=not problems,
+        metadata={
+            "reason": "; ".join(problems) or "served predictions equal the offline predictions",
+            "served_accuracy": result["accuracy"],
+            "offline_accuracy": offline_accuracy,
+            "evaluation_accuracy": bento.evaluation_accuracy if same_version else "other version",
+            "mismatched_predictions": mismatches,
+            "n_requests": result["n_requests"],
+            "p50_latency_ms": result["p50_ms"],
+            "p99_latency_ms": result["p99_ms"],
+            "served_model": bento.model_tag,
+            "token_required": bool(service_auth.api_token),
+            "server_log": dg.MetadataValue.path(str(log)),
+        },
+    )

@@ -1,0 +1,140 @@
+"""Monitor stage: accuracy and bias on labelled production traffic, per window and model version.
+
+``production_performance`` is partitioned like the profiles: a window's partition joins the predictions made in
+it with the feedback received on them (:mod:`mlops_assets.core.serving.feedback`) and measures each model version that
+answered (:mod:`mlops_assets.core.monitoring.performance`). Labels arrive after the predictions, so ``feedback_sensor``
+materialises a window again whenever new feedback on it arrives; its figures are numeric metadata, which the
+asset's Plots draw over time. Its check ``within_thresholds`` (non-blocking) fails on a breach; the person is
+alerted by ``performance_alert_sensor``, once per episode.
+"""
+
+from datetime import UTC
+from typing import Any
+
+import dagster as dg
+
+from mlops_assets.core.common.markdown import markdown_table
+from mlops_assets.core.monitoring.profile_layout import window_label, window_version
+from mlops_assets.monitor_stage.profiles import MONITOR_CODE_VERSION
+from mlops_assets.monitor_stage.windows import profile_partitions
+from resources.artifact_store import ArtifactStore
+from resources.model_registry import ModelRegistryResource
+from resources.performance_policy import PerformancePolicy
+
+CHECK = "within_thresholds"
+
+
+def class_names_of(model_registry: ModelRegistryResource, versions: list[str]) -> dict[str, list[str]]:
+    """Each version's classes in order, from the registry (a version it does not know: left out)."""
+    from mlops_assets.core.registry.registry import RegistryError
+
+    registry, names = model_registry.registry(), {}
+    for version in versions:
+        try:
+            names[version] = [str(c) for c in registry.get(version).metadata.get("class_names") or []]
+        except RegistryError:
+            continue
+    return names
+
+
+def performance_metadata(results, window: str, predictions: int, labelled: int, feedback_files: int,
+                         thresholds) -> dict[str, Any]:
+    """What the asset page shows; every figure numeric so the Plots draw it per window."""
+    from mlops_assets.core.monitoring.performance import ALL_VERSIONS
+
+    overall = results[-1] if results else None
+    metadata: dict[str, Any] = {
+        "window": window,
+        "predictions": predictions,
+        "labelled": labelled,
+        "labelled_share": labelled / predictions if predictions else 0.0,
+        "feedback_files": feedback_files,
+        "thresholds": thresholds.describe(),
+        "status": "; ".join(r.reason for r in results if r.breaches) or (
+            "within thresholds" if any(r.judged for r in results) else
+            "; ".join(r.reason for r in results) or "no prediction in this window"),
+        "n_breaches": sum(len(r.breaches) for r in results if r.model_version != ALL_VERSIONS),
+        "verdicts": dg.MetadataValue.json([{
+            "model_version": r.model_version, "judged": r.judged, "breaches": r.breaches, "labelled": r.labelled,
+            "accuracy": r.accuracy, "recall_gap": r.recall_gap, "worst_class": r.worst_class,
+            "best_class": r.best_class} for r in results]),
+        "versions": dg.MetadataValue.md(markdown_table(
+            ["model version", "predictions", "labelled", "accuracy", "macro precision", "macro recall",
+             "worst recall gap", "judged"],
+            [[r.model_version, r.predictions, r.labelled, _figure(r.accuracy), _figure(r.macro_precision),
+              _figure(r.macro_recall),
+              f"{r.recall_gap:.3f} ('{r.worst_class}' vs '{r.best_class}')" if r.recall_gap is not None else "—",
+              "breach" if r.breaches else "yes" if r.judged else "too few labels"] for r in results],
+        )),
+    }
+    if overall is not None and overall.accuracy is not None:
+        for name in ("accuracy", "macro_precision", "macro_recall", "recall_gap"):
+            value = getattr(overall, name)
+            if value is not None:
+                metadata[name if name != "recall_gap" else "worst_recall_gap"] = float(value)
+        metadata["per_class"] = dg.MetadataValue.md(markdown_table(
+            ["class", "precision", "recall", "labelled"],
+            [[row["class"], row["precision"], row["recall"], row["support"]] for row in overall.per_class]))
+        for row in overall.per_class:
+            metadata[f"precision/{row['class']}"] = float(row["precision"])
+            metadata[f"recall/{row['class']}"] = float(row["recall"])
+    for r in results:
+        if r.model_version != ALL_VERSIONS and r.accuracy is not None:
+            metadata[f"version/{r.model_version}/labelled"] = r.labelled
+            metadata[f"version/{r.model_version}/accuracy"] = float(r.accuracy)
+            if r.recall_gap is not None:
+                metadata[f"version/{r.model_version}/worst_recall_gap"] = float(r.recall_gap)
+    return metadata
+
+
+def _figure(value: float | None) -> str:
+    return f"{value:.3f}" if value is not None else "—"
+
+
+@dg.asset(
+    kinds={"pandas"},
+    code_version=MONITOR_CODE_VERSION,
+    partitions_def=profile_partitions(),
+    deps=["registered_model"],  # the model versions it measures, and their classes, come from the registry
+    check_specs=[dg.AssetCheckSpec(
+        CHECK, asset="production_performance",
+        description="Accuracy and recall gap of each model version within the thresholds (performance_policy); "
+                    "fails as a warning on a breach, with the sentence a product owner reads.",
+    )],
+    description=(
+        "Per window of served traffic: accuracy, macro and per-class precision/recall and the worst recall gap "
+        "of each model version on the predictions that received feedback (true labels), with how many did. "
+        "Materialised again by feedback_sensor as labels arrive; breaches alert a person once per episode."
+    ),
+)
+def production_performance(
+    context: dg.AssetExecutionContext,
+    artifact_store: ArtifactStore,
+    model_registry: ModelRegistryResource,
+    performance_policy: PerformancePolicy,
+) -> dg.MaterializeResult:
+    from mlops_assets.core.monitoring.performance import ALL_VERSIONS, measure_window
+    from mlops_assets.core.serving.feedback import FEEDBACK_KIND, labelled_predictions
+    from mlops_assets.core.serving.inference_log import window_part_files
+
+    time_window = context.partition_time_window
+    start, end = time_window.start.astimezone(UTC), time_window.end.astimezone(UTC)
+    window = window_label(window_version(start))
+    thresholds = performance_policy.thresholds()
+    labelled, per_version = labelled_predictions(artifact_store.root_path, start, end)
+    results = measure_window(labelled, per_version, class_names_of(model_registry, list(per_version)),
+                             thresholds, window)
+    feedback_files = len(window_part_files(artifact_store.root_path, start, end, FEEDBACK_KIND))
+    metadata = performance_metadata(results, window, sum(per_version.values()), len(labelled), feedback_files,
+                                    thresholds)
+    breaches = [text for r in results if r.model_version != ALL_VERSIONS for text in r.breaches.values()]
+    context.log.info(metadata["status"])
+    return dg.MaterializeResult(
+        metadata=metadata,
+        check_results=[dg.AssetCheckResult(
+            check_name=CHECK, passed=not breaches, severity=dg.AssetCheckSeverity.WARN,
+            metadata={"breaches": dg.MetadataValue.md("\n\n".join(breaches) or "none"), "window": window,
+                      "labelled": len(labelled)},
+        )],
+    )
+

@@ -1,0 +1,87 @@
+"""One window's drift verdict, as the UI shows it: judged once, recorded as ``drift_report``'s materialization for
+that window (by the drift sensor as it judges, or by materialising the partition), with its figures as numeric
+metadata so the asset's Plots draw drift per window over time, and its report files versioned by window and
+reference (a window judged again against a new reference gets a new record, never an overwrite)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from mlops_assets.core.monitoring.profile_layout import ProfileStore, window_label
+from mlops_assets.metadata import short_hash
+from mlops_assets.monitor_stage.windows import partition_key
+from resources.artifact_store import ArtifactStore
+
+
+def judge_window(profiles: ProfileStore, window: str, reference_view, thresholds):
+    """The verdict on one profiled window against the reference (too few rows: a verdict that says so)."""
+    from mlops_assets.core.monitoring.drift import evaluate_drift, too_little_data
+
+    n_rows = int(profiles.summary(window).get("n_rows", -1))
+    if 0 <= n_rows < thresholds.min_rows:  # no need to open the profile
+        return too_little_data(window_label(window), n_rows, thresholds)
+    return evaluate_drift(profiles.read(window), reference_view, window_label(window), thresholds)
+
+
+def publish_report(artifact_store: ArtifactStore, verdict, window: str, reference: str, reference_view,
+                   html: bool) -> Path:
+    """drift.md, drift.json and (when ``html``) whylogs' HTML report, under reports/<window, reference>.
+
+    whylogs renders its HTML report in about a second, fifty times the cost of judging the window, so the
+    sensor writes it for drifted windows only; materialising a window's partition always writes it."""
+    from mlops_assets.core.monitoring.drift import write_html_report
+
+    version = f"drift-{window.removeprefix('window-')}-{short_hash(reference, vars(verdict.thresholds))[:8]}"
+
+    def build(directory: Path) -> None:
+        (directory / "drift.md").write_text(f"# Drift: {verdict.reason}\n\n{verdict.markdown()}\n")
+        (directory / "drift.json").write_text(
+            json.dumps({**verdict.as_dict(), "window_version": window, "reference": reference}, indent=2, default=str)
+        )
+        if html and verdict.enough_data:
+            write_html_report(artifact_store.profiles().read(window), reference_view, directory / "drift.html")
+
+    return artifact_store.publish("reports", version, build)
+
+
+def verdict_metadata(verdict, window: str, reference: str, report: Path) -> dict[str, Any]:
+    """What the asset page shows for one window; every figure numeric, so it is plotted over time."""
+    metadata: dict[str, Any] = {
+        "window": window_label(window),
+        "reason": verdict.reason,
+        "drift_share": float(verdict.drift_share),
+        "is_drift": bool(verdict.is_drift),
+        "enough_data": bool(verdict.enough_data),
+        "n_rows": int(verdict.n_rows),
+        "n_drifted_features": len(verdict.drifted_features),
+        "reference": reference,
+        "thresholds": verdict.thresholds.describe(),
+        "features": dg.MetadataValue.md(verdict.markdown() if verdict.features else verdict.reason),
+        "report_path": dg.MetadataValue.path(str(report)),
+    }
+    for feature in verdict.features:
+        if feature.distance is not None:
+            metadata[f"hellinger/{feature.column}"] = float(feature.distance)
+        if feature.p_value is not None:
+            metadata[f"p_value/{feature.column}"] = float(feature.p_value)
+    html = report / "drift.html"
+    if html.is_file():
+        metadata["html_report"] = dg.MetadataValue.path(str(html))
+        metadata["html_report_url"] = dg.MetadataValue.url(html.as_uri())
+    elif verdict.enough_data:
+        metadata["html_report"] = "written for drifted windows; materialise this partition to write it"
+    return metadata
+
+
+def record_verdict(artifact_store: ArtifactStore, verdict, window: str, reference: str,
+                   reference_view) -> dg.AssetMaterialization:
+    """The verdict as drift_report's materialization of the window's partition (what the sensor emits)."""
+    report = publish_report(artifact_store, verdict, window, reference, reference_view, html=verdict.is_drift)
+    return dg.AssetMaterialization(
+        asset_key="drift_report", partition=partition_key(window),
+        description=verdict.reason, metadata=verdict_metadata(verdict, window, reference, report),
+    )
