@@ -4,9 +4,10 @@ A schedule profiles only the window that just ended: windows from before the dae
 down, stayed "Missing" in the UI forever, indistinguishable from a failure to profile. This sensor works from
 its cursor (the last window it handled) through every window that has ended since (oldest first, a bounded
 number per tick): a window with logged predictions gets one ``profile_inference_log_job`` run
-(``run_key = profile-<window>``, so a retried tick launches it once); a window without any is recorded as an
-``inference_profiles`` materialization with ``n_rows = 0``, at no cost. So "Missing" means a window that
-should have been profiled and was not (yet).
+(``run_key = profile-<window>``, so a retried tick launches it once); a window without any (no part file whose
+name's time span overlaps it: a sub-hour window shares its hour's files) is recorded as an ``inference_profiles``
+materialization with ``n_rows = 0``, at no cost, and starts no run (on the Docker stack, no container). So "Missing"
+means a window that should have been profiled and was not (yet).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def grace() -> timedelta:
 
 
 def evaluate_profiling_tick(cursor: str | None, artifact_store: ArtifactStore, now: datetime) -> dg.SensorResult:
-    from mlops_assets.core.serving.inference_log import window_part_files  # pandas: not at code-location load
+    from mlops_assets.core.serving.inference_log import window_may_hold_rows  # pandas: not at code-location load
 
     partitions = profile_partitions()
     ended = [key for key in partitions.get_partition_keys(current_time=now - grace()) if cursor is None or key > cursor]
@@ -44,7 +45,7 @@ def evaluate_profiling_tick(cursor: str | None, artifact_store: ArtifactStore, n
         window = partitions.time_window_for_partition_key(key)
         if profiles.exists(window_version(window.start)):
             continue
-        if window_part_files(artifact_store.root_path, window.start, window.end):
+        if window_may_hold_rows(artifact_store.root_path, window.start, window.end):
             runs.append(dg.RunRequest(partition_key=key, run_key=f"profile-{key}", tags={RUN_KIND_TAG: "monitoring"}))
         else:
             empty.append(dg.AssetMaterialization(

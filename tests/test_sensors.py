@@ -436,6 +436,26 @@ def test_the_profiling_sensor_leaves_no_window_missing(tmp_path, monkeypatch):
     assert again.skip_reason.skip_message == "no window has ended since 2026-11-22-11:00"
 
 
+def test_a_sub_hour_window_without_traffic_starts_no_run_though_its_hour_has_log_files(tmp_path, monkeypatch):
+    """Issue 32: with 15-minute windows, traffic at 10:05 is one run (10:00); 10:15, 10:30 and 10:45 share its
+    hour's directory but hold none of its rows: recorded empty, no run (a container on the Docker stack)."""
+    from mlops_assets.core.serving.inference_log_writer import InferenceLogWriter
+    from sensors.profiling_sensor import evaluate_profiling_tick
+
+    monkeypatch.setenv("MLOPS_MONITOR_START", T0.strftime("%Y-%m-%d-%H:%M"))
+    monkeypatch.setenv("MLOPS_PROFILE_CRON", "*/15 * * * *")
+    store = ArtifactStore(root=str(tmp_path / "artifacts"))
+    with InferenceLogWriter(store.root_path, flush_interval_s=0.05, clock=lambda: T0 + timedelta(minutes=5)) as log:
+        rows = frame_of_digits(20)
+        log.log(rows.drop(columns=["predicted_class", "confidence"]), rows["predicted_class"].tolist(),
+                rows["confidence"].to_numpy(), MODEL)
+        assert log.flush()
+    tick = evaluate_profiling_tick(None, store, T0 + timedelta(hours=1, minutes=1))
+    assert [r.partition_key for r in tick.run_requests] == [T0.strftime("%Y-%m-%d-%H:%M")]
+    assert [e.partition for e in tick.asset_events] == [
+        (T0 + timedelta(minutes=m)).strftime("%Y-%m-%d-%H:%M") for m in (15, 30, 45)]
+
+
 def frame_of_digits(n: int = 150):
     from mlops_assets.core.data.images import load_digits_dataset
 

@@ -107,6 +107,19 @@ def window_part_files(artifact_root: str | Path, start: datetime, end: datetime,
     return files
 
 
+def window_may_hold_rows(artifact_root: str | Path, start: datetime, end: datetime,
+                         dataset: str = LOG_KIND) -> bool:
+    """Whether any part file can hold a row with ``start <= timestamp < end``: its name's span overlaps the window
+    (a name without a span counts as overlapping). A directory listing, nothing read: an hour's files serve
+    several sub-hour windows, and a window whose hour has files but none of its rows needs no profiling run."""
+    first_ms, end_ms = epoch_ms(start), epoch_ms(end)
+    for path in window_part_files(artifact_root, start, end, dataset):
+        span = part_span(path)
+        if span is None or (span[0] < end_ms and span[1] >= first_ms):
+            return True
+    return False
+
+
 def partition_hours(artifact_root: str | Path, start: datetime, end: datetime,
                     dataset: str = LOG_KIND) -> list[datetime]:
     """The UTC hours overlapping [start, end) that have a partition of ``dataset``, oldest first (a listing)."""
