@@ -1,11 +1,9 @@
 """The import contract that keeps the house readable: arrows point down into the pure core, settings are read in
-one module, BentoML's private APIs are used in one module, tests and benchmarks share a kit, not each other."""
+one module, BentoML's and Dagster's private APIs are each used in one module, tests and benchmarks share a kit, not
+each other."""
 
 import ast
-import importlib.util
 from pathlib import Path
-
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PRODUCT = ["mlops_assets", "resources", "sensors", "bentos"]
@@ -63,15 +61,32 @@ def test_the_product_does_not_import_the_test_kit():
     assert {k: v for k, v in offending.items() if v} == {}
 
 
-@pytest.mark.parametrize("old", [
-    "mlops_assets.data", "mlops_assets.validation", "mlops_assets.training", "mlops_assets.packaging",
-    "mlops_assets.evaluation", "mlops_assets.registration", "mlops_assets.serving", "mlops_assets.monitoring",
-    "mlops_assets.jobs", "mlops_assets.resources_config", "mlops_assets.demo", "mlops_assets.simulator",
-    "mlops_assets.registry_cli", "mlops_assets.ml.processes", "resources.settings", "tests.topology_processes",
-    "tests.loop_scenario", "mlops_assets.deploy.docker_launcher",
-])
-def test_old_module_paths_are_gone_without_shims(old):
-    assert importlib.util.find_spec(old) is None
+def dagster_private_uses(path: Path) -> list[str]:
+    """Every ``dagster._…`` module a file imports (at any depth) and every call of a private method of Dagster's
+    GraphQL client (``DagsterGraphQLClient._execute``)."""
+    uses = sorted(m for m in imported_modules(path) if m.startswith("dagster._") or m.startswith("dagster_graphql._"))
+    calls = any(isinstance(node, ast.Attribute) and node.attr == "_execute"
+                for node in ast.walk(ast.parse(path.read_text(), str(path))))
+    graphql_client = any(m.split(".")[0] == "dagster_graphql" for m in imported_modules(path))
+    return uses + (["DagsterGraphQLClient._execute"] if calls and graphql_client else [])
+
+
+def test_dagster_private_names_are_used_in_one_module():
+    users = {str(p.relative_to(ROOT)): uses for p in python_files(*PRODUCT, "testkit", "tests", "benchmarks")
+             if (uses := dagster_private_uses(p))}
+    assert list(users) == ["testkit/dagster_private.py"], users
+
+
+def test_a_dagster_private_import_anywhere_else_is_caught(tmp_path):
+    """The check above fails on a violation: a module-level or a function-level private import, or the client's
+    private transport."""
+    for source in ("from dagster._core.storage.dagster_run import DagsterRun\n",
+                   "def f():\n    import dagster._serdes\n",
+                   "from dagster_graphql import DagsterGraphQLClient\nDagsterGraphQLClient('h')._execute('q', {})\n"):
+        (tmp_path / "m.py").write_text(source)
+        assert dagster_private_uses(tmp_path / "m.py"), source
+    (tmp_path / "m.py").write_text("import dagster as dg\nfrom dagster import DagsterRun\n")
+    assert dagster_private_uses(tmp_path / "m.py") == []
 
 
 def test_the_folders_read_as_the_lifecycle():
@@ -87,7 +102,7 @@ def test_the_folders_read_as_the_lifecycle():
 def test_every_import_of_the_project_resolves():
     """A moved module leaves no dangling import behind, in product, kit, tests or benchmarks (function-level
     imports included, which only run when their function does)."""
-    import importlib
+    import importlib.util
 
     dangling = []
     for path in python_files(*PRODUCT, "testkit", "tests", "benchmarks"):
