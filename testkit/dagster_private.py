@@ -30,9 +30,18 @@ from dagster._grpc.types import CanCancelExecutionRequest, CanCancelExecutionRes
 WRITTEN_FOR = "1.13.27"  # also pinned in pyproject.toml
 
 __all__ = [
-    "WRITTEN_FOR", "CanCancelExecutionRequest", "CanCancelExecutionResult", "CheckRunHealthResult",
-    "DagsterGrpcClient", "DagsterUserCodeUnreachableError", "GRPC_INFO_TAG", "WorkerStatus",
-    "dagster_instance_config", "installed_version", "process_config", "resolve_to_config_type",
+    "WRITTEN_FOR",
+    "CanCancelExecutionRequest",
+    "CanCancelExecutionResult",
+    "CheckRunHealthResult",
+    "DagsterGrpcClient",
+    "DagsterUserCodeUnreachableError",
+    "GRPC_INFO_TAG",
+    "WorkerStatus",
+    "dagster_instance_config",
+    "installed_version",
+    "process_config",
+    "resolve_to_config_type",
 ]
 
 

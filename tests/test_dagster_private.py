@@ -38,8 +38,9 @@ def test_a_code_server_that_is_gone_is_reported_unreachable():
     else:
         raise AssertionError("an unreachable code server was not reported as DagsterUserCodeUnreachableError")
     assert callable(client.list_repositories)  # what topology.py waits on
-    answer = dg.deserialize_value(dg.serialize_value(private.CanCancelExecutionResult(can_cancel=True)),
-                                  private.CanCancelExecutionResult)
+    answer = dg.deserialize_value(
+        dg.serialize_value(private.CanCancelExecutionResult(can_cancel=True)), private.CanCancelExecutionResult
+    )
     assert answer.can_cancel is True
 
 

@@ -35,8 +35,14 @@ def in_force(cwd: Path, **env: str) -> dict:
     """What a fresh process started in ``cwd`` with no setting in its environment (but ``env``) resolves, and the
     value each wired resource field has in a run."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "BENTOML_HOME", "DAGSTER_HOME"))}
-    out = subprocess.run([sys.executable, "-c", IN_FORCE], cwd=cwd, capture_output=True, text=True, check=True,
-                         env={**clean, "PYTHONPATH": str(ROOT), **env})
+    out = subprocess.run(
+        [sys.executable, "-c", IN_FORCE],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**clean, "PYTHONPATH": str(ROOT), **env},
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -69,9 +75,13 @@ def test_every_setting_is_documented_with_the_default_in_force(tmp_path):
     force = in_force(tmp_path)
     documented = documented_defaults()
     assert sorted(set(settings.ALL) - set(documented)) == []
-    wrong = {f"{page}: {name}": (shown, force["settings"][name])
-             for name, rows in documented.items() if name in settings.TABLE for page, shown in rows
-             if as_value(name, shown, force["home"]) != settings.convert(name, force["settings"][name])}
+    wrong = {
+        f"{page}: {name}": (shown, force["settings"][name])
+        for name, rows in documented.items()
+        if name in settings.TABLE
+        for page, shown in rows
+        if as_value(name, shown, force["home"]) != settings.convert(name, force["settings"][name])
+    }
     assert wrong == {}
 
 
@@ -95,25 +105,52 @@ def test_the_pure_thresholds_default_to_the_table():
 
     drift, performance = DriftThresholds(), PerformanceThresholds()
     assert (drift.drift_share, drift.p_value, drift.distance, drift.min_rows) == tuple(
-        settings.default_value(n) for n in (settings.DRIFT_SHARE, settings.DRIFT_P_VALUE, settings.DRIFT_DISTANCE,
-                                            settings.DRIFT_MIN_ROWS))
-    assert (performance.min_accuracy, performance.max_recall_gap, performance.min_labelled,
-            performance.min_class_labelled) == tuple(
-        settings.default_value(n) for n in (settings.PERF_MIN_ACCURACY, settings.PERF_MAX_RECALL_GAP,
-                                            settings.PERF_MIN_LABELLED, settings.PERF_MIN_CLASS_LABELLED))
+        settings.default_value(n)
+        for n in (settings.DRIFT_SHARE, settings.DRIFT_P_VALUE, settings.DRIFT_DISTANCE, settings.DRIFT_MIN_ROWS)
+    )
+    assert (
+        performance.min_accuracy,
+        performance.max_recall_gap,
+        performance.min_labelled,
+        performance.min_class_labelled,
+    ) == tuple(
+        settings.default_value(n)
+        for n in (
+            settings.PERF_MIN_ACCURACY,
+            settings.PERF_MAX_RECALL_GAP,
+            settings.PERF_MIN_LABELLED,
+            settings.PERF_MIN_CLASS_LABELLED,
+        )
+    )
     assert DEFAULT_MAX_PIXELS == settings.default_value(settings.MAX_IMAGE_PIXELS)
 
 
 SET = {  # a value for every wired variable, unlike its default
-    settings.ARTIFACT_ROOT: "/tmp/a", settings.BENTOML_HOME: "/tmp/b", settings.MODEL_NAME: "m",
-    settings.DATASET_KIND: "image_folder", settings.IMAGE_FOLDER: "/tmp/f", settings.IMAGE_HEIGHT: "48",
-    settings.IMAGE_WIDTH: "40", settings.IMAGE_CHANNELS: "3", settings.MAX_IMAGE_PIXELS: "1000",
-    settings.DECODE_WORKERS: "2", settings.REQUIRE_APPROVAL: "1", settings.DRIFT_SHARE: "0.5",
-    settings.DRIFT_P_VALUE: "0.01", settings.DRIFT_DISTANCE: "0.2", settings.DRIFT_MIN_ROWS: "7",
-    settings.DRIFT_COOLDOWN_HOURS: "1", settings.RETRAIN_REQUIRES_NEW_DATA: "0",
-    settings.DRIFT_BLIND_ALERT_MINUTES: "5", settings.RETRAIN_RUN_CONFIG: "/tmp/r.yaml",
-    settings.PERF_MIN_ACCURACY: "0.5", settings.PERF_MAX_RECALL_GAP: "0.5", settings.PERF_MIN_LABELLED: "3",
-    settings.PERF_MIN_CLASS_LABELLED: "2", settings.API_TOKEN: "t", settings.ALERT_FILE: "/tmp/alerts.jsonl",
+    settings.ARTIFACT_ROOT: "/tmp/a",
+    settings.BENTOML_HOME: "/tmp/b",
+    settings.MODEL_NAME: "m",
+    settings.DATASET_KIND: "image_folder",
+    settings.IMAGE_FOLDER: "/tmp/f",
+    settings.IMAGE_HEIGHT: "48",
+    settings.IMAGE_WIDTH: "40",
+    settings.IMAGE_CHANNELS: "3",
+    settings.MAX_IMAGE_PIXELS: "1000",
+    settings.DECODE_WORKERS: "2",
+    settings.REQUIRE_APPROVAL: "1",
+    settings.DRIFT_SHARE: "0.5",
+    settings.DRIFT_P_VALUE: "0.01",
+    settings.DRIFT_DISTANCE: "0.2",
+    settings.DRIFT_MIN_ROWS: "7",
+    settings.DRIFT_COOLDOWN_HOURS: "1",
+    settings.RETRAIN_REQUIRES_NEW_DATA: "0",
+    settings.DRIFT_BLIND_ALERT_MINUTES: "5",
+    settings.RETRAIN_RUN_CONFIG: "/tmp/r.yaml",
+    settings.PERF_MIN_ACCURACY: "0.5",
+    settings.PERF_MAX_RECALL_GAP: "0.5",
+    settings.PERF_MIN_LABELLED: "3",
+    settings.PERF_MIN_CLASS_LABELLED: "2",
+    settings.API_TOKEN: "t",
+    settings.ALERT_FILE: "/tmp/alerts.jsonl",
     settings.ALERT_WEBHOOK_URL: "http://127.0.0.1:9/hook",
 }
 
