@@ -17,14 +17,14 @@ from sensors.drift_sensor import make_drift_sensor
 from sensors.performance_sensors import feedback_sensor, performance_alert_sensor
 from sensors.profiling_sensor import inference_profiling_sensor
 
-# In-process: the build is a chain of eleven steps (seven assets, four check steps) on one small dataset, and
-# each multiprocess step pays ~3 s of process start-up on a 2-core machine (see BENCHMARKS.md).
+# Every job runs in-process (the Definitions' executor, set once in definitions.py): the build is a chain of eleven
+# steps (seven assets, four check steps) on one small dataset, and each multiprocess step pays ~3 s of process
+# start-up on a 2-core machine (see BENCHMARKS.md).
 build_job = dg.define_asset_job(
     name="build_job",
     # the registered version's reference profile too: whichever path later puts it in production (the gate, an
     # approval, the CLI, a rollback), the drift sensor can judge the first window after the switch
     selection=dg.AssetSelection.groups("build") | dg.AssetSelection.assets("reference_profile"),
-    executor_def=dg.in_process_executor,
     tags={RUN_KIND_TAG: "training"},
     description="Images → splits → data checks → model → ONNX → evaluation → registry (with the gate), and the "
     "registered version's reference profile.",
@@ -33,7 +33,6 @@ build_job = dg.define_asset_job(
 deploy_job = dg.define_asset_job(
     name="deploy_job",
     selection=dg.AssetSelection.groups("deploy"),
-    executor_def=dg.in_process_executor,
     tags={RUN_KIND_TAG: "release"},
     description="Build the Bento of the production model and run its application test (the release gate).",
 )
@@ -75,7 +74,6 @@ retrain_job = dg.define_asset_job(
     # profile of the new production model), but not what is measured per window of traffic.
     selection=dg.AssetSelection.assets("raw_images").downstream()
     - dg.AssetSelection.assets("inference_profiles", "drift_report", "production_performance"),
-    executor_def=dg.in_process_executor,
     tags={RUN_KIND_TAG: "training"},
     description="Re-materialise the model on the latest data, launched by the drift sensor.",
 )
@@ -83,7 +81,6 @@ retrain_job = dg.define_asset_job(
 reference_profile_job = dg.define_asset_job(
     name="reference_profile_job",
     selection=dg.AssetSelection.assets("reference_profile"),
-    executor_def=dg.in_process_executor,
     tags={RUN_KIND_TAG: "monitoring"},
     description="Profile the training split of one model version (config: version; empty: the last registered), "
     "so drift can be judged against it; the drift sensor launches it for a production version that has none.",
@@ -94,7 +91,6 @@ drift_sensor = make_drift_sensor(retrain_job, reference_profile_job)
 profile_job = dg.define_asset_job(
     name="profile_inference_log_job",
     selection=dg.AssetSelection.assets("inference_profiles"),
-    executor_def=dg.in_process_executor,
     tags={RUN_KIND_TAG: "monitoring"},
     description="Profile one window of the inference log.",
 )
@@ -102,7 +98,6 @@ profile_job = dg.define_asset_job(
 drift_report_job = dg.define_asset_job(
     name="drift_report_job",
     selection=dg.AssetSelection.assets("drift_report"),
-    executor_def=dg.in_process_executor,
     tags={RUN_KIND_TAG: "monitoring"},
     description="Judge windows again (a backfill of drift_report), e.g. against a new production reference; "
     "the drift sensor judges each new window by itself.",
@@ -111,7 +106,6 @@ drift_report_job = dg.define_asset_job(
 performance_job = dg.define_asset_job(
     name="production_performance_job",
     selection=dg.AssetSelection.assets("production_performance"),
-    executor_def=dg.in_process_executor,
     tags={RUN_KIND_TAG: "monitoring"},
     description="Measure one window's accuracy and bias on labelled production traffic (launched by "
     "feedback_sensor as labels arrive; a backfill re-measures many).",

@@ -17,6 +17,8 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
+from mlops_assets.core.common import settings
+
 WEBHOOK_TIMEOUT_S = 5.0
 logger = logging.getLogger(__name__)
 
@@ -54,7 +56,10 @@ class AlertSink(dg.ConfigurableResource):
     """Alerts for a person: run failures, drift without new labelled data."""
 
     file: str = Field(description="JSON-lines file every alert is appended to.")
-    webhook_url: str = Field(default="", description="POST each alert here as JSON (empty: file only).")
+    webhook_url: str = Field(
+        default=settings.default_value(settings.ALERT_WEBHOOK_URL),
+        description="POST each alert here as JSON (empty: file only).",
+    )
 
     def send(self, alert: dict[str, Any]) -> list[str]:
         """Deliver ``alert``; the delivery problems met (empty when all went well), never an exception."""

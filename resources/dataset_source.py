@@ -9,11 +9,11 @@ from typing import Any, Literal
 import dagster as dg
 from pydantic import Field
 
+from mlops_assets.core.common import settings
 from mlops_assets.core.common.progress import progress
 from mlops_assets.core.data.artifacts import write_dataset, write_dataset_stream
 from mlops_assets.core.data.image_folder import decode_folder, list_image_folder
 from mlops_assets.core.data.images import (
-    DEFAULT_MAX_PIXELS,
     PreprocessSpec,
     digits_fingerprint,
     folder_fingerprint,
@@ -30,14 +30,27 @@ class DatasetSource(dg.ConfigurableResource):
     channels, in ``decode_workers`` processes; unreadable files are skipped and listed in the asset's metadata.
     """
 
-    kind: Literal["digits", "image_folder"] = "digits"
-    path: str = Field(default="", description="Image folder root (kind=image_folder).")
-    height: int = Field(default=32, description="Target height for image_folder images.")
-    width: int = Field(default=32, description="Target width for image_folder images.")
-    channels: int = Field(default=1, description="1 (grayscale) or 3 (RGB) for image_folder images.")
+    kind: Literal["digits", "image_folder"] = settings.default_value(settings.DATASET_KIND)
+    path: str = Field(
+        default=settings.default_value(settings.IMAGE_FOLDER),
+        description="Image folder root (kind=image_folder).",
+    )
+    height: int = Field(
+        default=settings.default_value(settings.IMAGE_HEIGHT),
+        description="Target height for image_folder images.",
+    )
+    width: int = Field(
+        default=settings.default_value(settings.IMAGE_WIDTH),
+        description="Target width for image_folder images.",
+    )
+    channels: int = Field(
+        default=settings.default_value(settings.IMAGE_CHANNELS),
+        description="1 (grayscale) or 3 (RGB) for image_folder images.",
+    )
     min_images_per_class: int = Field(default=3, description="Fewer readable images in a class is an error.")
     max_image_pixels: int = Field(
-        default=DEFAULT_MAX_PIXELS, description="Larger images (from their header) are skipped, never decoded."
+        default=settings.default_value(settings.MAX_IMAGE_PIXELS),
+        description="Larger images (from their header) are skipped, never decoded.",
     )
     geometry_origin: str = Field(
         default="", description=(
@@ -46,7 +59,8 @@ class DatasetSource(dg.ConfigurableResource):
         ),
     )
     decode_workers: int = Field(
-        default=0, description=(
+        default=settings.default_value(settings.DECODE_WORKERS),
+        description=(
             "Processes decoding an image folder in parallel; 0 = one per core, at most one per 10,000 files "
             "(a worker's start costs what a few thousand decodes do); 1 = no pool."
         ),

@@ -1,10 +1,12 @@
-"""The resources every stage is wired with, from the one settings module (``mlops_assets/core/common/settings.py``).
+"""The resources every stage is wired with, each field fed by its setting in the one table
+(``mlops_assets/core/common/settings.py``).
 
-The fields wired through :func:`setting` (paths, the model name, the run-config file, the secrets) reach Dagster
-as an ``EnvVar`` when their variable is set (the UI then shows where the value came from); every other field is
-the value the settings module resolves at load (environment, ``.env``, default). docs/settings.md lists which
-are which (generated from this module). A variable that is not set gives its local default, so ``dagster dev``
-works on a fresh clone with nothing set.
+:data:`WIRING` says which setting feeds which resource field. A field whose variable is set reaches Dagster as an
+``EnvVar`` (``EnvVar.int`` for an int field), so the UI names the variable and a run reads the value when it starts;
+Dagster carries ``EnvVar`` into str and int fields only, so a float, flag or choice field gets the value resolved
+at load (environment, ``.env``, default), as does every field whose variable is not set: ``dagster dev`` works on
+a fresh clone with nothing set. Every value is checked here at load, so a malformed variable is an error naming it.
+docs/settings.md lists which fields are which (generated from :data:`WIRING`).
 """
 
 from __future__ import annotations
@@ -22,10 +24,46 @@ from resources.model_registry import ModelRegistryResource
 from resources.performance_policy import PerformancePolicy
 from resources.service_auth import ServiceAuth
 
+# resource key → (its class, {field: the setting that feeds it}). A new setting a resource reads is one entry here.
+WIRING: dict[str, tuple[type[dg.ConfigurableResource], dict[str, str]]] = {
+    "artifact_store": (ArtifactStore, {"root": settings.ARTIFACT_ROOT}),
+    "dataset_source": (DatasetSource, {
+        "kind": settings.DATASET_KIND, "path": settings.IMAGE_FOLDER, "height": settings.IMAGE_HEIGHT,
+        "width": settings.IMAGE_WIDTH, "channels": settings.IMAGE_CHANNELS,
+        "max_image_pixels": settings.MAX_IMAGE_PIXELS, "decode_workers": settings.DECODE_WORKERS,
+    }),
+    "model_registry": (ModelRegistryResource, {
+        "home": settings.BENTOML_HOME, "model_name": settings.MODEL_NAME,
+        "require_approval": settings.REQUIRE_APPROVAL,
+    }),
+    "drift_policy": (DriftPolicy, {
+        "drift_share": settings.DRIFT_SHARE, "p_value": settings.DRIFT_P_VALUE, "distance": settings.DRIFT_DISTANCE,
+        "min_rows": settings.DRIFT_MIN_ROWS, "cooldown_hours": settings.DRIFT_COOLDOWN_HOURS,
+        "retrain_requires_new_data": settings.RETRAIN_REQUIRES_NEW_DATA,
+        "blind_alert_minutes": settings.DRIFT_BLIND_ALERT_MINUTES, "retrain_run_config": settings.RETRAIN_RUN_CONFIG,
+    }),
+    "performance_policy": (PerformancePolicy, {
+        "min_accuracy": settings.PERF_MIN_ACCURACY, "max_recall_gap": settings.PERF_MAX_RECALL_GAP,
+        "min_labelled": settings.PERF_MIN_LABELLED, "min_class_labelled": settings.PERF_MIN_CLASS_LABELLED,
+    }),
+    "service_auth": (ServiceAuth, {"api_token": settings.API_TOKEN}),
+    "alert_sink": (AlertSink, {"file": settings.ALERT_FILE, "webhook_url": settings.ALERT_WEBHOOK_URL}),
+}
 
-def setting(name: str):
-    """``EnvVar(name)`` when the variable is set, otherwise the setting's default."""
-    return dg.EnvVar(name) if settings.is_set(name) else settings.default_for(name)
+
+def carries_envvar(resource: type[dg.ConfigurableResource], field: str) -> bool:
+    """Whether Dagster can hand this field an ``EnvVar``: str and int fields only (no float, bool or choice)."""
+    return resource.model_fields[field].annotation in (str, int)
+
+
+def from_setting(resource: type[dg.ConfigurableResource], field: str, name: str):
+    """The field's value: ``EnvVar(name)`` (``EnvVar.int`` for an int field) when the variable is set and the field
+    can carry one, otherwise the value in force; either way the value is checked now (an error naming the
+    variable)."""
+    value = settings.value(name)
+    if settings.is_set(name) and carries_envvar(resource, field):
+        return dg.EnvVar.int(name) if resource.model_fields[field].annotation is int else dg.EnvVar(name)
+    return value
 
 
 def default_alert_file() -> str:
@@ -35,45 +73,17 @@ def default_alert_file() -> str:
 
 
 def default_resources() -> dict[str, object]:
-    artifact_root = settings.resolve(settings.ARTIFACT_ROOT)
-    return {
-        "artifact_store": ArtifactStore(root=setting(settings.ARTIFACT_ROOT)),
-        "dataset_source": DatasetSource(
-            kind=settings.resolve(settings.DATASET_KIND),
-            path=setting(settings.IMAGE_FOLDER),
-            height=settings.resolve_int(settings.IMAGE_HEIGHT),
-            width=settings.resolve_int(settings.IMAGE_WIDTH),
-            channels=settings.resolve_int(settings.IMAGE_CHANNELS),
-            geometry_origin=settings.describe_origins(
-                (settings.IMAGE_HEIGHT, settings.IMAGE_WIDTH, settings.IMAGE_CHANNELS)
-            ),
-            max_image_pixels=settings.resolve_int(settings.MAX_IMAGE_PIXELS),
-            decode_workers=settings.resolve_int(settings.DECODE_WORKERS),
-        ),
-        "model_registry": ModelRegistryResource(
-            home=setting(settings.BENTOML_HOME), model_name=setting(settings.MODEL_NAME),
-            require_approval=settings.resolve_flag(settings.REQUIRE_APPROVAL),
-        ),
-        "drift_policy": DriftPolicy(
-            drift_share=settings.resolve_float(settings.DRIFT_SHARE),
-            p_value=settings.resolve_float(settings.DRIFT_P_VALUE),
-            distance=settings.resolve_float(settings.DRIFT_DISTANCE),
-            min_rows=settings.resolve_int(settings.DRIFT_MIN_ROWS),
-            cooldown_hours=settings.resolve_float(settings.DRIFT_COOLDOWN_HOURS),
-            retrain_requires_new_data=settings.resolve_flag(settings.RETRAIN_REQUIRES_NEW_DATA),
-            blind_alert_minutes=settings.resolve_float(settings.DRIFT_BLIND_ALERT_MINUTES),
-            retrain_run_config=setting(settings.RETRAIN_RUN_CONFIG),
-        ),
-        "performance_policy": PerformancePolicy(
-            min_accuracy=settings.resolve_float(settings.PERF_MIN_ACCURACY),
-            max_recall_gap=settings.resolve_float(settings.PERF_MAX_RECALL_GAP),
-            min_labelled=settings.resolve_int(settings.PERF_MIN_LABELLED),
-            min_class_labelled=settings.resolve_int(settings.PERF_MIN_CLASS_LABELLED),
-        ),
-        "service_auth": ServiceAuth(api_token=setting(settings.API_TOKEN)),
-        "alert_sink": AlertSink(
-            file=default_alert_file(), webhook_url=setting(settings.ALERT_WEBHOOK_URL),
-        ),
-        # Asset values are small references to versioned artifacts; keep them beside the artifacts.
-        "io_manager": dg.FilesystemIOManager(base_dir=f"{artifact_root}/dagster_io"),
+    # What no single setting gives: where the geometry came from, and the alert file's default under the artifacts.
+    derived = {
+        "dataset_source": {"geometry_origin": settings.describe_origins(
+            (settings.IMAGE_HEIGHT, settings.IMAGE_WIDTH, settings.IMAGE_CHANNELS))},
+        "alert_sink": {} if settings.is_set(settings.ALERT_FILE) else {"file": default_alert_file()},
     }
+    built: dict[str, object] = {
+        key: resource(**{**{field: from_setting(resource, field, name) for field, name in fields.items()},
+                         **derived.get(key, {})})
+        for key, (resource, fields) in WIRING.items()
+    }
+    # Asset values are small references to versioned artifacts; keep them beside the artifacts.
+    built["io_manager"] = dg.FilesystemIOManager(base_dir=f"{settings.resolve(settings.ARTIFACT_ROOT)}/dagster_io")
+    return built

@@ -7,20 +7,35 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
+from mlops_assets.core.common import settings
+
 
 class DriftPolicy(dg.ConfigurableResource):
     """The drift thresholds and the retraining policy, shared by ``drift_report`` and ``drift_sensor`` so both
     judge a window the same way; shown in the UI (Deployment → the code location → Resources)."""
 
-    drift_share: float = Field(default=0.30, description="Share of scored features that must drift for an alarm.")
-    p_value: float = Field(default=0.05, description="A feature's test p-value below this is significant.")
-    distance: float = Field(default=0.15, description="... and its Hellinger distance at least this is material.")
-    min_rows: int = Field(default=100, description="Fewer rows in a window: too little data to judge.")
+    drift_share: float = Field(
+        default=settings.default_value(settings.DRIFT_SHARE),
+        description="Share of scored features that must drift for an alarm.",
+    )
+    p_value: float = Field(
+        default=settings.default_value(settings.DRIFT_P_VALUE),
+        description="A feature's test p-value below this is significant.",
+    )
+    distance: float = Field(
+        default=settings.default_value(settings.DRIFT_DISTANCE),
+        description="... and its Hellinger distance at least this is material.",
+    )
+    min_rows: int = Field(
+        default=settings.default_value(settings.DRIFT_MIN_ROWS),
+        description="Fewer rows in a window: too little data to judge.",
+    )
     cooldown_hours: float = Field(
-        default=6.0, description="No drift retraining within this many hours of the last one (0: no cooldown)."
+        default=settings.default_value(settings.DRIFT_COOLDOWN_HOURS),
+        description="No drift retraining within this many hours of the last one (0: no cooldown).",
     )
     retrain_requires_new_data: bool = Field(
-        default=True,
+        default=settings.default_value(settings.RETRAIN_REQUIRES_NEW_DATA),
         description=(
             "Retrain on drift only when the labelled source holds data the production model was not trained "
             "on; otherwise skip, and alert a person once per drift episode."
@@ -28,14 +43,14 @@ class DriftPolicy(dg.ConfigurableResource):
     )
 
     blind_alert_minutes: float = Field(
-        default=30.0,
+        default=settings.default_value(settings.DRIFT_BLIND_ALERT_MINUTES),
         description=(
             "Alert a person once when traffic windows have waited longer than this for the production model's "
             "reference profile (the monitor is blind meanwhile)."
         ),
     )
     retrain_run_config: str = Field(
-        default="",
+        default=settings.default_value(settings.RETRAIN_RUN_CONFIG),
         description=(
             "A YAML file of run config for the drift sensor's retrain_job runs (e.g. a smaller or larger "
             "hyper-parameter search for trained_model); empty: the job's defaults (MLOPS_RETRAIN_RUN_CONFIG)."

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 from pydantic import Field
 
+from mlops_assets.core.common import settings
 from mlops_assets.core.registry.registry import ModelRegistry
 
 
@@ -12,9 +13,11 @@ class ModelRegistryResource(dg.ConfigurableResource):
     """BentoML model store at ``home`` (BENTOML_HOME) holding versions of ``model_name``."""
 
     home: str = Field(description="BentoML home: the model store and the production pointer live here.")
-    model_name: str = Field(default="image_classifier", description="Registry name of the model.")
+    model_name: str = Field(
+        default=settings.default_value(settings.MODEL_NAME), description="Registry name of the model."
+    )
     require_approval: bool = Field(
-        default=False,
+        default=settings.default_value(settings.REQUIRE_APPROVAL),
         description=(
             "Approval before release (MLOPS_REQUIRE_APPROVAL), as this process would have it. It only seeds a "
             "registry that has no stored policy yet; the registry's stored policy is what every path obeys "

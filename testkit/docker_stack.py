@@ -140,7 +140,9 @@ class DockerStack:
         return DagsterGraphQLClient("127.0.0.1", port_number=self.web_port, timeout=60)
 
     def graphql(self, query: str, variables: dict | None = None) -> dict:
-        return self.client._execute(query, variables or {})
+        from mlops_assets.infra.local_stack import graphql
+
+        return graphql(f"http://127.0.0.1:{self.web_port}", query, variables, timeout=60)
 
     def wait_ready(self, timeout: float = 300) -> None:
         """The webserver serves the loaded ``mlops`` location and the daemon's loops report healthy."""

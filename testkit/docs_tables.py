@@ -6,7 +6,9 @@ Each lies in its page between ``<!-- generated:<name>:start -->`` and ``<!-- gen
 - ``automation`` (docs/ui-tour.md): every job, schedule and sensor of the loaded definitions, with its
   description and whether it runs by default;
 - ``envvar`` (docs/settings.md): the resource fields that ``resources/defaults.py`` hands to Dagster as an
-  ``EnvVar`` when their variable is set (read from its source: the ``setting(...)`` arguments).
+  ``EnvVar`` when their variable is set (from its ``WIRING``);
+- ``settings`` (docs/settings.md) and ``governance_settings`` (docs/governance.md): the settings table of
+  ``mlops_assets/core/common/settings.py`` (variable, type, default, what), all of it or the rows a page explains.
 
 ``python -m testkit.docs_tables`` rewrites them; tests/test_docs.py fails while a page differs from what this
 module generates, and names the command.
@@ -27,7 +29,8 @@ FOLDERS = [
     "mlops_assets/govern_stage", "mlops_assets/tools", "mlops_assets/core", *CORE_ROOMS, "mlops_assets/infra",
     "resources", "sensors", "bentos", "testkit", "benchmarks",
 ]
-PAGES = {"layout": DOCS / "layout.md", "automation": DOCS / "ui-tour.md", "envvar": DOCS / "settings.md"}
+PAGES = {"layout": DOCS / "layout.md", "automation": DOCS / "ui-tour.md", "envvar": DOCS / "settings.md",
+         "settings": DOCS / "settings.md", "governance_settings": DOCS / "governance.md"}
 
 
 def summary(path: Path) -> str:
@@ -68,34 +71,65 @@ def automation_table() -> str:
 
 
 def envvar_fields() -> tuple[list[tuple[str, str, str]], int]:
-    """(resource, field, variable) for each field wired through ``setting(...)``, and the number of fields."""
-    from mlops_assets.core.common import settings
+    """(resource, field, variable) for each wired field that Dagster is handed as an ``EnvVar`` when its variable
+    is set (``resources/defaults.py``: its str and int fields), and the number of wired fields."""
+    from resources.defaults import WIRING, carries_envvar
 
-    source = ROOT / "resources" / "defaults.py"
-    function = next(node for node in ast.walk(ast.parse(source.read_text()))
-                    if isinstance(node, ast.FunctionDef) and node.name == "default_resources")
-    returned = next(node.value for node in ast.walk(function) if isinstance(node, ast.Return))
-    through_envvar, fields = [], 0
-    for key, call in zip(returned.keys, returned.values, strict=True):
-        if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name)):
-            continue  # Dagster's own io_manager
-        for keyword in call.keywords:
-            fields += 1
-            value = keyword.value
-            if isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and value.func.id == "setting":
-                variable = getattr(settings, value.args[0].attr)
-                through_envvar.append((key.value, keyword.arg, variable))
-    return through_envvar, fields
+    wired = [(key, resource, field, name)
+             for key, (resource, fields) in WIRING.items() for field, name in fields.items()]
+    return [(key, field, name) for key, resource, field, name in wired if carries_envvar(resource, field)], len(wired)
 
 
 def envvar_table() -> str:
     rows, fields = envvar_fields()
     lines = ["| resource | field | variable |", "|---|---|---|"]
     lines += [f"| `{resource}` | `{field}` | `{variable}` |" for resource, field, variable in rows]
-    return "\n".join(lines) + f"\n\n{len(rows)} of the {fields} fields the resources are given."
+    return "\n".join(lines) + f"\n\n{len(rows)} of the {fields} fields the resources are given from a setting."
 
 
-GENERATORS = {"layout": layout_table, "automation": automation_table, "envvar": envvar_table}
+KINDS = {str: "text", int: "integer", float: "number", bool: "1/0"}
+
+
+def shown_default(name: str) -> str:
+    """A setting's default as the docs show it: ``—`` when empty, a path under ``$MLOPS_HOME`` as such."""
+    from mlops_assets.core.common import settings
+
+    row = settings.TABLE[name]
+    if row.under_home:
+        return f"`$MLOPS_HOME/{row.default}`"
+    if name in (settings.ENV_FILE, settings.MLOPS_HOME):
+        return f"`./{row.default}`"
+    return f"`{row.default}`" if row.default else "—"
+
+
+def settings_rows(names) -> str:
+    from mlops_assets.core.common import settings
+
+    lines = ["| variable | type | default | what |", "|---|---|---|---|"]
+    lines += [f"| `{name}` | {KINDS[settings.TABLE[name].kind]} | {shown_default(name)} | "
+              f"{settings.TABLE[name].doc} |" for name in names]
+    return "\n".join(lines)
+
+
+# docs/governance.md repeats the rows of the settings its page explains.
+GOVERNANCE_SETTINGS = (
+    "MLOPS_API_TOKEN", "MLOPS_KEEP_IMAGES", "MLOPS_REQUIRE_APPROVAL", "MLOPS_DRIFT_BLIND_ALERT_MINUTES",
+    "MLOPS_PERF_MIN_ACCURACY", "MLOPS_PERF_MAX_RECALL_GAP", "MLOPS_PERF_MIN_LABELLED", "MLOPS_PERF_MIN_CLASS_LABELLED",
+)
+
+
+def settings_table() -> str:
+    from mlops_assets.core.common import settings
+
+    return settings_rows(settings.ALL)
+
+
+def governance_settings_table() -> str:
+    return settings_rows(GOVERNANCE_SETTINGS)
+
+
+GENERATORS = {"layout": layout_table, "automation": automation_table, "envvar": envvar_table,
+              "settings": settings_table, "governance_settings": governance_settings_table}
 
 
 def section_pattern(name: str) -> re.Pattern[str]:

@@ -246,7 +246,7 @@ class Topology:
         return proc
 
     def wait_code_server(self, loc: Location, timeout: float = 90) -> None:
-        from dagster._grpc.client import DagsterGrpcClient
+        from testkit.dagster_private import DagsterGrpcClient
 
         client = DagsterGrpcClient(port=self.ports[loc.name], host="127.0.0.1")
         wait_until(lambda: self._check_alive(loc.name) and client.list_repositories(),
@@ -338,7 +338,9 @@ class Topology:
         return DagsterGraphQLClient("127.0.0.1", port_number=self.ports["webserver"], timeout=60)
 
     def graphql(self, query: str, variables: dict | None = None) -> dict:
-        return self.client._execute(query, variables or {})  # the client's transport, any query
+        from mlops_assets.infra.local_stack import graphql
+
+        return graphql(self.url, query, variables, timeout=60)
 
     def run_status(self, run_id: str) -> str:
         return self.client.get_run_status(run_id).value

@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import json
 
-from dagster import DefaultRunLauncher
-from dagster._core.errors import DagsterUserCodeUnreachableError
-from dagster._core.launcher.base import CheckRunHealthResult, WorkerStatus
-from dagster._core.storage.dagster_run import DagsterRun
-from dagster._core.storage.tags import GRPC_INFO_TAG
-from dagster._grpc.client import DagsterGrpcClient
-from dagster._grpc.types import CanCancelExecutionRequest, CanCancelExecutionResult
-from dagster._serdes import deserialize_value
+from dagster import DagsterRun, DefaultRunLauncher, deserialize_value
+
+from testkit.dagster_private import (
+    GRPC_INFO_TAG,
+    CanCancelExecutionRequest,
+    CanCancelExecutionResult,
+    CheckRunHealthResult,
+    DagsterGrpcClient,
+    DagsterUserCodeUnreachableError,
+    WorkerStatus,
+)
 
 
 class ProcessRunLauncher(DefaultRunLauncher):

@@ -1,6 +1,6 @@
 """The import contract that keeps the house readable: arrows point down into the pure core and down its rooms, no
-folder holds more than a fifth of the product, settings are read in one module, BentoML's private APIs are used in
-two named modules, tests and benchmarks share a kit, not each other."""
+folder holds more than a fifth of the product, settings are read in one module, BentoML's private APIs in two named
+modules and Dagster's in one, tests and benchmarks share a kit, not each other."""
 
 import ast
 from pathlib import Path
@@ -121,6 +121,34 @@ def test_no_package_folder_is_named_as_build_output():
     code."""
     ignored = {"build", "dist", "out", "target", "bin", "lib", "env", "venv"}
     assert {p.parent.name for p in python_files(*PRODUCT) if p.name == "__init__.py"} & ignored == set()
+
+
+def dagster_private_uses(path: Path) -> list[str]:
+    """Every ``dagster._…`` module a file imports (at any depth) and every call of a private method of Dagster's
+    GraphQL client (``DagsterGraphQLClient._execute``)."""
+    uses = sorted(m for m in imported_modules(path) if m.startswith("dagster._") or m.startswith("dagster_graphql._"))
+    calls = any(isinstance(node, ast.Attribute) and node.attr == "_execute"
+                for node in ast.walk(ast.parse(path.read_text(), str(path))))
+    graphql_client = any(m.split(".")[0] == "dagster_graphql" for m in imported_modules(path))
+    return uses + (["DagsterGraphQLClient._execute"] if calls and graphql_client else [])
+
+
+def test_dagster_private_names_are_used_in_one_module():
+    users = {str(p.relative_to(ROOT)): uses for p in python_files(*PRODUCT, "testkit", "tests", "benchmarks")
+             if (uses := dagster_private_uses(p))}
+    assert list(users) == ["testkit/dagster_private.py"], users
+
+
+def test_a_dagster_private_import_anywhere_else_is_caught(tmp_path):
+    """The check above fails on a violation: a module-level or a function-level private import, or the client's
+    private transport."""
+    for source in ("from dagster._core.storage.dagster_run import DagsterRun\n",
+                   "def f():\n    import dagster._serdes\n",
+                   "from dagster_graphql import DagsterGraphQLClient\nDagsterGraphQLClient('h')._execute('q', {})\n"):
+        (tmp_path / "m.py").write_text(source)
+        assert dagster_private_uses(tmp_path / "m.py"), source
+    (tmp_path / "m.py").write_text("import dagster as dg\nfrom dagster import DagsterRun\n")
+    assert dagster_private_uses(tmp_path / "m.py") == []
 
 
 def test_the_folders_read_as_the_lifecycle():

@@ -78,6 +78,17 @@ def test_definitions_validate_and_jobs_resolve():
     assert defs.resolve_schedule_def("weekly_rebuild").default_status == dg.DefaultScheduleStatus.STOPPED
 
 
+def test_every_job_runs_in_process_from_the_one_executor_the_definitions_set():
+    """No job names an executor (automation.py): the Definitions' in-process executor applies to each, the
+    implicit asset job and the jobs sensors launch included."""
+    from mlops_assets.definitions import defs
+
+    jobs = defs.get_repository_def().get_all_jobs()
+    assert {"build_job", "retrain_job", "deploy_job", "reference_profile_job"} <= {job.name for job in jobs}
+    assert {job.name: job.executor_def.name for job in jobs} == {job.name: "in_process" for job in jobs}
+    assert "executor_def" not in (ROOT / "mlops_assets" / "automation.py").read_text()
+
+
 def test_build_job_has_the_eleven_steps_its_docs_count():
     """automation.py (why the executor is in-process) and deploy/README.md (why not one container per step)
     count build_job's steps: seven assets (the registered version's reference profile included) and four check

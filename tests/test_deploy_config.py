@@ -48,7 +48,7 @@ def built_images() -> dict[str, str]:
 
 
 def test_instance_config_validates_against_dagsters_schema(monkeypatch):
-    from dagster._core.instance.config import dagster_instance_config
+    from testkit.dagster_private import dagster_instance_config
 
     for name, value in pg_env("dagster").items():
         monkeypatch.setenv(name, value)
@@ -303,9 +303,8 @@ def test_readme_explains_the_deployment():
 
 
 def launcher_from_deploy_config():
-    from dagster._config import process_config, resolve_to_config_type
-
     from mlops_assets.infra.docker_launcher import TaggedDockerRunLauncher
+    from testkit.dagster_private import process_config, resolve_to_config_type
 
     launcher_config = INSTANCE["run_launcher"]
     assert (launcher_config["module"], launcher_config["class"]) == (
@@ -324,7 +323,7 @@ def container_create_arguments(container_kwargs: dict) -> dict:
 
 
 def test_a_run_tagged_for_gpu_gets_the_hosts_gpus_and_other_runs_do_not():
-    from dagster._core.storage.dagster_run import DagsterRun
+    from dagster import DagsterRun
 
     from mlops_assets.infra.docker_launcher import GPU_TAG
 

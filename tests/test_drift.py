@@ -1,5 +1,6 @@
 """Drift scoring on real profiles: clean held-out digits do not alarm, every simulated drift does."""
 
+import dagster as dg
 import numpy as np
 import pytest
 
@@ -91,7 +92,8 @@ def test_the_drift_policy_resource_takes_its_defaults_from_the_environment(monke
     monkeypatch.setenv("MLOPS_DRIFT_SHARE", "0.5")
     monkeypatch.setenv("MLOPS_DRIFT_MIN_ROWS", "10")
     monkeypatch.setenv("MLOPS_RETRAIN_REQUIRES_NEW_DATA", "0")
-    policy = default_resources()["drift_policy"]
+    with dg.build_resources(default_resources()) as resources:  # as a run sees it (min_rows is an EnvVar.int)
+        policy = resources.drift_policy
     t = policy.thresholds()
     assert (t.drift_share, t.min_rows, t.p_value) == (0.5, 10, 0.05) and not policy.retrain_requires_new_data
     monkeypatch.setenv("MLOPS_DRIFT_SHARE", "3")

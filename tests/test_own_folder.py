@@ -55,7 +55,7 @@ def test_a_stale_settings_file_geometry_is_named_in_the_build_and_its_shrinking_
     monkeypatch.setenv(settings.DATASET_KIND, "image_folder")
     monkeypatch.setenv(settings.IMAGE_FOLDER, str(photo_folder(tmp_path / "photos")))
     source = default_resources()["dataset_source"]
-    assert (source.height, source.width) == (8, 8)
+    assert (source.height.env_var_name, source.width.env_var_name) == GEOMETRY[:2]  # the UI names the variables
     meta = materialize_raw_images(tmp_path / "run", source)
     assert meta["image_shape"] == "1×8×8"
     assert f"MLOPS_IMAGE_HEIGHT=8, MLOPS_IMAGE_WIDTH=8 from the settings file {stale}" in meta["geometry_source"]

@@ -198,9 +198,12 @@ def test_sensor_turned_on_through_graphql_is_ticked_by_the_daemon(topology):
 
 def test_the_drift_sensor_is_ticked_by_the_daemon(topology):
     repo = {"repositoryLocationName": PRODUCT.name, "repositoryName": REPOSITORY}
-    names = [s["name"] for s in topology.graphql(LIST_SENSORS, {"selector": repo})["sensorsOrError"]["results"]]
-    if not names:
-        pytest.skip("the mlops code location defines no sensor yet")
+    # the location's sensors as the webserver lists them; waited for with a deadline (it may still be loading), and
+    # an empty or drift-less list is a failure: the product defines the drift sensor
+    names = wait_until(
+        lambda: [s["name"] for s in topology.graphql(LIST_SENSORS, {"selector": repo})["sensorsOrError"]["results"]],
+        timeout=60, what="the mlops code location's sensors in the webserver", interval=1)
+    assert "drift_sensor" in names, names
     for name in names:
         selector = start_sensor(topology, PRODUCT, name)
         tick = wait_until(lambda s=selector: ticks(topology, SENSOR_TICKS, "sensorOrError", "sensorState", s),

@@ -14,8 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from dagster import Array, Field, Permissive, Shape, StringSource
-from dagster._core.storage.dagster_run import DagsterRun
+from dagster import Array, DagsterRun, Field, Permissive, Shape, StringSource
 from dagster_docker import DockerRunLauncher
 from dagster_docker.container_context import DockerContainerContext
 from dagster_docker.docker_run_launcher import DOCKER_CONFIG_SCHEMA

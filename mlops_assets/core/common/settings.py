@@ -1,11 +1,11 @@
-"""Every setting of the project: its environment variable, its default and its type, read here and only here.
+"""Every setting of the project: its environment variable, its type, its default and what it does, in one table.
 
-Dagster reads them through ConfigurableResources (``resources/defaults.py``: a few fields, the paths, the model
-name and the secrets, as ``EnvVar`` when their variable is set, so the UI names the variable; the rest as the
-value resolved at load; docs/settings.md lists which); the Bento service, the CLIs, the simulator and ``deploy/``
-use the same names. Pure standard library: the core, the service and the command-line tools import it without Dagster.
-Locally everything defaults to ``./.mlops`` under the working directory; in production the same variables
-point at shared volumes.
+:data:`TABLE` is the one source of every default: this module resolves values from it; the resources take their
+fields' defaults from it, and ``resources/defaults.py`` wires each field to its variable (an ``EnvVar`` when the
+variable is set and Dagster can carry it: str and int fields); docs/settings.md is generated from it. The Bento
+service, the CLIs, the simulator and ``deploy/`` use the same names. Pure standard library: the core, the service
+and the command-line tools import it without Dagster. Locally everything defaults to ``./.mlops`` under the working
+directory; in production the same variables point at shared volumes.
 
 One settings file for every process: on import this module loads ``./.env`` (or the file ``MLOPS_ENV_FILE``
 names) into the environment, without overriding a variable the environment already sets. So the UI, the
@@ -16,106 +16,117 @@ see the same settings, and child processes inherit them.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
-ENV_FILE = "MLOPS_ENV_FILE"  # the settings file every process loads (default ./.env); the environment wins
-MLOPS_HOME = "MLOPS_HOME"  # root of everything below, when the specific variables are not set
-ARTIFACT_ROOT = "MLOPS_ARTIFACT_ROOT"  # versioned artifacts (splits, models, reports, profiles)
-BENTOML_HOME = "BENTOML_HOME"  # BentoML's own variable: model store, bentos, production pointer
-MODEL_NAME = "MLOPS_MODEL_NAME"
-DATASET_KIND = "MLOPS_DATASET_KIND"  # digits | image_folder
-IMAGE_FOLDER = "MLOPS_IMAGE_FOLDER"
-IMAGE_HEIGHT = "MLOPS_IMAGE_HEIGHT"  # image_folder images are converted to this geometry
-IMAGE_WIDTH = "MLOPS_IMAGE_WIDTH"
-IMAGE_CHANNELS = "MLOPS_IMAGE_CHANNELS"  # 1 (grayscale) or 3 (RGB)
-DECODE_WORKERS = "MLOPS_DECODE_WORKERS"  # processes decoding an image folder; 0 = automatic (one per core)
+
+@dataclass(frozen=True)
+class Setting:
+    """One row of the table: the variable, its type, its default as the environment would write it (a path
+    under ``$MLOPS_HOME`` when ``under_home``), and one line saying what it does (docs/settings.md shows it)."""
+
+    name: str
+    kind: type  # str, int, float or bool (a 1/0 flag)
+    default: str
+    doc: str
+    under_home: bool = False
+
+
+# The one source of every setting: the settings module, the resources (resources/defaults.py and their fields'
+# defaults) and docs/settings.md read this table. Adding a setting is one line: NAME = define(...).
+TABLE: dict[str, Setting] = {}
+
+
+def define(name: str, kind: type, default: str, doc: str, under_home: bool = False) -> str:
+    """Add a row to :data:`TABLE`; the variable's name, for the module's constant."""
+    if name in TABLE:
+        raise ValueError(f"setting {name} defined twice")
+    TABLE[name] = Setting(name, kind, default, doc, under_home)
+    return name
+
+
+ENV_FILE = define("MLOPS_ENV_FILE", str, ".env", "the settings file every process loads; the environment wins")
+MLOPS_HOME = define("MLOPS_HOME", str, ".mlops", "root of the two below when they are not set")
+ARTIFACT_ROOT = define("MLOPS_ARTIFACT_ROOT", str, "artifacts",
+                       "versioned artifacts (splits, models, reports, profiles)", under_home=True)
+BENTOML_HOME = define("BENTOML_HOME", str, "bentoml", "BentoML's own variable: model store, bentos, production "
+                      "pointer", under_home=True)
+MODEL_NAME = define("MLOPS_MODEL_NAME", str, "image_classifier", "registry name of the model")
+DATASET_KIND = define("MLOPS_DATASET_KIND", str, "digits", "the labelled source: `digits` or `image_folder`")
+IMAGE_FOLDER = define("MLOPS_IMAGE_FOLDER", str, "", "the folder of `image_folder` (one sub-folder per class)")
+IMAGE_HEIGHT = define("MLOPS_IMAGE_HEIGHT", int, "32", "height image-folder images are converted to")
+IMAGE_WIDTH = define("MLOPS_IMAGE_WIDTH", int, "32", "width image-folder images are converted to")
+IMAGE_CHANNELS = define("MLOPS_IMAGE_CHANNELS", int, "1", "channels of image-folder images: 1 (grayscale) or 3 (RGB)")
+DECODE_WORKERS = define("MLOPS_DECODE_WORKERS", int, "0", "processes decoding an image folder (0: one per core, at "
+                        "most one per 10,000 files; 1: no pool)")
 
 # Monitoring
-PROFILE_CRON = "MLOPS_PROFILE_CRON"  # inference profile windows, e.g. "0 * * * *" (hourly, the default)
-MONITOR_START = "MLOPS_MONITOR_START"  # first window, "YYYY-MM-DD-HH:MM" (UTC)
-SENSOR_INTERVAL_S = "MLOPS_SENSOR_INTERVAL_S"  # how often the daemon evaluates the monitoring sensors
-PROFILE_GRACE_S = "MLOPS_PROFILE_GRACE_S"  # a window is profiled this long after it ends (late log flushes)
-DRIFT_SHARE = "MLOPS_DRIFT_SHARE"
-DRIFT_P_VALUE = "MLOPS_DRIFT_P_VALUE"
-DRIFT_DISTANCE = "MLOPS_DRIFT_DISTANCE"
-DRIFT_MIN_ROWS = "MLOPS_DRIFT_MIN_ROWS"
-DRIFT_COOLDOWN_HOURS = "MLOPS_DRIFT_COOLDOWN_HOURS"
-# windows unjudged for lack of the production model's reference longer than this: a person is alerted once
-DRIFT_BLIND_ALERT_MINUTES = "MLOPS_DRIFT_BLIND_ALERT_MINUTES"
-# 1 (default): drift launches retraining only when the labelled source holds data production never saw
-RETRAIN_REQUIRES_NEW_DATA = "MLOPS_RETRAIN_REQUIRES_NEW_DATA"
-RETRAIN_RUN_CONFIG = "MLOPS_RETRAIN_RUN_CONFIG"  # a YAML run config for the drift sensor's retraining runs
-ALERT_FILE = "MLOPS_ALERT_FILE"
+PROFILE_CRON = define("MLOPS_PROFILE_CRON", str, "0 * * * *", "inference profile windows (hourly by default)")
+MONITOR_START = define("MLOPS_MONITOR_START", str, "2026-11-01-00:00", "first window, `YYYY-MM-DD-HH:MM` (UTC)")
+SENSOR_INTERVAL_S = define("MLOPS_SENSOR_INTERVAL_S", int, "60", "how often the daemon evaluates the monitoring "
+                           "sensors (profiling, drift, feedback, performance alerts)")
+PROFILE_GRACE_S = define("MLOPS_PROFILE_GRACE_S", float, "30", "a window is profiled this long after it ends (late "
+                         "log flushes)")
+DRIFT_SHARE = define("MLOPS_DRIFT_SHARE", float, "0.30", "share of scored features that must drift for an alarm")
+DRIFT_P_VALUE = define("MLOPS_DRIFT_P_VALUE", float, "0.05", "a feature's test p-value below this is significant")
+DRIFT_DISTANCE = define("MLOPS_DRIFT_DISTANCE", float, "0.15", "... and its Hellinger distance at least this is "
+                        "material")
+DRIFT_MIN_ROWS = define("MLOPS_DRIFT_MIN_ROWS", int, "100", "fewer rows in a window: too little data to judge")
+DRIFT_COOLDOWN_HOURS = define("MLOPS_DRIFT_COOLDOWN_HOURS", float, "6", "no drift retraining within this many hours "
+                              "of the last one (0: no cooldown)")
+DRIFT_BLIND_ALERT_MINUTES = define("MLOPS_DRIFT_BLIND_ALERT_MINUTES", float, "30", "windows unjudged for lack of "
+                                   "the production model's reference longer than this: a person is alerted once")
+RETRAIN_REQUIRES_NEW_DATA = define("MLOPS_RETRAIN_REQUIRES_NEW_DATA", bool, "1", "drift retrains only when the "
+                                   "labelled source changed since production was trained (0: on every drift)")
+RETRAIN_RUN_CONFIG = define("MLOPS_RETRAIN_RUN_CONFIG", str, "", "a YAML file of run config for the drift sensor's "
+                            "`retrain_job` runs, e.g. `ops: {trained_model: {config: {hidden: [32]}}}`")
+ALERT_FILE = define("MLOPS_ALERT_FILE", str, "", "the JSON-lines file alerts are appended to (empty: "
+                    "`$MLOPS_ARTIFACT_ROOT/alerts/alerts.jsonl`)")
 
 # Governance
-REQUIRE_APPROVAL = "MLOPS_REQUIRE_APPROVAL"  # 1: a candidate the gate would promote waits for a reviewer
-# Accuracy and bias on labelled production traffic (production_performance), per window and model version
-PERF_MIN_ACCURACY = "MLOPS_PERF_MIN_ACCURACY"  # below it: a person is alerted
-PERF_MAX_RECALL_GAP = "MLOPS_PERF_MAX_RECALL_GAP"  # best class recall minus worst, above it: alerted
-PERF_MIN_LABELLED = "MLOPS_PERF_MIN_LABELLED"  # fewer labelled predictions in a window: not judged
-PERF_MIN_CLASS_LABELLED = "MLOPS_PERF_MIN_CLASS_LABELLED"  # classes with fewer labels: left out of the gap
-ALERT_WEBHOOK_URL = "MLOPS_ALERT_WEBHOOK_URL"
+REQUIRE_APPROVAL = define("MLOPS_REQUIRE_APPROVAL", bool, "0", "seeds the registry's stored approval policy when it "
+                          "has none (1: a candidate that clears the gate waits for a reviewer); afterwards only "
+                          "`mlops-registry policy` changes it (recorded)")
+PERF_MIN_ACCURACY = define("MLOPS_PERF_MIN_ACCURACY", float, "0.90", "accuracy on labelled production traffic "
+                           "below this: alert")
+PERF_MAX_RECALL_GAP = define("MLOPS_PERF_MAX_RECALL_GAP", float, "0.20", "best class recall minus worst above "
+                             "this: alert (the bias signal)")
+PERF_MIN_LABELLED = define("MLOPS_PERF_MIN_LABELLED", int, "50", "fewer labelled predictions of a version in a "
+                           "window: not judged")
+PERF_MIN_CLASS_LABELLED = define("MLOPS_PERF_MIN_CLASS_LABELLED", int, "10", "classes with fewer labels stay out "
+                                 "of the recall gap")
+ALERT_WEBHOOK_URL = define("MLOPS_ALERT_WEBHOOK_URL", str, "", "a secret: each alert is also POSTed here as JSON "
+                           "(Slack-compatible)")
 
 # The Bento service
-FOLLOW_PRODUCTION = "MLOPS_FOLLOW_PRODUCTION"  # 1/0: swap to the version the production pointer names
-POLL_SECONDS = "MLOPS_POLL_SECONDS"  # how often the pointer file is stat-ed
-MAX_BATCH = "MLOPS_MAX_BATCH"  # most images one /classify request may carry
-BATCH_MAX_SIZE = "MLOPS_BATCH_MAX_SIZE"  # adaptive batching: most images in one model call
-BATCH_MAX_LATENCY_MS = "MLOPS_BATCH_MAX_LATENCY_MS"  # adaptive batching: queueing budget before a 503
-BATCH_MAX_WAIT_MS = "MLOPS_BATCH_MAX_WAIT_MS"  # adaptive batching: longest a lone request waits for company
-MAX_BODY_BYTES = "MLOPS_MAX_BODY_BYTES"  # larger request bodies are refused with 413
-MAX_IMAGE_PIXELS = "MLOPS_MAX_IMAGE_PIXELS"  # larger images (read from the header) are never decoded: 413
-SERVICE_THREADS = "MLOPS_SERVICE_THREADS"  # worker threads for the synchronous endpoints
-SERVICE_WORKERS = "MLOPS_SERVICE_WORKERS"  # worker processes of the service; 0: one per CPU core
-ACCESS_LOG = "MLOPS_ACCESS_LOG"  # 1/0: BentoML's access-log line per request (metrics and the inference log stay)
-INFERENCE_LOG = "MLOPS_INFERENCE_LOG"  # 1/0: record per-image features and predictions for monitoring
-KEEP_IMAGES = "MLOPS_KEEP_IMAGES"  # 1/0: keep each served image (served geometry), to export labelled ones
-API_TOKEN = "MLOPS_API_TOKEN"  # a secret: when set, /classify, /classify_image, /feedback require it (bearer)
+FOLLOW_PRODUCTION = define("MLOPS_FOLLOW_PRODUCTION", bool, "1", "the service swaps to the version the production "
+                           "pointer names")
+POLL_SECONDS = define("MLOPS_POLL_SECONDS", float, "1.0", "how often the service stats the production pointer")
+MAX_BATCH = define("MLOPS_MAX_BATCH", int, "1024", "most images one /classify request may carry")
+BATCH_MAX_SIZE = define("MLOPS_BATCH_MAX_SIZE", int, "256", "adaptive batching: most images in one model call")
+BATCH_MAX_LATENCY_MS = define("MLOPS_BATCH_MAX_LATENCY_MS", int, "10000", "adaptive batching: queueing budget "
+                              "before a 503")
+BATCH_MAX_WAIT_MS = define("MLOPS_BATCH_MAX_WAIT_MS", int, "2", "adaptive batching: longest a lone request waits "
+                           "for company (BENCHMARKS.md says why)")
+MAX_BODY_BYTES = define("MLOPS_MAX_BODY_BYTES", int, str(8 * 1024 * 1024), "larger request bodies are refused "
+                        "with 413 (8 MiB)")
+MAX_IMAGE_PIXELS = define("MLOPS_MAX_IMAGE_PIXELS", int, str(4096 * 4096), "larger images (read from the header) "
+                          "are never decoded: 413 (4096²); the folder loader skips them too")
+SERVICE_THREADS = define("MLOPS_SERVICE_THREADS", int, "4", "worker threads for the synchronous endpoints")
+SERVICE_WORKERS = define("MLOPS_SERVICE_WORKERS", int, "0", "worker processes of the service (0: one per core); "
+                         "each follows the pointer and logs by itself")
+ACCESS_LOG = define("MLOPS_ACCESS_LOG", bool, "0", "BentoML's access-log line per request (metrics and the "
+                    "inference log stay)")
+INFERENCE_LOG = define("MLOPS_INFERENCE_LOG", bool, "1", "record per-image features and predictions for monitoring")
+KEEP_IMAGES = define("MLOPS_KEEP_IMAGES", bool, "1", "keep each served image (served geometry), so labelled ones "
+                     "can be exported")
+API_TOKEN = define("MLOPS_API_TOKEN", str, "", "a secret: when set, /classify, /classify_image and /feedback "
+                   "require it as a bearer token (required in `deploy/`)")
 
-DEFAULTS_RELATIVE_TO_HOME = {ARTIFACT_ROOT: "artifacts", BENTOML_HOME: "bentoml"}
-DEFAULTS = {
-    MODEL_NAME: "image_classifier",
-    DATASET_KIND: "digits",
-    IMAGE_FOLDER: "",
-    IMAGE_HEIGHT: "32",
-    IMAGE_WIDTH: "32",
-    IMAGE_CHANNELS: "1",
-    DECODE_WORKERS: "0",
-    PROFILE_CRON: "0 * * * *",
-    MONITOR_START: "2026-11-01-00:00",
-    SENSOR_INTERVAL_S: "60",
-    PROFILE_GRACE_S: "30",
-    DRIFT_SHARE: "0.30",
-    DRIFT_P_VALUE: "0.05",
-    DRIFT_DISTANCE: "0.15",
-    DRIFT_MIN_ROWS: "100",
-    DRIFT_COOLDOWN_HOURS: "6",
-    DRIFT_BLIND_ALERT_MINUTES: "30",
-    RETRAIN_REQUIRES_NEW_DATA: "1",
-    RETRAIN_RUN_CONFIG: "",
-    ALERT_FILE: "",
-    REQUIRE_APPROVAL: "0",
-    PERF_MIN_ACCURACY: "0.90",
-    PERF_MAX_RECALL_GAP: "0.20",
-    PERF_MIN_LABELLED: "50",
-    PERF_MIN_CLASS_LABELLED: "10",
-    ALERT_WEBHOOK_URL: "",
-    FOLLOW_PRODUCTION: "1",
-    POLL_SECONDS: "1.0",
-    MAX_BATCH: "1024",
-    BATCH_MAX_SIZE: "256",
-    BATCH_MAX_LATENCY_MS: "10000",
-    BATCH_MAX_WAIT_MS: "2",
-    MAX_BODY_BYTES: str(8 * 1024 * 1024),
-    MAX_IMAGE_PIXELS: str(4096 * 4096),
-    SERVICE_THREADS: "4",
-    SERVICE_WORKERS: "0",
-    ACCESS_LOG: "0",
-    INFERENCE_LOG: "1",
-    KEEP_IMAGES: "1",
-    API_TOKEN: "",
-}
-ALL = (ENV_FILE, MLOPS_HOME, *DEFAULTS_RELATIVE_TO_HOME, *DEFAULTS)
+# Derived views of the table, for the readers that predate it.
+DEFAULTS_RELATIVE_TO_HOME = {s.name: s.default for s in TABLE.values() if s.under_home}
+DEFAULTS = {s.name: s.default for s in TABLE.values() if not s.under_home and s.name not in (ENV_FILE, MLOPS_HOME)}
+ALL = tuple(TABLE)
 
 
 class SettingError(ValueError):
@@ -123,7 +134,7 @@ class SettingError(ValueError):
 
 
 def env_file() -> Path:
-    return Path(os.environ.get(ENV_FILE) or ".env").expanduser()
+    return Path(os.environ.get(ENV_FILE) or TABLE[ENV_FILE].default).expanduser()
 
 
 def parse_env_file(text: str, where: str = ".env") -> dict[str, str]:
@@ -200,16 +211,52 @@ def is_set(name: str) -> bool:
 
 
 def mlops_home() -> Path:
-    return Path(os.environ.get(MLOPS_HOME) or ".mlops").expanduser().resolve()
+    return Path(os.environ.get(MLOPS_HOME) or TABLE[MLOPS_HOME].default).expanduser().resolve()
+
+
+def setting(name: str) -> Setting:
+    """The table's row for ``name`` (an error listing the known ones otherwise)."""
+    try:
+        return TABLE[name]
+    except KeyError:
+        raise SettingError(f"unknown setting {name!r}; known: {', '.join(ALL)}") from None
 
 
 def default_for(name: str) -> str:
-    if name in DEFAULTS_RELATIVE_TO_HOME:
-        return str(mlops_home() / DEFAULTS_RELATIVE_TO_HOME[name])
+    """The default as the environment would write it (a path under the home resolved)."""
+    row = setting(name)
+    if row.under_home:
+        return str(mlops_home() / row.default)
+    if name == MLOPS_HOME:
+        return str(Path(row.default).resolve())
+    return row.default
+
+
+def convert(name: str, text: str):
+    """``text`` as the setting's type (int, float, bool for a 1/0 flag, str); an error naming the variable."""
+    kind = setting(name).kind
+    if kind is bool:
+        lowered = text.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise SettingError(f"environment variable {name} must be 1 or 0, got {lowered!r}")
     try:
-        return DEFAULTS[name]
-    except KeyError:
-        raise SettingError(f"unknown setting {name!r}; known: {', '.join(ALL)}") from None
+        return kind(text)
+    except ValueError:
+        words = {int: "an integer", float: "a number"}.get(kind, kind.__name__)
+        raise SettingError(f"environment variable {name} must be {words}, got {text!r}") from None
+
+
+def default_value(name: str):
+    """The default as a value of the setting's type: what a resource field's default must equal."""
+    return convert(name, default_for(name))
+
+
+def value(name: str):
+    """The value in force, of the setting's type: the environment's when set, otherwise the default."""
+    return convert(name, resolve(name))
 
 
 def resolve(name: str) -> str:
@@ -217,30 +264,23 @@ def resolve(name: str) -> str:
     return os.environ.get(name) or default_for(name)
 
 
-def _resolve_as(name: str, convert, kind: str):
-    value = resolve(name)
-    try:
-        return convert(value)
-    except ValueError:
-        raise SettingError(f"environment variable {name} must be {kind}, got {value!r}") from None
+def _typed(name: str, kind: type):
+    if setting(name).kind is not kind:
+        raise SettingError(f"{name} is a {setting(name).kind.__name__} setting, not a {kind.__name__} one")
+    return value(name)
 
 
 def resolve_int(name: str) -> int:
-    return _resolve_as(name, int, "an integer")
+    return _typed(name, int)
 
 
 def resolve_float(name: str) -> float:
-    return _resolve_as(name, float, "a number")
+    return _typed(name, float)
 
 
 def resolve_flag(name: str) -> bool:
     """A 1/0 (true/false, yes/no, on/off) variable; anything else is an error naming the variable."""
-    value = resolve(name).strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise SettingError(f"environment variable {name} must be 1 or 0, got {value!r}")
+    return _typed(name, bool)
 
 
 def service_workers() -> int:

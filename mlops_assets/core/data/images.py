@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mlops_assets.core.common.settings import MAX_IMAGE_PIXELS, default_value
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -24,7 +26,7 @@ SUPPORTED_FORMATS = {"PNG": (".png",), "JPEG": (".jpg", ".jpeg"), "WEBP": (".web
                      "GIF": (".gif",), "TIFF": (".tif", ".tiff")}
 IMAGE_SUFFIXES = tuple(suffix for suffixes in SUPPORTED_FORMATS.values() for suffix in suffixes)
 # Decoding is bounded: an image with more pixels than this (read from its header, before decoding) is refused.
-DEFAULT_MAX_PIXELS = 4096 * 4096
+DEFAULT_MAX_PIXELS: int = default_value(MAX_IMAGE_PIXELS)
 
 
 # Why an image is not decoded, in words that start the reason a folder's skipped file is listed with.

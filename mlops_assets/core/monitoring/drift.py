@@ -32,6 +32,7 @@ from typing import Any
 import pandas as pd
 
 from mlops_assets.core.common.markdown import markdown_table
+from mlops_assets.core.common.settings import DRIFT_DISTANCE, DRIFT_MIN_ROWS, DRIFT_P_VALUE, DRIFT_SHARE, default_value
 from mlops_assets.core.common.storage import atomic_write_bytes
 from mlops_assets.core.data.features import BOOKKEEPING_COLUMNS, PREDICTED_CLASS
 
@@ -44,10 +45,10 @@ class ProfileError(ValueError):
 class DriftThresholds:
     """When a feature drifts, and when a window alarms."""
 
-    drift_share: float = 0.30  # share of scored features that must drift for an alarm
-    p_value: float = 0.05  # a feature's test p-value below this is significant
-    distance: float = 0.15  # ... and its Hellinger distance at least this is material
-    min_rows: int = 100  # fewer rows in a window: too little data to judge
+    drift_share: float = default_value(DRIFT_SHARE)  # share of scored features that must drift for an alarm
+    p_value: float = default_value(DRIFT_P_VALUE)  # a feature's test p-value below this is significant
+    distance: float = default_value(DRIFT_DISTANCE)  # ... and its Hellinger distance at least this is material
+    min_rows: int = default_value(DRIFT_MIN_ROWS)  # fewer rows in a window: too little data to judge
 
     def __post_init__(self) -> None:
         if not 0.0 < self.drift_share <= 1.0:

@@ -19,6 +19,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mlops_assets.core.common.settings import (
+    PERF_MAX_RECALL_GAP,
+    PERF_MIN_ACCURACY,
+    PERF_MIN_CLASS_LABELLED,
+    PERF_MIN_LABELLED,
+    default_value,
+)
 from mlops_assets.core.data.features import MODEL_VERSION, PREDICTED_CLASS
 from mlops_assets.core.serving.feedback import LABEL
 
@@ -29,10 +36,12 @@ ALL_VERSIONS = "all"  # the window's whole labelled traffic, whatever version an
 
 @dataclass(frozen=True)
 class PerformanceThresholds:
-    min_accuracy: float = 0.90
-    max_recall_gap: float = 0.20
-    min_labelled: int = 50  # fewer labelled predictions of a version in a window: not judged
-    min_class_labelled: int = 10  # a class with fewer labels is left out of the recall gap
+    min_accuracy: float = default_value(PERF_MIN_ACCURACY)
+    max_recall_gap: float = default_value(PERF_MAX_RECALL_GAP)
+    # fewer labelled predictions of a version in a window: not judged
+    min_labelled: int = default_value(PERF_MIN_LABELLED)
+    # a class with fewer labels is left out of the recall gap
+    min_class_labelled: int = default_value(PERF_MIN_CLASS_LABELLED)
 
     def __post_init__(self) -> None:
         for name in ("min_accuracy", "max_recall_gap"):
