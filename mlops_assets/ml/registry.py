@@ -169,6 +169,33 @@ class ModelRegistry(ModelVersions):
         if why:
             raise NotReleasableError(f"refusing to {action} {self.tag(version)}: {why}")
 
+    def _refuse_untested(self, pointer: dict[str, Any], version: str, action: str) -> None:
+        why = rules.why_not_tested(pointer, version)
+        if why:
+            raise NotReleasableError(f"refusing to {action} {self.tag(version)}: {why}")
+
+    # -- the release test: the Bento of a version, built and application-tested --------------------------
+    def record_release_test(self, version: str, bento_tag: str, passed: bool, reason: str, by: str) -> None:
+        """Record the outcome of ``version``'s release test (its Bento ``bento_tag`` served and checked against
+        the offline model): who ran it, when, and why it passed or failed. The latest outcome is what counts: a
+        failed test blocks every path to production until a test of the version passes again."""
+        self.get(version)
+
+        def change(pointer: dict[str, Any]) -> None:
+            at = _now()
+            pointer["release_tests"] = {**pointer.get("release_tests", {}), version: {
+                "passed": passed, "bento_tag": bento_tag, "by": by, "at": at, "reason": reason}}
+            pointer["events"] = [*pointer.get("events", []), {
+                "at": at, "action": "release-test", "version": version, "from": pointer.get("current"),
+                "to": pointer.get("current"), "passed": passed, "bento_tag": bento_tag,
+                "reason": f"{'passed' if passed else 'FAILED'} ({bento_tag}): {reason}", "actor": by}]
+
+        self._mutate(by, change)
+
+    def release_test(self, version: str) -> dict[str, Any] | None:
+        """The latest release test of ``version`` (passed, bento_tag, by, at, reason), or None."""
+        return rules.release_test_of(self.read_pointer(), version)
+
     def promote(
         self, version: str, reason: str = "manual promotion", actor: str = "unknown",
         allow_incompatible: bool = False,
@@ -184,6 +211,7 @@ class ModelRegistry(ModelVersions):
             if pointer.get("current") == version:
                 return
             self._refuse_unreleasable(pointer, version, "promote")
+            self._refuse_untested(pointer, version, "promote")
             required = pointer["policy"]["require_approval"]
             if required and not rules.fresh_approval(pointer, version):
                 raise ApprovalRequiredError(
@@ -202,7 +230,7 @@ class ModelRegistry(ModelVersions):
         """The gate's yes, under the stored policy: production at once, or a request to a reviewer; never for a
         rejected or withdrawn version. Returns (promoted now, the reason to show)."""
         pointer = self.read_pointer()
-        why = rules.why_not_releasable(pointer, version)
+        why = rules.why_not_releasable(pointer, version) or rules.why_not_tested(pointer, version)
         if why:
             return False, f"the gate would promote it ({reason}), but {why}"
         required = rules.stored_policy(pointer, self.process_require_approval).require_approval
@@ -274,6 +302,7 @@ class ModelRegistry(ModelVersions):
                     "the fresh request"
                 )
             self._refuse_unreleasable(pointer, version, "approve")
+            self._refuse_untested(pointer, version, "approve")
             allowed = allow_incompatible or bool(review.get("incompatible_override"))
             differences = self._require_compatible(pointer, version, allowed, "approve")
             pointer["reviews"] = {**pointer.get("reviews", {}), version: {
@@ -402,6 +431,7 @@ class ModelRegistry(ModelVersions):
                 pointer["events"] = [*pointer.get("events", []), event]
                 return
             differences = self._require_compatible(pointer, version, allow_incompatible, "reinstate")
+            self._refuse_untested(pointer, version, "reinstate")
             pointer["withdrawn"] = remaining
             self._switch(pointer, version, "reinstate", reason, by, differences,
                          approval="not required by the registry's policy")
