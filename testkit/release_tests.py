@@ -17,5 +17,10 @@ FIXTURE_BENTO_TAG = "none:test-fixture-no-bento-built"
 def record_release_test_without_a_bento(registry: ModelRegistry, *versions: str) -> None:
     """Record, for each version, a passed release test that no Bento ran: a test fixture's say-so, named so."""
     for version in versions:
-        registry.record_release_test(version, bento_tag=FIXTURE_BENTO_TAG, passed=True,
-                                     reason="test fixture: recorded without building a Bento", by="testkit")
+        registry.record_release_test(
+            version,
+            bento_tag=FIXTURE_BENTO_TAG,
+            passed=True,
+            reason="test fixture: recorded without building a Bento",
+            by="testkit",
+        )

@@ -1,6 +1,8 @@
 """Promotion is the last step: the registry refuses traffic to a version whose Bento was not built and
 application-tested (a passed release test, recorded per version with who, when and which Bento)."""
 
+import time
+
 import pytest
 
 from mlops_assets.ml.registry import ModelRegistry, NotReleasableError
@@ -32,11 +34,21 @@ def test_promote_of_a_version_without_a_passed_release_test_is_refused(tmp_path,
 
 def test_a_failed_release_test_blocks_promotion_and_says_why(tmp_path):
     registry = make_registry(tmp_path, require_approval=False)
-    registry.record_release_test("v0", bento_tag="image_classifier_service:abc", passed=True,
-                                 reason="served predictions equal the offline predictions", by="dagster run r1")
+    registry.record_release_test(
+        "v0",
+        bento_tag="image_classifier_service:abc",
+        passed=True,
+        reason="served predictions equal the offline predictions",
+        by="dagster run r1",
+    )
     registry.promote("v0", reason="first", actor="ops")
-    registry.record_release_test("v1", bento_tag="image_classifier_service:def", passed=False,
-                                 reason="p99 latency 12.0 ms over the budget of 0.0 ms", by="dagster run r2")
+    registry.record_release_test(
+        "v1",
+        bento_tag="image_classifier_service:def",
+        passed=False,
+        reason="p99 latency 12.0 ms over the budget of 0.0 ms",
+        by="dagster run r2",
+    )
     with pytest.raises(NotReleasableError, match="p99 latency 12.0 ms over the budget") as refused:
         registry.promote("v1", reason="better", actor="ops")
     assert "image_classifier_service:def" in str(refused.value)
@@ -66,3 +78,105 @@ def test_rollback_and_reinstate_return_to_versions_that_served_before(tmp_path):
     registry.promote("v1", actor="ops")
     assert registry.rollback(reason="bad", actor="ops").version == "v0"
     assert registry.reinstate("v1", by="ops", reason="it was fine").stage == "production"
+
+
+# -- the real release: build, application test, promotion, with a running service following production ---------
+FAST = {"trained_model": {"config": {"learning_rates": [3e-3], "hidden": [16], "epochs": [15]}}}
+LENIENT_GATE = {"registered_model": {"config": {"floor": 0.0, "min_gain_over_baseline": 0.0, "max_regression": 1.0}}}
+
+
+def build_and_release(root, ops: dict):
+    """build_job's steps (the build and deploy groups) on the digits, exactly as the code location defines them."""
+    import dagster as dg
+
+    from mlops_assets.definitions import ASSET_CHECKS, ASSETS
+    from testkit.fixtures import make_resources
+
+    return dg.materialize(
+        [*ASSETS, *ASSET_CHECKS],
+        selection=dg.AssetSelection.groups("build", "deploy"),
+        resources=make_resources(root),
+        instance=dg.DagsterInstance.ephemeral(),
+        run_config={"ops": ops},
+        raise_on_error=False,
+    )
+
+
+def materialised(result, key: str) -> dict | None:
+    events = [e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == key]
+    return {k: v.value for k, v in events[-1].materialization.metadata.items()} if events else None
+
+
+@pytest.mark.slow
+def test_a_failed_release_test_leaves_production_and_the_running_service_untouched(tmp_path):
+    """A version the gate passes whose release test fails (its Bento misses the latency budget of 0 ms) never
+    reaches production: the registry records why, and the running service never answers with it (/model polled
+    throughout the run)."""
+    import threading
+
+    import httpx
+
+    from mlops_assets.deploy.bento_server import SERVICE_TARGET, serve_bento
+
+    first = build_and_release(tmp_path, FAST)
+    assert first.success
+    registry = ModelRegistry(tmp_path / "bentoml", "image_classifier")
+    released = materialised(first, "production_release")
+    production = registry.production_version()
+    assert released["promoted"] and released["version"] == production
+    assert registry.release_test(production)["passed"]
+    # the release test ran before the promotion: the registry's events say so, in that order
+    actions = [(e["action"], e.get("version", e["to"])) for e in registry.events()]
+    assert actions.index(("release-test", production)) < actions.index(("promote", production))
+
+    env = {
+        "MLOPS_MODEL_NAME": "image_classifier",
+        "MLOPS_POLL_SECONDS": "0.2",
+        "MLOPS_FOLLOW_PRODUCTION": "1",
+        "MLOPS_SERVICE_WORKERS": "1",
+        "MLOPS_ARTIFACT_ROOT": str(tmp_path / "service-artifacts"),
+    }
+    seen: list[str] = []
+    stop = threading.Event()
+    with (
+        serve_bento(SERVICE_TARGET, tmp_path / "bentoml", tmp_path / "service.log", env=env) as url,
+        httpx.Client(base_url=url, timeout=10) as client,
+    ):
+
+        def poll() -> None:
+            while not stop.is_set():
+                seen.append(client.get("/model").json()["version"])
+                time.sleep(0.1)
+
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
+        try:
+            failing = build_and_release(
+                tmp_path,
+                {
+                    "trained_model": {"config": {"learning_rates": [3e-3], "hidden": [12], "epochs": [15]}},
+                    **LENIENT_GATE,
+                    "bento_bento_application_test": {"config": {"max_p99_latency_ms": 0.0}},
+                },
+            )
+            time.sleep(2.0)  # past the service's poll interval: a switch would have been seen by now
+        finally:
+            stop.set()
+            poller.join(timeout=10)
+    candidate = materialised(failing, "registered_model")
+    version = candidate["tag"].split(":")[1]
+    assert version != production and candidate["release_pending"], candidate["gate_reason"]
+    assert not failing.success
+    check = next(e for e in failing.get_asset_check_evaluations() if e.check_name == "bento_application_test")
+    assert not check.passed and "over the budget of 0.0 ms" in check.metadata["reason"].value
+    assert materialised(failing, "production_release") is None  # the promotion step never ran
+    assert registry.production_version() == production
+    test = registry.release_test(version)
+    assert (
+        not test["passed"]
+        and "over the budget" in test["reason"]
+        and test["bento_tag"].startswith("image_classifier_service:")
+    )
+    assert len(seen) > 20 and set(seen) == {production}, set(seen)
+    with pytest.raises(NotReleasableError, match="its release test failed"):
+        registry.promote(version, reason="by hand", actor="ops")

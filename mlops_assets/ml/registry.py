@@ -226,20 +226,30 @@ class ModelRegistry(ModelVersions):
         self._mutate(actor, change)
         return self.get(version)
 
-    def release(self, version: str, reason: str, actor: str, allow_incompatible: bool) -> tuple[bool, str]:
-        """The gate's yes, under the stored policy: production at once, or a request to a reviewer; never for a
-        rejected or withdrawn version. Returns (promoted now, the reason to show)."""
+    def admit(self, version: str, reason: str, actor: str, allow_incompatible: bool,
+              tested: bool = False) -> tuple[bool, str]:
+        """The gate's yes, under the stored policy, before or after the release test: (True, reason) when nothing
+        but the release test stands between ``version`` and production; (False, why) for a rejected, withdrawn
+        or (``tested``) untested version, or one whose approval is now requested from a reviewer."""
         pointer = self.read_pointer()
-        why = rules.why_not_releasable(pointer, version) or rules.why_not_tested(pointer, version)
+        why = rules.why_not_releasable(pointer, version) or (rules.why_not_tested(pointer, version) if tested
+                                                             else None)
         if why:
             return False, f"the gate would promote it ({reason}), but {why}"
         required = rules.stored_policy(pointer, self.process_require_approval).require_approval
         if not required or rules.fresh_approval(pointer, version):
-            self.promote(version, reason=f"gate: {reason}", actor=actor, allow_incompatible=allow_incompatible)
             return True, reason
         self.request_approval(version, reason=f"gate: {reason}", actor=actor, allow_incompatible=allow_incompatible)
         return False, (f"awaiting approval (the registry's policy requires it): {reason}. A reviewer approves it "
                        f"with review_model_job or `mlops-registry approve {version} --by NAME --reason ...`")
+
+    def release(self, version: str, reason: str, actor: str, allow_incompatible: bool) -> tuple[bool, str]:
+        """The gate's yes after the release test: production now (its release test passed), or a request to a
+        reviewer; never a rejected, withdrawn or untested version. Returns (promoted now, the reason to show)."""
+        admitted, why = self.admit(version, reason, actor, allow_incompatible, tested=True)
+        if admitted:
+            self.promote(version, reason=f"gate: {reason}", actor=actor, allow_incompatible=allow_incompatible)
+        return admitted, why
 
     def _switch(self, pointer: dict[str, Any], version: str, action: str, reason: str, actor: str,
                 differences: list[str], approval: str) -> None:
