@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from mlops_assets.ml.registry import ModelRegistry, NotReleasableError
+from mlops_assets.ml.registry import ModelRegistry, NotReleasableError, RegistryError
 from mlops_assets.tools.registry_cli import main as registry_cli
 from testkit.release_tests import record_release_test_without_a_bento
 
@@ -78,6 +78,23 @@ def test_rollback_and_reinstate_return_to_versions_that_served_before(tmp_path):
     registry.promote("v1", actor="ops")
     assert registry.rollback(reason="bad", actor="ops").version == "v0"
     assert registry.reinstate("v1", by="ops", reason="it was fine").stage == "production"
+
+
+def test_rollback_never_returns_to_a_version_whose_latest_release_test_failed(tmp_path):
+    registry = make_registry(tmp_path, require_approval=False)
+    record_release_test_without_a_bento(registry, "v0", "v1")
+    registry.promote("v0", actor="ops")
+    registry.promote("v1", actor="ops")
+    registry.record_release_test(
+        "v0",
+        bento_tag="image_classifier_service:old",
+        passed=False,
+        reason="12 of 200 predictions differ from the offline ONNX model",
+        by="dagster run r3",
+    )
+    with pytest.raises(RegistryError, match="no previous production version"):
+        registry.rollback(reason="bad", actor="ops")
+    assert registry.production_version() == "v1"
 
 
 # -- the real release: build, application test, promotion, with a running service following production ---------
