@@ -239,19 +239,21 @@ class LoopWatcher:
         first answer of the running service with another version, each said once, in the order they happen."""
         if self.retrain_run is None:
             return
+        marked = self.timeline.events
         for event in registry.events():
-            if event["action"] == "release-test" and event["version"] != first:
+            if event["action"] == "release-test" and event["version"] != first and "release_test" not in marked:
                 verdict = "passed" if event["passed"] else "FAILED"
                 self.timeline.mark("release_test", f"release test of {event['version']} {verdict} at "
                                    f"{event['at'][11:19]} UTC: Bento {event['bento_tag']} served its test split")
-            elif event["action"] == "promote" and event["to"] != first and "release_test" in self.timeline.events:
+            elif event["action"] == "promote" and event["to"] != first and "release_test" in marked and \
+                    "released" not in marked:
                 self.timeline.mark("released", f"{event['to']} promoted at {event['at'][11:19]} UTC, after its "
                                    f"release test  {self.ui}/assets/production_release")
         self.timeline.facts["release_order"] = [
             (e["action"], e.get("version", e["to"]), e["at"]) for e in registry.events()
             if e["action"] in ("release-test", "promote") and e.get("version", e["to"]) != first]
         served = self.served_version()
-        if served != first:
+        if served != first and "swapped" not in marked:
             self.timeline.mark("swapped", f"the running service answers with {served} (was {first})  "
                                           f"{self.service}/model")
 
