@@ -93,6 +93,7 @@ def sensor_tick_seconds(root: Path, repeats: int = 5) -> float:
     from mlops_assets.core.monitoring.profile_layout import reference_version
     from sensors.drift_sensor import DriftCursor
     from testkit.fixtures import make_resources
+    from testkit.release_tests import record_release_test_without_a_bento
 
     resources = make_resources(root)
     store, registry = resources["artifact_store"], resources["model_registry"].registry()
@@ -100,6 +101,7 @@ def sensor_tick_seconds(root: Path, repeats: int = 5) -> float:
         stand_in = root / "model.onnx"
         stand_in.write_bytes(b"stand-in: the sensor never loads the model")
         registry.register(stand_in, MODEL, {}, {})
+        record_release_test_without_a_bento(registry, MODEL)  # a stand-in file: no Bento can serve it
         registry.promote(MODEL, reason="benchmark setup", actor="benchmark")
         reference_rows, _ = synthetic_rows(1257, seed=0)
         store.profiles().publish(reference_version(MODEL), profile_frame(reference_rows), {})

@@ -17,16 +17,18 @@ from sensors.drift_sensor import make_drift_sensor
 from sensors.performance_sensors import feedback_sensor, performance_alert_sensor
 from sensors.profiling_sensor import inference_profiling_sensor
 
-# Every job runs in-process (the Definitions' executor, set once in definitions.py): the build is a chain of eleven
-# steps (seven assets, four check steps) on one small dataset, and each multiprocess step pays ~3 s of process
+# Every job runs in-process (the Definitions' executor, set once in definitions.py): the build is a chain of fourteen
+# steps (nine assets, five check steps) on one small dataset, and each multiprocess step pays ~3 s of process
 # start-up on a 2-core machine (see BENCHMARKS.md).
 build_job = dg.define_asset_job(
     name="build_job",
     # the registered version's reference profile too: whichever path later puts it in production (the gate, an
-    # approval, the CLI, a rollback), the drift sensor can judge the first window after the switch
-    selection=dg.AssetSelection.groups("build") | dg.AssetSelection.assets("reference_profile"),
+    # approval, the CLI, a rollback), the drift sensor can judge the first window after the switch. The deploy
+    # group too: promotion is the last step, after the version's Bento passed its application test.
+    selection=dg.AssetSelection.groups("build", "deploy") | dg.AssetSelection.assets("reference_profile"),
     tags={RUN_KIND_TAG: "training"},
-    description="Images → splits → data checks → model → ONNX → evaluation → registry (with the gate), and the "
+    description="Images → splits → data checks → model → ONNX → evaluation → registry (the gate decides) → the "
+    "Bento of the gate-passed version → its application test → promotion (production_release), and the "
     "registered version's reference profile.",
 )
 
@@ -34,7 +36,8 @@ deploy_job = dg.define_asset_job(
     name="deploy_job",
     selection=dg.AssetSelection.groups("deploy"),
     tags={RUN_KIND_TAG: "release"},
-    description="Build the Bento of the production model and run its application test (the release gate).",
+    description="Build the Bento of the last registered version the gate passed (else production), run its "
+    "application test (the release test) and, if it passed, promote it.",
 )
 
 
@@ -70,8 +73,8 @@ def compare_model_job() -> None:
 
 retrain_job = dg.define_asset_job(
     name="retrain_job",
-    # raw_images and everything downstream of it (splits … registered_model, bento, the reference
-    # profile of the new production model), but not what is measured per window of traffic.
+    # raw_images and everything downstream of it (splits … registered_model, bento and its application test, then
+    # production_release; the reference profile of the new version), but not what is measured per window of traffic.
     selection=dg.AssetSelection.assets("raw_images").downstream()
     - dg.AssetSelection.assets("inference_profiles", "drift_report", "production_performance"),
     tags={RUN_KIND_TAG: "training"},

@@ -172,8 +172,10 @@ def main(root: Path) -> dict:
                 e.materialization.metadata for e in retrain.get_asset_materialization_events()
                 if e.asset_key.to_user_string() == "registered_model"
             )
+            released = next((e.materialization.metadata for e in retrain.get_asset_materialization_events()
+                             if e.asset_key.to_user_string() == "production_release"), {})
             summary["retrain_success"] = retrain.success
-            summary["promoted"] = registered["promoted"].value
+            summary["promoted"] = bool(released and released["promoted"].value)
             summary["gate_reason"] = registered["gate_reason"].value
             summary["production_after"] = registry.production().version
             summary["run_tags"] = dict(request.tags)

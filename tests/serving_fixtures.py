@@ -16,6 +16,7 @@ import pytest
 from mlops_assets.core.data.images import load_digits_dataset, to_training_scale
 from mlops_assets.core.registry.registry import ModelRegistry
 from testkit.fixtures import write_split_arrays
+from testkit.release_tests import record_release_test_without_a_bento
 
 MODEL_NAME = "image_classifier"
 N_TEST = 200
@@ -64,6 +65,7 @@ def register(world: ServingWorld, version: str, onnx_file: Path) -> None:
         metadata={"class_names": world.class_names, "spec": {"height": 8, "width": 8, "channels": 1},
                   "metrics": {}, "onnx_version": version},
     )
+    record_release_test_without_a_bento(world.registry, version)
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ from mlops_assets.core.registry.registry import ModelRegistry
 from mlops_assets.definitions import ASSET_CHECKS, ASSETS, defs
 from resources.model_registry import ModelRegistryResource
 from testkit.fixtures import make_resources
+from testkit.release_tests import record_release_test_without_a_bento
 
 pytestmark = pytest.mark.slow
 
@@ -23,7 +24,9 @@ def strict_resources(root):
 
 
 def build(root):
-    return dg.materialize([*ASSETS, *ASSET_CHECKS], selection=dg.AssetSelection.groups("build"),
+    """build_job's build and deploy groups: the candidate's Bento is built and application-tested before a reviewer
+    can approve it (the registry refuses an approval of an untested version)."""
+    return dg.materialize([*ASSETS, *ASSET_CHECKS], selection=dg.AssetSelection.groups("build", "deploy"),
                           resources=strict_resources(root), instance=dg.DagsterInstance.ephemeral(),
                           run_config=FAST, raise_on_error=False)
 
@@ -74,7 +77,8 @@ def test_a_candidate_that_clears_the_gate_waits_for_a_reviewer_and_the_ui_says_s
     assert "this run (the model_registry resource's require_approval) sets require_approval off" in \
         again["approval_policy_conflict"]
     assert registry.production() is None
-    assert [e["action"] for e in registry.events()] == ["policy", "request-approval"]
+    assert [e["action"] for e in registry.events() if e["action"] != "release-test"] == ["policy", "request-approval"]
+    assert registry.release_test(version)["passed"]  # tested before a reviewer sees it
     # no job promotes it: rollback has nothing to return to, a plain promotion is refused
     rollback = rollback_job.execute_in_process(resources=strict_resources(root), raise_on_error=False,
                                                instance=dg.DagsterInstance.ephemeral())
@@ -130,13 +134,14 @@ def test_the_review_job_rejects_and_production_stays(tmp_path):
 
 def test_a_rolled_back_version_is_not_re_promoted_by_a_rebuild_on_the_same_inputs(tmp_path):
     resources = make_resources(tmp_path)  # approval not required
-    first = registered(dg.materialize([*ASSETS, *ASSET_CHECKS], selection=dg.AssetSelection.groups("build"),
+    first = registered(dg.materialize([*ASSETS, *ASSET_CHECKS], selection=dg.AssetSelection.groups("build", "deploy"),
                                       resources=resources, instance=dg.DagsterInstance.ephemeral(), run_config=FAST))
     version = first["tag"].split(":")[1]
     registry = ModelRegistry(tmp_path / "bentoml", "image_classifier")
-    assert first["promoted"] and registry.production().version == version
+    assert first["release_pending"] and registry.production().version == version
     released = registry.get(version)  # an earlier release to roll back to: the same model under another version
     registry.register(released.onnx_path, "baseline", released.labels, released.metadata)
+    record_release_test_without_a_bento(registry, "baseline")
     registry.promote("baseline", actor="test")
     registry.promote(version, actor="test")
     rollback = rollback_job.execute_in_process(

@@ -19,10 +19,11 @@ BUILD_KEYS = ["raw_images", "data_splits", "trained_model", "onnx_model", "evalu
 
 
 def materialize_build(root: Path, run_config: dict | None = None, source: DatasetSource | None = None):
-    """The build group with its checks, exactly as the code location defines them."""
+    """build_job's build and deploy groups with their checks (registration, the Bento, its application test, the
+    release), exactly as the code location defines them."""
     return dg.materialize(
         [*ASSETS, *ASSET_CHECKS],
-        selection=dg.AssetSelection.groups("build"),
+        selection=dg.AssetSelection.groups("build", "deploy"),
         resources=make_resources(root, source),
         instance=dg.DagsterInstance.ephemeral(),
         run_config=run_config or {},
@@ -75,7 +76,7 @@ def test_registry_holds_the_promoted_model_with_lineage(digits_build):
     registered = metadata(result, "registered_model")
     registry = ModelRegistry(root / "bentoml", "image_classifier")
     production = registry.production()
-    assert registered["promoted"] is True
+    assert registered["release_pending"] is True and metadata(result, "production_release")["promoted"] is True
     assert production is not None and production.tag == registered["tag"]
     assert production.labels["splits_version"] == metadata(result, "data_splits")["version"]
     assert production.metadata["dagster_run_id"] == result.run_id

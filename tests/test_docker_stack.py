@@ -92,6 +92,9 @@ def test_build_job_over_graphql_runs_in_its_own_container(stack):
     for once in ("PIPELINE_ENQUEUED", "PIPELINE_STARTING", "PIPELINE_START", "PIPELINE_SUCCESS"):
         assert events.count(once) == 1, (once, events)
     assert "ASSET_MATERIALIZATION" in events and "STEP_FAILURE" not in events
+    # Promotion is the last step on the stack too: the Bento, its application test, then production_release.
+    done = step_events(stack, run_id, "STEP_SUCCESS")
+    assert done.index("bento") < done.index("bento_bento_application_test") < done.index("production_release"), done
 
 
 def test_the_bento_container_classifies_an_image_with_the_promoted_model(stack):
@@ -135,7 +138,8 @@ def test_retrain_job_builds_the_bento_in_its_own_container_without_a_package_ind
     container = exited_run_container(stack, run_id)
     assert container["State"]["ExitCode"] == 0
     assert container["Config"]["Labels"]["dagster/job_name"] == "retrain_job"
-    assert "bento" in step_events(stack, run_id, "STEP_SUCCESS")
+    done = step_events(stack, run_id, "STEP_SUCCESS")
+    assert "bento" in done and "production_release" in done, done
 
 
 def test_a_run_whose_container_is_killed_fails_with_the_reason_and_reexecutes_from_failure(stack):

@@ -12,6 +12,7 @@ from mlops_assets.core.registry.registry import ApprovalRequiredError, ModelRegi
 from mlops_assets.tools.registry_cli import main as registry_cli
 from resources.artifact_store import ArtifactStore
 from resources.model_registry import ModelRegistryResource
+from testkit.release_tests import record_release_test_without_a_bento
 
 SIGNATURE = {"class_names": ["cat", "dog"], "spec": {"height": 8, "width": 8, "channels": 1}}
 
@@ -23,6 +24,7 @@ def make_registry(tmp_path, require_approval, versions=("v0", "v1", "v2", "v3"))
         onnx = tmp_path / f"{version}.onnx"
         onnx.write_bytes(f"model {i}".encode())
         registry.register(onnx, version, {"splits_version": "s"}, {"metrics": {"accuracy": 0.9 + i / 100}, **SIGNATURE})
+    record_release_test_without_a_bento(registry, *versions)
     return registry
 
 
@@ -224,6 +226,7 @@ def test_history_shows_every_override_and_how_each_release_was_approved(tmp_path
     onnx = tmp_path / "shapes.onnx"
     onnx.write_bytes(b"shapes")
     registry.register(onnx, "shapes", {}, {**SIGNATURE, "class_names": ["circles", "squares", "stars"]})
+    record_release_test_without_a_bento(registry, "shapes")
     registry.promote("v0", actor="setup")
     registry.promote("shapes", reason="new product", actor="alice", allow_incompatible=True)
     registry.set_policy(True, by="lee", reason="regulated")

@@ -151,7 +151,7 @@ def test_swapped_folders_accepted_reach_the_gate_which_names_the_relabelling(tmp
 
     def build(extra_ops: dict):
         return dg.materialize(
-            [*ASSETS, *ASSET_CHECKS], selection=dg.AssetSelection.groups("build"),
+            [*ASSETS, *ASSET_CHECKS], selection=dg.AssetSelection.groups("build", "deploy"),
             resources=make_resources(tmp_path, source), instance=dg.DagsterInstance.ephemeral(),
             run_config={"ops": {**fast, **extra_ops}}, raise_on_error=False,
         )

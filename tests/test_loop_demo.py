@@ -86,6 +86,13 @@ def test_the_loop_demo_closes_the_loop_on_the_real_daemon_and_stops_everything(t
     # (the run's end, the gate's record and the swap can be seen in one poll: same second)
     assert events["clean_skipped"] < events["drift_detected"] < events["retrained"] <= events["gate"] \
         <= events["served"], events
+    # promotion is the last step: the new version's release test (its Bento built and application-tested), then its
+    # promotion, then the first answer of the running service with it (the registry's own clock says the same)
+    assert events["drift_detected"] < events["release_test"] <= events["released"] <= events["swapped"], events
+    order = summary["release_order"]
+    assert [action for action, _, _ in order] == ["release-test", "promote"], order
+    assert order[0][1] == order[1][1] and order[0][2] < order[1][2], order
+    assert output.index("release test of") < output.index("the running service answers with"), output[-4000:]
     assert "drift share" in output and "< 0.30" in output
     tags = summary["retrain_run"]["tags"]
     assert tags["dagster/sensor_name"] == "drift_sensor" and tags["mlops/trigger"] == "drift"

@@ -18,6 +18,7 @@ from mlops_assets.monitor_stage.profiles import inference_profiles, reference_pr
 from mlops_assets.tools.simulator import apply_drift
 from resources.model_registry import ModelRegistryResource
 from testkit.fixtures import make_resources
+from testkit.release_tests import record_release_test_without_a_bento
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = datetime(2026, 11, 22, 10, tzinfo=UTC)
@@ -73,6 +74,7 @@ def register_production(registry: ModelRegistryResource, version: str, root: Pat
         onnx.write_bytes(b"stand-in, never loaded")
     registry.registry().register(onnx, version, labels,
                                  {"class_names": class_names, "spec": {"height": 8, "width": 8, "channels": 1}})
+    record_release_test_without_a_bento(registry.registry(), version)
     registry.registry().promote(version, reason="test setup", actor="test")
 
 

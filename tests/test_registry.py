@@ -22,6 +22,7 @@ from mlops_assets.core.registry.registry import (
     RegistryError,
 )
 from mlops_assets.tools.registry_cli import main as registry_cli
+from testkit.release_tests import record_release_test_without_a_bento
 
 NONE = ChampionComparison(NO_PRODUCTION)
 
@@ -147,6 +148,7 @@ def registry(tmp_path):
         onnx = tmp_path / f"m{i}.onnx"
         onnx.write_bytes(f"model {i}".encode())
         registry.register(onnx, f"v{i}", {"splits_version": "s"}, {"metrics": {"accuracy": accuracy}, **SIGNATURE})
+    record_release_test_without_a_bento(registry, "v0", "v1", "v2")
     return registry
 
 
@@ -157,6 +159,7 @@ def incompatible(registry, tmp_path):
     onnx.write_bytes(b"other")
     registry.register(onnx, "shapes", {}, {**SIGNATURE, "class_names": ["circles", "squares", "stars"]})
     registry.register(onnx, "rgb", {}, {**SIGNATURE, "spec": {"height": 8, "width": 8, "channels": 3}})
+    record_release_test_without_a_bento(registry, "shapes", "rgb")
     return registry
 
 
@@ -178,7 +181,8 @@ def test_promote_and_rollback(registry):
     assert registry.production().version == "v0"
     with pytest.raises(RegistryError, match="no previous production"):
         registry.rollback()
-    assert [e["action"] for e in registry.events()] == ["policy", "promote", "promote", "rollback"]
+    transitions = [e["action"] for e in registry.events() if e["action"] != "release-test"]
+    assert transitions == ["policy", "promote", "promote", "rollback"]
     assert registry.get("v2").stage == "withdrawn"
 
 
@@ -246,7 +250,7 @@ def test_every_transition_is_recorded_with_who_when_and_why(registry):
     registry.promote("v0", reason="first", actor="dagster run abc")
     registry.promote("v1", reason="better", actor="bob")
     registry.rollback(reason="bad release", actor="carol")
-    events = [e for e in registry.events() if e["action"] != "policy"]
+    events = [e for e in registry.events() if e["action"] not in ("policy", "release-test")]
     assert [(e["action"], e["from"], e["to"], e["actor"], e["reason"]) for e in events] == [
         ("promote", None, "v0", "dagster run abc", "first"),
         ("promote", "v0", "v1", "bob", "better"),

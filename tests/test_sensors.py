@@ -21,6 +21,7 @@ from resources.drift_policy import DriftPolicy
 from resources.model_registry import ModelRegistryResource
 from sensors.alerts import run_failure_alert
 from sensors.drift_sensor import DriftCursor
+from testkit.release_tests import record_release_test_without_a_bento
 
 MODEL = "v1"
 T0 = datetime(2026, 11, 22, 10, tzinfo=UTC)
@@ -51,6 +52,7 @@ def register_model(registry: ModelRegistryResource, version: str, source: Datase
         labels={"dataset_version": f"dataset-{version}", "source_fingerprint": source.fingerprint()},
         metadata={"class_names": ["a", "b"], "spec": {"height": 8, "width": 8, "channels": 1}},
     )
+    record_release_test_without_a_bento(registry.registry(), version)
     registry.registry().promote(version, reason="test setup", actor="test")
 
 

@@ -26,6 +26,7 @@ from mlops_assets.refs import EvaluationRef, RegisteredModelRef, SplitsRef
 from resources.artifact_store import ArtifactStore
 from resources.model_registry import ModelRegistryResource
 from resources.service_auth import ServiceAuth
+from testkit.release_tests import record_release_test_without_a_bento
 from tests import serving_fixtures
 from tests.serving_fixtures import MODEL_NAME, make_production, register, wait_for_version
 
@@ -218,6 +219,7 @@ def test_the_service_refuses_to_hot_swap_to_an_incompatible_model(serving_world,
     registry.register(serving_world.versions["v2"], "other-classes", {"splits_version": "s"},
                       {"class_names": [f"c{i}" for i in range(10)], "spec": {"height": 8, "width": 8, "channels": 1},
                        "metrics": {}})
+    record_release_test_without_a_bento(registry, "other-classes")
     with serving_fixtures.client(dev_server) as client:
         wait_for_version(client, "v1")
         registry.promote("other-classes", reason="test: explicit replacement", actor="test", allow_incompatible=True)

@@ -71,7 +71,7 @@ def test_after_drift_the_gate_compares_both_models_on_the_new_split_and_promotes
     assert production < stored - 0.05, "the drifted split must be harder for production than its own split"
     assert candidate > production
     registered = metadata(second, "registered_model")
-    assert registered["promoted"] is True, registered["gate_reason"]
+    assert metadata(second, "production_release")["promoted"] is True, registered["gate_reason"]
     assert f"vs production {champion.version}'s {production:.4f}" in registered["gate_reason"]
     assert f"figure at its registration was {stored:.4f}" in registered["gate_reason"]
     assert registry.production().version == registered["tag"].split(":")[1]
@@ -131,7 +131,8 @@ def test_replacing_production_with_an_incompatible_model_is_an_explicit_action(d
     result = materialize_build(
         root, run_config(RENAMED, floor=0.0, min_gain_over_baseline=0.0, allow_incompatible=True), source)
     registered = metadata(result, "registered_model")
-    assert registered["promoted"] is True and "explicitly allowed" in registered["gate_reason"]
+    assert metadata(result, "production_release")["promoted"] is True and "explicitly allowed" in \
+        registered["gate_reason"]
     assert registry.events()[-1]["incompatible_override"]
     assert registry_cli(["--home", str(registry.home), "rollback"]) == 2  # back is just as incompatible
     assert registry_cli(["--home", str(registry.home), "rollback", "--allow-incompatible"]) == 0

@@ -1,4 +1,8 @@
-"""Build stage 6: register the ONNX model with its lineage, and the promotion gate."""
+"""Build stage 6: register the ONNX model with its lineage, and the promotion gate's decision.
+
+The gate decides here; it switches nothing. A version the gate passes receives traffic only from the deploy
+group's ``production_release``, after its Bento was built and passed its application test (promotion is the
+last step: the registry refuses an untested version on every path)."""
 
 
 import dagster as dg
@@ -50,8 +54,9 @@ class PromotionConfig(dg.Config):
     code_version="1",
     description=(
         "The ONNX model in the BentoML model store with its lineage (data split, code version, "
-        "hyper-parameters, metrics, run id). Promoted to production only if it clears the gate; "
-        "otherwise kept as a candidate, with the reason."
+        "hyper-parameters, metrics, run id), with the gate's decision: release pending (production_release "
+        "promotes it once its Bento passes the application test), awaiting approval, or kept as a candidate "
+        "with the reason. Switches no traffic itself."
     ),
 )
 def registered_model(
@@ -88,6 +93,7 @@ def registered_model(
                                 actor=f"dagster run {context.run_id}")
     comparison = ChampionComparison.from_dict(evaluation_report.production_comparison)
     before = registry.production()
+    pending, override = False, False
     if before is not None and before.version == version.version:
         promoted, reason = True, f"{version.version} is already the production model"
     elif before is not None and before.version != comparison.production_version:
@@ -98,14 +104,16 @@ def registered_model(
     else:
         test_class_counts = [row["support"] for row in evaluation_report.metrics.get("per_class", [])]
         decision = decide_promotion(metrics, comparison, config.policy(), test_class_counts)
-        promoted, reason = decision.promote, decision.reason
-        if promoted:
-            promoted, reason = registry.release(version.version, reason, f"dagster run {context.run_id}",
-                                                decision.incompatible_override)
+        promoted, reason, override = False, decision.reason, bool(decision.incompatible_override)
+        if decision.promote:
+            pending, reason = registry.admit(version.version, reason, f"dagster run {context.run_id}", override)
+    if pending:
+        reason += "; released by production_release once its Bento passes the application test"
     awaiting = registry.awaiting_approval()
     waits = any(v.version == version.version for v in awaiting)
     production = registry.production()
-    context.log.info(f"{version.tag}: {'promoted' if promoted else 'kept as candidate'}: {reason}")
+    verdict = "already production" if promoted else "release pending" if pending else "kept as candidate"
+    context.log.info(f"{version.tag}: {verdict}: {reason}")
     versions = registry.list_versions()
     return dg.MaterializeResult(
         value=RegisteredModelRef(
@@ -115,11 +123,14 @@ def registered_model(
             reason=reason,
             production_version=production.version if production else None,
             awaiting_approval=waits,
+            release_pending=pending,
+            allow_incompatible=override,
         ),
         data_version=dg.DataVersion(version.version),
         metadata={
             "tag": version.tag,
             "promoted": promoted,
+            "release_pending": pending,
             "gate_reason": reason,
             "awaiting_approval": waits,
             "approval_policy": registry.policy().describe(),
@@ -159,21 +170,4 @@ def awaiting_markdown(awaiting) -> str:
         ["version", "requested", "by", "gate's reason"],
         [[v.version, (v.review or {}).get("requested_at", "")[:19], (v.review or {}).get("requested_by", ""),
           (v.review or {}).get("request_reason", "")] for v in awaiting],
-    )
-
-
-@dg.asset_check(
-    asset=registered_model,
-    description="Did this version reach production? Fails (as a warning) with the gate's reason if not.",
-)
-def promoted_to_production(registered_model: RegisteredModelRef) -> dg.AssetCheckResult:
-    return dg.AssetCheckResult(
-        passed=registered_model.promoted,
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={
-            "reason": registered_model.reason,
-            "version": registered_model.version,
-            "production_version": registered_model.production_version or "none",
-            "awaiting_approval": registered_model.awaiting_approval,
-        },
     )

@@ -1,12 +1,17 @@
-"""Deploy stage: the Bento of the production model, and its application test (the release gate).
+"""Deploy stage: the Bento of the version to release, and its application test (the release test).
 
-- ``bento``: ``bentoml build`` of ``bentos/`` pinned (Bento argument ``model_tag``) to the production
-  version that ``registered_model`` left in place.
+- ``bento``: ``bentoml build`` of ``bentos/`` pinned (Bento argument ``model_tag``) to the version the gate passed
+  (release pending, or awaiting a reviewer), else to the production version; nothing to build: not materialised,
+  and the release steps after it are skipped.
 - ``bento_application_test`` (blocking check on ``bento``): the built Bento as a real server on a free
   local port; the whole test split over HTTP with BentoML's client; its predictions must equal the
-  offline ONNX predictions (and its accuracy the evaluation report's, for the same version).
+  offline ONNX predictions (and its accuracy the evaluation report's, for the same version), within the latency
+  budget if one is set. The outcome is recorded in the registry for that version (who, when, which Bento): the
+  registry gives traffic only to a version whose latest release test passed, and ``production_release``
+  (``deploy_stage/release.py``) runs only after this check passed.
 """
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,9 +43,11 @@ class BentoRef:
 @dg.asset(
     kinds={"bentoml"},
     code_version="1",
+    output_required=False,
     description=(
-        "`bentoml build` of bentos/service.py pinned to the production model version: the deployable "
-        "service (adaptive batching, upload preprocessing, /model, live production following)."
+        "`bentoml build` of bentos/service.py pinned to the version to release (the one the gate passed, else "
+        "production): the deployable service (adaptive batching, upload preprocessing, /model, live production "
+        "following). Built and tested before that version receives any traffic."
     ),
 )
 def bento(
@@ -50,19 +57,20 @@ def bento(
     data_splits: SplitsRef,
     model_registry: ModelRegistryResource,
     artifact_store: ArtifactStore,
-) -> dg.MaterializeResult[BentoRef]:
+) -> Iterator[dg.MaterializeResult[BentoRef]]:
     registry = model_registry.registry()
-    if not registered_model.production_version:
-        raise dg.Failure(
-            description=f"no production version of {registry.model_name} to build a Bento from: "
-            f"{registered_model.version} was not promoted ({registered_model.reason})",
-        )
-    model = registry.get(registered_model.production_version)
+    candidate = registered_model.release_pending or registered_model.awaiting_approval
+    target = registered_model.version if candidate else registry.production_version()
+    if target is None:
+        context.log.warning(f"no Bento to build: {registered_model.version} is not to be released "
+                            f"({registered_model.reason}) and {registry.model_name} has no production version")
+        return
+    model = registry.get(target)
     tag, path = build_bento(registry.home, model.tag, artifact_store.root_path)
     size = directory_size(path)
     model_size = directory_size(Path(model.path))
-    context.log.info(f"built {tag} serving {model.tag}")
-    return dg.MaterializeResult(
+    context.log.info(f"built {tag} serving {model.tag} ({'the candidate' if candidate else 'production'})")
+    yield dg.MaterializeResult(
         value=BentoRef(
             tag=tag, path=str(path), model_tag=model.tag, model_version=model.version, size_bytes=size,
             splits_path=data_splits.path, splits_version=data_splits.version,
@@ -79,7 +87,7 @@ def bento(
             "splits_version": model.labels.get("splits_version", ""),
             "dataset_version": model.labels.get("dataset_version", ""),
             "inference_log": dg.MetadataValue.path(str(artifact_store.root_path / "inference_log")),
-            "candidate_promoted": registered_model.promoted,
+            "built_for": "the gate-passed candidate" if candidate else "the production version",
             "serve": dg.MetadataValue.md(
                 f"`BENTOML_HOME={registry.home} bentoml serve {tag} --host 127.0.0.1 --port 3000`"
             ),
@@ -90,6 +98,9 @@ def bento(
 class ApplicationTestConfig(dg.Config):
     concurrency: int = Field(default=4, description="Requests in flight at once (exercises batching).")
     ready_timeout_s: float = Field(default=120.0, description="How long the server may take to start.")
+    max_p99_latency_ms: float | None = Field(
+        default=None, description="Latency budget: the test fails if the p99 of its requests exceeds it (None: none).",
+    )
 
 
 @dg.asset_check(
@@ -130,12 +141,18 @@ def bento_application_test(
         problems.append(
             f"served accuracy {result['accuracy']:.4f} ≠ evaluation report {bento.evaluation_accuracy:.4f}"
         )
+    if config.max_p99_latency_ms is not None and result["p99_ms"] > config.max_p99_latency_ms:
+        problems.append(f"p99 latency {result['p99_ms']:.1f} ms over the budget of {config.max_p99_latency_ms} ms")
+    reason = "; ".join(problems) or "served predictions equal the offline predictions"
+    registry.record_release_test(bento.model_version, bento.tag, not problems, reason,
+                                 by=f"dagster run {context.run.run_id}")
     context.log.info(f"application test of {bento.tag}: accuracy {result['accuracy']:.4f}, "
                      f"p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms")
     return dg.AssetCheckResult(
         passed=not problems,
         metadata={
-            "reason": "; ".join(problems) or "served predictions equal the offline predictions",
+            "reason": reason,
+            "recorded_for": bento.model_version,
             "served_accuracy": result["accuracy"],
             "offline_accuracy": offline_accuracy,
             "evaluation_accuracy": bento.evaluation_accuracy if same_version else "other version",

@@ -36,6 +36,7 @@ def main() -> int:
               + (f"  ({reason.value})" if reason else ""))
     evaluation = outputs.get("evaluation_report", {})
     registered = outputs.get("registered_model", {})
+    released = outputs.get("production_release", {})  # promotion, after the Bento's application test
     raw = outputs.get("raw_images", {})
     if raw:
         print(f"  images          {raw['n_images'].value} at {raw['image_shape'].value} (channels×height×width), "
@@ -57,14 +58,16 @@ def main() -> int:
         print(f"  ONNX model      {outputs['onnx_model']['artifact_path'].value}")
     if registered:
         print(f"  registry        {registered['tag'].value} -> {registered['gate_reason'].value}")
-        print(f"  production      {registered['production_version'].value}"
+        production = (released or registered)["production_version"].value
+        print(f"  production      {production}"
               f"   (list versions: .venv/bin/mlops-registry list)")
     print("  UI              make dev, then open http://127.0.0.1:3000")
     if not result.success or any(c.severity.value == "ERROR" for c in failed_checks):
         return 1
-    if registered and not registered["promoted"].value:
-        for line in not_promoted_lines(registered["tag"].value, registered["gate_reason"].value,
-                                       production_model()):
+    promoted = released["promoted"].value if released else registered and registered["promoted"].value
+    if registered and not promoted:
+        reason = released["reason"].value if released else registered["gate_reason"].value
+        for line in not_promoted_lines(registered["tag"].value, reason, production_model()):
             print(line)
         return 1
     return 0

@@ -6,8 +6,10 @@ window and inverted traffic in the next while inverted *labelled* images arrive 
 what happens as it happens, with timestamps and UI links: each window profiled by the profiling sensor's
 run, the drift sensor's verdicts (the clean window skipped, with its reason), the retraining run the drift
 sensor launches (its tags say so), the gate's decision with both models' figures on the same test images,
-and the service answering with the new version. Everything it started is stopped on exit, on Ctrl-C and on
-SIGTERM. The instance and artifacts stay under ``--home`` for a look afterwards.
+the new version's release test (its Bento built and application-tested, as the registry recorded it), its
+promotion, and the service answering with the new version: in that order, since promotion is the last step.
+Everything it started is stopped on exit, on Ctrl-C and on SIGTERM. The instance and artifacts stay under
+``--home`` for a look afterwards.
 
 The stack's settings are the demo's own (one-minute windows, sensors every 10 s): a ``.env`` in the
 repository does not apply to it. Training is one trial (``TRAINING_RUN_CONFIG``, written to ``--home`` and named
@@ -211,19 +213,49 @@ class LoopWatcher:
         if run["status"] == "SUCCESS" and self.gate is None:
             self.gate = self.read_gate(run["runId"])
 
-    def read_gate(self, run_id: str) -> dict[str, Any]:
-        latest = graphql(self.ui, GATE, {"path": ["registered_model"]})["assetOrError"]["assetMaterializations"]
+    def latest_metadata(self, asset: str, run_id: str) -> dict[str, Any] | None:
+        latest = graphql(self.ui, GATE, {"path": [asset]})["assetOrError"]["assetMaterializations"]
         if not latest or latest[0]["runId"] != run_id:
-            raise DemoError(f"retrain_job {run_id[:8]} succeeded without registering a model")
-        meta = {m["label"]: next((v for k, v in m.items() if k != "label"), None)
+            return None
+        return {m["label"]: next((v for k, v in m.items() if k != "label"), None)
                 for m in latest[0]["metadataEntries"]}
-        gate = {"promoted": meta.get("promoted"), "reason": meta.get("gate_reason"),
-                "tag": meta.get("tag"), "production_version": meta.get("production_version")}
+
+    def read_gate(self, run_id: str) -> dict[str, Any]:
+        meta = self.latest_metadata("registered_model", run_id)
+        if meta is None:
+            raise DemoError(f"retrain_job {run_id[:8]} succeeded without registering a model")
+        released = self.latest_metadata("production_release", run_id) or {}
+        gate = {"passed": meta.get("release_pending"), "promoted": bool(released.get("promoted")),
+                "reason": meta.get("gate_reason"), "release": released.get("reason"),
+                "tag": meta.get("tag"), "production_version": released.get("production_version")}
         self.timeline.facts["gate"] = gate
-        verdict = "promoted" if gate["promoted"] else "kept as a candidate"
+        verdict = "passed (released after its Bento's application test)" if gate["passed"] else "kept as a candidate"
         self.timeline.mark("gate", f"gate: {gate['tag']} {verdict}: {gate['reason']}  "
                                    f"{self.ui}/assets/registered_model")
         return gate
+
+    def watch_release(self, registry: Any, first: str) -> None:
+        """The release as the registry recorded it (the new version's release test, then its promotion) and the
+        first answer of the running service with another version, each said once, in the order they happen."""
+        if self.retrain_run is None:
+            return
+        marked = self.timeline.events
+        for event in registry.events():
+            if event["action"] == "release-test" and event["version"] != first and "release_test" not in marked:
+                verdict = "passed" if event["passed"] else "FAILED"
+                self.timeline.mark("release_test", f"release test of {event['version']} {verdict} at "
+                                   f"{event['at'][11:19]} UTC: Bento {event['bento_tag']} served its test split")
+            elif event["action"] == "promote" and event["to"] != first and "release_test" in marked and \
+                    "released" not in marked:
+                self.timeline.mark("released", f"{event['to']} promoted at {event['at'][11:19]} UTC, after its "
+                                   f"release test  {self.ui}/assets/production_release")
+        self.timeline.facts["release_order"] = [
+            (e["action"], e.get("version", e["to"]), e["at"]) for e in registry.events()
+            if e["action"] in ("release-test", "promote") and e.get("version", e["to"]) != first]
+        served = self.served_version()
+        if served != first and "swapped" not in marked:
+            self.timeline.mark("swapped", f"the running service answers with {served} (was {first})  "
+                                          f"{self.service}/model")
 
     def served_version(self) -> str:
         import httpx
@@ -333,6 +365,7 @@ def run_loop(home: Path, ui_port: int, service_port: int, deadline_s: float, lin
             watcher.watch_profiling()
             watcher.watch_drift_sensor()
             watcher.watch_retraining()
+            watcher.watch_release(registry, first)
             if watcher.gate is not None:
                 production = registry.production_version()
                 served = watcher.served_version()
@@ -341,6 +374,7 @@ def run_loop(home: Path, ui_port: int, service_port: int, deadline_s: float, lin
             if time.monotonic() > deadline:
                 raise DemoError(f"the loop did not close within {deadline_s:.0f} s; logs in {stack.logs}")
             time.sleep(1.0)
+        watcher.watch_release(registry, first)  # the swap may have come between its poll and the last one
         if watcher.gate["promoted"]:
             timeline.mark("served", f"the service now answers with {served} (was {first})  {service}/model")
         timeline.facts.update(served_after=served, production_after=registry.production_version(),

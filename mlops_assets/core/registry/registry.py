@@ -169,6 +169,33 @@ class ModelRegistry(ModelVersions):
         if why:
             raise NotReleasableError(f"refusing to {action} {self.tag(version)}: {why}")
 
+    def _refuse_untested(self, pointer: dict[str, Any], version: str, action: str) -> None:
+        why = rules.why_not_tested(pointer, version)
+        if why:
+            raise NotReleasableError(f"refusing to {action} {self.tag(version)}: {why}")
+
+    # -- the release test: the Bento of a version, built and application-tested --------------------------
+    def record_release_test(self, version: str, bento_tag: str, passed: bool, reason: str, by: str) -> None:
+        """Record the outcome of ``version``'s release test (its Bento ``bento_tag`` served and checked against
+        the offline model): who ran it, when, and why it passed or failed. The latest outcome is what counts: a
+        failed test blocks every path to production until a test of the version passes again."""
+        self.get(version)
+
+        def change(pointer: dict[str, Any]) -> None:
+            at = _now()
+            pointer["release_tests"] = {**pointer.get("release_tests", {}), version: {
+                "passed": passed, "bento_tag": bento_tag, "by": by, "at": at, "reason": reason}}
+            pointer["events"] = [*pointer.get("events", []), {
+                "at": at, "action": "release-test", "version": version, "from": pointer.get("current"),
+                "to": pointer.get("current"), "passed": passed, "bento_tag": bento_tag,
+                "reason": f"{'passed' if passed else 'FAILED'} ({bento_tag}): {reason}", "actor": by}]
+
+        self._mutate(by, change)
+
+    def release_test(self, version: str) -> dict[str, Any] | None:
+        """The latest release test of ``version`` (passed, bento_tag, by, at, reason), or None."""
+        return rules.release_test_of(self.read_pointer(), version)
+
     def promote(
         self, version: str, reason: str = "manual promotion", actor: str = "unknown",
         allow_incompatible: bool = False,
@@ -184,6 +211,7 @@ class ModelRegistry(ModelVersions):
             if pointer.get("current") == version:
                 return
             self._refuse_unreleasable(pointer, version, "promote")
+            self._refuse_untested(pointer, version, "promote")
             required = pointer["policy"]["require_approval"]
             if required and not rules.fresh_approval(pointer, version):
                 raise ApprovalRequiredError(
@@ -198,20 +226,30 @@ class ModelRegistry(ModelVersions):
         self._mutate(actor, change)
         return self.get(version)
 
-    def release(self, version: str, reason: str, actor: str, allow_incompatible: bool) -> tuple[bool, str]:
-        """The gate's yes, under the stored policy: production at once, or a request to a reviewer; never for a
-        rejected or withdrawn version. Returns (promoted now, the reason to show)."""
+    def admit(self, version: str, reason: str, actor: str, allow_incompatible: bool,
+              tested: bool = False) -> tuple[bool, str]:
+        """The gate's yes, under the stored policy, before or after the release test: (True, reason) when nothing
+        but the release test stands between ``version`` and production; (False, why) for a rejected, withdrawn
+        or (``tested``) untested version, or one whose approval is now requested from a reviewer."""
         pointer = self.read_pointer()
-        why = rules.why_not_releasable(pointer, version)
+        why = rules.why_not_releasable(pointer, version) or (rules.why_not_tested(pointer, version) if tested
+                                                             else None)
         if why:
             return False, f"the gate would promote it ({reason}), but {why}"
         required = rules.stored_policy(pointer, self.process_require_approval).require_approval
         if not required or rules.fresh_approval(pointer, version):
-            self.promote(version, reason=f"gate: {reason}", actor=actor, allow_incompatible=allow_incompatible)
             return True, reason
         self.request_approval(version, reason=f"gate: {reason}", actor=actor, allow_incompatible=allow_incompatible)
         return False, (f"awaiting approval (the registry's policy requires it): {reason}. A reviewer approves it "
                        f"with review_model_job or `mlops-registry approve {version} --by NAME --reason ...`")
+
+    def release(self, version: str, reason: str, actor: str, allow_incompatible: bool) -> tuple[bool, str]:
+        """The gate's yes after the release test: production now (its release test passed), or a request to a
+        reviewer; never a rejected, withdrawn or untested version. Returns (promoted now, the reason to show)."""
+        admitted, why = self.admit(version, reason, actor, allow_incompatible, tested=True)
+        if admitted:
+            self.promote(version, reason=f"gate: {reason}", actor=actor, allow_incompatible=allow_incompatible)
+        return admitted, why
 
     def _switch(self, pointer: dict[str, Any], version: str, action: str, reason: str, actor: str,
                 differences: list[str], approval: str) -> None:
@@ -274,6 +312,7 @@ class ModelRegistry(ModelVersions):
                     "the fresh request"
                 )
             self._refuse_unreleasable(pointer, version, "approve")
+            self._refuse_untested(pointer, version, "approve")
             allowed = allow_incompatible or bool(review.get("incompatible_override"))
             differences = self._require_compatible(pointer, version, allowed, "approve")
             pointer["reviews"] = {**pointer.get("reviews", {}), version: {
@@ -402,6 +441,7 @@ class ModelRegistry(ModelVersions):
                 pointer["events"] = [*pointer.get("events", []), event]
                 return
             differences = self._require_compatible(pointer, version, allow_incompatible, "reinstate")
+            self._refuse_untested(pointer, version, "reinstate")
             pointer["withdrawn"] = remaining
             self._switch(pointer, version, "reinstate", reason, by, differences,
                          approval="not required by the registry's policy")

@@ -16,6 +16,10 @@ The rules:
   still in production, so an approval can neither go stale nor be used over another production version.
 - **Rollback returns only to a version that may serve**: not rejected, not withdrawn and, with approval required,
   one a reviewer approved or one released while the stored policy did not require approval.
+- **Promotion is the last step**: no path (gate, promote, approve, reinstate, rollback) gives traffic to a version
+  whose latest release test (its Bento built and its application test run against it, recorded per version with
+  who, when and which Bento) did not pass. A version that served before, with no failed test since, counts as
+  tested: it passed its test then (or served before this rule existed).
 """
 
 from __future__ import annotations
@@ -114,7 +118,7 @@ def released_without_approval_requirement(pointer: dict[str, Any], version: str)
 def may_serve_again(pointer: dict[str, Any], version: str, require_approval: bool) -> bool:
     """Whether rollback (or a rejection of production) may return production to ``version``."""
     review = review_of(pointer, version)
-    if withdrawal(pointer, version) or (review and review["state"] == REJECTED):
+    if withdrawal(pointer, version) or (review and review["state"] == REJECTED) or why_not_tested(pointer, version):
         return False
     if not require_approval:
         return True
@@ -127,6 +131,30 @@ def rollback_target(pointer: dict[str, Any], require_approval: bool, leaving: st
         if version != leaving and may_serve_again(pointer, version, require_approval):
             return version
     return None
+
+
+def release_test_of(pointer: dict[str, Any], version: str) -> dict[str, Any] | None:
+    """The latest release test recorded for ``version`` (passed or not), or None."""
+    return pointer.get("release_tests", {}).get(version)
+
+
+def served_before(pointer: dict[str, Any], version: str) -> bool:
+    return any(e.get("to") == version and e.get("action") in RELEASES and e.get("from") != version
+               for e in pointer.get("events", []))
+
+
+def why_not_tested(pointer: dict[str, Any], version: str) -> str | None:
+    """Why ``version`` may not receive traffic yet for want of a passed release test (None: it may)."""
+    test = release_test_of(pointer, version)
+    if test and test["passed"]:
+        return None
+    if test:
+        return (f"its release test failed ({test['by']} at {test['at'][:19]}, Bento {test['bento_tag']}: "
+                f"{test['reason']}); production stays as it is until a release test of it passes")
+    if served_before(pointer, version):
+        return None
+    return ("it has no release test: traffic goes only to a version whose Bento was built and passed its "
+            "application test (build_job or retrain_job does both, then releases it)")
 
 
 def why_not_releasable(pointer: dict[str, Any], version: str) -> str | None:
