@@ -24,7 +24,9 @@ STACK_SCRIPT = DEPLOY / "scripts" / "stack.sh"
 ENGINE_SCRIPT = DEPLOY / "scripts" / "start_engine.sh"
 COMPOSE = yaml.safe_load((DEPLOY / "docker-compose.yaml").read_text())
 NETWORK = yaml.safe_load((DEPLOY / "dagster.yaml").read_text())["run_launcher"]["config"]["networks"][0]
+NETWORKS = sorted(spec.get("name", key) for key, spec in COMPOSE["networks"].items())
 VOLUMES = sorted(spec.get("name", key) for key, spec in COMPOSE["volumes"].items())
+SECRETS = DEPLOY / "secrets"  # stack.sh writes the password and the token here (git-ignored)
 PROJECT = "mlops"
 RUN_LABEL = "dagster/run_id"  # set by DockerRunLauncher on every run container
 REPOSITORY = "__repository__"
@@ -45,8 +47,10 @@ def engine_problem() -> str | None:
         return "no docker CLI (deploy/scripts/start_engine.sh installs Debian's docker.io)"
     if subprocess.run(["docker", "info"], capture_output=True, timeout=30).returncode != 0:
         return "no Docker engine answers on /var/run/docker.sock (deploy/scripts/start_engine.sh starts one)"
-    if shutil.which("docker-compose") is None and subprocess.run(
-            ["docker", "compose", "version"], capture_output=True, timeout=30).returncode != 0:
+    if (
+        shutil.which("docker-compose") is None
+        and subprocess.run(["docker", "compose", "version"], capture_output=True, timeout=30).returncode != 0
+    ):
         return "neither docker-compose nor docker compose is installed"
     return None
 
@@ -56,7 +60,7 @@ def leftovers(project: str = PROJECT) -> dict[str, list[str]]:
     return {
         "containers": docker("ps", "-aq", "--filter", f"label=com.docker.compose.project={project}").split()
         + docker("ps", "-aq", "--filter", f"label={RUN_LABEL}", "--filter", f"network={NETWORK}").split(),
-        "networks": [n for n in docker("network", "ls", "--format", "{{.Name}}").split() if n == NETWORK],
+        "networks": [n for n in docker("network", "ls", "--format", "{{.Name}}").split() if n in NETWORKS],
         "volumes": [v for v in docker("volume", "ls", "--format", "{{.Name}}").split() if v in VOLUMES],
     }
 
@@ -74,8 +78,13 @@ class DockerStack:
     def env(self) -> dict[str, str]:
         # The test process's own MLOPS_*/DAGSTER_* settings must not leak into the containers.
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "DAGSTER_", "BENTOML_"))}
-        env.update({"MLOPS_STACK_PROJECT": self.project, "DAGSTER_WEBSERVER_PORT": str(self.web_port),
-                    "MLOPS_BENTO_PORT": str(self.bento_port)})
+        env.update(
+            {
+                "MLOPS_STACK_PROJECT": self.project,
+                "DAGSTER_WEBSERVER_PORT": str(self.web_port),
+                "MLOPS_BENTO_PORT": str(self.bento_port),
+            }
+        )
         return env
 
     def script(self, action: str, timeout: float) -> float:
@@ -84,18 +93,32 @@ class DockerStack:
         log = self.logs / f"{action}.log"
         started = time.monotonic()
         with log.open("ab") as out:
-            done = subprocess.run([str(STACK_SCRIPT), action], cwd=REPO, env=self.env, stdout=out,
-                                  stderr=subprocess.STDOUT, timeout=timeout)
+            done = subprocess.run(
+                [str(STACK_SCRIPT), action],
+                cwd=REPO,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                timeout=timeout,
+            )
         if done.returncode != 0:
             raise RuntimeError(f"stack.sh {action} exited {done.returncode}:\n{log.read_text()[-4000:]}")
         return time.monotonic() - started
 
-    def api_token(self) -> str:
-        """The service's bearer token, from deploy/.env (stack.sh writes a random one there)."""
+    def secret(self, name: str) -> str:
+        """A secret of the stack (``dagster_pg_password``, ``mlops_api_token``): the file stack.sh writes under
+        deploy/secrets/, or, for a stack of before the secrets files, the variable in deploy/.env."""
+        path = SECRETS / name
+        if path.is_file():
+            return path.read_text().strip()
         for line in (REPO / "deploy" / ".env").read_text().splitlines():
-            if line.startswith("MLOPS_API_TOKEN="):
+            if line.startswith(f"{name.upper()}="):
                 return line.split("=", 1)[1].strip()
-        raise RuntimeError("deploy/.env has no MLOPS_API_TOKEN (stack.sh up writes one)")
+        raise RuntimeError(f"no {name} in deploy/secrets/ or deploy/.env (stack.sh up writes one)")
+
+    def api_token(self) -> str:
+        """The service's bearer token."""
+        return self.secret("mlops_api_token")
 
     def up(self, timeout: float = 2400) -> float:
         return self.script("up", timeout)
@@ -105,10 +128,46 @@ class DockerStack:
 
     # -- containers
     def container(self, service: str) -> str:
-        ids = docker("ps", "-aq", "--filter", f"label=com.docker.compose.project={self.project}",
-                     "--filter", f"label=com.docker.compose.service={service}").split()
+        ids = docker(
+            "ps",
+            "-aq",
+            "--filter",
+            f"label=com.docker.compose.project={self.project}",
+            "--filter",
+            f"label=com.docker.compose.service={service}",
+        ).split()
         assert len(ids) == 1, f"{service}: containers {ids}"
         return ids[0]
+
+    def all_run_containers(self) -> list[str]:
+        """Every container DockerRunLauncher started on the stack's network (running or exited)."""
+        return docker("ps", "-aq", "--filter", f"label={RUN_LABEL}", "--filter", f"network={NETWORK}").split()
+
+    def exec_in(self, service: str, *command: str, check: bool = True) -> str:
+        """``docker exec``: the command runs as the container's own user, with its environment."""
+        return docker("exec", self.container(service), *command, check=check)
+
+    def address(self, service: str, network: str = NETWORK) -> str:
+        """The service container's IP address on ``network``."""
+        return inspect(self.container(service))["NetworkSettings"]["Networks"][network]["IPAddress"]
+
+    def reaches(self, service: str, host: str, port: int, seconds: float = 3) -> bool:
+        """Whether a TCP connection from inside the service's container to host:port is accepted (its Python:
+        both images have one); a name that does not resolve, a refusal or a timeout is False."""
+        probe = (
+            "import socket, sys\n"
+            "try:\n    socket.create_connection((sys.argv[1], int(sys.argv[2])), float(sys.argv[3])).close()\n"
+            "except OSError as exc:\n    print(type(exc).__name__, exc)\n    sys.exit(3)\n"
+        )
+        done = subprocess.run(
+            ["docker", "exec", self.container(service), "python3", "-c", probe, host, str(port), str(seconds)],
+            capture_output=True,
+            text=True,
+            timeout=seconds + 30,
+        )
+        if done.returncode not in (0, 3):
+            raise RuntimeError(f"the probe in {service} failed: {done.stderr.strip()}")
+        return done.returncode == 0
 
     def run_containers(self, run_id: str) -> list[dict]:
         ids = docker("ps", "-aq", "--filter", f"label={RUN_LABEL}={run_id}").split()
@@ -128,8 +187,14 @@ class DockerStack:
 
     def psql(self, query: str) -> list[list[str]]:
         """Rows of a query on the stack's PostgreSQL, through psql in its container."""
-        out = docker("exec", self.container("postgres"), "sh", "-c",
-                     'psql -U "$POSTGRES_USER" -d "$POSTGRES_DB" -At -F "|" -c "$0"', query)
+        out = docker(
+            "exec",
+            self.container("postgres"),
+            "sh",
+            "-c",
+            'psql -U "$POSTGRES_USER" -d "$POSTGRES_DB" -At -F "|" -c "$0"',
+            query,
+        )
         return [line.split("|") for line in out.splitlines() if line]
 
     # -- the webserver's GraphQL API
@@ -146,10 +211,15 @@ class DockerStack:
 
     def wait_ready(self, timeout: float = 300) -> None:
         """The webserver serves the loaded ``mlops`` location and the daemon's loops report healthy."""
+
         def loaded() -> bool:
             entries = self.graphql(LOCATIONS_QUERY)["workspaceOrError"]["locationEntries"]
-            return any(e["name"] == LOCATION and e["loadStatus"] == "LOADED"
-                       and e["locationOrLoadError"]["__typename"] != "PythonError" for e in entries)
+            return any(
+                e["name"] == LOCATION
+                and e["loadStatus"] == "LOADED"
+                and e["locationOrLoadError"]["__typename"] != "PythonError"
+                for e in entries
+            )
 
         wait_until(loaded, timeout, f"the webserver with the mlops location\n{self.service_logs()}", interval=1)
         self.wait_daemon(timeout)
@@ -165,15 +235,20 @@ class DockerStack:
         wait_until(healthy, timeout, f"healthy daemons\n{self.service_logs()}", interval=1)
 
     def submit(self, job: str, run_config: dict | None = None) -> str:
-        return self.client.submit_job_execution(job, repository_location_name=LOCATION,
-                                                repository_name=REPOSITORY, run_config=run_config or {})
+        return self.client.submit_job_execution(
+            job, repository_location_name=LOCATION, repository_name=REPOSITORY, run_config=run_config or {}
+        )
 
     def run_status(self, run_id: str) -> str:
         return self.client.get_run_status(run_id).value
 
     def wait_run(self, run_id: str, timeout: float, statuses: set[str] = TERMINAL) -> str:
-        return wait_until(lambda: (s := self.run_status(run_id)) in statuses and s, timeout,
-                          f"run {run_id} to reach {sorted(statuses)}\n{self.service_logs()}", interval=1)
+        return wait_until(
+            lambda: (s := self.run_status(run_id)) in statuses and s,
+            timeout,
+            f"run {run_id} to reach {sorted(statuses)}\n{self.service_logs()}",
+            interval=1,
+        )
 
 
 def inspect(container: str) -> dict:

@@ -16,9 +16,14 @@ INSTANCE = yaml.safe_load((DEPLOY / "dagster.yaml").read_text())
 WORKSPACE = yaml.safe_load((DEPLOY / "workspace.yaml").read_text())
 SERVICES = COMPOSE["services"]
 # Images the compose file may pull rather than build, and the variables their entrypoints read.
-EXTERNAL_IMAGES = {"postgres": {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"}}
+EXTERNAL_IMAGES = {"postgres": {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_PASSWORD_FILE", "POSTGRES_DB"}}
 # Read by Dagster itself (the code server reports its image; DockerRunLauncher uses it).
 DAGSTER_VARIABLES = {"DAGSTER_CURRENT_IMAGE", "DAGSTER_HOME"}
+ENTRYPOINT = (DEPLOY / "entrypoint.sh").read_text()
+# The variables the images' entrypoint exports from NAME_FILE: secrets, never a value in the compose file.
+SECRET_VARIABLES = set(re.search(r"^for name in ([A-Z_ ]+); do$", ENTRYPOINT, re.M).group(1).split())
+# What the entrypoint itself reads: NAME_FILE for each secret, and where the daemon shares them with runs.
+ENTRYPOINT_VARIABLES = {f"{name}_FILE" for name in SECRET_VARIABLES} | {"MLOPS_SHARE_SECRETS_TO"}
 
 
 def env_names(node) -> set[str]:
@@ -36,8 +41,18 @@ def shared_settings() -> set[str]:
     """The variable names of mlops_assets/core/common/settings.py: one set for Dagster, the Bento service and deploy."""
     import mlops_assets.core.common.settings as settings
 
-    return {value for name, value in vars(settings).items()
-            if name.isupper() and isinstance(value, str) and re.fullmatch(r"[A-Z][A-Z0-9_]+", value)}
+    return {
+        value
+        for name, value in vars(settings).items()
+        if name.isupper() and isinstance(value, str) and re.fullmatch(r"[A-Z][A-Z0-9_]+", value)
+    }
+
+
+def provided(environment) -> set[str]:
+    """The variables a process of the image has: those set, and each secret NAME whose NAME_FILE is set (the
+    entrypoint exports it). ``environment``: a compose service's mapping, or the launcher's env_vars list."""
+    names = {entry.split("=", 1)[0] for entry in environment}
+    return names | {name for name in SECRET_VARIABLES if f"{name}_FILE" in names}
 
 
 def built_images() -> dict[str, str]:
@@ -84,14 +99,18 @@ def test_production_instance_loads_with_postgres_and_the_docker_launcher(tmp_pat
             assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
             assert isinstance(instance.schedule_storage, PostgresScheduleStorage)
             assert instance.run_storage.postgres_url == (
-                f"postgresql+psycopg2://postgres:unused-trust-auth@127.0.0.1:5432/{db}")
+                f"postgresql+psycopg2://postgres:unused-trust-auth@127.0.0.1:5432/{db}"
+            )
             launcher = instance.run_launcher
             assert isinstance(launcher, DockerRunLauncher)
             assert launcher.networks == ["mlops_network"]
             coordinator = instance.run_coordinator
             assert type(coordinator).__name__ == "QueuedRunCoordinator"
-            assert {"key": "mlops/kind", "value": "training", "limit": 1} in coordinator.get_run_queue_config(
-            ).tag_concurrency_limits
+            assert {
+                "key": "mlops/kind",
+                "value": "training",
+                "limit": 1,
+            } in coordinator.get_run_queue_config().tag_concurrency_limits
             assert type(instance.scheduler).__name__ == "DagsterDaemonScheduler"
             assert instance.run_monitoring_enabled
             assert not instance.telemetry_enabled
@@ -101,11 +120,97 @@ def test_production_instance_loads_with_postgres_and_the_docker_launcher(tmp_pat
 
 
 def test_run_containers_receive_every_variable_the_instance_and_the_code_read():
-    forwarded = set(INSTANCE["run_launcher"]["config"]["env_vars"])
+    env_vars = INSTANCE["run_launcher"]["config"]["env_vars"]
+    forwarded = provided(env_vars)
     assert env_names(INSTANCE) <= forwarded, "a run container could not resolve the instance configuration"
     assert shared_settings() <= forwarded, "a run container would miss a shared setting"
-    daemon_env = set(SERVICES["daemon"]["environment"])  # the launcher copies values from the daemon
-    assert forwarded <= daemon_env, forwarded - daemon_env
+    copied = {entry for entry in env_vars if "=" not in entry}  # the launcher copies these values from the daemon
+    daemon_env = set(SERVICES["daemon"]["environment"])
+    assert copied <= daemon_env, copied - daemon_env
+
+
+def test_no_secret_travels_as_a_value_in_the_environment_of_any_container():
+    """A value in a container's environment shows in `docker inspect`: secrets go as NAME_FILE, a path."""
+    env_vars = INSTANCE["run_launcher"]["config"]["env_vars"]
+    secret_names = SECRET_VARIABLES | {"POSTGRES_PASSWORD"}
+    assert SECRET_VARIABLES == {"DAGSTER_PG_PASSWORD", "MLOPS_API_TOKEN"}
+    assert not secret_names & {entry.split("=", 1)[0] for entry in env_vars}, env_vars
+    shared = {
+        path.split(":")[1]
+        for path in INSTANCE["run_launcher"]["config"]["container_kwargs"]["volumes"]
+        if path.startswith("mlops_run_secrets:")
+    }
+    for entry in env_vars:
+        name, _, value = entry.partition("=")
+        if name.endswith("_FILE") and name[: -len("_FILE")] in SECRET_VARIABLES:
+            assert value.startswith(tuple(f"{folder}/" for folder in shared)), entry
+    for name, svc in SERVICES.items():
+        environment = svc.get("environment", {})
+        assert not secret_names & set(environment), (name, secret_names & set(environment))
+        for variable, value in environment.items():
+            if variable.endswith("_FILE") and variable[: -len("_FILE")] in secret_names:
+                secret = value.removeprefix("/run/secrets/")
+                assert secret in svc["secrets"] and secret in COMPOSE["secrets"], (name, variable)
+    assert SERVICES["daemon"]["environment"]["MLOPS_SHARE_SECRETS_TO"] in shared
+    assert all(spec["file"].startswith("./secrets/") for spec in COMPOSE["secrets"].values())
+    assert "!deploy/secrets" not in (REPO / ".dockerignore").read_text()
+    assert "deploy/secrets/" in (REPO / ".gitignore").read_text().splitlines()
+
+
+def test_the_public_service_shares_no_network_with_the_internals():
+    networks = {name: set(svc["networks"]) for name, svc in SERVICES.items()}
+    internal = INSTANCE["run_launcher"]["config"]["networks"]
+    assert internal == ["mlops_network"] and COMPOSE["networks"]["mlops_network"]["internal"] is True
+    assert networks["bento"] == {"mlops_public"}
+    for name in ("postgres", "user_code", "webserver", "daemon"):
+        assert "mlops_network" in networks[name] and not networks[name] & networks["bento"], name
+    assert networks["postgres"] == networks["daemon"] == {"mlops_network"}  # no way out, none in
+    assert set(SERVICES["bento"]["volumes"]) == {"mlops_data:/opt/mlops"}  # no Dagster storage, no socket
+
+
+def test_every_container_drops_its_capabilities_and_runs_without_root():
+    launcher = INSTANCE["run_launcher"]["config"]["container_kwargs"]
+    for name, kwargs in [*SERVICES.items(), ("run containers", launcher)]:
+        assert kwargs["cap_drop"] == ["ALL"], name
+        assert kwargs["security_opt"] == ["no-new-privileges:true"], name
+    assert SERVICES["postgres"]["user"] == "postgres"
+    assert "USER postgres" in (DEPLOY / "postgres" / "Dockerfile").read_text()
+    for dockerfile in ("Dockerfile.user_code", "Dockerfile.dagster"):
+        text = (DEPLOY / dockerfile).read_text()
+        assert "\nUSER 10001:10001\n" in text and 'ENTRYPOINT ["/usr/local/bin/mlops-entrypoint"]' in text, dockerfile
+    assert not any("user" in svc for name, svc in SERVICES.items() if name != "postgres")  # the images' USER
+    # The daemon reaches the Docker socket through its group, not as root.
+    assert SERVICES["daemon"]["group_add"] == [
+        "${DOCKER_SOCKET_GID:?set DOCKER_SOCKET_GID to the group of /var/run/docker.sock (stat -c %g)}"
+    ]
+
+
+def test_the_entrypoint_exports_a_secret_from_its_file_and_refuses_an_unreadable_one(tmp_path):
+    import subprocess
+
+    secret = tmp_path / "token"
+    secret.write_text("s3cr3t\n")
+    share = tmp_path / "share"
+    share.mkdir()
+    secrets_dir = tmp_path / "run_secrets"  # stands in for /run/secrets: the script names it, so run it on a copy
+    secrets_dir.mkdir()
+    (secrets_dir / "mlops_api_token").write_text("s3cr3t")
+    script = tmp_path / "entrypoint.sh"
+    script.write_text(ENTRYPOINT.replace("/run/secrets/", f"{secrets_dir}/"))
+    env = {"PATH": os.environ["PATH"], "MLOPS_API_TOKEN_FILE": str(secret), "MLOPS_SHARE_SECRETS_TO": str(share)}
+    done = subprocess.run(
+        ["sh", str(script), "sh", "-c", 'printf %s "$MLOPS_API_TOKEN"'],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0 and done.stdout == "s3cr3t", done
+    assert (share / "mlops_api_token").read_text() == "s3cr3t"
+    assert (share / "mlops_api_token").stat().st_mode & 0o077 == 0  # the daemon's user alone
+    env["MLOPS_API_TOKEN_FILE"] = str(tmp_path / "missing")
+    done = subprocess.run(["sh", str(script), "true"], env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1 and "MLOPS_API_TOKEN_FILE" in done.stderr and "not a readable file" in done.stderr
 
 
 def test_launcher_volumes_and_network_are_the_compose_ones():
@@ -115,8 +220,11 @@ def test_launcher_volumes_and_network_are_the_compose_ones():
     for mount in config["container_kwargs"]["volumes"]:
         volume, path = mount.split(":")[:2]
         assert volume in declared, f"{volume} is not a named volume of docker-compose.yaml"
-        mounted_by = [name for name, svc in SERVICES.items() if any(
-            m.split(":")[:2] == [volume, path] for m in svc.get("volumes", []))]
+        mounted_by = [
+            name
+            for name, svc in SERVICES.items()
+            if any(m.split(":")[:2] == [volume, path] for m in svc.get("volumes", []))
+        ]
         assert mounted_by, f"{mount}: no service mounts it at the same path"
     assert "mlops_data:/opt/mlops" in user_code_mounts
     networks = {spec.get("name", key) for key, spec in COMPOSE["networks"].items()}
@@ -183,8 +291,11 @@ def test_dockerfiles_copy_only_files_that_exist_or_that_a_script_makes(dockerfil
 
 def dockerignore_admits(path: str) -> bool:
     """The root .dockerignore is an allow-list: ``*`` then ``!path`` for what goes in."""
-    patterns = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()
-                if line.strip() and not line.startswith("#")]
+    patterns = [
+        line.strip()
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     assert patterns[0] == "*", "the .dockerignore is expected to start from an empty context"
     allowed = [p[1:] for p in patterns if p.startswith("!")]
     return any(path == a or path.startswith(a.rstrip("/") + "/") for a in allowed)
@@ -214,8 +325,12 @@ def test_python_images_take_their_base_as_a_build_argument_and_install_only_from
 def test_code_layers_come_after_the_dependency_layers():
     lines = (DEPLOY / "Dockerfile.user_code").read_text().splitlines()
     final_stage = max(i for i, line in enumerate(lines) if line.startswith("FROM "))
-    code = [i for i, line in enumerate(lines) if line.startswith("COPY ") and any(
-        f" {pkg}" in line for pkg in ("mlops_assets", "resources", "sensors", "bentos"))]
+    code = [
+        i
+        for i, line in enumerate(lines)
+        if line.startswith("COPY ")
+        and any(f" {pkg}" in line for pkg in ("mlops_assets", "resources", "sensors", "bentos"))
+    ]
     venv = next(i for i, line in enumerate(lines) if line.startswith("COPY --from=dependencies"))
     wheelhouse = next(i for i, line in enumerate(lines) if "deploy/wheelhouse" in line)
     assert wheelhouse < final_stage < venv < min(code), "a code change would rebuild the dependencies"
@@ -242,14 +357,19 @@ def test_compose_1_29_accepts_the_files(files, tmp_path):
         if os.environ.get("CI"):
             pytest.fail("docker-compose is not installed; .ci/run installs it (deploy/scripts/start_engine.sh)")
         pytest.skip("docker-compose is not installed")
-    env_file = tmp_path / ".env"  # as stack.sh writes it: the example, with a token (the service requires one)
-    env_file.write_text((DEPLOY / "env.example").read_text().replace("MLOPS_API_TOKEN=\n", "MLOPS_API_TOKEN=t0k3n\n"))
+    env_file = tmp_path / ".env"  # as stack.sh writes it: the example, with the socket's group (the daemon's)
+    env_file.write_text((DEPLOY / "env.example").read_text() + "DOCKER_SOCKET_GID=999\n")
     args = [arg for name in files for arg in ("-f", str(DEPLOY / name))]
-    done = subprocess.run(["docker-compose", *args, "--env-file", str(env_file), "config"],
-                          capture_output=True, text=True, timeout=60,
-                          env={k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "DAGSTER_"))})
+    done = subprocess.run(
+        ["docker-compose", *args, "--env-file", str(env_file), "config"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "DAGSTER_"))},
+    )
     assert done.returncode == 0, done.stderr
     resolved = yaml.safe_load(done.stdout)
+    assert resolved["services"]["daemon"]["group_add"] == ["999"]
     expected_postgres = "mlops-postgres" if len(files) == 2 else "postgres:16"
     assert resolved["services"]["postgres"]["image"] == expected_postgres
     assert resolved["services"]["user_code"]["build"]["args"]["BASE_IMAGE"] == "python:3.11-slim"
@@ -258,25 +378,31 @@ def test_compose_1_29_accepts_the_files(files, tmp_path):
 def test_every_variable_compose_sets_is_read_by_something_in_the_repository():
     readers = [*(REPO / d for d in ("mlops_assets", "resources", "sensors", "bentos"))]
     text = "\n".join(p.read_text(errors="replace") for d in readers for p in d.rglob("*.py"))
-    deploy_read = env_names(INSTANCE) | env_names(WORKSPACE)
+    deploy_read = env_names(INSTANCE) | env_names(WORKSPACE) | ENTRYPOINT_VARIABLES
     for name, svc in SERVICES.items():
         external = EXTERNAL_IMAGES.get(svc["image"].split(":")[0], set())
         for variable in svc.get("environment", {}):
-            assert (variable in deploy_read or variable in external or variable in DAGSTER_VARIABLES
-                    or re.search(rf"['\"]{variable}['\"]", text)), f"{name}: nothing reads {variable}"
+            assert (
+                variable in deploy_read
+                or variable in external
+                or variable in DAGSTER_VARIABLES
+                or re.search(rf"['\"]{variable}['\"]", text)
+            ), f"{name}: nothing reads {variable}"
 
 
 def test_processes_get_the_variables_of_the_files_they_read():
     workspace_vars = env_names(WORKSPACE)
     instance_vars = env_names(INSTANCE)
     for name in ("webserver", "daemon"):
-        env = set(SERVICES[name]["environment"])
+        env = provided(SERVICES[name]["environment"])
         assert workspace_vars | instance_vars <= env, (name, (workspace_vars | instance_vars) - env)
     for name in ("user_code", "daemon", "bento"):
-        values = SERVICES[name]["environment"]
-        assert shared_settings() <= set(values), (name, shared_settings() - set(values))
-    same = {var: {SERVICES[n]["environment"][var] for n in ("user_code", "daemon", "bento")}
-            for var in shared_settings()}
+        values = provided(SERVICES[name]["environment"])
+        assert shared_settings() <= values, (name, shared_settings() - values)
+    same = {
+        var: {SERVICES[n]["environment"][var] for n in ("user_code", "daemon", "bento")}
+        for var in shared_settings() - SECRET_VARIABLES
+    }
     assert all(len(v) == 1 for v in same.values()), same
 
 
@@ -292,9 +418,19 @@ def test_ports_line_up():
 
 def test_readme_explains_the_deployment():
     readme = (DEPLOY / "README.md").read_text()
-    for word in ("docker compose", "docker-compose", "make deploy-up", "make deploy-down", "KEEP_DATA=1",
-                 "prepare_wheelhouse.sh", "build_base_image.sh", "MLOPS_BASE_IMAGE", "DAGSTER_PG_PASSWORD",
-                 "DockerRunLauncher", "dagster instance migrate"):
+    for word in (
+        "docker compose",
+        "docker-compose",
+        "make deploy-up",
+        "make deploy-down",
+        "KEEP_DATA=1",
+        "prepare_wheelhouse.sh",
+        "build_base_image.sh",
+        "MLOPS_BASE_IMAGE",
+        "DAGSTER_PG_PASSWORD",
+        "DockerRunLauncher",
+        "dagster instance migrate",
+    ):
         assert word in readme, word
     assert Path(DEPLOY / "env.example").is_file()
 
@@ -308,9 +444,10 @@ def launcher_from_deploy_config():
 
     launcher_config = INSTANCE["run_launcher"]
     assert (launcher_config["module"], launcher_config["class"]) == (
-        "mlops_assets.infra.docker_launcher", "TaggedDockerRunLauncher")
-    processed = process_config(resolve_to_config_type(TaggedDockerRunLauncher.config_type()),
-                               launcher_config["config"])
+        "mlops_assets.infra.docker_launcher",
+        "TaggedDockerRunLauncher",
+    )
+    processed = process_config(resolve_to_config_type(TaggedDockerRunLauncher.config_type()), launcher_config["config"])
     assert processed.success, processed.errors
     return TaggedDockerRunLauncher.from_config_value(None, processed.value)
 
@@ -348,14 +485,19 @@ def test_the_gpu_tag_is_documented_where_people_launch_training():
     assert f"{GPU_TAG}=1" in readme and "device_requests" in readme and "NVIDIA Container Toolkit" in readme
 
 
-def test_access_control_is_on_in_production_and_the_token_lives_in_no_file():
-    """The service's token comes from the environment, required (compose refuses to start without it); the Dagster
-    UI, which has no login, is published on the host's loopback only, for an authenticating reverse proxy."""
+def test_access_control_is_on_in_production_and_the_token_lives_in_no_committed_file():
+    """The service's token is a Compose secret (a file stack.sh writes, git-ignored), required: the entrypoint
+    stops a container whose file is missing; the Dagster UI, which has no login, is published on the host's
+    loopback only, for an authenticating reverse proxy."""
     for name in ("bento", "user_code", "daemon"):
-        assert SERVICES[name]["environment"]["MLOPS_API_TOKEN"].startswith("${MLOPS_API_TOKEN:?"), name
-    example = dict(line.split("=", 1) for line in (DEPLOY / "env.example").read_text().splitlines()
-                   if line and not line.startswith("#"))
-    assert example["MLOPS_API_TOKEN"] == ""
+        assert SERVICES[name]["environment"]["MLOPS_API_TOKEN_FILE"] == "/run/secrets/mlops_api_token", name
+        assert "mlops_api_token" in SERVICES[name]["secrets"], name
+    example = dict(
+        line.split("=", 1)
+        for line in (DEPLOY / "env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    assert not {"MLOPS_API_TOKEN", "DAGSTER_PG_PASSWORD"} & set(example)
     assert all(str(port).startswith("127.0.0.1:") for port in SERVICES["webserver"]["ports"])
     readme = (DEPLOY / "README.md").read_text()
     for word in ("MLOPS_API_TOKEN", "reverse proxy", "oauth2-proxy"):

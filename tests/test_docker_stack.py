@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from testkit.docker_stack import PROJECT, DockerStack, docker, engine_problem, inspect, leftovers
+from testkit.docker_stack import COMPOSE, NETWORK, PROJECT, DockerStack, docker, engine_problem, inspect, leftovers
 from testkit.topology import FAST_BUILD, REEXECUTE, holds_for, production_instance_config, wait_until
 
 pytestmark = pytest.mark.slow
@@ -23,6 +23,18 @@ pytestmark = pytest.mark.slow
 SLOW_BUILD = {"ops": {"trained_model": {"config": {"learning_rates": [3e-3], "hidden": [8], "epochs": [40]}}}}
 DEQUEUE_SECONDS = production_instance_config()["run_coordinator"]["config"]["dequeue_interval_seconds"]
 USER_CODE_IMAGE = "mlops-user-code"
+# What the public Bento container must not reach: the unauthenticated Dagster internals, by port.
+INTERNALS = {"webserver": 3000, "user_code": 4000, "postgres": 5432}
+# A login to the stack's PostgreSQL with the daemon's own settings (the password as its entrypoint exports it).
+PG_LOGIN = """
+import os, psycopg2
+connection = psycopg2.connect(host=os.environ["DAGSTER_PG_HOST"], port=os.environ["DAGSTER_PG_PORT"],
+    user=os.environ["DAGSTER_PG_USER"], password=os.environ["DAGSTER_PG_PASSWORD"],
+    dbname=os.environ["DAGSTER_PG_DB"], connect_timeout=5)
+with connection.cursor() as cursor:
+    cursor.execute("SELECT count(*) FROM runs")
+    print(cursor.fetchone()[0])
+"""
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +46,10 @@ def stack(tmp_path_factory):
         pytest.skip(problem)
     existing = {kind: names for kind, names in leftovers().items() if names}
     if existing:
-        pytest.fail(f"a stack named {PROJECT} already exists on this engine ({existing}); "
-                    "this test would tear it down: run `make deploy-down` first if it is yours")
+        pytest.fail(
+            f"a stack named {PROJECT} already exists on this engine ({existing}); "
+            "this test would tear it down: run `make deploy-down` first if it is yours"
+        )
     stack = DockerStack(tmp_path_factory.mktemp("docker_stack"))
     try:
         seconds = stack.up()
@@ -63,6 +77,7 @@ def png_of_a_digit() -> bytes:
 def exited_run_container(stack: DockerStack, run_id: str) -> dict:
     """The one container DockerRunLauncher started for the run (it labels it with the run id), once
     its process has exited: the run's success event is written just before the process ends."""
+
     def exited() -> dict | None:
         (container,) = stack.run_containers(run_id)
         return container if container["State"]["Status"] == "exited" else None
@@ -86,9 +101,13 @@ def test_build_job_over_graphql_runs_in_its_own_container(stack):
     assert container["Id"] not in {stack.container(s) for s in ("user_code", "daemon")}
 
     # Its events landed in the stack's PostgreSQL.
-    events = [row[0] for row in stack.psql(
-        f"SELECT dagster_event_type FROM event_logs WHERE run_id = '{run_id}' "
-        "AND dagster_event_type IS NOT NULL ORDER BY id")]
+    events = [
+        row[0]
+        for row in stack.psql(
+            f"SELECT dagster_event_type FROM event_logs WHERE run_id = '{run_id}' "
+            "AND dagster_event_type IS NOT NULL ORDER BY id"
+        )
+    ]
     for once in ("PIPELINE_ENQUEUED", "PIPELINE_STARTING", "PIPELINE_START", "PIPELINE_SUCCESS"):
         assert events.count(once) == 1, (once, events)
     assert "ASSET_MATERIALIZATION" in events and "STEP_FAILURE" not in events
@@ -102,14 +121,19 @@ def test_the_bento_container_classifies_an_image_with_the_promoted_model(stack):
 
     url = f"http://127.0.0.1:{stack.bento_port}"
     # The service restarts until build_job has promoted a first model, then serves it.
-    wait_until(lambda: httpx.get(f"{url}/readyz", timeout=5).status_code == 200, 300,
-               f"the Bento service to be ready\n{stack.service_logs()}", interval=2)
+    wait_until(
+        lambda: httpx.get(f"{url}/readyz", timeout=5).status_code == 200,
+        300,
+        f"the Bento service to be ready\n{stack.service_logs()}",
+        interval=2,
+    )
     info = httpx.get(f"{url}/model", timeout=10).json()
     assert info["follow_production"] is True and info["production_version"], info
     image = {"image": ("zero.png", png_of_a_digit(), "image/png")}
     assert httpx.post(f"{url}/classify_image", timeout=30, files=image).status_code == 401  # access control is on
-    response = httpx.post(f"{url}/classify_image", timeout=30, files=image,
-                          headers={"Authorization": f"Bearer {stack.api_token()}"})
+    response = httpx.post(
+        f"{url}/classify_image", timeout=30, files=image, headers={"Authorization": f"Bearer {stack.api_token()}"}
+    )
     assert response.status_code == 200, response.text
     prediction = response.json()
     assert prediction["model_version"] == info["production_version"], (prediction, info)
@@ -117,16 +141,71 @@ def test_the_bento_container_classifies_an_image_with_the_promoted_model(stack):
     assert inspect(stack.container("bento"))["State"]["Running"]
 
 
+def test_the_public_service_reaches_none_of_the_internals(stack):
+    """The Bento container is on its own network: the webserver (GraphQL: launch runs, approve models), the gRPC
+    code server and PostgreSQL refuse it by name and by address, while the same probe from the daemon connects."""
+    for service, port in INTERNALS.items():
+        address = stack.address(service, NETWORK)
+        assert stack.reaches("daemon", address, port), f"the probe cannot reach {service} even from the daemon"
+        for host in (service, address):
+            assert not stack.reaches("bento", host, port), f"the Bento container reaches {service} at {host}:{port}"
+
+
+def test_the_daemon_logs_in_to_postgres(stack):
+    entrypoint = inspect(stack.container("daemon"))["Config"]["Entrypoint"] or []
+    runs = stack.exec_in("daemon", *entrypoint, "python3", "-c", PG_LOGIN)
+    assert int(runs.splitlines()[-1]) >= 1, runs  # build_job's run, at least
+
+
+def stack_containers(stack: DockerStack) -> dict[str, str]:
+    """Every container of the stack by a readable name: the compose services, then the run containers."""
+    containers = {service: stack.container(service) for service in COMPOSE["services"]}
+    containers.update({f"run container {cid}": cid for cid in stack.all_run_containers()})
+    return containers
+
+
+def test_every_container_runs_as_a_user_without_root_or_capabilities(stack):
+    runs = stack.all_run_containers()
+    assert runs, "no run container to look at (build_job runs first)"
+    for service in COMPOSE["services"]:
+        assert stack.exec_in(service, "id", "-u") != "0", f"{service} runs as root"
+    for run in runs:  # exited: what it ran as is its configuration (the image's USER unless overridden)
+        assert inspect(run)["Config"]["User"] not in ("", "0", "root", "0:0"), f"run container {run} runs as root"
+    for name, cid in stack_containers(stack).items():
+        host = inspect(cid)["HostConfig"]
+        assert "ALL" in (host["CapDrop"] or []), f"{name} keeps its capabilities: {host['CapDrop']}"
+        assert any(opt.startswith("no-new-privileges") for opt in host["SecurityOpt"] or []), name
+
+
+def test_docker_inspect_shows_no_secret(stack):
+    """Neither the PostgreSQL password nor the service's token is in any container's configuration (environment,
+    command, labels): they reach the processes as files (Compose secrets, and a volume for run containers)."""
+    secrets = {name: stack.secret(name) for name in ("dagster_pg_password", "mlops_api_token")}
+    assert all(len(value) >= 16 for value in secrets.values()), "stack.sh writes random secrets"
+    for name, cid in stack_containers(stack).items():
+        described = docker("inspect", cid)
+        for secret, value in secrets.items():
+            assert value not in described, f"docker inspect of {name} shows {secret}"
+
+
 def step_events(stack: DockerStack, run_id: str, event_type: str) -> list[str]:
-    return [row[0] for row in stack.psql(
-        f"SELECT step_key FROM event_logs WHERE run_id = '{run_id}' AND dagster_event_type = '{event_type}' "
-        "ORDER BY id")]
+    return [
+        row[0]
+        for row in stack.psql(
+            f"SELECT step_key FROM event_logs WHERE run_id = '{run_id}' AND dagster_event_type = '{event_type}' "
+            "ORDER BY id"
+        )
+    ]
 
 
 def step_failures(stack: DockerStack, run_id: str) -> list[str]:
-    return [row[0] for row in stack.psql(
-        "SELECT replace(event, E'\\n', ' ') FROM event_logs "
-        f"WHERE run_id = '{run_id}' AND dagster_event_type = 'STEP_FAILURE'")]
+    return [
+        row[0]
+        for row in stack.psql(
+            "SELECT replace(event, E'\\n', ' ') FROM event_logs "
+            f"WHERE run_id = '{run_id}' AND dagster_event_type = 'STEP_FAILURE'"
+        )
+    ]
 
 
 def test_retrain_job_builds_the_bento_in_its_own_container_without_a_package_index(stack):
@@ -145,16 +224,21 @@ def test_retrain_job_builds_the_bento_in_its_own_container_without_a_package_ind
 def test_a_run_whose_container_is_killed_fails_with_the_reason_and_reexecutes_from_failure(stack):
     # A training configuration of its own, so trained_model really trains (long enough to be killed).
     run_id = stack.submit("build_job", SLOW_BUILD)
-    wait_until(lambda: "trained_model" in step_events(stack, run_id, "STEP_START"), 300,
-               "trained_model to start", interval=0.5)
+    wait_until(
+        lambda: "trained_model" in step_events(stack, run_id, "STEP_START"), 300, "trained_model to start", interval=0.5
+    )
     (container,) = stack.run_containers(run_id)
     docker("kill", container["Id"])  # as an OOM kill or a lost host would
 
     # Run monitoring (deploy/dagster.yaml: every 30 s) finds the dead container and fails the run.
     assert stack.wait_run(run_id, timeout=180) == "FAILURE", stack.service_logs()
-    reasons = [row[0] for row in stack.psql(
-        "SELECT replace(event::json->'dagster_event'->>'message', E'\\n', ' ') FROM event_logs "
-        f"WHERE run_id = '{run_id}' AND dagster_event_type = 'PIPELINE_FAILURE'")]
+    reasons = [
+        row[0]
+        for row in stack.psql(
+            "SELECT replace(event::json->'dagster_event'->>'message', E'\\n', ' ') FROM event_logs "
+            f"WHERE run_id = '{run_id}' AND dagster_event_type = 'PIPELINE_FAILURE'"
+        )
+    ]
     assert len(reasons) == 1, reasons
     assert "Detected run worker status FAILED" in reasons[0] and "Container status is exited" in reasons[0], reasons
     assert '"ExitCode": 137' in reasons[0], reasons  # SIGKILL
@@ -180,8 +264,7 @@ def test_a_run_queued_while_the_daemon_container_is_dead_starts_when_it_is_back(
     run_id = stack.submit("build_job", FAST_BUILD)  # the webserver still takes it: into the queue
     # A killed container stays down (a kill is a manual stop for `restart: unless-stopped`):
     # nobody dequeues, the run waits in PostgreSQL.
-    holds_for(lambda: stack.run_status(run_id) == "QUEUED", 3 * DEQUEUE_SECONDS + 2,
-              "the run queued without a daemon")
+    holds_for(lambda: stack.run_status(run_id) == "QUEUED", 3 * DEQUEUE_SECONDS + 2, "the run queued without a daemon")
 
     docker("start", daemon)
     stack.wait_run(run_id, timeout=180, statuses={"STARTING", "STARTED", "SUCCESS"})

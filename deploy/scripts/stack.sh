@@ -9,8 +9,11 @@
 # Settings (environment): MLOPS_STACK_PROJECT (compose project, default mlops), MLOPS_BASE_IMAGE
 # (Python base of the images; default python:3.11-slim when it can be pulled, else the local
 # debootstrap base mlops-base:bookworm, built on first use), DAGSTER_WEBSERVER_PORT and
-# MLOPS_BENTO_PORT (host ports, default 3000 and 3001). deploy/.env is written from
-# deploy/env.example with a random password when missing, and given a random MLOPS_API_TOKEN when it has none.
+# MLOPS_BENTO_PORT (host ports, default 3000 and 3001). deploy/.env is written from deploy/env.example when
+# missing. The secrets are files, Compose secrets (never values in `docker inspect`): deploy/secrets/
+# dagster_pg_password and deploy/secrets/mlops_api_token, random when missing (or the values an older
+# deploy/.env held, moved out of it). DOCKER_SOCKET_GID (the daemon's group for the Docker socket) is read from
+# the socket.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -43,18 +46,47 @@ compose() {
 }
 
 random_hex() { od -An -N16 -tx1 /dev/urandom | tr -d ' \n'; }
+secrets_dir=deploy/secrets
+socket=${DOCKER_HOST:-unix:///var/run/docker.sock}
+socket=${socket#unix://}
+
+# A secret file: kept when present; else the value of VARIABLE in an older deploy/.env (then removed from it,
+# where every process could read it), else random. The folder is root's alone (0700); the file is 0444 because
+# Compose (non-swarm) bind-mounts it as it is and the containers read it as their own users.
+ensure_secret() {
+    local name=$1 variable=$2 file=$secrets_dir/$1 value=
+    [ -s "$file" ] && return 0
+    if [ -f "$env_file" ]; then
+        value=$(sed -n "s/^$variable=//p" "$env_file" | tail -n1)
+        [ "$value" = change-me ] && value=
+    fi
+    if [ -n "$value" ]; then
+        echo "stack: moved $variable from $env_file to $file"
+    else
+        value=$(random_hex)
+        echo "stack: wrote a random $variable to $file"
+    fi
+    (umask 077; printf '%s' "$value" > "$file.tmp")
+    chmod 0444 "$file.tmp"
+    mv -f "$file.tmp" "$file"
+    [ -f "$env_file" ] && sed -i "/^$variable=/d" "$env_file"
+    return 0
+}
 
 ensure_env_file() {
     if [ ! -f "$env_file" ]; then
-        sed "s/^DAGSTER_PG_PASSWORD=.*/DAGSTER_PG_PASSWORD=$(random_hex)/" deploy/env.example > "$env_file"
+        cp deploy/env.example "$env_file"
         chmod 600 "$env_file"
-        echo "stack: wrote $env_file from deploy/env.example with a random DAGSTER_PG_PASSWORD"
+        echo "stack: wrote $env_file from deploy/env.example"
     fi
-    # The service's bearer token (access control is on in production): a random one unless set.
-    if ! grep -q '^MLOPS_API_TOKEN=.\+' "$env_file"; then
-        sed -i '/^MLOPS_API_TOKEN=/d' "$env_file"
-        echo "MLOPS_API_TOKEN=$(random_hex)" >> "$env_file"
-        echo "stack: added a random MLOPS_API_TOKEN to $env_file (clients send it as a bearer token)"
+    mkdir -p "$secrets_dir"
+    chmod 0700 "$secrets_dir"
+    ensure_secret dagster_pg_password DAGSTER_PG_PASSWORD
+    # The service's bearer token (access control is on in production); clients send it as a bearer token.
+    ensure_secret mlops_api_token MLOPS_API_TOKEN
+    if [ -z "${DOCKER_SOCKET_GID:-}" ]; then
+        DOCKER_SOCKET_GID=$(stat -c %g "$socket" 2>/dev/null || echo 0)
+        export DOCKER_SOCKET_GID
     fi
 }
 
@@ -89,7 +121,7 @@ up() {
 }
 
 down() {
-    ensure_env_file  # compose interpolates the file even to stop
+    ensure_env_file  # compose interpolates the file (and checks the secrets' files) even to stop
     # Run containers are started by DockerRunLauncher, not by compose: remove the ones on our network.
     local network=${MLOPS_NETWORK:-mlops_network}
     local runs
