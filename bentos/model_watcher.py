@@ -1,93 +1,55 @@
-"""The served model and the watcher that swaps it when the registry's production pointer moves.
+"""The watcher that follows a named registry slot and swaps the service's model when the slot's version changes.
 
-A swap builds and warms the new onnxruntime session first, then replaces one reference, so a request uses the
-session it started with. A version that cannot be loaded, or whose signature (classes, input geometry) differs
-from the served one, is refused: the old model keeps serving and ``/model`` says why.
+``production`` is the slot the service serves from; a second watcher on another slot (a shadow, an A/B arm) is the
+same class with another name. A swap builds and warms the new onnxruntime session first, then replaces one
+reference, so a request uses the session it started with. A version that cannot be loaded, or whose signature
+(classes, input geometry) differs from the API this process serves, is refused: the old model keeps serving (or,
+while none is served yet, the 503s go on) and ``/model`` says why. With no model served yet, the first version of
+the served signature put in the slot is adopted the same way.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
-import numpy as np
-
-from mlops_assets.core.data.images import PreprocessSpec
-from mlops_assets.core.model.onnx_model import onnx_logits, open_session, softmax
-from mlops_assets.core.model.signature import signature_differences
+from bentos.served_model import LoadedModel, load_model
+from mlops_assets.core.model.signature import ModelSignature
+from mlops_assets.core.registry.model_versions import PRODUCTION_SLOT
 from mlops_assets.core.registry.registry import ModelRegistry, ModelVersion, RegistryError
-from mlops_assets.core.serving.inference_log_writer import InferenceLogWriter
 
 logger = logging.getLogger("bentoml.mlops.classifier")
 
 
-@dataclass(frozen=True)
-class LoadedModel:
-    """One immutable (version, session) pair; swapping replaces the whole object at once."""
-
-    version: str
-    tag: str
-    session: Any
-    class_names: list[str]
-    labels: dict[str, str]
-    metadata: dict[str, Any]
-    source: str
-    loaded_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
-
-    def probabilities(self, images: np.ndarray, log: InferenceLogWriter | None = None,
-                      original_sizes: list[tuple[int, int]] | None = None, prediction_ids: list[str] | None = None,
-                      at: datetime | None = None) -> np.ndarray:
-        """Softmax per image; each is also queued to the inference log (which never raises into this), under
-        its prediction id and time."""
-        probabilities = softmax(onnx_logits(self.session, images))
-        if log is not None:
-            labels = probabilities.argmax(1)
-            log.log_images(images, [self.class_names[i] for i in labels], probabilities.max(1),
-                           self.version, original_sizes, prediction_ids, at)
-        return probabilities
-
-
-def load_model(path: Path, tag: str, version: str, labels: dict[str, str], metadata: dict[str, Any],
-               source: str, served_spec: PreprocessSpec) -> LoadedModel:
-    """Open and warm up a session, and check it fits the schema this process serves."""
-    spec = PreprocessSpec(**metadata["spec"])
-    if spec != served_spec:
-        raise RegistryError(
-            f"{tag} expects {spec.channels}×{spec.height}×{spec.width} images but this server's API "
-            f"takes {served_spec.channels}×{served_spec.height}×{served_spec.width}; restart the service to "
-            "change geometry"
-        )
-    session = open_session(path)
-    logits = onnx_logits(session, np.zeros((1, spec.channels, spec.height, spec.width), np.float32))
-    class_names = [str(c) for c in metadata["class_names"]]
-    if logits.shape != (1, len(class_names)):
-        raise RegistryError(f"{tag} returns logits of shape {logits.shape} for {len(class_names)} classes")
-    return LoadedModel(version, tag, session, class_names, dict(labels), dict(metadata), source)
-
-
 class ServesAModel(Protocol):
-    active: LoadedModel
+    active: LoadedModel | None  # None: no model served yet
     swaps: int
 
 
-class ProductionWatcher:
-    """Stats the production pointer and swaps the service's model when the named version changes."""
+class SlotWatcher:
+    """Stats the registry's pointer record and swaps the service's model when the version in ``slot`` changes.
 
-    def __init__(self, service: ServesAModel, registry: ModelRegistry, interval: float,
-                 served_spec: PreprocessSpec) -> None:
+    ``served``: the classes and geometry of the API this process serves (fixed at start-up)."""
+
+    def __init__(
+        self,
+        service: ServesAModel,
+        registry: ModelRegistry,
+        interval: float,
+        served: ModelSignature,
+        slot: str = PRODUCTION_SLOT,
+    ) -> None:
         self.service = service
         self.registry = registry
         self.interval = interval
-        self.served_spec = served_spec
-        self.production_version: str | None = None
+        self.served = served
+        self.slot = slot
+        self.slot_version: str | None = None  # what the slot named at the last check
         self.error: str | None = None
         self._seen: tuple[int, int, int] | None = None
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="production-watcher", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"{slot}-watcher", daemon=True)
 
     def start(self) -> None:
         self.check()
@@ -101,8 +63,12 @@ class ProductionWatcher:
             try:
                 self.check()
             except Exception as exc:  # noqa: BLE001 - the watcher must outlive any one bad pointer or model
-                logger.exception("production watcher failed")
+                logger.exception("%s watcher failed", self.slot)
                 self.error = f"{type(exc).__name__}: {exc}"
+
+    def _serving(self) -> str:
+        active = self.service.active
+        return f"still serving {active.tag}" if active else "still serving no model"
 
     def check(self) -> None:
         try:
@@ -114,38 +80,52 @@ class ProductionWatcher:
             return
         self._seen = key
         try:
-            production = self.registry.production()
+            version = self.registry.in_slot(self.slot)
         except RegistryError as exc:
             self.error = str(exc)
-            logger.error("production pointer unreadable, still serving %s: %s",
-                         self.service.active.version, exc)
+            logger.error("%s slot unreadable, %s: %s", self.slot, self._serving(), exc)
             return
-        if production is None:
+        if version is None:
             return
-        self.production_version = production.version
-        if production.version == self.service.active.version:
+        self.slot_version = version.version
+        active = self.service.active
+        if active is not None and version.version == active.version:
             self.error = None
             return
-        differences = signature_differences(self.service.active.metadata, production.metadata)
+        signature = ModelSignature.from_metadata(version.metadata)
+        differences = (
+            self.served.differences(signature)
+            if signature is not None
+            else ["signature unknown (registered without class names and input geometry)"]
+        )
         if differences:
+            served = active.tag if active else f"API ({self.served.geometry}, {len(self.served.class_names)} classes)"
             self.error = (
-                f"not swapping to {production.tag}: its signature differs from the served "
-                f"{self.service.active.tag}: {'; '.join(differences)}; restart the service to serve it"
+                f"not swapping to {version.tag}: its signature differs from the served {served}: "
+                f"{'; '.join(differences)}; restart the service to serve it"
             )
-            logger.error("%s; still serving %s", self.error, self.service.active.tag)
+            logger.error("%s; %s", self.error, self._serving())
             return
         try:
-            model = self._load(production)
+            model = self._load(version)
         except Exception as exc:  # noqa: BLE001 - any unloadable version keeps the old one serving
-            self.error = f"cannot serve {production.tag}: {exc}"
-            logger.error("%s; still serving %s", self.error, self.service.active.tag)
+            self.error = f"cannot serve {version.tag}: {exc}"
+            logger.error("%s; %s", self.error, self._serving())
             return
-        previous = self.service.active
         self.service.active = model  # one reference: requests keep the model they started with
         self.service.swaps += 1
         self.error = None
-        logger.info("now serving %s (was %s)", model.tag, previous.tag)
+        logger.info(
+            "now serving %s from the %s slot (was %s)", model.tag, self.slot, active.tag if active else "no model"
+        )
 
     def _load(self, version: ModelVersion) -> LoadedModel:
-        return load_model(version.onnx_path, version.tag, version.version, version.labels,
-                          version.metadata, source="production", served_spec=self.served_spec)
+        return load_model(
+            version.onnx_path,
+            version.tag,
+            version.version,
+            version.labels,
+            version.metadata,
+            source=self.slot,
+            served=self.served,
+        )

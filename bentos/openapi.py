@@ -85,6 +85,8 @@ def feedback_link(prediction: str) -> dict[str, Any]:
 
 
 SERVER_FAULT = (500, "A fault of the server (never a consequence of the request); logged with its traceback.")
+NO_MODEL_YET = (503, "No model served yet: the service started before one was promoted (the message says what it "
+                     "waits for); it answers as soon as one is, without a restart.")
 WRONG_MEDIA_TYPE = (415, "The request body is not of the media type this endpoint takes.")
 
 
@@ -105,7 +107,7 @@ def api_document(spec: PreprocessSpec, max_images: int, max_body_bytes: int, max
     infra = {
         "/healthz": "Liveness (deprecated name of /livez).",
         "/livez": "200 while the server process is alive.",
-        "/readyz": "200 once the model is loaded and the server accepts traffic.",
+        "/readyz": "200 once a model is loaded and the server accepts traffic (503, saying why, before).",
     }
     paths: dict[str, Any] = {
         path: {"get": {"tags": ["Infrastructure"], "summary": text, "operationId": path.strip("/"),
@@ -130,7 +132,8 @@ def api_document(spec: PreprocessSpec, max_images: int, max_body_bytes: int, max
                 (400, "Not JSON, or images that are not numbers in [0, 1] of the served shape (the message says "
                       "which; 0–255 pixels are named as such)."),
                 too_large, WRONG_MEDIA_TYPE,
-                (503, "Too many requests queued for the model; retry."), SERVER_FAULT,
+                (503, "Too many requests queued for the model, or no model served yet (the message says which); "
+                      "retry."), SERVER_FAULT,
             ),
         },
     }}
@@ -173,12 +176,12 @@ def api_document(spec: PreprocessSpec, max_images: int, max_body_bytes: int, max
                       f"declares more than {max_pixels} pixels (MLOPS_MAX_IMAGE_PIXELS); it is not decoded."),
                 WRONG_MEDIA_TYPE,
                 (422, f"The file is not an image of a supported format ({formats})."),
-                SERVER_FAULT,
+                NO_MODEL_YET, SERVER_FAULT,
             ),
         },
     }}
     model_info = {"200": {"description": "The served model, its data version and the pointer's state.",
-                          "content": _json("ModelInfo")}}
+                          "content": _json("ModelInfo")}, **_errors(NO_MODEL_YET)}
     paths["/model"] = {
         "get": {"tags": ["Service APIs"], "operationId": "model_info_get",
                 "summary": "Which model and data version this server answers with.", "responses": model_info},

@@ -10,6 +10,8 @@
   A multipart body is parsed here first: no boundary, a part without a name, a text field instead of a file, a
   second field or another field name are 400s naming the field. Only then does BentoML see it, so it
   never tries to fetch a string as a URL (what it does with a text field for a file parameter).
+- While the service has no model to answer with (started before any was promoted), the endpoints that need one
+  (``MODEL_PATHS``) are a 503 saying what is waited for, answered here: BentoML would hide a 5xx's message.
 - Every error answer of the APIs, BentoML's own included, is rewritten into :class:`bentos.openapi.ErrorResponse`
   (``{"error": ..., "field": ...}``), which is what the OpenAPI document served at ``/docs.json`` declares.
 """
@@ -30,6 +32,7 @@ MULTIPART = "multipart/form-data"
 IMAGE_PREFIX = "image/"  # /classify_image also takes the file itself as the body (Content-Type: image/png, ...)
 API_MEDIA_TYPES = {"/classify": JSON, "/classify_image": MULTIPART, "/feedback": JSON, "/model": JSON}
 PROTECTED_PATHS = frozenset({"/classify", "/classify_image", "/feedback"})
+MODEL_PATHS = frozenset({"/classify", "/classify_image", "/model"})  # no answer without a served model
 UPLOAD_FIELD = "image"
 
 
@@ -167,16 +170,19 @@ async def check_upload(headers: list[tuple[bytes, bytes]], body: bytes) -> None:
 
 class RequestGuard:
     """See the module docstring. ``openapi`` builds the document served at ``/docs.json``; ``token`` (empty: no
-    access control) is what a protected endpoint requires as its bearer token."""
+    access control) is what a protected endpoint requires as its bearer token; ``unavailable`` says why the service
+    cannot answer with a model yet (None: it can)."""
 
     def __init__(self, app: Any, max_bytes: int, setting_name: str, openapi: Callable[[], dict],
-                 token: str = "", token_setting: str = "") -> None:
+                 token: str = "", token_setting: str = "",
+                 unavailable: Callable[[], str | None] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.setting_name = setting_name
         self.openapi = openapi
         self.token = token.encode()
         self.token_setting = token_setting
+        self.unavailable = unavailable
         self._document: bytes | None = None
         self._methods: dict[str, str] | None = None
 
@@ -209,6 +215,9 @@ class RequestGuard:
             await send_json(send, HTTPStatus.UNAUTHORIZED, error_body(
                 f"{path} requires 'Authorization: Bearer <token>' with the service's token ({self.token_setting})",
                 AUTHORIZATION), headers=((b"www-authenticate", b'Bearer realm="image_classifier_service"'),))
+            return
+        if self.unavailable is not None and path in MODEL_PATHS and (reason := self.unavailable()):
+            await send_json(send, HTTPStatus.SERVICE_UNAVAILABLE, error_body(reason))
             return
         expected = API_MEDIA_TYPES.get(path) if method == "POST" else None
         try:

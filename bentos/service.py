@@ -19,10 +19,18 @@ Endpoints (all JSON unless noted):
 Which model: the Bento argument ``model_tag`` (``bentoml build --arg model_tag=NAME:VERSION``, stored
 in the Bento) pins one version at class scope, so ``bentoml build`` packages it; without the argument
 (``bentoml serve bentos.service:ClassifierService`` in development) the tag is the registry's production
-version at start-up. When ``MLOPS_FOLLOW_PRODUCTION`` is on, a background thread watches the
-production pointer and swaps the onnxruntime session when it changes: the new session is built and
-warmed up first, then one reference is replaced, and a request uses the session it started with.
-If the new version cannot be loaded, the old one keeps serving and ``/model`` shows the error.
+version at start-up. What the process serves is decided once, in a :class:`bentos.serving_config.ServingConfig`
+built from the settings and the registry, and passed to what needs it. When ``MLOPS_FOLLOW_PRODUCTION`` is on, a
+background thread watches the registry's ``production`` slot and swaps the onnxruntime session when it changes:
+the new session is built and warmed up first, then one reference is replaced, and a request uses the session it
+started with. If the new version cannot be loaded, the old one keeps serving and ``/model`` shows the error.
+
+With no production model at start-up (a fresh home), the service starts anyway, with the classes and geometry of
+the dataset settings: ``/livez`` is 200, ``/readyz``, ``/model`` and the prediction endpoints are 503 "no
+production model yet: ...", and the first version of that signature promoted is served without a restart.
+
+The model computes (``bentos/served_model.py``); the request path (:func:`predict`) decides what goes to the
+inference log, under the prediction id it answers with.
 
 When MLOPS_API_TOKEN is set, the three endpoints above require ``Authorization: Bearer <token>`` (401
 otherwise); ``/model``, health, metrics and the documents stay open (``bentos/request_guard.py``).
@@ -46,15 +54,16 @@ import bentoml
 from pydantic import BaseModel, Field
 
 from bentos import bentoml_private
-from bentos.model_watcher import LoadedModel, ProductionWatcher, load_model
+from bentos.model_watcher import SlotWatcher
 from bentos.openapi import api_document
-from bentos.request_guard import ApiRefusal, RequestGuard
+from bentos.request_guard import ApiRefusal, RequestGuard, error_body
+from bentos.served_model import LoadedModel, load_model
+from bentos.serving_config import ServingConfig
 from bentos.uploads import decode_upload
 from bentos.validation import feedback_batch_type, image_batch_type
 from mlops_assets.core.common import settings
 from mlops_assets.core.common.memory import freeze_startup_heap, heap_stats
-from mlops_assets.core.data.images import ImageDecodeError, ImageTooLargeError, PreprocessSpec, to_training_scale
-from mlops_assets.core.registry.registry import ModelRegistry, RegistryError
+from mlops_assets.core.data.images import ImageDecodeError, ImageTooLargeError, to_training_scale
 from mlops_assets.core.serving.feedback import (
     DuplicateFeedback,
     FeedbackItem,
@@ -66,7 +75,6 @@ from mlops_assets.core.serving.inference_log_writer import InferenceLogWriter
 from mlops_assets.core.serving.prediction_ids import new_prediction_ids
 
 logger = logging.getLogger("bentoml.mlops.classifier")
-bentoml_private.patch_server(settings.resolve_int(settings.BATCH_MAX_WAIT_MS))
 
 
 class ServiceArgs(BaseModel):
@@ -78,45 +86,11 @@ class ServiceArgs(BaseModel):
     )
 
 
-def _registry() -> ModelRegistry:
-    return ModelRegistry(settings.resolve(settings.BENTOML_HOME), settings.resolve(settings.MODEL_NAME))
-
-
-def _startup_tag(args: ServiceArgs) -> str:
-    if args.model_tag:
-        return args.model_tag
-    try:
-        production = _registry().production()
-    except RegistryError as exc:
-        raise RuntimeError(f"cannot read the production pointer: {exc}") from exc
-    if production is None:
-        raise RuntimeError(
-            f"no production version of {settings.resolve(settings.MODEL_NAME)} in the registry at "
-            f"{settings.resolve(settings.BENTOML_HOME)}; promote one (mlops-registry promote VERSION) or pass "
-            "--arg model_tag=NAME:VERSION"
-        )
-    return production.tag
-
-
 ARGS = bentoml.use_arguments(ServiceArgs)
-PINNED_MODEL = bentoml.models.BentoModel(_startup_tag(ARGS))
-# The request schema is fixed for the life of the process: a followed version must keep this geometry.
-SPEC = PreprocessSpec(**PINNED_MODEL.resolve().info.metadata["spec"])
-# ... and these classes (a version of other classes is never swapped in): feedback labels name one of them.
-CLASS_NAMES = [str(name) for name in PINNED_MODEL.resolve().info.metadata["class_names"]]
-MAX_IMAGES = settings.resolve_int(settings.MAX_BATCH)
-MAX_PIXELS = settings.resolve_int(settings.MAX_IMAGE_PIXELS)
-API_TOKEN = settings.resolve(settings.API_TOKEN)
-ImageBatch = image_batch_type(SPEC, MAX_IMAGES)
-FeedbackBatch = feedback_batch_type(CLASS_NAMES, MAX_IMAGES)
-
-
-def artifact_root() -> Path:
-    """Where the inference log goes: MLOPS_ARTIFACT_ROOT, else the root the Bento was built for, else the
-    default; always absolute, so a Bento served from the store never writes into the store."""
-    if settings.is_set(settings.ARTIFACT_ROOT) or not ARGS.artifact_root:
-        return Path(settings.resolve(settings.ARTIFACT_ROOT)).expanduser().resolve()
-    return Path(ARGS.artifact_root)
+CONFIG = ServingConfig.from_settings(ARGS.model_tag, ARGS.artifact_root)  # once, at import: BentoML reads it here
+bentoml_private.patch_server(CONFIG.batch_max_wait_ms)
+ImageBatch = image_batch_type(CONFIG.spec, CONFIG.max_images)
+FeedbackBatch = feedback_batch_type(list(CONFIG.class_names), CONFIG.max_images)
 
 
 class Prediction(BaseModel):
@@ -129,14 +103,21 @@ class Prediction(BaseModel):
 
 def predict(model: LoadedModel, images, log: InferenceLogWriter | None,
             original_sizes: list[tuple[int, int]] | None = None) -> list[Prediction]:
-    """One prediction per image, each with a new id that its inference log row carries too."""
+    """One prediction per image, each with a new id that its inference log row carries too.
+
+    The model only computes; what is logged is decided here, on the request path, under the answer's id (the
+    log's writer queues and never raises into this)."""
     at = datetime.now(UTC)
     ids = new_prediction_ids(len(images), at)
-    probabilities = model.probabilities(images, log, original_sizes, ids, at)
+    probabilities = model.probabilities(images)
+    labels = probabilities.argmax(1)
+    names = [model.class_names[i] for i in labels]
+    if log is not None:
+        log.log_images(images, names, probabilities.max(1), model.version, original_sizes, ids, at)
     return [
-        Prediction(label=int(p.argmax()), class_name=model.class_names[int(p.argmax())],
-                   probabilities=[float(v) for v in p], model_version=model.version, prediction_id=prediction_id)
-        for p, prediction_id in zip(probabilities, ids, strict=True)
+        Prediction(label=int(label), class_name=name, probabilities=[float(v) for v in p],
+                   model_version=model.version, prediction_id=prediction_id)
+        for p, label, name, prediction_id in zip(probabilities, labels, names, ids, strict=True)
     ]
 
 
@@ -183,6 +164,8 @@ async def _model_info_route(request: Any) -> Any:
     from starlette.responses import JSONResponse
 
     service = bentoml.get_current_service()
+    if service.active is None:
+        return JSONResponse(error_body(service.no_model_message()), status_code=HTTPStatus.SERVICE_UNAVAILABLE)
     return JSONResponse(service.describe().model_dump())
 
 
@@ -202,31 +185,56 @@ def _model_info_app() -> Any:
 class ClassifierService:
     """Classifies images with the production model; follows promotions and rollbacks live."""
 
-    model = PINNED_MODEL
+    model = CONFIG.bento_model()  # None while the registry has no production model: the first one is adopted
 
     def __init__(self) -> None:
+        self.config = CONFIG
+        self.active: LoadedModel | None = self._load_pinned()
+        self.swaps = 0
+        self.follow = self.config.follow
+        self.watcher: SlotWatcher | None = None
+        if self.follow:
+            self.watcher = SlotWatcher(self, self.config.registry(), self.config.poll_seconds,
+                                       self.config.signature, self.config.slot)
+            self.watcher.start()
+        self.inference_log: InferenceLogWriter | None = None
+        if self.config.inference_log:
+            self.inference_log = InferenceLogWriter(self.config.artifact_root, keep_images=self.config.keep_images)
+        self.feedback_store = FeedbackStore(self.config.artifact_root)
+        logger.info("serving %s (follow %s: %s, inference log: %s)",
+                    self.active.tag if self.active else "no model yet", self.config.slot, self.follow,
+                    self.inference_log.artifact_root if self.inference_log else "off")
+        if self.active is None:
+            logger.warning("%s", self.no_model_message())
+        freeze_startup_heap()  # the last step of startup: see mlops_assets/core/common/memory.py
+
+    def _load_pinned(self) -> LoadedModel | None:
         from mlops_assets.core.model.onnx_model import ONNX_FILE
 
         stored = self.model
-        self.active: LoadedModel = load_model(
-            Path(stored.path_of(ONNX_FILE)), str(stored.tag), stored.tag.version,
-            dict(stored.info.labels), dict(stored.info.metadata), source="pinned", served_spec=SPEC,
-        )
-        self.swaps = 0
-        self.follow = settings.resolve_flag(settings.FOLLOW_PRODUCTION)
-        self.watcher: ProductionWatcher | None = None
-        if self.follow:
-            interval = settings.resolve_float(settings.POLL_SECONDS)
-            self.watcher = ProductionWatcher(self, _registry(), interval, SPEC)
-            self.watcher.start()
-        self.inference_log: InferenceLogWriter | None = None
-        if settings.resolve_flag(settings.INFERENCE_LOG):
-            self.inference_log = InferenceLogWriter(artifact_root(),
-                                                    keep_images=settings.resolve_flag(settings.KEEP_IMAGES))
-        self.feedback_store = FeedbackStore(artifact_root())
-        logger.info("serving %s (follow production: %s, inference log: %s)", self.active.tag, self.follow,
-                    self.inference_log.artifact_root if self.inference_log else "off")
-        freeze_startup_heap()  # the last step of startup: see mlops_assets/core/common/memory.py
+        if stored is None:
+            return None
+        return load_model(Path(stored.path_of(ONNX_FILE)), str(stored.tag), stored.tag.version,
+                          dict(stored.info.labels), dict(stored.info.metadata), source="pinned",
+                          served=self.config.signature)
+
+    def no_model_message(self) -> str:
+        return self.config.no_model_message(self.watcher.error if self.watcher else None)
+
+    def serving(self) -> LoadedModel:
+        """The model a request uses from start to end; a 503 saying what is waited for while there is none."""
+        model = self.active
+        if model is None:
+            raise ApiRefusal(HTTPStatus.SERVICE_UNAVAILABLE, self.no_model_message())
+        return model
+
+    async def __is_ready__(self) -> bool:
+        """BentoML's /readyz: 200 once a model is served, else 503 with the reason (not BentoML's generic one)."""
+        if self.active is None:
+            from starlette.exceptions import HTTPException
+
+            raise HTTPException(status_code=HTTPStatus.SERVICE_UNAVAILABLE, detail=self.no_model_message())
+        return True
 
     @bentoml.on_shutdown
     def _stop_background_work(self) -> None:
@@ -238,20 +246,20 @@ class ClassifierService:
     @bentoml.api(
         batchable=True,
         batch_dim=0,
-        max_batch_size=settings.resolve_int(settings.BATCH_MAX_SIZE),
-        max_latency_ms=settings.resolve_int(settings.BATCH_MAX_LATENCY_MS),
+        max_batch_size=CONFIG.batch_max_size,
+        max_latency_ms=CONFIG.batch_max_latency_ms,
     )
     def classify(self, images: ImageBatch) -> list[Prediction]:
         """Classify a batch of images already in the training scale; one prediction per image."""
-        return predict(self.active, images, self.inference_log)
+        return predict(self.serving(), images, self.inference_log)
 
     @bentoml.api
     def classify_image(self, image: Annotated[Path, Field(description="A PNG or JPEG file.")]) -> Prediction:
         """Classify one encoded image, decoded and scaled exactly as in training."""
-        model = self.active
+        model = self.serving()
         data = Path(image).read_bytes()
         try:
-            pixels, size = decode_upload(data, SPEC, MAX_PIXELS)
+            pixels, size = decode_upload(data, self.config.spec, self.config.max_pixels)
         except ImageTooLargeError as exc:
             raise ApiRefusal(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"{exc} (MLOPS_MAX_IMAGE_PIXELS)", "image") from None
         except ImageDecodeError as exc:
@@ -266,7 +274,7 @@ class ClassifierService:
                              "so no feedback can be joined to one", "feedback")
         items = [FeedbackItem(str(item.prediction_id), item.label) for item in feedback]
         try:  # every answered prediction is in the log or a journal already: nothing to wait for
-            stored = self.feedback_store.record(items, CLASS_NAMES)
+            stored = self.feedback_store.record(items, list(self.config.class_names))
         except UnknownPrediction as exc:
             raise ApiRefusal(HTTPStatus.NOT_FOUND, str(exc), exc.field) from None
         except DuplicateFeedback as exc:
@@ -281,37 +289,44 @@ class ClassifierService:
         return self.describe()
 
     def describe(self) -> ModelInfo:
-        active = self.active
+        active = self.serving()
+        spec = self.config.spec
         return ModelInfo(
             model_name=active.tag.split(":")[0],
             version=active.version,
             tag=active.tag,
             source=active.source,
-            pinned_tag=str(PINNED_MODEL.tag),
+            pinned_tag=self.config.pinned_tag or "",
             splits_version=active.labels.get("splits_version"),
             dataset_version=active.labels.get("dataset_version"),
             onnx_version=active.metadata.get("onnx_version"),
             class_names=active.class_names,
-            input_shape=[SPEC.channels, SPEC.height, SPEC.width],
+            input_shape=[spec.channels, spec.height, spec.width],
             loaded_at=active.loaded_at,
             follow_production=self.follow,
-            production_version=self.watcher.production_version if self.watcher else None,
+            production_version=self.watcher.slot_version if self.watcher else None,
             swap_error=self.watcher.error if self.watcher else None,
             swaps=self.swaps,
             inference_log=vars(self.inference_log.stats()) if self.inference_log else None,
             worker_pid=os.getpid(),
             worker_heap=heap_stats(),
-            token_required=bool(API_TOKEN),
+            token_required=bool(self.config.api_token),
         )
+
+
+def _why_no_answer() -> str | None:
+    """The 503's message while this worker serves no model yet; None once it does (the front door asks)."""
+    service = bentoml.get_current_service()
+    return service.no_model_message() if service is not None and service.active is None else None
 
 
 bentoml_private.declare_json_response(ClassifierService, "classify")  # measured: BENCHMARKS.md
 ClassifierService.add_asgi_middleware(
-    RequestGuard, max_bytes=settings.resolve_int(settings.MAX_BODY_BYTES), setting_name=settings.MAX_BODY_BYTES,
+    RequestGuard, max_bytes=CONFIG.max_body_bytes, setting_name=settings.MAX_BODY_BYTES,
     openapi=lambda: api_document(
-        SPEC, MAX_IMAGES, settings.resolve_int(settings.MAX_BODY_BYTES), MAX_PIXELS,
+        CONFIG.spec, CONFIG.max_images, CONFIG.max_body_bytes, CONFIG.max_pixels,
         {"Prediction": Prediction, "ModelInfo": ModelInfo, "FeedbackRequest": FeedbackRequest,
          "FeedbackReceipt": FeedbackReceipt},
-        str(PINNED_MODEL.tag), token_required=bool(API_TOKEN)),
-    token=API_TOKEN, token_setting=settings.API_TOKEN,
+        CONFIG.pinned_tag or f"{CONFIG.model_name}:none-yet", token_required=bool(CONFIG.api_token)),
+    token=CONFIG.api_token, token_setting=settings.API_TOKEN, unavailable=_why_no_answer,
 )

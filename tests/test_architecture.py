@@ -104,6 +104,21 @@ def test_bentoml_private_apis_are_used_in_one_module():
     assert users == ["bentos/bentoml_private.py", "mlops_assets/core/registry/bentoml_store.py"]
 
 
+INFERENCE_LOG_MODULES = ("mlops_assets.core.serving.inference_log", "mlops_assets.core.serving.inference_journal")
+
+
+def test_the_model_computes_and_the_request_path_logs():
+    """The serving seams: the served model, its runtime and the slot watcher never import the inference log, so
+    what is logged (a shadow's answer, an explanation, beside the served one under one prediction id) is decided
+    on the request path, in the service module alone."""
+    def logs(path: Path) -> bool:
+        return any(m.startswith(INFERENCE_LOG_MODULES) for m in imported_modules(path))
+
+    models = ["bentos/served_model.py", "bentos/model_watcher.py", "mlops_assets/core/model/onnx_model.py"]
+    assert [m for m in models if logs(ROOT / m)] == []
+    assert [str(p.relative_to(ROOT)) for p in python_files("bentos") if logs(p)] == ["bentos/service.py"]
+
+
 def test_benchmarks_and_the_product_do_not_import_the_tests():
     offending = {str(p.relative_to(ROOT)): sorted(m for m in imported_modules(p) if m.split(".")[0] == "tests")
                  for p in python_files(*PRODUCT, "benchmarks", "testkit")}

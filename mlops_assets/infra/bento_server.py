@@ -76,13 +76,16 @@ def directory_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def wait_until_ready(url: str, process: subprocess.Popen, deadline_s: float, log: Path) -> None:
+def wait_until_ready(url: str, process: subprocess.Popen, deadline_s: float, log: Path,
+                     path: str = "/readyz") -> None:
+    """Until ``path`` answers 200: ``/readyz`` (a model is served), or ``/livez`` for a server expected to start
+    with no model yet."""
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise ServerStartError(f"server exited with {process.returncode}:\n{log_tail(log)}")
         try:
-            with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
+            with urllib.request.urlopen(f"{url}{path}", timeout=2) as response:
                 if response.status == 200:
                     return
         except (urllib.error.URLError, ConnectionError, TimeoutError):
@@ -100,18 +103,19 @@ def serve_bento_process(
     cwd: str | Path | None = None,
     ready_timeout_s: float = 90.0,
     port: int | None = None,
+    ready_path: str = "/readyz",
 ) -> Iterator[tuple[str, subprocess.Popen]]:
     """``bentoml serve TARGET`` on 127.0.0.1 and ``port`` (a free one by default), in its own session; yields
     the base URL and the process (its pid is the session id of every worker: the benchmark counts their CPU).
 
     ``target`` is a Bento tag or ``bentos.service:ClassifierService``. The process group is always
-    stopped on exit.
+    stopped on exit. ``ready_path``: what must answer 200 first (``/livez`` for a server with no model yet).
     """
     port = port or free_port()
     url = f"http://127.0.0.1:{port}"
     command = [*_bentoml_cli(), "serve", target, "--host", "127.0.0.1", "--port", str(port)]
     with process_group(command, _server_env(bentoml_home, env), cwd or REPO_ROOT, log_path) as process:
-        wait_until_ready(url, process, ready_timeout_s, Path(log_path))
+        wait_until_ready(url, process, ready_timeout_s, Path(log_path), ready_path)
         yield url, process
 
 

@@ -118,6 +118,15 @@ def _files_under(folder: Path) -> int:
     return sum(len(files) for _, _, files in os.walk(folder))
 
 
+def class_folders(root: str | Path) -> list[Path]:
+    """The class sub-folders of an image folder, in label order (sorted names; hidden folders are no class).
+    Cheap, no file listed: the service reads its classes from here when no model is served yet."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"image folder {root} does not exist or is not a directory")
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
 def list_image_folder(root: str | Path) -> FolderListing:
     """List a folder with one sub-folder per class, refusing layouts a model would be meaningless on.
 
@@ -130,9 +139,7 @@ def list_image_folder(root: str | Path) -> FolderListing:
     should not stop the rest from training; the build warns with the list, so none goes unnoticed.
     """
     root = Path(root)
-    if not root.is_dir():
-        raise DatasetError(f"image folder {root} does not exist or is not a directory")
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    class_dirs = class_folders(root)
     if len(class_dirs) < 2:
         raise DatasetError(
             f"image folder {root} has {len(class_dirs)} class sub-folder(s); at least two are needed "

@@ -303,6 +303,10 @@ def digits_fingerprint() -> str:
     return f"sklearn-digits-{version('scikit-learn')}"
 
 
+DIGITS_SPEC = PreprocessSpec(height=8, width=8, channels=1)
+DIGITS_CLASS_NAMES = [str(digit) for digit in range(10)]  # scikit-learn's target_names, as strings
+
+
 def load_digits_dataset() -> ImageDataset:
     """scikit-learn's bundled 8×8 digits, as the same uint8 images an upload would decode to.
 
@@ -318,7 +322,7 @@ def load_digits_dataset() -> ImageDataset:
         images=pixels[:, None, :, :],
         labels=digits.target.astype(np.int64),
         class_names=[str(c) for c in digits.target_names],
-        spec=PreprocessSpec(height=8, width=8, channels=1),
+        spec=DIGITS_SPEC,
         sources=[f"sklearn-digits/{i}" for i in range(len(digits.target))],
         original_sizes=np.full((len(digits.target), 2), 8, dtype=np.int64),
     )

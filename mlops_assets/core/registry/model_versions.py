@@ -18,6 +18,9 @@ from mlops_assets.core.model.signature import ModelSignature
 from mlops_assets.core.registry import release_rules as rules
 from mlops_assets.core.registry.release_rules import AWAITING, REJECTED
 
+PRODUCTION_SLOT = "production"  # the slot every transition (promote, rollback, approve) moves
+SLOTS_KEY = "slots"  # other named slots of the pointer record: {slot: version}
+
 
 class RegistryError(RuntimeError):
     """A registry operation that cannot be carried out as asked (unknown version, nothing to roll back)."""
@@ -177,3 +180,17 @@ class ModelVersions:
             return {"current": None, "history": [], "events": []}
         except json.JSONDecodeError as exc:
             raise RegistryError(f"production pointer {self.pointer_path} is not valid JSON: {exc}") from exc
+
+    def slot_version(self, slot: str) -> str | None:
+        """The version a named slot of the pointer record holds, from the pointer alone: ``production`` is
+        ``current``; another slot (a shadow or an A/B arm) is under ``slots``. What a serving watcher follows, so a
+        second slot is a second watcher, not a second pointer format."""
+        pointer = self.read_pointer()
+        if slot == PRODUCTION_SLOT:
+            return pointer.get("current")
+        return (pointer.get(SLOTS_KEY) or {}).get(slot)
+
+    def in_slot(self, slot: str) -> ModelVersion | None:
+        """The version a named slot holds, described (None while the slot is empty)."""
+        version = self.slot_version(slot)
+        return self.get(version) if version else None

@@ -1,0 +1,74 @@
+"""The served model: one immutable (version, onnxruntime session) pair that computes, and nothing else.
+
+It does not log: the request path (``bentos/service.py``) decides what is written to the inference log, under which
+prediction id, so a second model's answers (a shadow) or an explanation can be logged beside the served one under
+the same id without this class knowing. ``tests/test_architecture.py`` keeps the inference log out of this module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlops_assets.core.data.images import PreprocessSpec
+from mlops_assets.core.model.onnx_model import onnx_logits, open_session, softmax
+from mlops_assets.core.model.signature import ModelSignature
+from mlops_assets.core.registry.registry import RegistryError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """One immutable (version, session) pair; swapping replaces the whole object at once."""
+
+    version: str
+    tag: str
+    session: Any
+    class_names: list[str]
+    labels: dict[str, str]
+    metadata: dict[str, Any]
+    source: str
+    loaded_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+
+    def probabilities(self, images: np.ndarray) -> np.ndarray:
+        """Softmax per image, in class order."""
+        return softmax(onnx_logits(self.session, images))
+
+
+def load_model(
+    path: Path,
+    tag: str,
+    version: str,
+    labels: dict[str, str],
+    metadata: dict[str, Any],
+    source: str,
+    served: ModelSignature,
+) -> LoadedModel:
+    """Open and warm up a session, and check it fits the API this process serves (``served``: the classes and
+    geometry of its request and feedback schemas, fixed for the life of the process)."""
+    import numpy as np
+
+    signature = ModelSignature.from_metadata(metadata)
+    if signature is None:
+        raise RegistryError(f"{tag} was registered without class names and input geometry; it cannot be served")
+    if signature.geometry != served.geometry:
+        raise RegistryError(
+            f"{tag} expects {signature.geometry} images but this server's API takes {served.geometry} "
+            "(channels×height×width); restart the service to change geometry"
+        )
+    differences = served.differences(signature)
+    if differences:
+        raise RegistryError(
+            f"{tag} does not fit this server's API: {'; '.join(differences)}; restart the service to serve it"
+        )
+    spec = PreprocessSpec(**metadata["spec"])
+    session = open_session(path)
+    logits = onnx_logits(session, np.zeros((1, spec.channels, spec.height, spec.width), np.float32))
+    class_names = list(signature.class_names)
+    if logits.shape != (1, len(class_names)):
+        raise RegistryError(f"{tag} returns logits of shape {logits.shape} for {len(class_names)} classes")
+    return LoadedModel(version, tag, session, class_names, dict(labels), dict(metadata), source)
