@@ -19,6 +19,7 @@ import numpy as np
 from mlops_assets.ml.images import PreprocessSpec
 from mlops_assets.ml.inference_log_writer import InferenceLogWriter
 from mlops_assets.ml.onnx_model import onnx_logits, open_session, softmax
+from mlops_assets.ml.ood import OodAnswer, OodCalibration, answers, calibration_of, energy_scores
 from mlops_assets.ml.registry import ModelRegistry, ModelVersion, RegistryError
 from mlops_assets.ml.signature import signature_differences
 
@@ -37,18 +38,27 @@ class LoadedModel:
     metadata: dict[str, Any]
     source: str
     loaded_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+    ood: OodCalibration | None = None  # the version's stored calibration (mlops_assets/ml/ood.py)
 
     def probabilities(self, images: np.ndarray, log: InferenceLogWriter | None = None,
                       original_sizes: list[tuple[int, int]] | None = None, prediction_ids: list[str] | None = None,
                       at: datetime | None = None) -> np.ndarray:
-        """Softmax per image; each is also queued to the inference log (which never raises into this), under
-        its prediction id and time."""
-        probabilities = softmax(onnx_logits(self.session, images))
+        return self.answer(images, log, original_sizes, prediction_ids, at)[0]
+
+    def answer(self, images: np.ndarray, log: InferenceLogWriter | None = None,
+               original_sizes: list[tuple[int, int]] | None = None, prediction_ids: list[str] | None = None,
+               at: datetime | None = None) -> tuple[np.ndarray, list[OodAnswer]]:
+        """Softmax and out-of-distribution answer per image; each is also queued to the inference log (which
+        never raises into this), under its prediction id and time, with its OOD score and flag."""
+        logits = onnx_logits(self.session, images)
+        probabilities, scores = softmax(logits), energy_scores(logits)
+        ood = answers(scores, self.ood)
         if log is not None:
             labels = probabilities.argmax(1)
+            flags = np.array([np.nan if a.flagged is None else float(a.flagged) for a in ood])
             log.log_images(images, [self.class_names[i] for i in labels], probabilities.max(1),
-                           self.version, original_sizes, prediction_ids, at)
-        return probabilities
+                           self.version, original_sizes, prediction_ids, at, np.column_stack([scores, flags]))
+        return probabilities, ood
 
 
 def load_model(path: Path, tag: str, version: str, labels: dict[str, str], metadata: dict[str, Any],
@@ -66,7 +76,8 @@ def load_model(path: Path, tag: str, version: str, labels: dict[str, str], metad
     class_names = [str(c) for c in metadata["class_names"]]
     if logits.shape != (1, len(class_names)):
         raise RegistryError(f"{tag} returns logits of shape {logits.shape} for {len(class_names)} classes")
-    return LoadedModel(version, tag, session, class_names, dict(labels), dict(metadata), source)
+    return LoadedModel(version, tag, session, class_names, dict(labels), dict(metadata), source,
+                       ood=calibration_of(metadata))
 
 
 class ServesAModel(Protocol):

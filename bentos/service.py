@@ -46,6 +46,7 @@ import bentoml
 from pydantic import BaseModel, Field
 
 from bentos.model_watcher import LoadedModel, ProductionWatcher, load_model
+from bentos.ood_refusal import OodRefusal
 from bentos.openapi import api_document
 from bentos.request_guard import ApiRefusal, RequestGuard
 from bentos.uploads import decode_upload
@@ -55,6 +56,7 @@ from mlops_assets.ml.feedback import DuplicateFeedback, FeedbackItem, FeedbackSt
 from mlops_assets.ml.images import ImageDecodeError, ImageTooLargeError, PreprocessSpec, to_training_scale
 from mlops_assets.ml.inference_log_writer import InferenceLogWriter
 from mlops_assets.ml.memory import freeze_startup_heap, heap_stats
+from mlops_assets.ml.ood import OOD_FLAG_DOC, OOD_REASON_DOC, OOD_SCORE_DOC
 from mlops_assets.ml.prediction_ids import new_prediction_ids
 from mlops_assets.ml.registry import ModelRegistry, RegistryError
 
@@ -118,6 +120,9 @@ class Prediction(BaseModel):
     probabilities: list[float] = Field(description="Softmax over the classes, in class order.")
     model_version: str = Field(description="The model version that answered.")
     prediction_id: str = Field(description="This prediction's id: POST it to /feedback with the true label.")
+    ood_score: float = Field(description=OOD_SCORE_DOC)
+    ood_flag: bool | None = Field(description=OOD_FLAG_DOC)
+    ood_reason: str | None = Field(description=OOD_REASON_DOC)
 
 
 def predict(model: LoadedModel, images, log: InferenceLogWriter | None,
@@ -125,11 +130,12 @@ def predict(model: LoadedModel, images, log: InferenceLogWriter | None,
     """One prediction per image, each with a new id that its inference log row carries too."""
     at = datetime.now(UTC)
     ids = new_prediction_ids(len(images), at)
-    probabilities = model.probabilities(images, log, original_sizes, ids, at)
+    probabilities, ood = model.answer(images, log, original_sizes, ids, at)
     return [
         Prediction(label=int(p.argmax()), class_name=model.class_names[int(p.argmax())],
-                   probabilities=[float(v) for v in p], model_version=model.version, prediction_id=prediction_id)
-        for p, prediction_id in zip(probabilities, ids, strict=True)
+                   probabilities=[float(v) for v in p], model_version=model.version, prediction_id=prediction_id,
+                   ood_score=o.score, ood_flag=o.flagged, ood_reason=o.reason)
+        for p, prediction_id, o in zip(probabilities, ids, ood, strict=True)
     ]
 
 
@@ -299,12 +305,15 @@ class ClassifierService:
 
 
 bentoml_private.declare_json_response(ClassifierService, "classify")  # measured: BENCHMARKS.md
+if settings.resolve_flag(settings.OOD_REFUSE):  # a flagged input answered 422 (added first: runs inside the guard)
+    ClassifierService.add_asgi_middleware(OodRefusal)
 ClassifierService.add_asgi_middleware(
     RequestGuard, max_bytes=settings.resolve_int(settings.MAX_BODY_BYTES), setting_name=settings.MAX_BODY_BYTES,
     openapi=lambda: api_document(
         SPEC, MAX_IMAGES, settings.resolve_int(settings.MAX_BODY_BYTES), MAX_PIXELS,
         {"Prediction": Prediction, "ModelInfo": ModelInfo, "FeedbackRequest": FeedbackRequest,
          "FeedbackReceipt": FeedbackReceipt},
-        str(PINNED_MODEL.tag), token_required=bool(API_TOKEN)),
+        str(PINNED_MODEL.tag), token_required=bool(API_TOKEN),
+        refuse_ood=settings.resolve_flag(settings.OOD_REFUSE)),
     token=API_TOKEN, token_setting=settings.API_TOKEN,
 )

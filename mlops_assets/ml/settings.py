@@ -70,6 +70,8 @@ SERVICE_WORKERS = "MLOPS_SERVICE_WORKERS"  # worker processes of the service; 0:
 ACCESS_LOG = "MLOPS_ACCESS_LOG"  # 1/0: BentoML's access-log line per request (metrics and the inference log stay)
 INFERENCE_LOG = "MLOPS_INFERENCE_LOG"  # 1/0: record per-image features and predictions for monitoring
 KEEP_IMAGES = "MLOPS_KEEP_IMAGES"  # 1/0: keep each served image (served geometry), to export labelled ones
+OOD_FPR = "MLOPS_OOD_FPR"  # share of a version's validation split its out-of-distribution threshold flags
+OOD_REFUSE = "MLOPS_OOD_REFUSE"  # 1/0: answer 422 (with why) instead of a prediction for a flagged input
 API_TOKEN = "MLOPS_API_TOKEN"  # a secret: when set, /classify, /classify_image, /feedback require it (bearer)
 
 DEFAULTS_RELATIVE_TO_HOME = {ARTIFACT_ROOT: "artifacts", BENTOML_HOME: "bentoml"}
@@ -113,6 +115,8 @@ DEFAULTS = {
     ACCESS_LOG: "0",
     INFERENCE_LOG: "1",
     KEEP_IMAGES: "1",
+    OOD_FPR: "0.05",
+    OOD_REFUSE: "0",
     API_TOKEN: "",
 }
 ALL = (ENV_FILE, MLOPS_HOME, *DEFAULTS_RELATIVE_TO_HOME, *DEFAULTS)
