@@ -161,3 +161,35 @@ def test_the_served_answers_carry_the_score_and_the_refuse_setting_answers_422(d
             png = client.post("/classify_image", content=buffer.getvalue(), headers={"Content-Type": "image/png"})
             if served.answer(noise[None, None].astype(np.float32) / 255.0)[1][0].flagged:
                 assert png.status_code == 422 and "out of distribution" in png.json()["error"], png.text
+
+
+def test_the_flagged_share_is_counted_per_window(tmp_path):
+    """inference_profiles records each window's flagged share as numeric metadata (Dagster plots it over the
+    windows); rows of an uncalibrated version (no flag) are not counted as judged."""
+    from datetime import timedelta
+
+    import dagster as dg
+
+    from mlops_assets.ml.features import image_features
+    from mlops_assets.ml.images import load_digits_dataset
+    from mlops_assets.ml.inference_log_writer import InferenceLogWriter
+    from mlops_assets.monitor.profiles import inference_profiles
+    from testkit.fixtures import make_resources
+
+    resources = make_resources(tmp_path)
+    start = datetime(2026, 11, 22, 10, tzinfo=UTC)
+    images = load_digits_dataset().images[:40]
+    flags = np.array([1.0] * 10 + [0.0] * 20 + [np.nan] * 10)
+    ood = np.column_stack([np.linspace(-10, 0, 40), flags])
+    root = resources["artifact_store"].root_path
+    with InferenceLogWriter(root, clock=lambda: start + timedelta(minutes=5)) as writer:
+        assert writer.log(image_features(images), ["0"] * 40, np.full(40, 0.9), "v1", ood=ood)
+    result = dg.materialize(
+        [inference_profiles],
+        partition_key="2026-11-22-10:00",
+        resources=resources,
+        instance=dg.DagsterInstance.ephemeral(),
+    )
+    meta = {k: v.value for k, v in result.asset_materializations_for_node("inference_profiles")[0].metadata.items()}
+    assert (meta["ood_judged"], meta["ood_flagged"]) == (30, 10)
+    assert meta["ood_flagged_share"] == pytest.approx(1 / 3)

@@ -129,3 +129,28 @@ def answers(scores: np.ndarray, calibration: OodCalibration | None) -> list[OodA
         OodAnswer(float(s), bool(f), calibration.reason(float(s)) if f else None)
         for s, f in zip(scores, calibration.flags(scores), strict=True)
     ]
+
+
+@dataclass(frozen=True)
+class FlaggedShare:
+    """A window's out-of-distribution count: predictions with a flag (a calibrated version), and how many are set."""
+
+    judged: int
+    flagged: int
+
+    @property
+    def share(self) -> float:
+        return self.flagged / self.judged if self.judged else 0.0
+
+    def as_metadata(self) -> dict[str, float | int]:
+        """The figures inference_profiles records per window; Dagster plots them over the partitions."""
+        return {"ood_judged": self.judged, "ood_flagged": self.flagged, "ood_flagged_share": self.share}
+
+
+def flagged_share(flags: Any) -> FlaggedShare:
+    """From the inference log's ``ood_flagged`` column (1.0, 0.0, NaN: no flag), or None for a log without it."""
+    import numpy as np
+
+    values = np.asarray([] if flags is None else flags, dtype=np.float64)
+    judged = ~np.isnan(values)
+    return FlaggedShare(int(judged.sum()), int((values[judged] > 0.5).sum()))
