@@ -91,7 +91,8 @@ WRONG_MEDIA_TYPE = (415, "The request body is not of the media type this endpoin
 
 
 def api_document(spec: PreprocessSpec, max_images: int, max_body_bytes: int, max_pixels: int,
-                 models: dict[str, type[BaseModel]], version: str, token_required: bool = False) -> dict[str, Any]:
+                 models: dict[str, type[BaseModel]], version: str, token_required: bool = False,
+                 refuse_ood: bool = False) -> dict[str, Any]:
     """The whole document: the APIs, BentoML's infrastructure endpoints, and the schemas they use.
 
     ``models`` are the pydantic models of the answers (``Prediction``, ``ModelInfo``, ``FeedbackReceipt``) and of
@@ -200,6 +201,13 @@ def api_document(spec: PreprocessSpec, max_images: int, max_body_bytes: int, max
             operation = paths[path]["post"]
             operation["security"] = [{"bearerAuth": []}]
             operation["responses"] = {**operation["responses"], **unauthorised}
+    if refuse_ood:  # MLOPS_OOD_REFUSE=1: bentos/ood_refusal.py
+        paths["/classify"]["post"]["responses"] |= _errors(
+            (422, "An image is out of distribution (its ood_flag would be true) and this server refuses such "
+                  "inputs (MLOPS_OOD_REFUSE=1); the field names the first such image, the error says why."))
+        responses = paths["/classify_image"]["post"]["responses"]
+        responses["422"]["description"] += (" Or the image is out of distribution and this server refuses such "
+                                            "inputs (MLOPS_OOD_REFUSE=1): the error says why.")
     return {
         "openapi": OPENAPI_VERSION,
         "info": {"title": "image_classifier_service", "version": version,

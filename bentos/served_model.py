@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlops_assets.core.data.images import PreprocessSpec
 from mlops_assets.core.model.onnx_model import onnx_logits, open_session, softmax
+from mlops_assets.core.model.ood import OodAnswer, OodCalibration, answers, calibration_of, energy_scores
 from mlops_assets.core.model.signature import ModelSignature
 from mlops_assets.core.registry.registry import RegistryError
 
@@ -33,10 +34,17 @@ class LoadedModel:
     metadata: dict[str, Any]
     source: str
     loaded_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+    ood: OodCalibration | None = None  # the version's stored calibration (mlops_assets/core/model/ood.py)
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """Softmax per image, in class order."""
         return softmax(onnx_logits(self.session, images))
+
+    def answer(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[OodAnswer]]:
+        """Softmax per image, its energy score and its out-of-distribution answer (one model call)."""
+        logits = onnx_logits(self.session, images)
+        scores = energy_scores(logits)
+        return softmax(logits), scores, answers(scores, self.ood)
 
 
 def load_model(
@@ -71,4 +79,5 @@ def load_model(
     class_names = list(signature.class_names)
     if logits.shape != (1, len(class_names)):
         raise RegistryError(f"{tag} returns logits of shape {logits.shape} for {len(class_names)} classes")
-    return LoadedModel(version, tag, session, class_names, dict(labels), dict(metadata), source)
+    return LoadedModel(version, tag, session, class_names, dict(labels), dict(metadata), source,
+                       ood=calibration_of(metadata))

@@ -55,6 +55,7 @@ from pydantic import BaseModel, Field
 
 from bentos import bentoml_private
 from bentos.model_watcher import SlotWatcher
+from bentos.ood_refusal import OodRefusal
 from bentos.openapi import api_document
 from bentos.request_guard import ApiRefusal, RequestGuard, error_body
 from bentos.served_model import LoadedModel, load_model
@@ -64,6 +65,7 @@ from bentos.validation import feedback_batch_type, image_batch_type
 from mlops_assets.core.common import settings
 from mlops_assets.core.common.memory import freeze_startup_heap, heap_stats
 from mlops_assets.core.data.images import ImageDecodeError, ImageTooLargeError, to_training_scale
+from mlops_assets.core.model.ood import OOD_FLAG_DOC, OOD_REASON_DOC, OOD_SCORE_DOC
 from mlops_assets.core.serving.feedback import (
     DuplicateFeedback,
     FeedbackItem,
@@ -99,6 +101,9 @@ class Prediction(BaseModel):
     probabilities: list[float] = Field(description="Softmax over the classes, in class order.")
     model_version: str = Field(description="The model version that answered.")
     prediction_id: str = Field(description="This prediction's id: POST it to /feedback with the true label.")
+    ood_score: float = Field(description=OOD_SCORE_DOC)
+    ood_flag: bool | None = Field(description=OOD_FLAG_DOC)
+    ood_reason: str | None = Field(description=OOD_REASON_DOC)
 
 
 def predict(model: LoadedModel, images, log: InferenceLogWriter | None,
@@ -109,15 +114,20 @@ def predict(model: LoadedModel, images, log: InferenceLogWriter | None,
     log's writer queues and never raises into this)."""
     at = datetime.now(UTC)
     ids = new_prediction_ids(len(images), at)
-    probabilities = model.probabilities(images)
+    probabilities, scores, ood = model.answer(images)
     labels = probabilities.argmax(1)
     names = [model.class_names[i] for i in labels]
     if log is not None:
-        log.log_images(images, names, probabilities.max(1), model.version, original_sizes, ids, at)
+        import numpy as np
+
+        flags = np.array([np.nan if a.flagged is None else float(a.flagged) for a in ood])
+        log.log_images(images, names, probabilities.max(1), model.version, original_sizes, ids, at,
+                       np.column_stack([scores, flags]))
     return [
         Prediction(label=int(label), class_name=name, probabilities=[float(v) for v in p],
-                   model_version=model.version, prediction_id=prediction_id)
-        for p, label, name, prediction_id in zip(probabilities, labels, names, ids, strict=True)
+                   model_version=model.version, prediction_id=prediction_id,
+                   ood_score=o.score, ood_flag=o.flagged, ood_reason=o.reason)
+        for p, label, name, prediction_id, o in zip(probabilities, labels, names, ids, ood, strict=True)
     ]
 
 
@@ -321,12 +331,15 @@ def _why_no_answer() -> str | None:
 
 
 bentoml_private.declare_json_response(ClassifierService, "classify")  # measured: BENCHMARKS.md
+if settings.resolve_flag(settings.OOD_REFUSE):  # a flagged input answered 422 (added first: runs inside the guard)
+    ClassifierService.add_asgi_middleware(OodRefusal)
 ClassifierService.add_asgi_middleware(
     RequestGuard, max_bytes=CONFIG.max_body_bytes, setting_name=settings.MAX_BODY_BYTES,
     openapi=lambda: api_document(
         CONFIG.spec, CONFIG.max_images, CONFIG.max_body_bytes, CONFIG.max_pixels,
         {"Prediction": Prediction, "ModelInfo": ModelInfo, "FeedbackRequest": FeedbackRequest,
          "FeedbackReceipt": FeedbackReceipt},
-        CONFIG.pinned_tag or f"{CONFIG.model_name}:none-yet", token_required=bool(CONFIG.api_token)),
+        CONFIG.pinned_tag or f"{CONFIG.model_name}:none-yet", token_required=bool(CONFIG.api_token),
+        refuse_ood=settings.resolve_flag(settings.OOD_REFUSE)),
     token=CONFIG.api_token, token_setting=settings.API_TOKEN, unavailable=_why_no_answer,
 )

@@ -86,6 +86,21 @@ def test_registry_holds_the_promoted_model_with_lineage(digits_build):
     assert production.onnx_path.is_file()
 
 
+def test_the_registered_version_stores_its_ood_calibration_from_its_validation_split(digits_build):
+    """registered_model calibrates the out-of-distribution threshold on the version's own validation split
+    (MLOPS_OOD_FPR, 5 %) and stores it with the version: what the service flags with (issue 36)."""
+    from mlops_assets.core.model.ood import calibration_of
+
+    root, result = digits_build
+    production = ModelRegistry(root / "bentoml", "image_classifier").production()
+    calibration = calibration_of(production.metadata)
+    splits = metadata(result, "data_splits")
+    assert calibration is not None and calibration.target_fpr == 0.05
+    assert calibration.n_validation == splits["rows_val"]
+    assert abs(calibration.validation_fpr - 0.05) <= 1.0 / calibration.n_validation
+    assert metadata(result, "registered_model")["ood_threshold"] == pytest.approx(calibration.threshold)
+
+
 def test_rebuild_is_reproducible_and_rewrites_nothing(digits_build):
     """Same data, same config → same split, model and ONNX versions; registry unchanged."""
     root, first = digits_build

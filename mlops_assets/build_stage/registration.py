@@ -9,7 +9,10 @@ import dagster as dg
 from pydantic import Field
 
 from mlops_assets.build_stage.evaluation import comparison_markdown
+from mlops_assets.core.common import settings
 from mlops_assets.core.common.markdown import markdown_table
+from mlops_assets.core.data.artifacts import open_split
+from mlops_assets.core.model.ood import METADATA_KEY, calibrate_rows
 from mlops_assets.core.registry.promotion import ChampionComparison, PromotionPolicy, decide_promotion
 from mlops_assets.metadata import git_commit
 from mlops_assets.refs import EvaluationRef, OnnxModelRef, RegisteredModelRef, SplitsRef
@@ -88,6 +91,9 @@ def registered_model(
         "metrics": metrics,
         "class_names": data_splits.class_names,
         "spec": data_splits.spec,
+        # the out-of-distribution threshold of every answer this version gives (mlops_assets/core/model/ood.py)
+        METADATA_KEY: calibrate_rows(onnx_model.path, open_split(data_splits.path, "val"),
+                                     settings.resolve_float(settings.OOD_FPR)).as_metadata(),
     }
     version = registry.register(onnx_model.path, onnx_model.version, labels, metadata,
                                 actor=f"dagster run {context.run_id}")
@@ -150,6 +156,8 @@ def registered_model(
                 for who, figures in (("candidate", comparison.candidate), ("production", comparison.production))
                 if config.metric in figures}),
             "model_store": dg.MetadataValue.path(version.path),
+            **({f"ood_{key}": float(version.metadata[METADATA_KEY][key]) for key in ("threshold", "validation_fpr")}
+               if METADATA_KEY in version.metadata else {}),
             "accuracy": float(metrics.get("accuracy", 0.0)),
             "versions": dg.MetadataValue.md(
                 markdown_table(

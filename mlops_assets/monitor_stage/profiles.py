@@ -151,6 +151,8 @@ def publish_reference_profile(production, artifact_store: ArtifactStore) -> tupl
     ),
 )
 def inference_profiles(context: dg.AssetExecutionContext, artifact_store: ArtifactStore) -> dg.MaterializeResult:
+    from mlops_assets.core.data.features import OOD_FLAGGED
+    from mlops_assets.core.model.ood import flagged_share
     from mlops_assets.core.monitoring.drift import profile_frame
     from mlops_assets.core.serving.inference_log import read_window
 
@@ -177,12 +179,14 @@ def inference_profiles(context: dg.AssetExecutionContext, artifact_store: Artifa
         return dg.MaterializeResult(metadata={"version": version, "n_rows": 0, "profile_written": False})
     view = profile_frame(rows)
     models = rows["model_version"].value_counts().to_dict() if "model_version" in rows else {}
+    ood = flagged_share(rows[OOD_FLAGGED] if OOD_FLAGGED in rows else None).as_metadata()
     summary = {
         "window": window_label(version),
         "start": start.isoformat(),
         "end": end.isoformat(),
         "n_rows": len(rows),
         "model_versions": models,
+        **ood,
         "written_at": datetime.now(UTC).isoformat(),
     }
     directory, _ = profiles.publish(version, view, summary)
@@ -195,6 +199,7 @@ def inference_profiles(context: dg.AssetExecutionContext, artifact_store: Artifa
             "profile_path": dg.MetadataValue.path(str(directory / PROFILE_FILE)),
             "profile_bytes": (directory / PROFILE_FILE).stat().st_size,
             "model_versions": dg.MetadataValue.md(markdown_table(["model version", "predictions"], models.items())),
+            **ood,  # out-of-distribution answers in the window: the share is plotted over the windows
             "features": dg.MetadataValue.md(_profile_table(view)),
         }
     )

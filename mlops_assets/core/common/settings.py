@@ -120,6 +120,10 @@ ACCESS_LOG = define("MLOPS_ACCESS_LOG", bool, "0", "BentoML's access-log line pe
 INFERENCE_LOG = define("MLOPS_INFERENCE_LOG", bool, "1", "record per-image features and predictions for monitoring")
 KEEP_IMAGES = define("MLOPS_KEEP_IMAGES", bool, "1", "keep each served image (served geometry), so labelled ones "
                      "can be exported")
+OOD_FPR = define("MLOPS_OOD_FPR", float, "0.05", "share of a version's validation split its out-of-distribution "
+                 "threshold flags (the calibrated false-positive rate)")
+OOD_REFUSE = define("MLOPS_OOD_REFUSE", bool, "0", "answer 422 (saying why) instead of a prediction for an input "
+                    "flagged out of distribution")
 API_TOKEN = define("MLOPS_API_TOKEN", str, "", "a secret: when set, /classify, /classify_image and /feedback "
                    "require it as a bearer token (required in `deploy/`)")
 

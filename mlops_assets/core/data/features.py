@@ -31,10 +31,13 @@ CONFIDENCE = "confidence"
 MODEL_VERSION = "model_version"
 TIMESTAMP = "timestamp"
 PREDICTION_ID = "prediction_id"
+OOD_SCORE = "ood_score"  # the answer's out-of-distribution score (mlops_assets/core/model/ood.py)
+OOD_FLAGGED = "ood_flagged"  # 1.0 flagged, 0.0 not, NaN: the version had no calibration (or none was logged)
 
 # Columns the inference log carries beside the image features. Only the first two are profiled.
 PREDICTION_COLUMNS = (PREDICTED_CLASS, CONFIDENCE)
-BOOKKEEPING_COLUMNS = (MODEL_VERSION, TIMESTAMP, PREDICTION_ID)
+# The OOD columns are counted per window by inference_profiles, not profiled: the training reference has none.
+BOOKKEEPING_COLUMNS = (MODEL_VERSION, TIMESTAMP, PREDICTION_ID, OOD_SCORE, OOD_FLAGGED)
 
 
 class FeatureInputError(ValueError):

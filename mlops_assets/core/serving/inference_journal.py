@@ -65,10 +65,12 @@ class Record:
     original_sizes: list | None
     timestamp: pd.Timestamp
     prediction_ids: list[str]
+    ood: np.ndarray | None = None  # N×2: out-of-distribution score, flagged (1/0, NaN: no calibration)
 
 
 def encode(kind: str, payload: Any, labels: list, confidences: np.ndarray, model_version: str,
-           original_sizes: Any, timestamp: pd.Timestamp, prediction_ids: list[str]) -> list[bytes]:
+           original_sizes: Any, timestamp: pd.Timestamp, prediction_ids: list[str],
+           ood: np.ndarray | None = None) -> list[bytes]:
     """One record as the buffers to write (header and payload are not joined: the images are not copied)."""
     header: dict[str, Any] = {
         "kind": kind, "ids": [str(i) for i in prediction_ids], "labels": [str(label) for label in labels],
@@ -76,6 +78,8 @@ def encode(kind: str, payload: Any, labels: list, confidences: np.ndarray, model
         "version": str(model_version), "at": timestamp.isoformat(),
         "sizes": None if original_sizes is None else [[float(v) for v in size] for size in original_sizes],
     }
+    if ood is not None:  # NaN (no flag) travels as null
+        header["ood"] = [[None if v != v else float(v) for v in row] for row in np.asarray(ood, np.float64)]
     if kind == "images":
         array = np.ascontiguousarray(payload)
         header["dtype"], header["shape"] = array.dtype.str, list(array.shape)
@@ -221,7 +225,8 @@ def read_records(path: Path, headers_only: bool = False) -> Iterator[Record]:
                 payload = (np.frombuffer(body, dtype=np.dtype(header["dtype"])).reshape(header["shape"])
                            if header["kind"] == "images" else _frame_of(body))
             yield Record(header["kind"], payload, header["labels"], np.asarray(header["confidences"], np.float64),
-                         header["version"], header["sizes"], pd.Timestamp(header["at"]), header["ids"])
+                         header["version"], header["sizes"], pd.Timestamp(header["at"]), header["ids"],
+                         None if header.get("ood") is None else np.asarray(header["ood"], np.float64))
 
 
 def journal_predictions(artifact_root: str | Path) -> dict[str, pd.Timestamp]:

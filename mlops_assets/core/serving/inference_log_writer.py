@@ -30,6 +30,8 @@ import pandas as pd
 
 from mlops_assets.core.data.features import (
     MODEL_VERSION,
+    OOD_FLAGGED,
+    OOD_SCORE,
     PREDICTION_ID,
     TIMESTAMP,
     FeatureInputError,
@@ -77,6 +79,10 @@ class _Pending:
     timestamp: pd.Timestamp
     n: int
     prediction_ids: list[str]
+    ood: np.ndarray | None = None  # N×2 (score, flagged), or None when the caller gave none
+
+    def ood_rows(self) -> np.ndarray:
+        return self.ood if self.ood is not None else np.full((self.n, 2), np.nan)
 
     def frame(self) -> pd.DataFrame:
         features = self.payload if self.kind == "features" else image_features(self.payload, self.original_sizes)
@@ -84,6 +90,7 @@ class _Pending:
         frame[MODEL_VERSION] = self.model_version
         frame[TIMESTAMP] = self.timestamp
         frame[PREDICTION_ID] = self.prediction_ids
+        frame[OOD_SCORE], frame[OOD_FLAGGED] = self.ood_rows()[:, 0], self.ood_rows()[:, 1]
         return frame
 
     def pixels(self) -> np.ndarray:
@@ -160,6 +167,7 @@ class InferenceLogWriter:
         model_version: str,
         prediction_ids: Sequence[str] | None = None,
         timestamp: datetime | None = None,
+        ood: np.ndarray | None = None,
     ) -> bool:
         """Journal one batch of predictions with their features (from :func:`image_features`).
 
@@ -168,7 +176,7 @@ class InferenceLogWriter:
         it), False if dropped (counted in ``dropped``, reason in ``last_error``). Never raises; never waits for
         the Parquet write, which the background thread does."""
         return self._enqueue("features", features, predicted_labels, confidences, model_version, None,
-                             prediction_ids, timestamp)
+                             prediction_ids, timestamp, ood)
 
     def log_images(
         self,
@@ -179,14 +187,16 @@ class InferenceLogWriter:
         original_sizes: Sequence[tuple[int, int]] | None = None,
         prediction_ids: Sequence[str] | None = None,
         timestamp: datetime | None = None,
+        ood: np.ndarray | None = None,
     ) -> bool:
         """Like :meth:`log`, but the features of ``images`` (N×C×H×W, uint8 or [0, 1] floats) are
-        computed by the background thread, so the request pays only for journaling the images' bytes."""
+        computed by the background thread, so the request pays only for journaling the images' bytes. ``ood`` (both
+        methods): N×2, each answer's out-of-distribution score and flag (1/0, NaN for none), logged with it."""
         return self._enqueue("images", images, predicted_labels, confidences, model_version, original_sizes,
-                             prediction_ids, timestamp)
+                             prediction_ids, timestamp, ood)
 
     def _enqueue(self, kind, payload, predicted_labels, confidences, model_version, original_sizes,
-                 prediction_ids, timestamp) -> bool:
+                 prediction_ids, timestamp, ood=None) -> bool:
         n = 0
         try:
             n = len(payload)
@@ -194,15 +204,16 @@ class InferenceLogWriter:
                 return True
             stamp = timestamp or self._clock()
             ids = list(prediction_ids) if prediction_ids is not None else new_prediction_ids(n, stamp)
-            if len(predicted_labels) != n or len(confidences) != n or len(ids) != n:
+            if len(predicted_labels) != n or len(confidences) != n or len(ids) != n or (
+                    ood is not None and np.shape(ood) != (n, 2)):
                 raise FeatureInputError(
-                    f"{n} images, {len(predicted_labels)} labels, {len(confidences)} confidences and "
-                    f"{len(ids)} prediction ids"
+                    f"{n} images, {len(predicted_labels)} labels, {len(confidences)} confidences, "
+                    f"{len(ids)} prediction ids" + ("" if ood is None else f" and OOD rows {np.shape(ood)}")
                 )
             if self._closed:
                 raise RuntimeError("inference log writer is closed")
             record = encode(kind, payload, list(predicted_labels), np.asarray(confidences, dtype=np.float64),
-                            str(model_version), original_sizes, pd.Timestamp(stamp), ids)
+                            str(model_version), original_sizes, pd.Timestamp(stamp), ids, ood)
             due = False
             with self._lock:  # journaled and counted together: the segment holds exactly the batches counted
                 full = self._queued_rows + n > self.max_queue_rows
@@ -326,7 +337,7 @@ class InferenceLogWriter:
         for record in read_records(segment.path):
             items.append(_Pending(record.kind, record.payload, record.labels, record.confidences,
                                   record.model_version, record.original_sizes, record.timestamp,
-                                  len(record.prediction_ids), record.prediction_ids))
+                                  len(record.prediction_ids), record.prediction_ids, record.ood))
             rows += len(record.prediction_ids)
             if rows >= self.flush_rows:
                 yield items
@@ -435,6 +446,8 @@ def _group_frame(group: list[_Pending]) -> pd.DataFrame:
     frame[MODEL_VERSION] = np.repeat([item.model_version for item in group], counts)
     frame[TIMESTAMP] = pd.DatetimeIndex([item.timestamp for item in group]).repeat(counts)
     frame[PREDICTION_ID] = [prediction_id for item in group for prediction_id in item.prediction_ids]
+    ood = np.concatenate([item.ood_rows() for item in group])
+    frame[OOD_SCORE], frame[OOD_FLAGGED] = ood[:, 0], ood[:, 1]
     return frame
 
 
