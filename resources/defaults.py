@@ -63,6 +63,8 @@ def default_resources() -> dict[str, object]:
             retrain_requires_new_data=settings.resolve_flag(settings.RETRAIN_REQUIRES_NEW_DATA),
             blind_alert_minutes=settings.resolve_float(settings.DRIFT_BLIND_ALERT_MINUTES),
             retrain_run_config=setting(settings.RETRAIN_RUN_CONFIG),
+            retrain_trigger=setting(settings.RETRAIN_TRIGGER),
+            harm_points=settings.resolve_float(settings.HARM_POINTS),
         ),
         "performance_policy": PerformancePolicy(
             min_accuracy=settings.resolve_float(settings.PERF_MIN_ACCURACY),

@@ -5,8 +5,10 @@ import dagster as dg
 from pydantic import Field
 
 from mlops_assets.build.evaluation import comparison_markdown
+from mlops_assets.build.output_record import validation_output_record
 from mlops_assets.metadata import git_commit
 from mlops_assets.ml.markdown import markdown_table
+from mlops_assets.ml.output_reference import OUTPUT_REFERENCE_KEY
 from mlops_assets.ml.promotion import ChampionComparison, PromotionPolicy, decide_promotion
 from mlops_assets.refs import EvaluationRef, OnnxModelRef, RegisteredModelRef, SplitsRef
 from resources.model_registry import ModelRegistryResource
@@ -84,6 +86,10 @@ def registered_model(
         "class_names": data_splits.class_names,
         "spec": data_splits.spec,
     }
+    # what the output-only verdict and the harm trigger judge traffic against (mlops_assets/ml/output_reference.py)
+    output_record = validation_output_record(onnx_model.path, data_splits.path, data_splits.class_names)
+    if output_record is not None:
+        metadata[OUTPUT_REFERENCE_KEY] = output_record
     version = registry.register(onnx_model.path, onnx_model.version, labels, metadata,
                                 actor=f"dagster run {context.run_id}")
     comparison = ChampionComparison.from_dict(evaluation_report.production_comparison)
@@ -140,6 +146,9 @@ def registered_model(
                 if config.metric in figures}),
             "model_store": dg.MetadataValue.path(version.path),
             "accuracy": float(metrics.get("accuracy", 0.0)),
+            **({"validation_accuracy": float(output_record["validation_accuracy"]),
+                "atc_threshold": float(output_record["atc_threshold"])} if output_record else
+               {"output_reference": "none: the validation split is empty; drift is judged by the pixel policy"}),
             "versions": dg.MetadataValue.md(
                 markdown_table(
                     ["version", "stage", "created", "accuracy"],

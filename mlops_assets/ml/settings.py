@@ -45,6 +45,9 @@ DRIFT_BLIND_ALERT_MINUTES = "MLOPS_DRIFT_BLIND_ALERT_MINUTES"
 # 1 (default): drift launches retraining only when the labelled source holds data production never saw
 RETRAIN_REQUIRES_NEW_DATA = "MLOPS_RETRAIN_REQUIRES_NEW_DATA"
 RETRAIN_RUN_CONFIG = "MLOPS_RETRAIN_RUN_CONFIG"  # a YAML run config for the drift sensor's retraining runs
+# harm (default): retrain when the estimated accuracy drops MLOPS_HARM_POINTS below validation; pixel: on pixel drift
+RETRAIN_TRIGGER = "MLOPS_RETRAIN_TRIGGER"
+HARM_POINTS = "MLOPS_HARM_POINTS"  # the harm trigger's margin, in accuracy percentage points
 ALERT_FILE = "MLOPS_ALERT_FILE"
 
 # Governance
@@ -93,6 +96,8 @@ DEFAULTS = {
     DRIFT_BLIND_ALERT_MINUTES: "30",
     RETRAIN_REQUIRES_NEW_DATA: "1",
     RETRAIN_RUN_CONFIG: "",
+    RETRAIN_TRIGGER: "harm",
+    HARM_POINTS: "5",
     ALERT_FILE: "",
     REQUIRE_APPROVAL: "0",
     PERF_MIN_ACCURACY: "0.90",
