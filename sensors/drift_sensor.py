@@ -243,9 +243,10 @@ def evaluate_drift_tick(
             data = labelled_data(dataset_source, model_registry)
             if data.is_new and data.current != state.retrained_fingerprint:  # the awaited labelled data is here
                 request = drift_run_request(state.pending_window, state.pending_share or 0.0, ref_version, [],
-                                            data, retraining, suffix=f"-data-{data.current[-8:]}")
+                                            data, retraining, suffix=f"-data-{data.current[-8:]}",
+                                            signal=state.pending_signal or "")
                 return dg.SensorResult(run_requests=[request], cursor=state.replace(
-                    pending_window=None, pending_share=None, last_run_key=request.run_key,
+                    pending_window=None, pending_share=None, pending_signal=None, last_run_key=request.run_key,
                     retrained_fingerprint=data.current).dump())
             return dg.SensorResult(skip_reason=(
                 f"no new profile window since {last}; drift on window {window_label(state.pending_window)} "
@@ -313,7 +314,7 @@ def evaluate_drift_tick(
                 f"(drift_policy.retrain_requires_new_data){alerted}"
             ),
             cursor=judged.replace(pending_window=window, pending_share=float(verdict.drift_share),
-                                  alerted_episode=episode).dump(),
+                                  pending_signal=decision.signal, alerted_episode=episode).dump(),
             asset_events=records,
         )
     if data.current is not None and data.current == state.retrained_fingerprint:

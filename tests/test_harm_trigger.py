@@ -154,7 +154,7 @@ def test_a_harmless_shift_retrains_only_under_the_pixel_policy(tmp_path, digits)
     assert not default.run_requests
     reason = default.skip_reason.skip_message
     assert "(ATC) vs 0.96 at registration" in reason and "→ no retrain (harm trigger)" in reason
-    assert "would alarm under the pixel trigger" in reason
+    assert "≥ 0.30 (would alarm under the pixel trigger)" in reason
     shown = record(default)
     assert shown["retrain_signal"] == "harm" and shown["is_drift"] is True and shown["retrain"] is False
     assert abs(shown["estimated_accuracy"] - 0.96) < 0.05 and shown["estimate_method"] == "ATC"
@@ -190,3 +190,24 @@ def test_a_malformed_record_is_an_error_naming_it():
 
     with pytest.raises(OutputReferenceError, match="malformed output_reference"):
         OutputReference.from_dict({"validation_accuracy": 0.9})
+
+
+def test_production_performance_shows_the_estimate_beside_the_measured_accuracy(tmp_path, digits):
+    from mlops_assets.monitor.output_checks import estimate_beside_measured
+
+    add_window, resources = make_world(tmp_path, digits, with_record=True)
+    add_window(0, "none", np.random.default_rng(11).uniform(0.3, 0.9, 300))
+    profiles, production = resources["artifact_store"].profiles(), resources["model_registry"].registry().production()
+    window = window_version(T0)
+    shown = estimate_beside_measured(profiles, window, production, measured=0.5)
+    expected = atc_estimate(
+        outputs_from_profile(profiles.read(window)).confidences, output_reference_of(production.metadata).atc_threshold
+    )
+    assert shown["estimated_accuracy"] == pytest.approx(expected) and shown["estimate_method"].startswith("ATC")
+    assert shown["estimate_error_points"] == pytest.approx(100 * (expected - 0.5))
+    assert (
+        "no profile yet"
+        in estimate_beside_measured(profiles, window_version(T0 + timedelta(hours=5)), production, 0.5)[
+            "estimated_accuracy_note"
+        ]
+    )

@@ -76,8 +76,9 @@ def decide_window(pixel, outputs, policy: TriggerPolicy, missing_reference: str 
         f"estimated accuracy {outputs.estimated_accuracy:.2f} ({outputs.method}) vs "
         f"{outputs.validation_accuracy:.2f} at registration: {sign}{abs(drop):.0f} points "
         f"{'≥' if retrain else '<'} {policy.harm_points:g} → {'retrain' if retrain else 'no retrain'} "
-        f"(harm trigger) on window {pixel.window}; pixel drift share {pixel.drift_share:.2f}"
-        f"{' (would alarm under the pixel trigger)' if pixel.is_drift else ''}, {pixel.n_rows} rows"
+        f"(harm trigger) on window {pixel.window}; pixel drift share {pixel.drift_share:.2f} "
+        f"{'≥' if pixel.is_drift else '<'} {pixel.thresholds.drift_share:.2f}"
+        f"{' (would alarm under the pixel trigger)' if pixel.is_drift else ' (context)'}, {pixel.n_rows} rows"
     )
     return WindowDecision(retrain, HARM, reason)
 
@@ -91,6 +92,7 @@ class DriftCursor:
     last_run_key: str | None = None
     pending_window: str | None = None  # drift seen, but no new labelled data to retrain on yet
     pending_share: float | None = None
+    pending_signal: str | None = None  # the signal (harm, pixel) that called for the pending retraining
     alerted_episode: str | None = None  # "<reference>|<fingerprint>" already alerted about
     retrained_fingerprint: str | None = None  # the source fingerprint of the last retraining launched
     blind_since: str | None = None  # since when the production version has had no reference (ISO time)

@@ -78,3 +78,25 @@ def output_metadata(outputs, decision: WindowDecision | None = None, missing: st
         metadata["class_mix_chi2"] = float(outputs.class_chi2)
         metadata["class_mix_p_value"] = float(outputs.class_p)
     return metadata
+
+
+def estimate_beside_measured(profiles: ProfileStore, window: str, production, measured: float | None) -> dict[str, Any]:
+    """For ``production_performance``: the window's label-free estimate (production's validation record against
+    the window's profile) beside the accuracy measured on its labelled rows, so the estimator's own error shows
+    per window over time. Empty when the window has no profile or production no record."""
+    from mlops_assets.ml.output_verdict import judge_outputs, outputs_from_profile
+
+    reference, missing = production_output_reference(production)
+    if reference is None or not profiles.exists(window):
+        return {"estimated_accuracy_note": missing or f"window {window} has no profile yet"}
+    outputs = outputs_from_profile(profiles.read(window))
+    if outputs is None:
+        return {"estimated_accuracy_note": f"window {window}'s profile has no model confidence column"}
+    verdict = judge_outputs(reference, outputs)
+    metadata: dict[str, Any] = {
+        "estimated_accuracy": float(verdict.estimated_accuracy),
+        "estimate_method": f"{verdict.method} (production {production.version}, all rows of the window)",
+    }
+    if measured is not None:
+        metadata["estimate_error_points"] = float(100.0 * (verdict.estimated_accuracy - measured))
+    return metadata
