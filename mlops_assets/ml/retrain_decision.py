@@ -74,7 +74,7 @@ def decide_window(pixel, outputs, policy: TriggerPolicy, missing_reference: str 
     sign = "−" if drop >= 0 else "+"
     reason = (
         f"estimated accuracy {outputs.estimated_accuracy:.2f} ({outputs.method}) vs "
-        f"{outputs.validation_accuracy:.2f} at registration: {sign}{abs(drop):.0f} points "
+        f"{outputs.validation_accuracy:.2f} at registration: {sign}{abs(drop):.1f} points "
         f"{'≥' if retrain else '<'} {policy.harm_points:g} → {'retrain' if retrain else 'no retrain'} "
         f"(harm trigger) on window {pixel.window}; pixel drift share {pixel.drift_share:.2f} "
         f"{'≥' if pixel.is_drift else '<'} {pixel.thresholds.drift_share:.2f}"
