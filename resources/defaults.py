@@ -41,6 +41,7 @@ WIRING: dict[str, tuple[type[dg.ConfigurableResource], dict[str, str]]] = {
         "min_rows": settings.DRIFT_MIN_ROWS, "cooldown_hours": settings.DRIFT_COOLDOWN_HOURS,
         "retrain_requires_new_data": settings.RETRAIN_REQUIRES_NEW_DATA,
         "blind_alert_minutes": settings.DRIFT_BLIND_ALERT_MINUTES, "retrain_run_config": settings.RETRAIN_RUN_CONFIG,
+        "retrain_trigger": settings.RETRAIN_TRIGGER, "harm_points": settings.HARM_POINTS,
     }),
     "performance_policy": (PerformancePolicy, {
         "min_accuracy": settings.PERF_MIN_ACCURACY, "max_recall_gap": settings.PERF_MAX_RECALL_GAP,

@@ -49,6 +49,18 @@ class DriftPolicy(dg.ConfigurableResource):
             "reference profile (the monitor is blind meanwhile)."
         ),
     )
+    retrain_trigger: str = Field(
+        default=settings.default_value(settings.RETRAIN_TRIGGER),
+        description=(
+            "Which signal launches retraining: 'harm' (the estimated accuracy, ATC from the model's confidences, "
+            "at least harm_points below the production version's validation accuracy) or 'pixel' (the drift "
+            "share at its threshold). Versions registered without a validation record use 'pixel', saying so."
+        ),
+    )
+    harm_points: float = Field(
+        default=settings.default_value(settings.HARM_POINTS),
+        description="The harm trigger's margin: accuracy percentage points below validation accuracy."
+    )
     retrain_run_config: str = Field(
         default=settings.default_value(settings.RETRAIN_RUN_CONFIG),
         description=(
@@ -81,3 +93,9 @@ class DriftPolicy(dg.ConfigurableResource):
         from mlops_assets.core.monitoring.drift import DriftThresholds
 
         return DriftThresholds(self.drift_share, self.p_value, self.distance, self.min_rows)
+
+    def trigger_policy(self):
+        """The trigger as the pure retraining decision takes it (validated there)."""
+        from mlops_assets.core.monitoring.retrain_decision import TriggerPolicy
+
+        return TriggerPolicy(self.retrain_trigger, self.harm_points)

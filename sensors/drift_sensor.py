@@ -36,14 +36,15 @@ MLOPS_RETRAIN_REQUIRES_NEW_DATA; shown in the UI with the code location's resour
 """
 
 import dataclasses
-import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
 from mlops_assets.core.monitoring.profile_layout import reference_version, window_label
+from mlops_assets.core.monitoring.retrain_decision import DriftCursor
+from mlops_assets.monitor_stage.output_checks import judge_and_decide, output_metadata, production_output_reference
 from mlops_assets.monitor_stage.verdicts import judge_window, record_verdict
 from mlops_assets.run_tags import RUN_KIND_TAG, TRIGGER_TAG
 from resources.alerts import AlertSink
@@ -61,37 +62,6 @@ IN_FLIGHT_STATUSES = [
     dg.DagsterRunStatus.STARTED,
     dg.DagsterRunStatus.CANCELING,
 ]
-
-
-@dataclass(frozen=True)
-class DriftCursor:
-    """What the sensor has already judged: the last window evaluated and the reference it used."""
-
-    window: str | None = None
-    reference: str | None = None
-    last_run_key: str | None = None
-    pending_window: str | None = None  # drift seen, but no new labelled data to retrain on yet
-    pending_share: float | None = None
-    alerted_episode: str | None = None  # "<reference>|<fingerprint>" already alerted about
-    retrained_fingerprint: str | None = None  # the source fingerprint of the last retraining launched
-    blind_since: str | None = None  # since when the production version has had no reference (ISO time)
-    blind_alerted: str | None = None  # the production version whose blind spell a person was told about
-
-    @classmethod
-    def parse(cls, raw: str | None) -> "DriftCursor":
-        if not raw:
-            return cls()
-        try:
-            data = json.loads(raw)
-            return cls(**{k: data.get(k) for k in cls.__dataclass_fields__})
-        except (json.JSONDecodeError, AttributeError, TypeError):
-            return cls()  # an unreadable cursor: start from the latest window rather than fail every tick
-
-    def replace(self, **changes) -> "DriftCursor":
-        return dataclasses.replace(self, **changes)
-
-    def dump(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
 
 
 def in_flight_training_run(instance: dg.DagsterInstance) -> dg.DagsterRun | None:
@@ -225,7 +195,7 @@ def blind_tick(state: DriftCursor, model_version: str, drift_policy: DriftPolicy
 
 
 def drift_run_request(window: str, share: float, ref_version: str, features: list[str], data: LabelledData,
-                      retraining: RetrainingRun, suffix: str = "") -> dg.RunRequest:
+                      retraining: RetrainingRun, suffix: str = "", signal: str = "") -> dg.RunRequest:
     return dg.RunRequest(
         job_name="retrain_job",
         run_key=f"drift-{window.removeprefix('window-')}-{ref_version}{suffix}",
@@ -238,6 +208,7 @@ def drift_run_request(window: str, share: float, ref_version: str, features: lis
             "mlops/reference": ref_version,
             "mlops/drifted_features": ",".join(features)[:200],
             "mlops/source_fingerprint": data.current or "unknown",
+            **({"mlops/retrain_signal": signal} if signal else {}),
             **({"mlops/run_config": retraining.source} if retraining.source else {}),
         },
     )
@@ -272,9 +243,10 @@ def evaluate_drift_tick(
             data = labelled_data(dataset_source, model_registry)
             if data.is_new and data.current != state.retrained_fingerprint:  # the awaited labelled data is here
                 request = drift_run_request(state.pending_window, state.pending_share or 0.0, ref_version, [],
-                                            data, retraining, suffix=f"-data-{data.current[-8:]}")
+                                            data, retraining, suffix=f"-data-{data.current[-8:]}",
+                                            signal=state.pending_signal or "")
                 return dg.SensorResult(run_requests=[request], cursor=state.replace(
-                    pending_window=None, pending_share=None, last_run_key=request.run_key,
+                    pending_window=None, pending_share=None, pending_signal=None, last_run_key=request.run_key,
                     retrained_fingerprint=data.current).dump())
             return dg.SensorResult(skip_reason=(
                 f"no new profile window since {last}; drift on window {window_label(state.pending_window)} "
@@ -291,22 +263,32 @@ def evaluate_drift_tick(
                 f"{len(new)} new window(s) from {window_label(new[0])} will be judged after it finishes"
             )
         )
-    thresholds = drift_policy.thresholds()
+    thresholds, trigger = drift_policy.thresholds(), drift_policy.trigger_policy()
     reference = profiles.read(ref_version)
-    verdicts = [(window, judge_window(profiles, window, reference, thresholds)) for window in new]
+    output_reference, missing = production_output_reference(model_registry.registry().production())
+    judged_windows = []
+    for window in new:  # pixel verdict, output verdict and the decision (which signal decides: the policy's)
+        verdict = judge_window(profiles, window, reference, thresholds)
+        outputs, decision = judge_and_decide(profiles, window, verdict, output_reference, missing, trigger)
+        judged_windows.append((window, verdict, outputs, decision))
     # each verdict becomes drift_report's record for its window: the UI shows and plots it
-    records = [record_verdict(artifact_store, verdict, window, ref_version, reference) for window, verdict in verdicts]
-    drifted = [(w, v) for w, v in verdicts if v.is_drift]
+    records = [record_verdict(artifact_store, verdict, window, ref_version, reference,
+                              extra_metadata=output_metadata(outputs, decision, missing))
+               for window, verdict, outputs, decision in judged_windows]
+    # the decision's sentence (which signal decided, and why) is the reason every skip, alert and run carries
+    verdicts = [(window, dataclasses.replace(verdict, reason=decision.reason), decision)
+                for window, verdict, _, decision in judged_windows]
+    drifted = [(w, v, d) for w, v, d in verdicts if d.retrain]
     judged = state.replace(window=new[-1], reference=ref_version)
     if not drifted:
-        reasons = "; ".join(v.reason for _, v in verdicts[-3:])
+        reasons = "; ".join(v.reason for _, v, _ in verdicts[-3:])
         more = f" (and {len(verdicts) - 3} earlier window(s) without drift)" if len(verdicts) > 3 else ""
         remaining = f"; {backlog} later window(s) are judged on the next tick" if backlog else ""
         return dg.SensorResult(  # the drift episode, if any, is over
             skip_reason=reasons + more + remaining, asset_events=records,
             cursor=judged.replace(pending_window=None, pending_share=None, alerted_episode=None).dump(),
         )
-    window, verdict = drifted[-1]
+    window, verdict, decision = drifted[-1]
     recent = recent_drift_run(instance, drift_policy.cooldown_hours)
     if recent is not None:
         age_h = (time.time() - recent.create_timestamp.timestamp()) / 3600.0
@@ -332,7 +314,7 @@ def evaluate_drift_tick(
                 f"(drift_policy.retrain_requires_new_data){alerted}"
             ),
             cursor=judged.replace(pending_window=window, pending_share=float(verdict.drift_share),
-                                  alerted_episode=episode).dump(),
+                                  pending_signal=decision.signal, alerted_episode=episode).dump(),
             asset_events=records,
         )
     if data.current is not None and data.current == state.retrained_fingerprint:
@@ -350,7 +332,7 @@ def evaluate_drift_tick(
             cursor=judged.replace(alerted_episode=episode).dump(), asset_events=records,
         )
     request = drift_run_request(window, verdict.drift_share, ref_version, list(verdict.drifted_features), data,
-                                retraining)
+                                retraining, signal=decision.signal)
     return dg.SensorResult(run_requests=[request], asset_events=records, cursor=judged.replace(
         last_run_key=request.run_key, pending_window=None, pending_share=None, alerted_episode=None,
         retrained_fingerprint=data.current).dump())

@@ -83,6 +83,13 @@ def test_registry_holds_the_promoted_model_with_lineage(digits_build):
     accuracy = metadata(result, "evaluation_report")["accuracy"]
     assert production.metadata["metrics"]["accuracy"] == pytest.approx(accuracy)
     assert set(production.metadata["hyperparameters"]) >= {"lr", "hidden", "epochs"}
+    # what the harm trigger judges traffic against: the model's outputs on its validation split
+    record = production.metadata["output_reference"]
+    assert record["split"] == "val" and record["n_rows"] == metadata(result, "data_splits")["rows_val"]
+    assert len(record["confidences"]) == record["n_rows"] and sum(record["class_counts"].values()) == record["n_rows"]
+    assert registered["validation_accuracy"] == pytest.approx(record["validation_accuracy"]) >= 0.9
+    share_above = np.mean(np.asarray(record["confidences"]) > record["atc_threshold"])  # ATC: equals accuracy
+    assert share_above == pytest.approx(record["validation_accuracy"], abs=1.5 / record["n_rows"])
     assert production.onnx_path.is_file()
 
 

@@ -9,10 +9,12 @@ import dagster as dg
 from pydantic import Field
 
 from mlops_assets.build_stage.evaluation import comparison_markdown
+from mlops_assets.build_stage.output_record import validation_output_record
 from mlops_assets.core.common import settings
 from mlops_assets.core.common.markdown import markdown_table
 from mlops_assets.core.data.artifacts import open_split
 from mlops_assets.core.model.ood import METADATA_KEY, calibrate_rows
+from mlops_assets.core.monitoring.output_reference import OUTPUT_REFERENCE_KEY
 from mlops_assets.core.registry.promotion import ChampionComparison, PromotionPolicy, decide_promotion
 from mlops_assets.metadata import git_commit
 from mlops_assets.refs import EvaluationRef, OnnxModelRef, RegisteredModelRef, SplitsRef
@@ -95,6 +97,11 @@ def registered_model(
         METADATA_KEY: calibrate_rows(onnx_model.path, open_split(data_splits.path, "val"),
                                      settings.resolve_float(settings.OOD_FPR)).as_metadata(),
     }
+    # what the output-only verdict and the harm trigger judge traffic against
+    # (mlops_assets/core/monitoring/output_reference.py)
+    output_record = validation_output_record(onnx_model.path, data_splits.path, data_splits.class_names)
+    if output_record is not None:
+        metadata[OUTPUT_REFERENCE_KEY] = output_record
     version = registry.register(onnx_model.path, onnx_model.version, labels, metadata,
                                 actor=f"dagster run {context.run_id}")
     comparison = ChampionComparison.from_dict(evaluation_report.production_comparison)
@@ -159,6 +166,9 @@ def registered_model(
             **({f"ood_{key}": float(version.metadata[METADATA_KEY][key]) for key in ("threshold", "validation_fpr")}
                if METADATA_KEY in version.metadata else {}),
             "accuracy": float(metrics.get("accuracy", 0.0)),
+            **({"validation_accuracy": float(output_record["validation_accuracy"]),
+                "atc_threshold": float(output_record["atc_threshold"])} if output_record else
+               {"output_reference": "none: the validation split is empty; drift is judged by the pixel policy"}),
             "versions": dg.MetadataValue.md(
                 markdown_table(
                     ["version", "stage", "created", "accuracy"],

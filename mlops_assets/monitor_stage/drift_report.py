@@ -10,6 +10,7 @@ partition here (the UI, a backfill) judges that window again, against today's pr
 import dagster as dg
 
 from mlops_assets.core.monitoring.profile_layout import reference_version, window_version
+from mlops_assets.monitor_stage.output_checks import judge_and_decide, output_metadata, production_output_reference
 from mlops_assets.monitor_stage.profiles import MONITOR_CODE_VERSION, MonitorError, production_model_version
 from mlops_assets.monitor_stage.verdicts import judge_window, publish_report, verdict_metadata
 from mlops_assets.monitor_stage.windows import profile_partitions
@@ -26,7 +27,9 @@ from resources.model_registry import ModelRegistryResource
     description=(
         "Per window: per-feature drift (KS and Hellinger from the sketches, chi-square for the predicted class) "
         "against the production model's reference profile, the drift share, the verdict and why, and whylogs' "
-        "HTML drift report. Recorded by the drift sensor as it judges each window."
+        "HTML drift report; beside it the output-only verdict against the model's validation split (confidence "
+        "KS, class-mix chi-squared, accuracy estimated without labels by ATC) and the retraining decision with "
+        "the signal that decided. Recorded by the drift sensor as it judges each window."
     ),
 )
 def drift_report(
@@ -47,6 +50,10 @@ def drift_report(
         raise MonitorError(f"window {context.partition_key} has no profile: materialise inference_profiles for it")
     reference_view = profiles.read(reference)
     verdict = judge_window(profiles, window, reference_view, drift_policy.thresholds())
+    output_reference, missing = production_output_reference(model_registry.registry().production())
+    outputs, decision = judge_and_decide(profiles, window, verdict, output_reference, missing,
+                                         drift_policy.trigger_policy())
     report = publish_report(artifact_store, verdict, window, reference, reference_view, html=True)
-    context.log.info(verdict.reason)
-    return dg.MaterializeResult(metadata=verdict_metadata(verdict, window, reference, report))
+    context.log.info(decision.reason)
+    return dg.MaterializeResult(metadata={**verdict_metadata(verdict, window, reference, report),
+                                          **output_metadata(outputs, decision, missing)})

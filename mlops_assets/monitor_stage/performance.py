@@ -15,6 +15,7 @@ import dagster as dg
 
 from mlops_assets.core.common.markdown import markdown_table
 from mlops_assets.core.monitoring.profile_layout import window_label, window_version
+from mlops_assets.monitor_stage.output_checks import estimate_beside_measured
 from mlops_assets.monitor_stage.profiles import MONITOR_CODE_VERSION
 from mlops_assets.monitor_stage.windows import profile_partitions
 from resources.artifact_store import ArtifactStore
@@ -103,7 +104,8 @@ def _figure(value: float | None) -> str:
     )],
     description=(
         "Per window of served traffic: accuracy, macro and per-class precision/recall and the worst recall gap "
-        "of each model version on the predictions that received feedback (true labels), with how many did. "
+        "of each model version on the predictions that received feedback (true labels), with how many did, and "
+        "beside it the accuracy estimated without labels (ATC) on the whole window, so the estimator's error shows. "
         "Materialised again by feedback_sensor as labels arrive; breaches alert a person once per episode."
     ),
 )
@@ -127,6 +129,9 @@ def production_performance(
     feedback_files = len(window_part_files(artifact_store.root_path, start, end, FEEDBACK_KIND))
     metadata = performance_metadata(results, window, sum(per_version.values()), len(labelled), feedback_files,
                                     thresholds)
+    # the label-free estimate beside the measured accuracy: the estimator's own error, window by window
+    metadata.update(estimate_beside_measured(artifact_store.profiles(), window_version(start),
+                                             model_registry.registry().production(), metadata.get("accuracy")))
     breaches = [text for r in results if r.model_version != ALL_VERSIONS for text in r.breaches.values()]
     context.log.info(metadata["status"])
     return dg.MaterializeResult(

@@ -78,10 +78,12 @@ def verdict_metadata(verdict, window: str, reference: str, report: Path) -> dict
 
 
 def record_verdict(artifact_store: ArtifactStore, verdict, window: str, reference: str,
-                   reference_view) -> dg.AssetMaterialization:
-    """The verdict as drift_report's materialization of the window's partition (what the sensor emits)."""
+                   reference_view, extra_metadata: dict[str, Any] | None = None) -> dg.AssetMaterialization:
+    """The verdict as drift_report's materialization of the window's partition (what the sensor emits);
+    ``extra_metadata``: the output-only verdict and the retraining decision (``monitor/output_checks.py``)."""
     report = publish_report(artifact_store, verdict, window, reference, reference_view, html=verdict.is_drift)
+    metadata = {**verdict_metadata(verdict, window, reference, report), **(extra_metadata or {})}
     return dg.AssetMaterialization(
         asset_key="drift_report", partition=partition_key(window),
-        description=verdict.reason, metadata=verdict_metadata(verdict, window, reference, report),
+        description=str(metadata.get("decision", verdict.reason)), metadata=metadata,
     )

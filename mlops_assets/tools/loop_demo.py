@@ -207,7 +207,8 @@ class LoopWatcher:
             self.retrain_run = {"run_id": run["runId"], "tags": tags}
             self.timeline.facts["retrain_run"] = self.retrain_run
             say(f"retrain_job run {run['runId'][:8]} was launched by {tags.get('dagster/sensor_name', '?')} "
-                f"(window {tags.get('mlops/drift_window')}, drift share {tags.get('mlops/drift_share')}; "
+                f"(signal that decided: {tags.get('mlops/retrain_signal', 'pixel')}; window "
+                f"{tags.get('mlops/drift_window')}, drift share {tags.get('mlops/drift_share')}; "
                 f"run config {tags.get('mlops/run_config', 'the defaults')})")
         self.report_status(run, "retrain_job", "retrained")
         if run["status"] == "SUCCESS" and self.gate is None:
