@@ -20,6 +20,7 @@ from mlops_assets.core.model.onnx_model import predict_labels
 from mlops_assets.core.model.signature import ModelSignature
 from mlops_assets.core.registry.model_versions import SLOTS_KEY
 from mlops_assets.core.registry.registry import ModelRegistry
+from testkit.release_tests import record_release_test_without_a_bento
 from tests import serving_fixtures
 from tests.serving_fixtures import MODEL_NAME
 
@@ -41,6 +42,7 @@ def register(registry: ModelRegistry, world, version: str, onnx_file: Path, heig
         metadata={"class_names": world.class_names, "spec": {"height": height, "width": height, "channels": 1},
                   "metrics": {}, "onnx_version": version},
     )
+    record_release_test_without_a_bento(registry, version)  # the registry serves only a release-tested version
 
 
 def test_the_watcher_follows_the_slot_it_is_named(serving_world, tmp_path):
