@@ -17,7 +17,7 @@ from sensors.drift_sensor import make_drift_sensor
 from sensors.performance_sensors import feedback_sensor, performance_alert_sensor
 from sensors.profiling_sensor import inference_profiling_sensor
 
-# In-process: the build is a chain of eleven steps (seven assets, four check steps) on one small dataset, and
+# In-process: the build is a chain of twelve steps (seven assets, five check steps) on one small dataset, and
 # each multiprocess step pays ~3 s of process start-up on a 2-core machine (see BENCHMARKS.md).
 build_job = dg.define_asset_job(
     name="build_job",

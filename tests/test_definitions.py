@@ -78,16 +78,16 @@ def test_definitions_validate_and_jobs_resolve():
     assert defs.resolve_schedule_def("weekly_rebuild").default_status == dg.DefaultScheduleStatus.STOPPED
 
 
-def test_build_job_has_the_eleven_steps_its_docs_count():
+def test_build_job_has_the_twelve_steps_its_docs_count():
     """automation.py (why the executor is in-process) and deploy/README.md (why not one container per step)
-    count build_job's steps: seven assets (the registered version's reference profile included) and four check
+    count build_job's steps: seven assets (the registered version's reference profile included) and five check
     steps."""
     from mlops_assets.definitions import defs
 
     steps = defs.resolve_job_def("build_job").graph.nodes
-    assert len(steps) == 11, f"build_job has {len(steps)} steps; update automation.py and deploy/README.md"
+    assert len(steps) == 12, f"build_job has {len(steps)} steps; update automation.py and deploy/README.md"
     for path in (ROOT / "mlops_assets" / "automation.py", ROOT / "deploy" / "README.md"):
-        assert "eleven" in path.read_text(), path
+        assert "twelve" in path.read_text(), path
 
 
 def test_every_asset_is_described_grouped_and_owned():

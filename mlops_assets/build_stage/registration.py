@@ -83,6 +83,7 @@ def registered_model(
         "metrics": metrics,
         "class_names": data_splits.class_names,
         "spec": data_splits.spec,
+        "explanations": evaluation_report.explanations,  # the service explains only a version whose check passed
     }
     version = registry.register(onnx_model.path, onnx_model.version, labels, metadata,
                                 actor=f"dagster run {context.run_id}")
