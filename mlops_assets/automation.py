@@ -17,8 +17,8 @@ from sensors.drift_sensor import make_drift_sensor
 from sensors.performance_sensors import feedback_sensor, performance_alert_sensor
 from sensors.profiling_sensor import inference_profiling_sensor
 
-# Every job runs in-process (the Definitions' executor, set once in definitions.py): the build is a chain of fourteen
-# steps (nine assets, five check steps) on one small dataset, and each multiprocess step pays ~3 s of process
+# Every job runs in-process (the Definitions' executor, set once in definitions.py): the build is a chain of fifteen
+# steps (nine assets, six check steps) on one small dataset, and each multiprocess step pays ~3 s of process
 # start-up on a 2-core machine (see BENCHMARKS.md).
 build_job = dg.define_asset_job(
     name="build_job",

@@ -59,6 +59,7 @@ class EvaluationRef:
     splits_version: str
     metrics: dict[str, Any]
     production_comparison: dict[str, Any]
+    explanations: dict[str, Any] = field(default_factory=dict)  # passed, method, reason: may maps be shown?
 
 
 @dataclass(frozen=True)

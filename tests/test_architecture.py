@@ -170,7 +170,7 @@ def test_the_folders_read_as_the_lifecycle():
     stages = {p.parent.name for p in (ROOT / "mlops_assets").glob("*/__init__.py")}
     assert {"build_stage", "deploy_stage", "monitor_stage", "govern_stage", "tools", "core", "infra"} == stages
     assert sorted(p.stem for p in (ROOT / "mlops_assets" / "build_stage").glob("[!_]*.py")) == [
-        "data", "evaluation", "packaging", "registration", "training", "validation"]
+        "data", "evaluation", "explanations", "packaging", "registration", "training", "validation"]
     too_long = {str(p.relative_to(ROOT)): n for p in python_files(*PRODUCT)
                 if (n := len(p.read_text().splitlines())) > 500}
     assert too_long == {}

@@ -61,6 +61,21 @@ def test_digits_accuracy_floor_and_onnx_parity(digits_build):
     assert parity.passed and parity.metadata["max_abs_diff"].value <= 1e-4
 
 
+def test_the_report_explains_the_model_and_its_explanations_pass_their_checks(digits_build):
+    """Issue 39: per-class maps and the most confident mistakes in the report, the fidelity and sanity checks
+    passed on the trained model, and the verdict stored with the registered version (the service reads it)."""
+    root, result = digits_build
+    evaluation = metadata(result, "evaluation_report")
+    assert "data:image/png;base64," in evaluation["explanations_per_class"].text
+    assert evaluation["explanations_shown"] is True
+    check = next(e for e in result.get_asset_check_evaluations() if e.check_name == "explanations_are_faithful")
+    assert check.passed and check.metadata["ratio"].value >= 2 and check.metadata["sanity_spearman"].value < 0.5
+    report = json.loads((Path(evaluation["report_path"]).parent / "explanations.json").read_text())
+    assert report["fidelity"]["n_images"] == report["sample_rows"] > 0 and len(report["mistakes"]) <= 8
+    production = ModelRegistry(root / "bentoml", "image_classifier").production()
+    assert production.metadata["explanations"] == {"passed": True, "method": "occlusion", "reason": check.description}
+
+
 def test_splits_are_versioned_and_immutable(digits_build):
     root, result = digits_build
     splits = metadata(result, "data_splits")

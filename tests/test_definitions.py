@@ -89,16 +89,16 @@ def test_every_job_runs_in_process_from_the_one_executor_the_definitions_set():
     assert "executor_def" not in (ROOT / "mlops_assets" / "automation.py").read_text()
 
 
-def test_build_job_has_the_fourteen_steps_its_docs_count():
+def test_build_job_has_the_fifteen_steps_its_docs_count():
     """automation.py (why the executor is in-process) and deploy/README.md (why not one container per step)
     count build_job's steps: nine assets (the registered version's reference profile, its Bento and the release
-    after the Bento's application test included) and five check steps."""
+    after the Bento's application test included) and six check steps."""
     from mlops_assets.definitions import defs
 
     steps = defs.resolve_job_def("build_job").graph.nodes
-    assert len(steps) == 14, f"build_job has {len(steps)} steps; update automation.py and deploy/README.md"
+    assert len(steps) == 15, f"build_job has {len(steps)} steps; update automation.py and deploy/README.md"
     for path in (ROOT / "mlops_assets" / "automation.py", ROOT / "deploy" / "README.md"):
-        assert "fourteen" in path.read_text(), path
+        assert "fifteen" in path.read_text(), path
 
 
 def test_every_asset_is_described_grouped_and_owned():

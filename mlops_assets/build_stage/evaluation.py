@@ -7,6 +7,11 @@ from pathlib import Path
 
 import dagster as dg
 
+from mlops_assets.build_stage.explanations import (
+    EXPLANATIONS_FILE,
+    explain_test_split,
+    explanation_metadata,
+)
 from mlops_assets.build_stage.validation import current_label_ledger
 from mlops_assets.core.common.markdown import markdown_table
 from mlops_assets.core.data.artifacts import open_split, read_split_hashes
@@ -146,7 +151,7 @@ def comparison_markdown(comparison: ChampionComparison) -> str:
 
 @dg.asset(
     kinds={"onnx"},
-    code_version="2",  # 2: the comparison counts compared images relabelled since production was trained
+    code_version="3",  # 3: explanations (per-class maps, mistakes, fidelity and sanity checks)
     description=(
         "Accuracy, macro precision/recall/F1, per-class metrics, the confusion matrix and the worst "
         "per-class recall gap of the ONNX model on the test split, next to the production model's."
@@ -166,6 +171,8 @@ def evaluation_report(
     comparison = compare_with_production(model_registry, artifact_store, test, data_splits, onnx_model.path)
     version = short_hash(onnx_model.version, data_splits.version, comparison.production_version)
 
+    explanations: dict = {}
+
     def build(directory: Path) -> None:
         payload = {"onnx_version": onnx_model.version, "splits_version": data_splits.version,
                    "metrics": report, "production_comparison": comparison.as_dict()}
@@ -174,8 +181,11 @@ def evaluation_report(
             np.asarray(report["confusion_matrix"]), class_names, directory / CONFUSION_PNG,
             f"ONNX {onnx_model.version} on test ({report['n']} images)",
         )
+        explanations.update(explain_test_split(onnx_model.path, test, class_names, directory))
 
     directory = artifact_store.publish("reports", version, build)
+    if not explanations:  # the report existed already (same model, splits and production): read what it holds
+        explanations.update(json.loads((directory / EXPLANATIONS_FILE).read_text()))
     per_class = {row["class"]: row["recall"] for row in report["per_class"]}
     if report["recall_gap"] > 0:
         bias = (
@@ -195,6 +205,7 @@ def evaluation_report(
             onnx_version=onnx_model.version,
             splits_version=data_splits.version,
             metrics={k: v for k, v in report.items() if k != "confusion_matrix"},
+            explanations={k: explanations[k] for k in ("passed", "method", "reason")},
             production_comparison=comparison.as_dict(),
         ),
         data_version=dg.DataVersion(version),
@@ -206,6 +217,8 @@ def evaluation_report(
             "metrics": dg.MetadataValue.md(table),
             "per_class": dg.MetadataValue.md(per_class_markdown(report)),
             "confusion_matrix": png_markdown(directory / CONFUSION_PNG, "confusion matrix"),
+            **explanation_metadata(directory),
+            "explanations_shown": bool(explanations["passed"]),
             "report_path": dg.MetadataValue.path(str(directory / REPORT_FILE)),
             "onnx_version": onnx_model.version,
             "splits_version": data_splits.version,

@@ -96,6 +96,7 @@ def registered_model(
         # the out-of-distribution threshold of every answer this version gives (mlops_assets/core/model/ood.py)
         METADATA_KEY: calibrate_rows(onnx_model.path, open_split(data_splits.path, "val"),
                                      settings.resolve_float(settings.OOD_FPR)).as_metadata(),
+        "explanations": evaluation_report.explanations,  # the service explains only a version whose check passed
     }
     # what the output-only verdict and the harm trigger judge traffic against
     # (mlops_assets/core/monitoring/output_reference.py)

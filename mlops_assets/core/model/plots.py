@@ -1,4 +1,4 @@
-"""PNG figures for the UI: the confusion matrix and training curves (matplotlib, headless)."""
+"""PNG figures for the UI: the confusion matrix, training curves and attribution maps (matplotlib, headless)."""
 
 from __future__ import annotations
 
@@ -54,5 +54,30 @@ def training_curves_png(history: list[dict[str, Any]], path: str | Path, title: 
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+def attribution_grid_png(images: np.ndarray, maps: list[np.ndarray], titles: list[str], path: str | Path,
+                         title: str) -> Path:
+    """Each image (grey) beside its attribution map (red supports the class, blue speaks against it), in pairs."""
+    plt = _pyplot()
+    n = len(maps)
+    columns = min(n, 5)
+    rows = -(-n // columns) if n else 1
+    fig, axes = plt.subplots(rows, 2 * columns, figsize=(2.0 * 2 * columns, 2.2 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for i, (attribution, label) in enumerate(zip(maps, titles, strict=True)):
+        row, col = divmod(i, columns)
+        image = images[i]
+        grey = image.mean(axis=0) if image.ndim == 3 else image
+        axes[row, 2 * col].imshow(grey, cmap="gray", vmin=0, vmax=1)
+        axes[row, 2 * col].set_title(label, fontsize=8)
+        bound = float(np.abs(attribution).max()) or 1.0
+        axes[row, 2 * col + 1].imshow(attribution, cmap="bwr", vmin=-bound, vmax=bound)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
     plt.close(fig)
     return Path(path)
