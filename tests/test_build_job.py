@@ -66,7 +66,7 @@ def test_the_report_explains_the_model_and_its_explanations_pass_their_checks(di
     passed on the trained model, and the verdict stored with the registered version (the service reads it)."""
     root, result = digits_build
     evaluation = metadata(result, "evaluation_report")
-    assert "data:image/png;base64," in evaluation["explanations_per_class"].text
+    assert "data:image/png;base64," in evaluation["explanations_per_class"]
     assert evaluation["explanations_shown"] is True
     check = next(e for e in result.get_asset_check_evaluations() if e.check_name == "explanations_are_faithful")
     assert check.passed and check.metadata["ratio"].value >= 2 and check.metadata["sanity_spearman"].value < 0.5
