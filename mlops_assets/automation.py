@@ -42,6 +42,9 @@ deploy_job = dg.define_asset_job(
 @dg.job(
     description="Roll production back to the previous model version (the services follow the pointer).",
     tags={RUN_KIND_TAG: "release"},
+    # `dg launch --job rollback_job` prints what happened (one line: the move, or why there is nothing to roll
+    # back), not the engine's DEBUG events; the run's page in the UI still holds every event
+    config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
 )
 def rollback_job() -> None:
     rollback_production()

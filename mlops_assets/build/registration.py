@@ -74,6 +74,7 @@ def registered_model(
         "source": "dagster",
         "source_fingerprint": data_splits.source_fingerprint,
     }
+    comparison = ChampionComparison.from_dict(evaluation_report.production_comparison)
     metadata = {
         "onnx_version": onnx_model.version,
         "trained_model_version": onnx_model.trained_model_version,
@@ -83,10 +84,15 @@ def registered_model(
         "metrics": metrics,
         "class_names": data_splits.class_names,
         "spec": data_splits.spec,
+        # the gate's figures on the images both models were scored on: `mlops-registry list` shows them beside
+        # the version's own-split figure, which is not comparable across versions
+        **({"gate": {"metric": config.metric, "compared_with": comparison.production_version,
+                     "rows": comparison.n, "candidate": float(comparison.candidate[config.metric]),
+                     "production": float(comparison.production[config.metric])}}
+           if config.metric in comparison.candidate and config.metric in comparison.production else {}),
     }
     version = registry.register(onnx_model.path, onnx_model.version, labels, metadata,
                                 actor=f"dagster run {context.run_id}")
-    comparison = ChampionComparison.from_dict(evaluation_report.production_comparison)
     before = registry.production()
     if before is not None and before.version == version.version:
         promoted, reason = True, f"{version.version} is already the production model"
@@ -162,16 +168,38 @@ def awaiting_markdown(awaiting) -> str:
     )
 
 
+STALE_COMPARISON = "production changed to "  # the one reason the gate did not judge this version
+
+
+def gate_outcome(registered_model: RegisteredModelRef) -> str:
+    """The gate's decision in words: promoted, awaiting approval, kept as a candidate, or not judged."""
+    if registered_model.promoted:
+        return "promoted"
+    if registered_model.awaiting_approval:
+        return "awaiting approval"
+    if registered_model.reason.startswith(STALE_COMPARISON):
+        return "not judged"
+    return "kept as a candidate"
+
+
 @dg.asset_check(
     asset=registered_model,
-    description="Did this version reach production? Fails (as a warning) with the gate's reason if not.",
+    description=(
+        "The gate's decision on this version: promoted, awaiting approval (a reviewer decides) or kept as a "
+        "candidate (below the floor, or worse than production), each with the gate's reason and each a normal "
+        "outcome of the gate, so it passes. Fails (as a warning) only when the gate could not judge the version: "
+        "production changed after evaluation_report compared with it."
+    ),
 )
 def promoted_to_production(registered_model: RegisteredModelRef) -> dg.AssetCheckResult:
+    outcome = gate_outcome(registered_model)
     return dg.AssetCheckResult(
-        passed=registered_model.promoted,
+        passed=outcome != "not judged",
         severity=dg.AssetCheckSeverity.WARN,
+        description=f"{outcome}: {registered_model.reason}",
         metadata={
-            "reason": registered_model.reason,
+            "outcome": outcome,
+            "reason": dg.MetadataValue.md(registered_model.reason),
             "version": registered_model.version,
             "production_version": registered_model.production_version or "none",
             "awaiting_approval": registered_model.awaiting_approval,

@@ -30,6 +30,7 @@ from mlops_assets.ml.model_versions import (
     IncompatibleModelError,
     ModelVersion,
     ModelVersions,
+    NothingToRollBackError,
     NotReleasableError,
     RegistryError,
     Stage,
@@ -41,7 +42,7 @@ from mlops_assets.ml.storage import atomic_write_json
 
 # The registry is where callers meet its errors and types: they are defined with the read side.
 __all__ = ["ApprovalRequiredError", "IncompatibleModelError", "ModelRegistry", "ModelVersion", "NotReleasableError",
-           "RegistryError", "Stage"]
+           "NothingToRollBackError", "RegistryError", "Stage"]
 
 
 class ModelRegistry(ModelVersions):
@@ -362,7 +363,7 @@ class ModelRegistry(ModelVersions):
             target = rules.rollback_target(pointer, pointer["policy"]["require_approval"], leaving=current)
             if target is None:
                 skipped = [v for v in pointer.get("history", []) if v != current]
-                raise RegistryError(
+                raise NothingToRollBackError(
                     f"{self.model_name} has no previous production version to roll back to"
                     + (f" (skipped, as they may not serve: {', '.join(skipped)})" if skipped else "")
                 )
