@@ -16,6 +16,7 @@ from sensors.alerts import run_failure_alert
 from sensors.drift_sensor import make_drift_sensor
 from sensors.performance_sensors import feedback_sensor, performance_alert_sensor
 from sensors.profiling_sensor import inference_profiling_sensor
+from sensors.serving_sensor import served_model_sensor
 
 # In-process: the build is a chain of eleven steps (seven assets, four check steps) on one small dataset, and
 # each multiprocess step pays ~3 s of process start-up on a 2-core machine (see BENCHMARKS.md).
@@ -143,4 +144,5 @@ weekly_rebuild_schedule = dg.ScheduleDefinition(
 JOBS = [build_job, deploy_job, rollback_job, review_model_job, compare_model_job, retrain_job, reference_profile_job,
         profile_job, drift_report_job, performance_job, export_feedback_job]
 SCHEDULES = [weekly_rebuild_schedule]
-SENSORS = [inference_profiling_sensor, drift_sensor, run_failure_alert, feedback_sensor, performance_alert_sensor]
+SENSORS = [inference_profiling_sensor, drift_sensor, run_failure_alert, feedback_sensor, performance_alert_sensor,
+           served_model_sensor]

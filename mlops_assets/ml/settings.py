@@ -67,6 +67,7 @@ MAX_BODY_BYTES = "MLOPS_MAX_BODY_BYTES"  # larger request bodies are refused wit
 MAX_IMAGE_PIXELS = "MLOPS_MAX_IMAGE_PIXELS"  # larger images (read from the header) are never decoded: 413
 SERVICE_THREADS = "MLOPS_SERVICE_THREADS"  # worker threads for the synchronous endpoints
 SERVICE_WORKERS = "MLOPS_SERVICE_WORKERS"  # worker processes of the service; 0: one per CPU core
+SERVICE_URL = "MLOPS_SERVICE_URL"  # where Dagster asks the running service which version it answers with
 ACCESS_LOG = "MLOPS_ACCESS_LOG"  # 1/0: BentoML's access-log line per request (metrics and the inference log stay)
 INFERENCE_LOG = "MLOPS_INFERENCE_LOG"  # 1/0: record per-image features and predictions for monitoring
 KEEP_IMAGES = "MLOPS_KEEP_IMAGES"  # 1/0: keep each served image (served geometry), to export labelled ones
@@ -110,6 +111,7 @@ DEFAULTS = {
     MAX_IMAGE_PIXELS: str(4096 * 4096),
     SERVICE_THREADS: "4",
     SERVICE_WORKERS: "0",
+    SERVICE_URL: "http://127.0.0.1:3001",
     ACCESS_LOG: "0",
     INFERENCE_LOG: "1",
     KEEP_IMAGES: "1",
