@@ -126,7 +126,7 @@ def registered_model(
         metadata={
             "tag": version.tag,
             "promoted": promoted,
-            "gate_reason": reason,
+            "gate_reason": dg.MetadataValue.md(reason),  # long: Markdown wraps where a text cell is cut
             "awaiting_approval": waits,
             "approval_policy": registry.policy().describe(),
             **({"approval_policy_conflict": conflict} if conflict else {}),
