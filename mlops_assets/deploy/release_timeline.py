@@ -72,7 +72,10 @@ def judged_window_step(instance: dg.DagsterInstance, run_tags: dict[str, str]) -
     window = run_tags.get("mlops/drift_window")
     if run_tags.get(TRIGGER_TAG) != "drift" or not window:
         return Step("window judged", "", "no drift window: this version's run was not launched by the drift sensor")
-    key = window.removeprefix("window-")
+    # the tag is the window's label ("2026-12-02T15:53", or "2026-12-02T15" on the hour); the partition key of
+    # drift_report is "2026-12-02-15:53"
+    day, _, clock = window.removeprefix("window-").partition("T")
+    key = f"{day}-{clock if ':' in clock else clock + ':00'}"
     records = instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=dg.AssetKey("drift_report"), asset_partitions=[key]), limit=1
     ).records
