@@ -9,7 +9,7 @@ export MLOPS_HOME ?= $(CURDIR)/.mlops
 export BENTOML_HOME ?= $(MLOPS_HOME)/bentoml
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: install demo loop-demo walkthrough-env test test-fast dev serve lint bench clean browser-deps bench-deps \
+.PHONY: install demo loop-demo loop-demo-ui walkthrough-env test test-fast dev serve lint bench clean browser-deps bench-deps \
 	docker-engine deploy-up deploy-down
 
 install: $(VENV)/.installed
@@ -30,14 +30,19 @@ demo: install
 loop-demo: install
 	$(PY) -m mlops_assets.tools.loop_demo $(LOOP_DEMO_ARGS)
 
+# The finished loop demo's UI again, over the instance it left in .mlops/loop-demo (its settings saved there).
+loop-demo-ui: install
+	$(PY) -m mlops_assets.tools.loop_demo --reopen $(LOOP_DEMO_ARGS)
+
 # The monitoring walkthrough's settings (docs/operating.md) in ./.env, which every process started here loads (mlops_assets/core/common/settings.py;
-# Dagster's CLI reads it too): a new terminal is never wrong. Absolute paths, five-minute windows from today.
+# Dagster's CLI reads it too): a new terminal is never wrong. Absolute paths, five-minute windows from the current
+# one (the first monitored traffic), so the per-window plots start where the traffic does, not at midnight.
 walkthrough-env:
 	@printf '%s\n' "# written by make walkthrough-env: loaded by every process started in $(CURDIR)" \
 		"DAGSTER_HOME=$(CURDIR)" "MLOPS_HOME=$(CURDIR)/.mlops" "BENTOML_HOME=$(CURDIR)/.mlops/bentoml" \
 		"MLOPS_DATASET_KIND=image_folder" "MLOPS_IMAGE_FOLDER=$(CURDIR)/.mlops/images" \
 		"MLOPS_IMAGE_HEIGHT=8" "MLOPS_IMAGE_WIDTH=8" "MLOPS_PROFILE_CRON=*/5 * * * *" \
-		"MLOPS_MONITOR_START=$$(date -u +%Y-%m-%d-00:00)" > .env
+		"MLOPS_MONITOR_START=$$(date -u -d @$$(( $$(date +%s) / 300 * 300 )) +%Y-%m-%d-%H:%M)" > .env
 	@echo "wrote $(CURDIR)/.env:" && cat .env
 
 test: install browser-deps bench-deps

@@ -16,6 +16,7 @@ from sensors.alerts import run_failure_alert
 from sensors.drift_sensor import make_drift_sensor
 from sensors.performance_sensors import feedback_sensor, performance_alert_sensor
 from sensors.profiling_sensor import inference_profiling_sensor
+from sensors.serving_sensor import served_model_sensor
 
 # Every job runs in-process (the Definitions' executor, set once in definitions.py): the build is a chain of fifteen
 # steps (nine assets, six check steps) on one small dataset, and each multiprocess step pays ~3 s of process
@@ -44,6 +45,9 @@ deploy_job = dg.define_asset_job(
 @dg.job(
     description="Roll production back to the previous model version (the services follow the pointer).",
     tags={RUN_KIND_TAG: "release"},
+    # `dg launch --job rollback_job` prints what happened (one line: the move, or why there is nothing to roll
+    # back), not the engine's DEBUG events; the run's page in the UI still holds every event
+    config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
 )
 def rollback_job() -> None:
     rollback_production()
@@ -137,4 +141,5 @@ weekly_rebuild_schedule = dg.ScheduleDefinition(
 JOBS = [build_job, deploy_job, rollback_job, review_model_job, compare_model_job, retrain_job, reference_profile_job,
         profile_job, drift_report_job, performance_job, export_feedback_job]
 SCHEDULES = [weekly_rebuild_schedule]
-SENSORS = [inference_profiling_sensor, drift_sensor, run_failure_alert, feedback_sensor, performance_alert_sensor]
+SENSORS = [inference_profiling_sensor, drift_sensor, run_failure_alert, feedback_sensor, performance_alert_sensor,
+           served_model_sensor]

@@ -11,6 +11,7 @@ import dagster as dg
 
 from mlops_assets import automation, build_stage, deploy_stage, monitor_stage
 from resources.defaults import default_resources
+from sensors.serving_sensor import SERVED_MODEL
 
 OWNER = "team:ml-platform"
 STAGES = {"build": build_stage, "deploy": deploy_stage, "monitor": monitor_stage}
@@ -23,7 +24,8 @@ ASSETS = dg.map_asset_specs(
 ASSET_CHECKS = [check for package in STAGES.values() for check in dg.load_asset_checks_from_package_module(package)]
 
 defs = dg.Definitions(
-    assets=ASSETS,
+    # served_model: observed (by served_model_sensor), never materialised, so not among ASSETS (what runs select)
+    assets=[*ASSETS, SERVED_MODEL.replace_attributes(owners=[OWNER])],
     asset_checks=ASSET_CHECKS,
     jobs=automation.JOBS,
     schedules=automation.SCHEDULES,

@@ -156,7 +156,8 @@ def test_gate_refuses_a_worse_model_and_keeps_production(digits_build):
     registry = ModelRegistry(root / "bentoml", "image_classifier")
     assert registry.production().version == production_before
     gate = next(e for e in result.get_asset_check_evaluations() if e.check_name == "promoted_to_production")
-    assert not gate.passed and "below production" in gate.metadata["reason"].value
+    assert gate.passed and gate.metadata["outcome"].value == "kept as a candidate"  # the gate did its job
+    assert "below production" in gate.metadata["reason"].value
     evaluation = metadata(result, "evaluation_report")
     assert evaluation["production_comparison"]["status"] == "compared"
 

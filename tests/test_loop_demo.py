@@ -66,7 +66,7 @@ def test_the_loop_demo_closes_the_loop_on_the_real_daemon_and_stops_everything(t
         output = read_until(demo, "until Ctrl-C", timeout_s=900)
         assert len(processes_of(home)) >= 3  # webserver, daemon, service (and their workers)
         os.killpg(demo.pid, signal.SIGINT)  # Ctrl-C in its terminal
-        rest, _ = demo.communicate(timeout=60)
+        rest, _ = demo.communicate(timeout=120)  # the runs in flight end first (drain_runs)
     finally:
         if demo.poll() is None:  # a failed test: the demo cannot clean up after SIGKILL, so the test does
             os.killpg(demo.pid, signal.SIGKILL)
@@ -102,3 +102,41 @@ def test_the_loop_demo_closes_the_loop_on_the_real_daemon_and_stops_everything(t
     assert gate["promoted"], gate
     assert "vs production" in gate["reason"] and "on the same" in gate["reason"]  # both figures, one split
     assert summary["served_after"] == summary["production_after"] != summary["first_production"]
+    # the operator's view: Dagster records what the service reports, with the release timeline top to bottom
+    served = summary["served_model"]
+    assert served["served_version"] == summary["served_after"]
+    timeline = served["release_timeline"]
+    steps = ("window judged", "run launched", "gate decision", "release test", "promoted", "served")
+    positions = [timeline.index(f"| {step} |") for step in steps]
+    assert positions == sorted(positions), timeline
+    assert f"/runs/{summary['retrain_run']['run_id']}" in timeline and "/assets/drift_report?partition=" in timeline
+    # the demo's own shutdown ended every run it left: none is a FAILURE, none is still running
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        statuses = {run.run_id[:8]: run.status.value for run in instance.get_runs()}
+    assert statuses and set(statuses.values()) <= {"SUCCESS", "CANCELED"}, statuses
+    assert_the_ui_reopens_over_the_instance(home, summary["served_after"])
+
+
+def assert_the_ui_reopens_over_the_instance(home: Path, served_version: str) -> None:
+    """`make loop-demo-ui`: the demo's UI again over the instance it left, from the settings it saved."""
+    from mlops_assets.infra.local_stack import graphql
+
+    command = [sys.executable, "-m", "mlops_assets.tools.loop_demo", "--reopen", "--home", str(home),
+               "--ui-port", str(free_port())]
+    ui = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=0,
+                          start_new_session=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        output = read_until(ui, "Ctrl-C stops it", timeout_s=300)
+        url = output.split("in the Dagster UI: ")[1].split()[0]
+        observed = graphql(url, """{ assetOrError(assetKey: {path: ["served_model"]}) { ... on Asset {
+            assetObservations(limit: 1) { metadataEntries { label ... on TextMetadataEntry { text } } } } } }""")
+        entries = observed["assetOrError"]["assetObservations"][0]["metadataEntries"]
+        assert {"label": "served_version", "text": served_version} in entries
+        os.killpg(ui.pid, signal.SIGINT)
+        ui.communicate(timeout=60)
+    finally:
+        if ui.poll() is None:
+            os.killpg(ui.pid, signal.SIGKILL)
+    assert processes_of(home) == []

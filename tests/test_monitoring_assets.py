@@ -128,6 +128,10 @@ def test_inference_profiles_then_drift_report(tmp_path):
     assert drifted["is_drift"] and drifted["reason"].startswith("drift share 0.")
     assert "on window 2026-11-22T11" in drifted["reason"] and drifted["n_rows"] == len(held_out)
     assert drifted["drift_share"] > clean["drift_share"]
+    # the alarm line is its own plotted series beside drift share, and no report is a file:// link a browser refuses
+    assert drifted["drift_share_threshold"] == clean["drift_share_threshold"] == 0.30
+    assert drifted["drift_share"] >= drifted["drift_share_threshold"] > clean["drift_share"]
+    assert not any(str(v).startswith("file://") for v in drifted.values())
     assert drifted["hellinger/mean_c0"] > clean["hellinger/mean_c0"] and 0 <= drifted["p_value/mean_c0"] <= 1
     assert "| mean_c0 |" in drifted["features"] and drifted["reference"] == "reference-v1"
     assert Path(drifted["html_report"]).stat().st_size > 1000

@@ -99,6 +99,8 @@ def test_a_degrading_class_is_measured_and_alerted_once_per_episode(world):
         assert meta["worst_recall_gap"].value == pytest.approx(0.6) and meta["precision/8"].value < 1
         check = degraded.get_asset_check_evaluations()[0]
         assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+        # the verdicts read as a Markdown table, one row per version, the verdict in words
+        assert "| verdict |" in meta["versions"].value and "recalls class '3' 60% less often" in meta["versions"].value
         sentence = "model v7 recalls class '3' 60% less often than class '0' (40% vs 100% of their labelled images"
         assert sentence in check.metadata["breaches"].value
 

@@ -84,6 +84,7 @@ def registered_model(
         "source": "dagster",
         "source_fingerprint": data_splits.source_fingerprint,
     }
+    comparison = ChampionComparison.from_dict(evaluation_report.production_comparison)
     metadata = {
         "onnx_version": onnx_model.version,
         "trained_model_version": onnx_model.trained_model_version,
@@ -97,6 +98,12 @@ def registered_model(
         METADATA_KEY: calibrate_rows(onnx_model.path, open_split(data_splits.path, "val"),
                                      settings.resolve_float(settings.OOD_FPR)).as_metadata(),
         "explanations": evaluation_report.explanations,  # the service explains only a version whose check passed
+        # the gate's figures on the images both models were scored on: `mlops-registry list` shows them beside
+        # the version's own-split figure, which is not comparable across versions
+        **({"gate": {"metric": config.metric, "compared_with": comparison.production_version,
+                     "rows": comparison.n, "candidate": float(comparison.candidate[config.metric]),
+                     "production": float(comparison.production[config.metric])}}
+           if config.metric in comparison.candidate and config.metric in comparison.production else {}),
     }
     # what the output-only verdict and the harm trigger judge traffic against
     # (mlops_assets/core/monitoring/output_reference.py)
@@ -105,7 +112,6 @@ def registered_model(
         metadata[OUTPUT_REFERENCE_KEY] = output_record
     version = registry.register(onnx_model.path, onnx_model.version, labels, metadata,
                                 actor=f"dagster run {context.run_id}")
-    comparison = ChampionComparison.from_dict(evaluation_report.production_comparison)
     before = registry.production()
     pending, override = False, False
     if before is not None and before.version == version.version:
@@ -145,7 +151,7 @@ def registered_model(
             "tag": version.tag,
             "promoted": promoted,
             "release_pending": pending,
-            "gate_reason": reason,
+            "gate_reason": dg.MetadataValue.md(reason),  # long: Markdown wraps where a text cell is cut
             "awaiting_approval": waits,
             "approval_policy": registry.policy().describe(),
             **({"approval_policy_conflict": conflict} if conflict else {}),

@@ -73,16 +73,38 @@ def production_release(
     )
 
 
+STALE_COMPARISON = "production changed to "  # the one reason the gate did not judge this version
+
+
+def gate_outcome(decision: RegisteredModelRef) -> str:
+    """The gate's decision in words: promoted, awaiting approval, kept as a candidate, or not judged."""
+    if decision.promoted:
+        return "promoted"
+    if decision.awaiting_approval:
+        return "awaiting approval"
+    if decision.reason.startswith(STALE_COMPARISON):
+        return "not judged"
+    return "kept as a candidate"
+
+
 @dg.asset_check(
     asset=production_release,
-    description="Did this version reach production? Fails (as a warning) with the reason if not.",
+    description=(
+        "The release's outcome for this version: promoted, awaiting approval (a reviewer decides) or kept as a "
+        "candidate (below the floor, or worse than production), each with the gate's reason and each a normal "
+        "outcome of the gate, so it passes. Fails (as a warning) only when the gate could not judge the version: "
+        "production changed after evaluation_report compared with it."
+    ),
 )
 def promoted_to_production(production_release: RegisteredModelRef) -> dg.AssetCheckResult:
+    outcome = gate_outcome(production_release)
     return dg.AssetCheckResult(
-        passed=production_release.promoted,
+        passed=outcome != "not judged",
         severity=dg.AssetCheckSeverity.WARN,
+        description=f"{outcome}: {production_release.reason}",
         metadata={
-            "reason": production_release.reason,
+            "outcome": outcome,
+            "reason": dg.MetadataValue.md(production_release.reason),
             "version": production_release.version,
             "production_version": production_release.production_version or "none",
             "awaiting_approval": production_release.awaiting_approval,

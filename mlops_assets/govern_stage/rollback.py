@@ -22,13 +22,18 @@ class RollbackConfig(dg.Config):
 def rollback_production(
     context: dg.OpExecutionContext, config: RollbackConfig, model_registry: ModelRegistryResource
 ) -> None:
-    from mlops_assets.core.registry.registry import RegistryError
+    from mlops_assets.core.registry.registry import NothingToRollBackError, RegistryError
 
     registry = model_registry.registry()
     before = registry.production()
     try:
         after = registry.rollback(config.reason, actor=f"dagster run {context.run_id}",
                                   allow_incompatible=config.allow_incompatible)
+    except NothingToRollBackError as exc:
+        # nothing was asked of the registry that it could do, and nothing changed: a refusal, not a failed run
+        context.log.warning(f"nothing to roll back: {exc}; production stays "
+                            f"{before.version if before else 'empty (no model in production)'}")
+        return
     except RegistryError as exc:
         raise dg.Failure(description=str(exc)) from exc
     context.log.info(f"production: {before.version if before else 'none'} → {after.version}")

@@ -55,18 +55,21 @@ def performance_metadata(results, window: str, predictions: int, labelled: int, 
             "within thresholds" if any(r.judged for r in results) else
             "; ".join(r.reason for r in results) or "no prediction in this window"),
         "n_breaches": sum(len(r.breaches) for r in results if r.model_version != ALL_VERSIONS),
+        # the verdicts a person reads: one row per model version, with the verdict in words
+        "versions": dg.MetadataValue.md(markdown_table(
+            ["model version", "predictions", "labelled", "accuracy", "macro precision", "macro recall",
+             "worst recall gap", "verdict"],
+            [[r.model_version, r.predictions, r.labelled, _figure(r.accuracy), _figure(r.macro_precision),
+              _figure(r.macro_recall),
+              f"{r.recall_gap:.3f} ('{r.worst_class}' vs '{r.best_class}')" if r.recall_gap is not None else "—",
+              "; ".join(r.breaches.values()) if r.breaches else "within thresholds" if r.judged
+              else f"not judged: {r.reason}"] for r in results],
+        )),
+        # the same verdicts for performance_alert_sensor (machine-readable; the table above is the one to read)
         "verdicts": dg.MetadataValue.json([{
             "model_version": r.model_version, "judged": r.judged, "breaches": r.breaches, "labelled": r.labelled,
             "accuracy": r.accuracy, "recall_gap": r.recall_gap, "worst_class": r.worst_class,
             "best_class": r.best_class} for r in results]),
-        "versions": dg.MetadataValue.md(markdown_table(
-            ["model version", "predictions", "labelled", "accuracy", "macro precision", "macro recall",
-             "worst recall gap", "judged"],
-            [[r.model_version, r.predictions, r.labelled, _figure(r.accuracy), _figure(r.macro_precision),
-              _figure(r.macro_recall),
-              f"{r.recall_gap:.3f} ('{r.worst_class}' vs '{r.best_class}')" if r.recall_gap is not None else "—",
-              "breach" if r.breaches else "yes" if r.judged else "too few labels"] for r in results],
-        )),
     }
     if overall is not None and overall.accuracy is not None:
         for name in ("accuracy", "macro_precision", "macro_recall", "recall_gap"):

@@ -52,8 +52,10 @@ def verdict_metadata(verdict, window: str, reference: str, report: Path) -> dict
     """What the asset page shows for one window; every figure numeric, so it is plotted over time."""
     metadata: dict[str, Any] = {
         "window": window_label(window),
-        "reason": verdict.reason,
+        "reason": dg.MetadataValue.md(verdict.reason),  # long: Markdown wraps where a text cell is cut
         "drift_share": float(verdict.drift_share),
+        # the alarm line as its own series, so the asset's Plots draw drift share against it window by window
+        "drift_share_threshold": float(verdict.thresholds.drift_share),
         "is_drift": bool(verdict.is_drift),
         "enough_data": bool(verdict.enough_data),
         "n_rows": int(verdict.n_rows),
@@ -69,9 +71,8 @@ def verdict_metadata(verdict, window: str, reference: str, report: Path) -> dict
         if feature.p_value is not None:
             metadata[f"p_value/{feature.column}"] = float(feature.p_value)
     html = report / "drift.html"
-    if html.is_file():
+    if html.is_file():  # a path to open on the host: a browser refuses file:// links from the UI's page
         metadata["html_report"] = dg.MetadataValue.path(str(html))
-        metadata["html_report_url"] = dg.MetadataValue.url(html.as_uri())
     elif verdict.enough_data:
         metadata["html_report"] = "written for drifted windows; materialise this partition to write it"
     return metadata

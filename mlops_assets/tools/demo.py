@@ -31,9 +31,7 @@ def main() -> int:
     failed_checks = [e for e in result.get_asset_check_evaluations() if not e.passed]
     print(f"\nbuild_job run {result.run_id}: {'succeeded' if result.success else 'FAILED'}")
     for check in result.get_asset_check_evaluations():
-        reason = check.metadata.get("reason")
-        print(f"  check {check.check_name:<24} {'passed' if check.passed else 'FAILED'}"
-              + (f"  ({reason.value})" if reason else ""))
+        print(check_line(check.check_name, check.passed, check.metadata))
     evaluation = outputs.get("evaluation_report", {})
     registered = outputs.get("registered_model", {})
     released = outputs.get("production_release", {})  # promotion, after the Bento's application test
@@ -71,6 +69,14 @@ def main() -> int:
             print(line)
         return 1
     return 0
+
+
+def check_line(name: str, passed: bool, metadata: dict) -> str:
+    """One check's line: the gate's outcome in its own words ("awaiting approval", "kept as a candidate") rather
+    than "passed"/"FAILED", which would call a gate doing its job a failure."""
+    outcome, reason = metadata.get("outcome"), metadata.get("reason")
+    status = outcome.value if outcome else "passed" if passed else "FAILED"
+    return f"  check {name:<24} {status}" + (f"  ({reason.value})" if reason else "")
 
 
 def production_model():

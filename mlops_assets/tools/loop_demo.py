@@ -86,8 +86,14 @@ query ($selector: SensorSelector!) { sensorOrError(sensorSelector: $selector) { 
 GATE = """
 query ($path: [String!]!) { assetOrError(assetKey: {path: $path}) { ... on Asset {
   assetMaterializations(limit: 1) { runId metadataEntries { label
-    ... on TextMetadataEntry { text } ... on BoolMetadataEntry { boolValue }
+    ... on TextMetadataEntry { text } ... on MarkdownMetadataEntry { mdStr } ... on BoolMetadataEntry { boolValue }
     ... on FloatMetadataEntry { floatValue } ... on IntMetadataEntry { intValue } } } } } }
+"""
+
+SERVED = """
+query ($path: [String!]!) { assetOrError(assetKey: {path: $path}) { ... on Asset {
+  assetObservations(limit: 1) { metadataEntries { label
+    ... on TextMetadataEntry { text } ... on MarkdownMetadataEntry { mdStr } } } } } }
 """
 
 
@@ -258,6 +264,20 @@ class LoopWatcher:
             self.timeline.mark("swapped", f"the running service answers with {served} (was {first})  "
                                           f"{self.service}/model")
 
+    def wait_for_served_model(self, version: str, deadline: float) -> dict[str, Any]:
+        """served_model_sensor's observation naming ``version`` (it asks the service every tick)."""
+        while True:
+            latest = graphql(self.ui, SERVED, {"path": ["served_model"]})["assetOrError"]
+            observations = latest.get("assetObservations") or []
+            if observations:
+                meta = {m["label"]: m.get("text") or m.get("mdStr") for m in observations[0]["metadataEntries"]}
+                if meta.get("served_version") == version:
+                    return meta
+            if time.monotonic() > deadline:
+                raise DemoError(f"served_model_sensor recorded no observation of {version}  "
+                                f"{self.ui}/assets/served_model")
+            time.sleep(1.0)
+
     def served_version(self) -> str:
         import httpx
 
@@ -314,6 +334,7 @@ def run_loop(home: Path, ui_port: int, service_port: int, deadline_s: float, lin
     prepare_home(home)
     folder = home / "images"
     run_config_file(home).write_text(yaml.safe_dump(TRAINING_RUN_CONFIG))
+    service_port = port_or_free(service_port)
     stack = make_home(home, settings={
         settings.ENV_FILE: os.devnull,
         settings.DATASET_KIND: "image_folder", settings.IMAGE_FOLDER: str(folder),
@@ -324,7 +345,9 @@ def run_loop(home: Path, ui_port: int, service_port: int, deadline_s: float, lin
         settings.POLL_SECONDS: "0.5",
         settings.RETRAIN_RUN_CONFIG: str(run_config_file(home)),
         settings.SERVICE_WORKERS: "1",  # the demo waits on the worker's inference-log counter (per worker)
+        settings.SERVICE_URL: f"http://127.0.0.1:{service_port}",  # served_model_sensor asks it what it serves
     })
+    stack_settings_file(home).write_text(json.dumps(dict(stack.settings), indent=2))
     say(f"the demo's instance, artifacts and logs: {home}")
     digits = load_digits_dataset()
     write_labelled_images(folder, digits.images, digits.labels, digits.class_names, "digit")
@@ -333,11 +356,14 @@ def run_loop(home: Path, ui_port: int, service_port: int, deadline_s: float, lin
 
     with ExitStack() as running:
         service = running.enter_context(serve_bento(SERVICE_TARGET, stack.bentoml_home, stack.logs / "service.log",
-                                                    env=stack.env(), port=port_or_free(service_port)))
+                                                    env=stack.env(), port=service_port))
         timeline.mark("service_up", f"the Bento service serves {first} at {service}")
         ui = running.enter_context(dagster_webserver(stack, port=port_or_free(ui_port)))
         skip_community_prompt(ui)
         running.enter_context(dagster_daemon(stack, ui, daemons=("QUEUED_RUN_COORDINATOR", "SENSOR")))
+        # unwound first (last in): the runs in flight end before the daemon and the webserver stop, so the demo's
+        # own shutdown never leaves a run killed mid-step (a red FAILURE on the instance it leaves behind)
+        running.callback(drain_runs, ui)
         timeline.mark("ui_up", f"the Dagster UI and daemon are up: {ui}  (sensors: {ui}/automation)")
 
         now = datetime.now(UTC)
@@ -378,6 +404,10 @@ def run_loop(home: Path, ui_port: int, service_port: int, deadline_s: float, lin
         watcher.watch_release(registry, first)  # the swap may have come between its poll and the last one
         if watcher.gate["promoted"]:
             timeline.mark("served", f"the service now answers with {served} (was {first})  {service}/model")
+        observed = watcher.wait_for_served_model(served, deadline)
+        timeline.facts["served_model"] = observed
+        timeline.mark("observed", f"served_model: Dagster records that the service answers with "
+                                  f"{observed['served_version']}, with the release timeline  {ui}/assets/served_model")
         timeline.facts.update(served_after=served, production_after=registry.production_version(),
                               alerts=alert_kinds(stack), total_s=round(time.monotonic() - timeline.began, 1))
         say(f"the loop closed in {timeline.facts['total_s']:.0f} s")
@@ -387,6 +417,56 @@ def run_loop(home: Path, ui_port: int, service_port: int, deadline_s: float, lin
             say(f"the loop closed; the UI stays at {ui} and the service at {service} until Ctrl-C")
             signal.pause()
     return timeline.summary()
+
+
+IN_FLIGHT = ["QUEUED", "NOT_STARTED", "STARTING", "STARTED"]
+SENSORS = """
+query { sensorsOrError(repositorySelector: {repositoryLocationName: "mlops", repositoryName: "__repository__"}) {
+  ... on Sensors { results { id name sensorState { status } } } } }
+"""
+STOP_SENSOR = "mutation ($id: String!) { stopSensor(id: $id) { __typename } }"
+TERMINATE = "mutation ($runId: String!) { terminateRun(runId: $runId) { __typename } }"
+
+
+def drain_runs(ui: str, finish_s: float = 30.0, cancel_s: float = 20.0) -> None:
+    """Stop the sensors (no new run), let the runs in flight finish, and cancel what still runs after ``finish_s``
+    (waiting ``cancel_s`` for it to end): every run the demo leaves has ended as SUCCESS or CANCELED, no FAILURE."""
+
+    def in_flight(statuses: list[str]) -> list[dict[str, Any]]:
+        return graphql(ui, RUNS, {"filter": {"statuses": statuses}})["runsOrError"]["results"]
+
+    try:
+        for sensor in graphql(ui, SENSORS)["sensorsOrError"]["results"]:
+            if sensor["sensorState"]["status"] == "RUNNING":
+                graphql(ui, STOP_SENSOR, {"id": sensor["id"]})
+        deadline = time.monotonic() + finish_s
+        while (running := in_flight(IN_FLIGHT)) and time.monotonic() < deadline:
+            time.sleep(1.0)
+        for run in running:
+            graphql(ui, TERMINATE, {"runId": run["runId"]})
+            say(f"cancelling {run['jobName']} run {run['runId'][:8]}: still running at the demo's end")
+        deadline = time.monotonic() + cancel_s
+        while running and in_flight([*IN_FLIGHT, "CANCELING"]) and time.monotonic() < deadline:
+            time.sleep(1.0)
+    except (OSError, RuntimeError) as exc:  # the webserver is gone already: nothing left to drain through it
+        say(f"could not wait for the runs in flight: {exc}")
+
+
+def stack_settings_file(home: Path) -> Path:
+    return home / "stack-settings.json"
+
+
+def reopen(home: Path, ui_port: int) -> None:
+    """The demo's UI again, over the instance it left (``make loop-demo-ui``): the same settings, read from the
+    home rather than rebuilt by hand; no daemon, so nothing new runs; Ctrl-C stops it."""
+    saved = stack_settings_file(home)
+    if not saved.is_file():
+        raise DemoError(f"{home} holds no loop demo (no {saved.name}); run `make loop-demo` first")
+    stack = StackHome(home, tuple(sorted(json.loads(saved.read_text()).items())))
+    with dagster_webserver(stack, port=port_or_free(ui_port)) as ui:
+        say(f"the loop demo's instance ({home}) in the Dagster UI: {ui}  (served model: {ui}/assets/served_model)"
+            f"; Ctrl-C stops it")
+        signal.pause()
 
 
 def alert_kinds(stack: StackHome) -> list[str]:
@@ -403,6 +483,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--deadline", type=float, default=420, help="Seconds the loop may take after the traffic.")
     parser.add_argument("--linger", action="store_true", help="Keep the UI and service up until Ctrl-C at the end.")
     parser.add_argument("--summary-json", default=None, help="Also write the timeline as JSON to this file.")
+    parser.add_argument("--reopen", action="store_true", help="Only open the UI again over the instance a "
+                        "finished demo left in --home (make loop-demo-ui).")
     args = parser.parse_args(argv)
 
     def interrupted(signum: int, _frame: object) -> None:
@@ -410,6 +492,9 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, interrupted)
     try:
+        if args.reopen:
+            reopen(Path(args.home).resolve(), args.ui_port)
+            return 0
         run_loop(Path(args.home).resolve(), args.ui_port, args.service_port, args.deadline, args.linger,
                  Path(args.summary_json).resolve() if args.summary_json else None)
     except KeyboardInterrupt:

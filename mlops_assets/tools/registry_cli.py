@@ -105,13 +105,14 @@ def _run(args: argparse.Namespace, registry: ModelRegistry) -> int:
             print(json.dumps([v.__dict__ for v in versions], indent=2, default=str))
         if not versions and not args.json:
             print(f"no versions of {registry.model_name} in {registry.store_path}", file=sys.stderr)
+        if versions and not args.json:
+            print("accuracy: each version on its own test split (splits differ, so these figures are not "
+                  "comparable); gate: the candidate and production on the same images, as the gate compared them")
         for v in [] if args.json else versions:
-            accuracy = v.metadata.get("metrics", {}).get("accuracy")
-            acc = f"{accuracy:.4f}" if isinstance(accuracy, float) else "-"
             why = (f"  ({v.withdrawn['action']} by {v.withdrawn['by']}: {v.withdrawn['reason']})" if v.withdrawn
                    else f"  (by {v.review['reviewed_by']}: {v.review['review_reason']})"
                    if v.stage == "rejected" else "")
-            print(f"{v.version}  {v.stage:<19}  {v.created[:19]}  accuracy={acc}{why}")
+            print(f"{v.version}  {v.stage:<19}  {v.created[:19]}  {figures_text(v)}{why}")
     elif args.command == "production":
         current = registry.production()
         print(current.tag if current else "no production model")
@@ -159,6 +160,21 @@ def _run(args: argparse.Namespace, registry: ModelRegistry) -> int:
         for event in registry.events():
             print(history_line(event))
     return 0
+
+
+def figures_text(version) -> str:
+    """The version's accuracy with the split it was measured on, and the gate's same-images comparison if any:
+    three versions' own figures can fall while each beat its predecessor on the images they shared."""
+    metrics = version.metadata.get("metrics", {})
+    accuracy, n = metrics.get("accuracy"), metrics.get("n")
+    split = str(version.labels.get("splits_version") or "unknown")[:8]
+    text = (f"accuracy={accuracy:.4f} on its own test split {split}" + (f" ({n} images)" if n else "")
+            if isinstance(accuracy, float) else "accuracy=-")
+    gate = version.metadata.get("gate") or {}
+    if isinstance(gate.get("candidate"), float) and isinstance(gate.get("production"), float):
+        text += (f"; gate: {gate['candidate']:.4f} vs {gate['compared_with']} {gate['production']:.4f} "
+                 f"on the same {gate['rows']} images")
+    return text
 
 
 def history_line(event: dict) -> str:

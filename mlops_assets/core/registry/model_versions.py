@@ -26,6 +26,10 @@ class RegistryError(RuntimeError):
     """A registry operation that cannot be carried out as asked (unknown version, nothing to roll back)."""
 
 
+class NothingToRollBackError(RegistryError):
+    """No earlier production version may serve again: a refusal to report in one line, not a failure."""
+
+
 class ApprovalRequiredError(RegistryError):
     """The registry's stored policy requires approval before release and the version has no current approval."""
 

@@ -33,6 +33,7 @@ from mlops_assets.core.registry.model_versions import (
     IncompatibleModelError,
     ModelVersion,
     ModelVersions,
+    NothingToRollBackError,
     NotReleasableError,
     RegistryError,
     Stage,
@@ -41,7 +42,7 @@ from mlops_assets.core.registry.release_rules import APPROVED, AWAITING, REJECTE
 
 # The registry is where callers meet its errors and types: they are defined with the read side.
 __all__ = ["ApprovalRequiredError", "IncompatibleModelError", "ModelRegistry", "ModelVersion", "NotReleasableError",
-           "RegistryError", "Stage"]
+           "NothingToRollBackError", "RegistryError", "Stage"]
 
 
 class ModelRegistry(ModelVersions):
@@ -401,7 +402,7 @@ class ModelRegistry(ModelVersions):
             target = rules.rollback_target(pointer, pointer["policy"]["require_approval"], leaving=current)
             if target is None:
                 skipped = [v for v in pointer.get("history", []) if v != current]
-                raise RegistryError(
+                raise NothingToRollBackError(
                     f"{self.model_name} has no previous production version to roll back to"
                     + (f" (skipped, as they may not serve: {', '.join(skipped)})" if skipped else "")
                 )
