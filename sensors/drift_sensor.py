@@ -42,9 +42,9 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
+from mlops_assets.core.monitoring.output_checks import judge_and_decide, output_metadata, production_output_reference
 from mlops_assets.core.monitoring.profile_layout import reference_version, window_label
 from mlops_assets.core.monitoring.retrain_decision import DriftCursor
-from mlops_assets.monitor_stage.output_checks import judge_and_decide, output_metadata, production_output_reference
 from mlops_assets.monitor_stage.verdicts import judge_window, record_verdict
 from mlops_assets.run_tags import RUN_KIND_TAG, TRIGGER_TAG
 from resources.alerts import AlertSink

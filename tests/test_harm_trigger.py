@@ -194,7 +194,7 @@ def test_a_malformed_record_is_an_error_naming_it():
 
 
 def test_production_performance_shows_the_estimate_beside_the_measured_accuracy(tmp_path, digits):
-    from mlops_assets.monitor_stage.output_checks import estimate_beside_measured
+    from mlops_assets.core.monitoring.output_checks import estimate_beside_measured
 
     add_window, resources = make_world(tmp_path, digits, with_record=True)
     add_window(0, "none", np.random.default_rng(11).uniform(0.3, 0.9, 300))

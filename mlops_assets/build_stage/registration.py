@@ -9,11 +9,11 @@ import dagster as dg
 from pydantic import Field
 
 from mlops_assets.build_stage.evaluation import comparison_markdown
-from mlops_assets.build_stage.output_record import validation_output_record
 from mlops_assets.core.common import settings
 from mlops_assets.core.common.markdown import markdown_table
 from mlops_assets.core.data.artifacts import open_split
 from mlops_assets.core.model.ood import METADATA_KEY, calibrate_rows
+from mlops_assets.core.monitoring.output_record import validation_output_record
 from mlops_assets.core.monitoring.output_reference import OUTPUT_REFERENCE_KEY
 from mlops_assets.core.registry.promotion import ChampionComparison, PromotionPolicy, decide_promotion
 from mlops_assets.metadata import git_commit

@@ -9,8 +9,8 @@ partition here (the UI, a backfill) judges that window again, against today's pr
 
 import dagster as dg
 
+from mlops_assets.core.monitoring.output_checks import judge_and_decide, output_metadata, production_output_reference
 from mlops_assets.core.monitoring.profile_layout import reference_version, window_version
-from mlops_assets.monitor_stage.output_checks import judge_and_decide, output_metadata, production_output_reference
 from mlops_assets.monitor_stage.profiles import MONITOR_CODE_VERSION, MonitorError, production_model_version
 from mlops_assets.monitor_stage.verdicts import judge_window, publish_report, verdict_metadata
 from mlops_assets.monitor_stage.windows import profile_partitions

@@ -14,8 +14,8 @@ from typing import Any
 import dagster as dg
 
 from mlops_assets.core.common.markdown import markdown_table
+from mlops_assets.core.monitoring.output_checks import estimate_beside_measured
 from mlops_assets.core.monitoring.profile_layout import window_label, window_version
-from mlops_assets.monitor_stage.output_checks import estimate_beside_measured
 from mlops_assets.monitor_stage.profiles import MONITOR_CODE_VERSION
 from mlops_assets.monitor_stage.windows import profile_partitions
 from resources.artifact_store import ArtifactStore

@@ -49,6 +49,7 @@ from mlops_assets.infra.local_stack import (
     skip_community_prompt,
 )
 from mlops_assets.infra.processes import free_port
+from mlops_assets.tools.run_drain import drain_runs
 
 MARKER = ".loop-demo"  # only a directory holding this file is ever wiped by the demo
 TRAFFIC = 300  # images per window (the drift judge needs MLOPS_DRIFT_MIN_ROWS = 100)
@@ -363,7 +364,7 @@ def run_loop(home: Path, ui_port: int, service_port: int, deadline_s: float, lin
         running.enter_context(dagster_daemon(stack, ui, daemons=("QUEUED_RUN_COORDINATOR", "SENSOR")))
         # unwound first (last in): the runs in flight end before the daemon and the webserver stop, so the demo's
         # own shutdown never leaves a run killed mid-step (a red FAILURE on the instance it leaves behind)
-        running.callback(drain_runs, ui)
+        running.callback(drain_runs, ui, say)
         timeline.mark("ui_up", f"the Dagster UI and daemon are up: {ui}  (sensors: {ui}/automation)")
 
         now = datetime.now(UTC)
@@ -417,39 +418,6 @@ def run_loop(home: Path, ui_port: int, service_port: int, deadline_s: float, lin
             say(f"the loop closed; the UI stays at {ui} and the service at {service} until Ctrl-C")
             signal.pause()
     return timeline.summary()
-
-
-IN_FLIGHT = ["QUEUED", "NOT_STARTED", "STARTING", "STARTED"]
-SENSORS = """
-query { sensorsOrError(repositorySelector: {repositoryLocationName: "mlops", repositoryName: "__repository__"}) {
-  ... on Sensors { results { id name sensorState { status } } } } }
-"""
-STOP_SENSOR = "mutation ($id: String!) { stopSensor(id: $id) { __typename } }"
-TERMINATE = "mutation ($runId: String!) { terminateRun(runId: $runId) { __typename } }"
-
-
-def drain_runs(ui: str, finish_s: float = 30.0, cancel_s: float = 20.0) -> None:
-    """Stop the sensors (no new run), let the runs in flight finish, and cancel what still runs after ``finish_s``
-    (waiting ``cancel_s`` for it to end): every run the demo leaves has ended as SUCCESS or CANCELED, no FAILURE."""
-
-    def in_flight(statuses: list[str]) -> list[dict[str, Any]]:
-        return graphql(ui, RUNS, {"filter": {"statuses": statuses}})["runsOrError"]["results"]
-
-    try:
-        for sensor in graphql(ui, SENSORS)["sensorsOrError"]["results"]:
-            if sensor["sensorState"]["status"] == "RUNNING":
-                graphql(ui, STOP_SENSOR, {"id": sensor["id"]})
-        deadline = time.monotonic() + finish_s
-        while (running := in_flight(IN_FLIGHT)) and time.monotonic() < deadline:
-            time.sleep(1.0)
-        for run in running:
-            graphql(ui, TERMINATE, {"runId": run["runId"]})
-            say(f"cancelling {run['jobName']} run {run['runId'][:8]}: still running at the demo's end")
-        deadline = time.monotonic() + cancel_s
-        while running and in_flight([*IN_FLIGHT, "CANCELING"]) and time.monotonic() < deadline:
-            time.sleep(1.0)
-    except (OSError, RuntimeError) as exc:  # the webserver is gone already: nothing left to drain through it
-        say(f"could not wait for the runs in flight: {exc}")
 
 
 def stack_settings_file(home: Path) -> Path:
