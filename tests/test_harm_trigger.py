@@ -30,6 +30,7 @@ from resources.artifact_store import ArtifactStore
 from resources.dataset_source import DatasetSource
 from resources.drift_policy import DriftPolicy
 from resources.model_registry import ModelRegistryResource
+from testkit.release_tests import record_release_test_without_a_bento
 
 T0 = datetime(2026, 11, 22, 10, tzinfo=UTC)
 
@@ -109,6 +110,7 @@ def make_world(tmp_path, digits, with_record: bool):
         labels={"dataset_version": "dataset-v1", "source_fingerprint": source.fingerprint()},
         metadata=metadata,
     )
+    record_release_test_without_a_bento(registry.registry(), "v1")  # the registry serves only release-tested ones
     registry.registry().promote("v1", reason="test setup", actor="test")
     store.profiles().publish(
         reference_version("v1"), profile_frame(frame(dataset, train, "none", confident(len(train), 2), 0)), {}

@@ -13,6 +13,7 @@ import pytest
 
 from mlops_assets.core.model.ood import UNCALIBRATED, calibrate, calibration_of, energy_scores
 from testkit.ood_models import constant_images, train_digits_cnn, uniform_noise
+from testkit.release_tests import record_release_test_without_a_bento
 
 
 @pytest.fixture(scope="module")
@@ -138,6 +139,7 @@ def test_the_served_answers_carry_the_score_and_the_refuse_setting_answers_422(d
 
     registry = ModelRegistry(tmp_path / "bentoml", "image_classifier")
     registry.register(digits_model.onnx_path, "v1", {}, dict(served.metadata))
+    record_release_test_without_a_bento(registry, "v1")  # the registry serves only release-tested versions
     registry.promote("v1", reason="test")
     probabilities, _, answers = served.answer(digits_model.x_test)
     digit = int(np.argmax(probabilities.max(1)))
