@@ -13,7 +13,7 @@ import json
 from http import HTTPStatus
 from typing import Any
 
-from bentos.request_guard import error_body, json_headers
+from bentos.request_guard import error_body, json_headers, rewriting_send
 
 REFUSING_PATHS = frozenset({"/classify", "/classify_image"})
 
@@ -43,22 +43,8 @@ class OodRefusal:
         if scope["type"] != "http" or scope.get("path") not in REFUSING_PATHS:
             await self.app(scope, receive, send)
             return
-        state: dict[str, Any] = {"start": None, "chunks": []}
 
-        async def refusing_send(event: dict) -> None:
-            if event["type"] == "http.response.start":
-                if event["status"] != HTTPStatus.OK:
-                    await send(event)
-                    return
-                state["start"] = event
-                return
-            if event["type"] != "http.response.body" or state["start"] is None:
-                await send(event)
-                return
-            state["chunks"].append(event.get("body", b""))
-            if event.get("more_body", False):
-                return
-            start, body = state["start"], b"".join(state["chunks"])
+        async def finish(start: dict, body: bytes) -> None:
             try:
                 refused = refusal(json.loads(body))
             except ValueError:
@@ -74,4 +60,4 @@ class OodRefusal:
             await send({**start, "status": HTTPStatus.UNPROCESSABLE_ENTITY, "headers": headers + json_headers(body)})
             await send({"type": "http.response.body", "body": body})
 
-        await self.app(scope, receive, refusing_send)
+        await self.app(scope, receive, rewriting_send(send, lambda status: status == HTTPStatus.OK, finish))

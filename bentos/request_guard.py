@@ -58,6 +58,30 @@ class Refusal(Exception):
         self.status, self.message, self.field = status, message, field
 
 
+def rewriting_send(send: Callable[[dict], Awaitable[None]], holds: Callable[[int], bool],
+                   finish: Callable[[dict, bytes], Awaitable[None]]) -> Callable[[dict], Awaitable[None]]:
+    """An ASGI ``send`` that passes responses through unless ``holds(status)``; a held response is buffered whole
+    (its start and every body chunk) and handed to ``finish(start, body)``, which sends what replaces it. The one
+    way this service rewrites an answer (errors into ErrorResponse, a flagged prediction into a 422)."""
+    state: dict[str, Any] = {"start": None, "chunks": []}
+
+    async def buffering_send(event: dict) -> None:
+        if event["type"] == "http.response.start":
+            if holds(event["status"]):
+                state["start"] = event
+            else:
+                await send(event)
+            return
+        if event["type"] != "http.response.body" or state["start"] is None:
+            await send(event)
+            return
+        state["chunks"].append(event.get("body", b""))
+        if not event.get("more_body", False):
+            await finish(state["start"], b"".join(state["chunks"]))
+
+    return buffering_send
+
+
 def error_body(message: str, field: str | None = None) -> dict[str, Any]:
     return {"error": message, "field": field}
 
@@ -303,23 +327,9 @@ class RequestGuard:
     def normalising(send: Any, allowed: str | None) -> Callable[[dict], Awaitable[None]]:
         """Error answers of the APIs rewritten into ErrorResponse (successful answers pass untouched); a 405
         lists every method the path serves (BentoML's route and the GET /model route each know only theirs)."""
-        state: dict[str, Any] = {"start": None, "chunks": []}
 
-        async def normalising_send(event: dict) -> None:
-            if event["type"] == "http.response.start":
-                if event["status"] < 400:
-                    await send(event)
-                    return
-                state["start"] = event
-                return
-            if event["type"] != "http.response.body" or state["start"] is None:
-                await send(event)
-                return
-            state["chunks"].append(event.get("body", b""))
-            if event.get("more_body", False):
-                return
-            start = state["start"]
-            body = json.dumps(normalise_error(start["status"], b"".join(state["chunks"]))).encode()
+        async def finish(start: dict, whole: bytes) -> None:
+            body = json.dumps(normalise_error(start["status"], whole)).encode()
             replaced = (b"content-length", b"content-type") + ((b"allow",) if start["status"] == 405 else ())
             headers = [(k, v) for k, v in start.get("headers", []) if k.lower() not in replaced]
             headers += json_headers(body)
@@ -328,4 +338,4 @@ class RequestGuard:
             await send({**start, "headers": headers})
             await send({"type": "http.response.body", "body": body})
 
-        return normalising_send
+        return rewriting_send(send, lambda status: status >= 400, finish)
