@@ -180,19 +180,19 @@ class Model:
 
 
 def build_registry(root: Path) -> Model:
-    """The build assets (a short training run) into ``root``: a registry with a production model."""
+    """The build and deploy assets (a short training run, then the version's Bento and its release test) into
+    ``root``: a registry with a production model, released the way every path releases one."""
     import dagster as dg
 
-    from mlops_assets.build_stage import data, evaluation, packaging, registration, training
     from mlops_assets.core.common.settings import MODEL_NAME, resolve
     from mlops_assets.core.data.artifacts import read_split
     from mlops_assets.core.registry.registry import ModelRegistry
+    from mlops_assets.definitions import ASSET_CHECKS, ASSETS
     from testkit.fixtures import make_resources
 
-    assets = [data.raw_images, data.data_splits, training.trained_model, packaging.onnx_model,
-              evaluation.evaluation_report, registration.registered_model]
     with dg.instance_for_test() as instance:
-        result = dg.materialize(assets, resources=make_resources(root), instance=instance,
+        result = dg.materialize([*ASSETS, *ASSET_CHECKS], selection=dg.AssetSelection.groups("build", "deploy"),
+                                resources=make_resources(root), instance=instance,
                                 run_config={"ops": {"trained_model": {"config": FAST_TRAINING}},
                                             "loggers": {"console": {"config": {"log_level": "WARNING"}}}})
         splits = result.output_for_node("data_splits")
