@@ -19,6 +19,8 @@ from mlops_assets.metadata import png_markdown
 from mlops_assets.refs import EvaluationRef
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from mlops_assets.core.data.pixel_store import ImageRows
 
 EXPLANATIONS_FILE = "explanations.json"
@@ -33,38 +35,61 @@ def explain_test_split(onnx_path: str | Path, rows: ImageRows, class_names: list
     """Write the report's explanation figures and ``explanations.json`` into ``directory``; returns the JSON."""
     import numpy as np
 
+    from mlops_assets.core.data.pixel_store import model_batch_rows
     from mlops_assets.core.model import explain
     from mlops_assets.core.model.plots import attribution_grid_png
 
     model_bytes = Path(onnx_path).read_bytes()
     predict = explain.onnx_predict(model_bytes)
-    images = np.concatenate([x for _, x in rows.training_batches(1024)]) if len(rows) else np.empty((0,))
-    probabilities = np.concatenate([predict(images[i:i + 512]) for i in range(0, len(images), 512)])
-    predicted, confidence = probabilities.argmax(1), probabilities.max(1)
+    n = len(rows)
+    sample = np.sort(np.random.default_rng(seed).permutation(n)[:SAMPLE_ROWS])
+    predicted, confidence = np.empty(n, np.int64), np.empty(n, np.float32)
+    kept: list[np.ndarray] = []
+    # one batch at a time, as the evaluation scores the split: memory stays bounded whatever the split's size
+    for start, x in rows.training_batches(model_batch_rows(rows.shape)):
+        probabilities = predict(x)
+        predicted[start:start + len(x)] = probabilities.argmax(1)
+        confidence[start:start + len(x)] = probabilities.max(1)
+        kept.append(x[sample[(sample >= start) & (sample < start + len(x))] - start])
+    sampled = np.concatenate(kept)
     labels = np.asarray(rows.labels)
-    sample = np.sort(np.random.default_rng(seed).permutation(len(images))[:SAMPLE_ROWS])
-    check, explanations = explain.check_explanations(model_bytes, images[sample], seed)
+    check, explanations = explain.check_explanations(model_bytes, sampled, seed)
     class_maps, class_titles, examples = [], [], []
     for index, name in enumerate(class_names):
         members = [i for i, e in enumerate(explanations) if e.target == index]
         if members:
             class_maps.append(np.mean([explanations[i].attribution for i in members], axis=0))
             class_titles.append(f"{name} (n={len(members)})")
-            examples.append(sample[members[0]])
-    attribution_grid_png(images[examples], class_maps, class_titles, directory / CLASS_MAPS_PNG,
+            examples.append(members[0])
+    attribution_grid_png(sampled[examples], class_maps, class_titles, directory / CLASS_MAPS_PNG,
                          "mean occlusion map per predicted class (image: one example)")
     wrong = np.flatnonzero(predicted != labels)
     worst = wrong[np.argsort(-confidence[wrong], kind="stable")][:MISTAKES]
-    mistakes = [explain.occlusion(predict, images[i]) for i in worst]
+    worst_images = rows_at(rows, worst)
+    mistakes = [explain.occlusion(predict, image) for image in worst_images]
     titles = [f"{class_names[labels[i]]} → {class_names[predicted[i]]} p={confidence[i]:.2f}" for i in worst]
     if len(worst):
-        attribution_grid_png(images[worst], [m.attribution for m in mistakes], titles, directory / MISTAKES_PNG,
+        attribution_grid_png(worst_images, [m.attribution for m in mistakes], titles, directory / MISTAKES_PNG,
                              f"the {len(worst)} most confident mistakes on the test split, with their maps")
-    payload = {**check.as_dict(), "sample_rows": int(len(sample)), "test_rows": int(len(images)),
+    payload = {**check.as_dict(), "sample_rows": int(len(sample)), "test_rows": int(n),
                "mistakes": [{"row": int(i), "true": class_names[labels[i]], "predicted": class_names[predicted[i]],
                              "confidence": round(float(confidence[i]), 4)} for i in worst]}
     (directory / EXPLANATIONS_FILE).write_text(json.dumps(payload, indent=2))
     return payload
+
+
+def rows_at(rows: ImageRows, indices: np.ndarray) -> np.ndarray:
+    """The training-scale images of ``rows`` at ``indices`` (a handful), read batch by batch."""
+    import numpy as np
+
+    from mlops_assets.core.data.pixel_store import model_batch_rows
+
+    wanted = np.asarray(indices, np.int64)
+    found: dict[int, np.ndarray] = {}
+    for start, x in rows.training_batches(model_batch_rows(rows.shape)):
+        for i in wanted[(wanted >= start) & (wanted < start + len(x))]:
+            found[int(i)] = x[i - start]
+    return np.stack([found[int(i)] for i in wanted]) if len(wanted) else np.empty((0, *rows.shape[1:]), np.float32)
 
 
 def explanation_metadata(directory: Path) -> dict[str, Any]:

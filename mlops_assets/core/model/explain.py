@@ -171,6 +171,7 @@ def onnx_predict(model: bytes | str, threads: int = 1) -> Predict:
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
+    options.enable_cpu_mem_arena = False  # an occlusion batch is big once; the arena would keep its peak
     session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
 
