@@ -19,7 +19,7 @@ import dagster as dg
 from pydantic import Field
 
 from mlops_assets.core.common import settings
-from mlops_assets.core.model.onnx_model import predict_labels
+from mlops_assets.core.model.onnx_model import predict_rows
 from mlops_assets.infra.bento_server import build_bento, directory_size, run_application_test, serve_bento
 from mlops_assets.refs import EvaluationRef, RegisteredModelRef, SplitsRef
 from resources.artifact_store import ArtifactStore
@@ -115,11 +115,12 @@ def bento_application_test(
     context: dg.AssetCheckExecutionContext, config: ApplicationTestConfig, bento: BentoRef,
     model_registry: ModelRegistryResource, service_auth: ServiceAuth,
 ) -> dg.AssetCheckResult:
-    from mlops_assets.core.data.artifacts import read_split
+    from mlops_assets.core.data.artifacts import open_split, read_split
 
     registry = model_registry.registry()
     x_test, y_test = read_split(bento.splits_path, "test")
-    expected = predict_labels(registry.get(bento.model_version).onnx_path, x_test)
+    # scored a bounded batch at a time, as the evaluation scores it (one 512-image pass held its activations)
+    expected = predict_rows(registry.get(bento.model_version).onnx_path, open_split(bento.splits_path, "test"))
     log = registry.home / "logs" / f"application_test_{bento.tag.replace(':', '_')}.log"
     # Test traffic is not production traffic: keep it out of the inference log the drift monitor reads.
     # The server protects its endpoints as production does (MLOPS_API_TOKEN), and the test sends the token.
