@@ -96,7 +96,7 @@ def test_the_loop_demo_closes_the_loop_on_the_real_daemon_and_stops_everything(t
     assert "drift share" in output and "< 0.30" in output
     tags = summary["retrain_run"]["tags"]
     assert tags["dagster/sensor_name"] == "drift_sensor" and tags["mlops/trigger"] == "drift"
-    assert tags["mlops/retrain_signal"] == "harm" and "signal that decided: harm" in output  # the default trigger
+    assert tags["mlops/retrain_signal"] == "pixel" and "signal that decided: pixel" in output  # the default trigger
     assert tags["mlops/run_config"].endswith("training-run-config.yaml")  # the demo's one-trial search
     gate = summary["gate"]
     assert gate["promoted"], gate
