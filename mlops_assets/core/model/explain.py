@@ -165,20 +165,15 @@ def randomized_onnx(model_bytes: bytes, seed: int = 0) -> bytes:
 
 
 def onnx_predict(model: bytes | str, threads: int = 1) -> Predict:
-    """A :data:`Predict` over an ONNX model (a path or its bytes) whose output is logits."""
-    import numpy as np
-    import onnxruntime as ort
+    """A :data:`Predict` over an ONNX model (a path or its bytes) whose output is logits: the project's own
+    session, logits and softmax (:mod:`mlops_assets.core.model.onnx_model`)."""
+    from mlops_assets.core.model.onnx_model import onnx_logits, open_session, softmax
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.enable_cpu_mem_arena = False  # an occlusion batch is big once; the arena would keep its peak
-    session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
+    # an occlusion batch is big once; an arena would keep its peak for the session's life
+    session = open_session(model, threads, memory_arena=False)
 
     def predict(batch: np.ndarray) -> np.ndarray:
-        logits = session.run(None, {name: batch.astype(np.float32)})[0]
-        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return shifted / shifted.sum(axis=1, keepdims=True)
+        return softmax(onnx_logits(session, batch))
 
     return predict
 

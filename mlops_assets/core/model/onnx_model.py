@@ -48,13 +48,17 @@ def check_graph(path: str | Path) -> None:
     onnx.checker.check_model(onnx.load(str(path)), full_check=True)
 
 
-def open_session(path: str | Path, threads: int = 1):
+def open_session(model: str | Path | bytes, threads: int = 1, memory_arena: bool = True):
+    """An onnxruntime CPU session over a model file or its bytes. ``memory_arena=False`` frees each run's buffers
+    (for a caller whose one big batch would otherwise stay allocated for the session's life)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    options.enable_cpu_mem_arena = memory_arena
+    source = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
 
 
 def onnx_logits(session, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
