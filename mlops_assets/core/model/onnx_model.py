@@ -48,15 +48,13 @@ def check_graph(path: str | Path) -> None:
     onnx.checker.check_model(onnx.load(str(path)), full_check=True)
 
 
-def open_session(model: str | Path | bytes, threads: int = 1, memory_arena: bool = True):
-    """An onnxruntime CPU session over a model file or its bytes. ``memory_arena=False`` frees each run's buffers
-    (for a caller whose one big batch would otherwise stay allocated for the session's life)."""
+def open_session(model: str | Path | bytes, threads: int = 1):
+    """An onnxruntime CPU session over a model file or its bytes."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    options.enable_cpu_mem_arena = memory_arena
     source = model if isinstance(model, bytes) else str(model)
     return ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
 
