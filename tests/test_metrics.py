@@ -44,3 +44,18 @@ def test_absent_class_does_not_count_in_macro_averages():
 def test_mismatched_lengths_are_rejected():
     with pytest.raises(ValueError, match="shape"):
         confusion_matrix(np.array([0, 1]), np.array([0]), 2)
+
+
+def test_per_class_figures_match_sklearn_where_a_class_is_never_predicted_or_never_present():
+    from sklearn.metrics import confusion_matrix as sklearn_confusion_matrix
+    from sklearn.metrics import precision_recall_fscore_support
+
+    rng = np.random.default_rng(1)
+    y_true = rng.choice([0, 1, 3], 300)  # class 2 never present
+    y_pred = np.where(rng.random(300) < 0.7, y_true, rng.choice([0, 2], 300))  # class 3 predicted only when right
+    y_pred[y_true == 1] = 0  # class 1 never predicted
+    report = classification_report(y_true, y_pred, ["a", "b", "c", "d"])
+    expected = precision_recall_fscore_support(y_true, y_pred, labels=np.arange(4), zero_division=0)
+    for figure, values in zip(("precision", "recall", "f1", "support"), expected, strict=True):
+        assert [row[figure] for row in report["per_class"]] == pytest.approx(values.tolist()), figure
+    assert report["confusion_matrix"] == sklearn_confusion_matrix(y_true, y_pred, labels=np.arange(4)).tolist()

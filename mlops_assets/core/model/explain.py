@@ -37,6 +37,7 @@ SANITY_MAX_SPEARMAN = 0.5
 DELETED_FRACTION = 0.10
 RANDOM_DRAWS = 10
 BASELINE = 0.0
+EXPLAIN_BATCH_ROWS = 64  # rows per onnxruntime run when explaining (see onnx_predict)
 
 
 @dataclass(frozen=True)
@@ -164,18 +165,20 @@ def randomized_onnx(model_bytes: bytes, seed: int = 0) -> bytes:
     return model.SerializeToString()
 
 
-def onnx_predict(model: bytes | str, threads: int = 1) -> Predict:
+def onnx_predict(model: bytes | str, threads: int = 1, batch_rows: int = EXPLAIN_BATCH_ROWS) -> Predict:
     """A :data:`Predict` over an ONNX model (a path or its bytes) whose output is logits: the project's own
-    session, logits and softmax (:mod:`mlops_assets.core.model.onnx_model`)."""
+    session, logits and softmax (:mod:`mlops_assets.core.model.onnx_model`), run ``batch_rows`` rows at a time."""
     from mlops_assets.core.model.onnx_model import onnx_logits, open_session, softmax
 
-    # onnx_logits runs at most 512 rows at a time, so the session's arena stays one such batch big; without the
-    # arena every run mallocs and frees its activations, and the heap fragments (evaluation_report's RSS on 20k
-    # 32x32 images: 1.46 GB without, 0.98 GB with; tests/test_build_memory.py)
+    # onnxruntime's arena keeps the largest run's activations: one image's occlusion batch (226 rows at 32x32) run
+    # whole grows it by ~95 MB, run 64 rows at a time by ~30 MB, for the same speed; the evaluation step holds two
+    # such sessions (trained and random weights) and is the build's closest step to its memory bound
+    # (tests/test_build_memory.py). Without the arena every run mallocs and frees its activations and the heap
+    # fragments (evaluation_report's RSS on 20k 32x32 images: 1.46 GB without, 0.98 GB with).
     session = open_session(model, threads)
 
     def predict(batch: np.ndarray) -> np.ndarray:
-        return softmax(onnx_logits(session, batch))
+        return softmax(onnx_logits(session, batch, batch_rows))
 
     return predict
 
