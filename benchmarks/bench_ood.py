@@ -61,10 +61,13 @@ def render_letters(letters: str = string.ascii_uppercase, variants: int = 4) -> 
 
 
 def flagged(session, calibration, x: np.ndarray) -> np.ndarray:
-    from mlops_assets.core.model.onnx_model import onnx_logits
-    from mlops_assets.core.model.ood import energy_scores
+    """The served version's flags, scored as the service scores them (bentos/served_model.py)."""
+    from mlops_assets.core.model.onnx_model import onnx_logits, onnx_logits_and_features
 
-    return calibration.flags(energy_scores(onnx_logits(session, np.ascontiguousarray(x, np.float32))))
+    x = np.ascontiguousarray(x, np.float32)
+    logits, features = (onnx_logits_and_features(session, x) if calibration.needs_features
+                        else (onnx_logits(session, x), None))
+    return calibration.flags(calibration.scores(logits, features))
 
 
 def quality(model, splits_path: str) -> dict[str, object]:
@@ -135,9 +138,10 @@ def render(q: dict[str, object], t: dict[str, dict[str, float]] | None) -> str:
     lines = [
         "## bench_ood: out-of-distribution flags and their cost",
         "",
-        f"The served version's energy-score threshold {c.threshold:.3f}, calibrated at registration on its "
-        f"validation split ({c.n_validation} images) to flag {c.target_fpr:.0%} (flagged there: "
-        f"{c.validation_fpr:.1%}). Test accuracy {q['test_accuracy']:.3f}.",
+        f"The served version's {c.method} score (mlops_assets/core/model/ood.py), fitted on its training split "
+        f"({c.n_fit} images), threshold {c.threshold:.3f} calibrated at registration on its validation split "
+        f"({c.n_validation} images) to flag {c.target_fpr:.0%} (flagged there: {c.validation_fpr:.1%}). "
+        f"Test accuracy {q['test_accuracy']:.3f}.",
         "",
         "| input | images | flagged |",
         "|---|---|---|",

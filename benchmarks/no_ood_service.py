@@ -1,5 +1,5 @@
 """bench_ood's baseline: the real service with the out-of-distribution score skipped (the answer and the log as
-before issue 36: no energy score, no flag; the three answer fields stay, constant), to price the score in one run.
+before issue 36: no score, no flag; the three answer fields stay, constant), to price the score in one run.
 Benchmarks only; never served.  ``bentoml serve benchmarks.no_ood_service:ClassifierService``."""
 
 from __future__ import annotations

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlops_assets.core.data.images import PreprocessSpec
-from mlops_assets.core.model.onnx_model import onnx_logits, open_session, softmax
-from mlops_assets.core.model.ood import OodAnswer, OodCalibration, answers, calibration_of, energy_scores
+from mlops_assets.core.model.onnx_model import onnx_logits, onnx_logits_and_features, open_session, softmax
+from mlops_assets.core.model.ood import OodAnswer, OodCalibration, answers, calibration_of, scores_of
 from mlops_assets.core.model.signature import ModelSignature
 from mlops_assets.core.registry.registry import RegistryError
 
@@ -41,9 +41,13 @@ class LoadedModel:
         return softmax(onnx_logits(self.session, images))
 
     def answer(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[OodAnswer]]:
-        """Softmax per image, its energy score and its out-of-distribution answer (one model call)."""
-        logits = onnx_logits(self.session, images)
-        scores = energy_scores(logits)
+        """Softmax per image, its out-of-distribution score and answer (one model call: logits and, when the
+        version's calibration reads them, the penultimate layer's features)."""
+        if self.ood is not None and self.ood.needs_features:
+            logits, features = onnx_logits_and_features(self.session, images)
+        else:
+            logits, features = onnx_logits(self.session, images), None
+        scores = scores_of(self.ood, logits, features)
         return softmax(logits), scores, answers(scores, self.ood)
 
 

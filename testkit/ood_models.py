@@ -14,7 +14,9 @@ import numpy as np
 @dataclass
 class DigitsModel:
     onnx_path: Path
-    x_val: np.ndarray  # float32, training scale
+    x_train: np.ndarray  # float32, training scale
+    y_train: np.ndarray
+    x_val: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
     test_pixels: np.ndarray  # uint8 as decoded (0..255), what /classify_image's PNGs hold
@@ -49,7 +51,8 @@ def train_digits_cnn(directory: Path, hidden: int = 16, epochs: int = 8, seed: i
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "model.onnx"
     export_onnx(model, x[:1], path)
-    return DigitsModel(path, x[val], x[test], dataset.labels[test], dataset.images[test], list(dataset.class_names))
+    return DigitsModel(path, x[train], dataset.labels[train], x[val], x[test], dataset.labels[test],
+                       dataset.images[test], list(dataset.class_names))
 
 
 def uniform_noise(n: int, shape: tuple[int, ...], seed: int = 0) -> np.ndarray:

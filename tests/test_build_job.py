@@ -119,6 +119,7 @@ def test_the_registered_version_stores_its_ood_calibration_from_its_validation_s
     calibration = calibration_of(production.metadata)
     splits = metadata(result, "data_splits")
     assert calibration is not None and calibration.target_fpr == 0.05
+    assert calibration.method == "mahalanobis" and calibration.n_fit == splits["rows_train"]
     assert calibration.n_validation == splits["rows_val"]
     assert abs(calibration.validation_fpr - 0.05) <= 1.0 / calibration.n_validation
     assert metadata(result, "registered_model")["ood_threshold"] == pytest.approx(calibration.threshold)

@@ -11,7 +11,14 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from mlops_assets.core.model.ood import UNCALIBRATED, calibrate, calibration_of, energy_scores
+from mlops_assets.core.model.ood import (
+    UNCALIBRATED,
+    calibrate,
+    calibrate_mahalanobis,
+    calibration_of,
+    energy_scores,
+    mahalanobis_scores,
+)
 from testkit.ood_models import constant_images, train_digits_cnn, uniform_noise
 from testkit.release_tests import record_release_test_without_a_bento
 
@@ -25,10 +32,13 @@ def digits_model(tmp_path_factory):
 def served(digits_model):
     """The model as the service loads it (bentos.served_model.load_model), its calibration in its metadata."""
     from bentos.served_model import load_model
-    from mlops_assets.core.model.onnx_model import onnx_logits, open_session
+    from mlops_assets.core.model.onnx_model import onnx_logits_and_features, open_session
     from mlops_assets.core.model.signature import ModelSignature
 
-    calibration = calibrate(onnx_logits(open_session(digits_model.onnx_path), digits_model.x_val), fpr=0.05)
+    session = open_session(digits_model.onnx_path)
+    calibration = calibrate_mahalanobis(onnx_logits_and_features(session, digits_model.x_train)[1],
+                                        digits_model.y_train,
+                                        onnx_logits_and_features(session, digits_model.x_val)[1], fpr=0.05)
     spec = {"channels": 1, "height": 8, "width": 8}
     metadata = {"class_names": digits_model.class_names, "spec": spec, "ood": calibration.as_metadata()}
     return load_model(digits_model.onnx_path, "image_classifier:v1", "v1", {}, metadata, "pinned",
@@ -40,26 +50,56 @@ def test_energy_score_is_minus_logsumexp():
     assert energy_scores(logits) == pytest.approx([-1000.0, -np.log(2.0)])
 
 
+def test_mahalanobis_score_is_the_squared_distance_to_the_nearest_class_mean():
+    means = np.array([[0.0, 0.0], [10.0, 0.0]])
+    precision = np.diag([1.0, 4.0])  # covariance diag(1, 0.25)
+    features = np.array([[1.0, 0.0], [9.0, 1.0], [5.0, 0.5]])
+    assert mahalanobis_scores(features, means, precision) == pytest.approx([1.0, 1.0 + 4.0, 25.0 + 1.0])
+
+
+def test_the_export_gives_the_penultimate_features_beside_the_same_logits(digits_model):
+    from mlops_assets.core.model.onnx_model import has_features, onnx_logits, onnx_logits_and_features, open_session
+
+    session = open_session(digits_model.onnx_path)
+    assert has_features(session)
+    logits, features = onnx_logits_and_features(session, digits_model.x_test[:5])
+    assert features.shape == (5, 16)  # hidden=8: 16 channels in the last block, pooled over height and width
+    assert np.array_equal(logits, onnx_logits(session, digits_model.x_test[:5]))
+
+
 def test_calibration_flags_the_asked_share_of_the_validation_split(digits_model, served):
-    from mlops_assets.core.model.onnx_model import onnx_logits
+    from mlops_assets.core.model.onnx_model import onnx_logits_and_features
 
     calibration = served.ood
-    assert calibration is not None and calibration.method == "energy" and calibration.target_fpr == 0.05
-    assert calibration.n_validation == len(digits_model.x_val)
+    assert calibration is not None and calibration.method == "mahalanobis" and calibration.target_fpr == 0.05
+    assert calibration.n_validation == len(digits_model.x_val) and calibration.n_fit == len(digits_model.x_train)
     assert abs(calibration.validation_fpr - 0.05) <= 1.0 / calibration.n_validation
-    test_share = calibration.flags(energy_scores(onnx_logits(served.session, digits_model.x_test))).mean()
+    test_share = calibration.flags(calibration.scores(*onnx_logits_and_features(served.session,
+                                                                                digits_model.x_test))).mean()
     assert test_share < 0.15  # held-out digits: about the calibrated rate (BENCHMARKS.md, bench_ood)
 
 
 def test_noise_and_constant_images_are_flagged_and_a_test_digit_is_not(digits_model, served):
     probabilities, _, answers = served.answer(uniform_noise(200, (1, 8, 8)))
-    assert np.mean([a.flagged for a in answers]) >= 0.8
+    assert np.mean([a.flagged for a in answers]) >= 0.95  # the issue's bar; the energy score flagged 93-97 %
     assert all(a.reason and "out of distribution" in a.reason for a in answers if a.flagged)
     _, _, answers = served.answer(constant_images(11, (1, 8, 8)))
     assert all(a.flagged for a in answers)
     probabilities, _, answers = served.answer(digits_model.x_test)
     confident = int(np.argmax(probabilities.max(1)))  # the digit the model is surest of
     assert answers[confident].flagged is False and answers[confident].reason is None
+
+
+def test_a_version_calibrated_on_the_energy_score_is_still_scored_by_it(digits_model, served):
+    from dataclasses import replace
+
+    from mlops_assets.core.model.onnx_model import onnx_logits, open_session
+
+    energy = calibrate(onnx_logits(open_session(digits_model.onnx_path), digits_model.x_val), fpr=0.05)
+    older = replace(served, ood=calibration_of({"ood": energy.as_metadata()}))
+    assert older.ood == energy and not older.ood.needs_features
+    _, scores, answers = older.answer(digits_model.x_test[:4])
+    assert scores == pytest.approx(energy_scores(onnx_logits(served.session, digits_model.x_test[:4])))
 
 
 def test_a_version_without_calibration_answers_a_score_and_a_null_flag_with_the_reason(digits_model, served):
@@ -119,13 +159,15 @@ def _answer_through(path: str, payload) -> tuple[int, dict]:
 
 
 def test_the_refusing_middleware_answers_422_saying_why(digits_model, served):
-    _, _, answers = served.answer(np.concatenate([digits_model.x_test[:1], constant_images(2, (1, 8, 8))]))
+    _, scores, _ = served.answer(digits_model.x_test)
+    typical = digits_model.x_test[[int(np.argmin(scores))]]  # the test digit most like the training data
+    _, _, answers = served.answer(np.concatenate([typical, constant_images(2, (1, 8, 8))]))
     predictions = [{"label": 0, "ood_score": a.score, "ood_flag": a.flagged, "ood_reason": a.reason} for a in answers]
     status, body = _answer_through("/classify", predictions)
     assert status == 422 and body["field"] == "images[1]" and "(2 of 3 images are)" in body["error"]
     assert "out of distribution" in body["error"] and "MLOPS_OOD_REFUSE" in body["error"]
-    if not answers[0].flagged:
-        assert _answer_through("/classify", predictions[:1]) == (200, predictions[:1])
+    assert not answers[0].flagged
+    assert _answer_through("/classify", predictions[:1]) == (200, predictions[:1])
 
 
 def test_the_served_answers_carry_the_score_and_the_refuse_setting_answers_422(digits_model, served, tmp_path):
@@ -141,8 +183,8 @@ def test_the_served_answers_carry_the_score_and_the_refuse_setting_answers_422(d
     registry.register(digits_model.onnx_path, "v1", {}, dict(served.metadata))
     record_release_test_without_a_bento(registry, "v1")  # the registry serves only release-tested versions
     registry.promote("v1", reason="test")
-    probabilities, _, answers = served.answer(digits_model.x_test)
-    digit = int(np.argmax(probabilities.max(1)))
+    _, scores, answers = served.answer(digits_model.x_test)
+    digit = int(np.argmin(scores))  # the test digit most like the training data
     env = {
         "MLOPS_MODEL_NAME": "image_classifier",
         "MLOPS_FOLLOW_PRODUCTION": "0",

@@ -96,7 +96,8 @@ def registered_model(
         "spec": data_splits.spec,
         # the out-of-distribution threshold of every answer this version gives (mlops_assets/core/model/ood.py)
         METADATA_KEY: calibrate_rows(onnx_model.path, open_split(data_splits.path, "val"),
-                                     settings.resolve_float(settings.OOD_FPR)).as_metadata(),
+                                     settings.resolve_float(settings.OOD_FPR),
+                                     train=open_split(data_splits.path, "train")).as_metadata(),
         "explanations": evaluation_report.explanations,  # the service explains only a version whose check passed
         # the gate's figures on the images both models were scored on: `mlops-registry list` shows them beside
         # the version's own-split figure, which is not comparable across versions

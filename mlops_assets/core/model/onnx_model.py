@@ -19,24 +19,54 @@ if TYPE_CHECKING:
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "logits"
+FEATURES_NAME = "features"  # the penultimate layer, channel-pooled: what the out-of-distribution score reads
 ONNX_FILE = "model.onnx"
+
+
+def with_features(model):
+    """``model`` returning (logits, features): the features are the input of its ``Flatten`` (the last
+    convolutional block's maps), averaged over height and width: one number per channel, as Lee et al. pool
+    a layer's maps for their Mahalanobis score (NeurIPS 2018). None for a model that is not a ``Sequential``
+    with a ``Flatten`` (it is exported with its logits only, and scored by the energy of its logits)."""
+    import torch.nn as nn
+
+    if not isinstance(model, nn.Sequential):
+        return None
+    flatten = next((i for i, layer in enumerate(model) if isinstance(layer, nn.Flatten)), None)
+    if flatten is None:
+        return None
+
+    class LogitsAndFeatures(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body, self.head = model[:flatten], model[flatten:]
+
+        def forward(self, x):
+            maps = self.body(x)
+            return self.head(maps), maps.mean(dim=(2, 3))
+
+    return LogitsAndFeatures().eval()
 
 
 def export_onnx(model, example: np.ndarray, path: str | Path, opset: int = 17) -> None:
     """Export with the TorchScript exporter: the dynamo exporter needs onnxscript, and this small
-    CNN gains nothing from it. The batch axis is dynamic so the service can batch freely."""
+    CNN gains nothing from it. The batch axis is dynamic so the service can batch freely. The graph has a second
+    output, :data:`FEATURES_NAME`, where the model allows it (:func:`with_features`); a run that asks only for
+    the logits does not compute it."""
     import numpy as np
     import torch
 
     model.eval()
+    both = with_features(model)
+    outputs = [OUTPUT_NAME] if both is None else [OUTPUT_NAME, FEATURES_NAME]
     torch.onnx.export(
-        model,
+        model if both is None else both,
         (torch.from_numpy(np.ascontiguousarray(example, dtype=np.float32)),),
         str(path),
         dynamo=False,
         input_names=[INPUT_NAME],
-        output_names=[OUTPUT_NAME],
-        dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+        output_names=outputs,
+        dynamic_axes={name: {0: "batch"} for name in (INPUT_NAME, *outputs)},
         opset_version=opset,
     )
 
@@ -67,6 +97,22 @@ def onnx_logits(session, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
         for start in range(0, len(x), batch_size)
     ]
     return np.concatenate(outputs) if outputs else np.zeros((0, 0), dtype=np.float32)
+
+
+def has_features(session) -> bool:
+    """Whether the model gives :data:`FEATURES_NAME` (a version exported before it existed does not)."""
+    return any(output.name == FEATURES_NAME for output in session.get_outputs())
+
+
+def onnx_logits_and_features(session, x: np.ndarray, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and features in one run per batch (the model must have :data:`FEATURES_NAME`)."""
+    import numpy as np
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    runs = [session.run([OUTPUT_NAME, FEATURES_NAME], {INPUT_NAME: x[start : start + batch_size]})
+            for start in range(0, len(x), batch_size)]
+    if not runs:
+        return np.zeros((0, 0), dtype=np.float32), np.zeros((0, 0), dtype=np.float32)
+    return np.concatenate([r[0] for r in runs]), np.concatenate([r[1] for r in runs])
 
 
 def predict_labels(path: str | Path, x: np.ndarray) -> np.ndarray:
