@@ -91,7 +91,7 @@ def sensor_tick_seconds(root: Path, repeats: int = 5) -> float:
     from mlops_assets.automation import drift_sensor
     from mlops_assets.core.monitoring.drift import profile_frame
     from mlops_assets.core.monitoring.profile_layout import reference_version
-    from sensors.drift_sensor import DriftCursor
+    from mlops_assets.core.monitoring.retrain_decision import DriftCursor
     from testkit.fixtures import make_resources
     from testkit.release_tests import record_release_test_without_a_bento
 

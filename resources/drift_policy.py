@@ -88,14 +88,18 @@ class DriftPolicy(dg.ConfigurableResource):
             raise ValueError(f"{where} must be a mapping of run config (ops:, resources:), got {type(config).__name__}")
         return config
 
-    def thresholds(self):
-        """The thresholds as the pure drift scoring takes them (validated there)."""
+    def decision_policy(self):
+        """The policy as the pure decision takes it: thresholds, trigger, cooldown, new-data rule and blind-alert
+        span as plain values (each validated where it is defined). The one way out of this resource: the drift
+        sensor and ``drift_report`` hand it on and read none of it."""
         from mlops_assets.core.monitoring.drift import DriftThresholds
-
-        return DriftThresholds(self.drift_share, self.p_value, self.distance, self.min_rows)
-
-    def trigger_policy(self):
-        """The trigger as the pure retraining decision takes it (validated there)."""
+        from mlops_assets.core.monitoring.drift_tick import DriftDecisionPolicy
         from mlops_assets.core.monitoring.retrain_decision import TriggerPolicy
 
-        return TriggerPolicy(self.retrain_trigger, self.harm_points)
+        return DriftDecisionPolicy(
+            thresholds=DriftThresholds(self.drift_share, self.p_value, self.distance, self.min_rows),
+            trigger=TriggerPolicy(self.retrain_trigger, self.harm_points),
+            cooldown_hours=self.cooldown_hours,
+            retrain_requires_new_data=self.retrain_requires_new_data,
+            blind_alert_minutes=self.blind_alert_minutes,
+        )

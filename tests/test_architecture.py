@@ -198,3 +198,73 @@ def test_every_import_of_the_project_resolves():
                 if not hasattr(module, alias.name) and importlib.util.find_spec(f"{node.module}.{alias.name}") is None:
                     dangling.append(f"{path.relative_to(ROOT)}: {node.module}.{alias.name}")
     assert dangling == []
+
+
+DRIFT_DECISION = ("mlops_assets.core.monitoring.drift_tick", "mlops_assets.core.monitoring.window_judgement",
+                  "mlops_assets.core.monitoring.retrain_decision", "mlops_assets.core.monitoring.retrain_requests")
+# The modules that carry out the drift decision: they gather facts and hand the policy on, reading none of it.
+DRIFT_ADAPTERS = ("sensors/drift_sensor.py", "mlops_assets/monitor_stage/drift_report.py")
+ADAPTER_MAX_LINES = 200
+
+
+def drift_policy_fields() -> set[str]:
+    """Every threshold and rule of the drift policy, under the names the resource and the pure decision give them
+    (the retraining run config names a file, not a threshold)."""
+    import dataclasses
+
+    from mlops_assets.core.monitoring.drift import DriftThresholds
+    from mlops_assets.core.monitoring.drift_tick import DriftDecisionPolicy
+    from mlops_assets.core.monitoring.retrain_decision import TriggerPolicy
+    from resources.drift_policy import DriftPolicy
+
+    plain = {f.name for cls in (DriftDecisionPolicy, DriftThresholds, TriggerPolicy) for f in dataclasses.fields(cls)}
+    return plain | set(DriftPolicy.model_fields) - {"retrain_run_config"}
+
+
+def adapter_violations(path: Path) -> list[str]:
+    """What makes a module more than a thin adapter around the pure drift decision: a comparison (the decision's
+    work), a read of one of the policy's thresholds or rules, more than ``ADAPTER_MAX_LINES`` lines, or not handing
+    the work to the pure decision at all."""
+    source = path.read_text()
+    tree = ast.parse(source, str(path))
+    fields = drift_policy_fields()
+    problems = [f"line {node.lineno}: compares ({ast.unparse(node)})" for node in ast.walk(tree)
+                if isinstance(node, ast.Compare)
+                and any(isinstance(op, (ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.Eq, ast.NotEq)) for op in node.ops)]
+    problems += [f"line {node.lineno}: reads {node.attr} (the decision compares it)" for node in ast.walk(tree)
+                 if isinstance(node, ast.Attribute) and node.attr in fields]
+    if (lines := len(source.splitlines())) > ADAPTER_MAX_LINES:
+        problems.append(f"{lines} lines > {ADAPTER_MAX_LINES}")
+    if not any(m.startswith(DRIFT_DECISION) for m in imported_modules(path)):
+        problems.append("does not import the pure drift decision")
+    return problems
+
+
+def test_thresholds_travel_one_way_from_the_policy_through_thin_adapters_to_the_pure_decision():
+    """MLOPS_DRIFT_SHARE: settings → resources/defaults → DriftPolicy.decision_policy() (built once, plain values) →
+    the sensor or drift_report, which hand it on unread → the pure decision in core/monitoring, which compares."""
+    assert {path: problems for path in DRIFT_ADAPTERS if (problems := adapter_violations(ROOT / path))} == {}
+    from resources.drift_policy import DriftPolicy
+
+    public = {name for name, value in vars(DriftPolicy).items() if callable(value) and not name.startswith("_")}
+    assert public == {"decision_policy", "retraining_run_config"}  # one way out for the thresholds
+    for module in DRIFT_DECISION:
+        path = ROOT / (module.replace(".", "/") + ".py")
+        bad = {m for m in imported_modules(path)
+               if m.split(".")[0] in ("dagster", "resources", "sensors") or m.startswith("mlops_assets.monitor_stage")}
+        assert bad == set(), (module, bad)
+
+
+def test_an_adapter_that_decides_is_caught(tmp_path):
+    """The check above fails on a violation: a threshold compared or read in the adapter, a long adapter, or one
+    that leaves the pure decision out."""
+    decision = "from mlops_assets.core.monitoring.drift_tick import plan_tick\n"
+    for source in (decision + "def f(verdict, share):\n    return verdict.drift_share >= share\n",
+                   decision + "def f(drift_policy):\n    return drift_policy.cooldown_hours\n",
+                   decision + "def f(run, key):\n    return run.run_key == key\n",
+                   decision + "x = 1\n" * ADAPTER_MAX_LINES,
+                   "import dagster as dg\n"):
+        (tmp_path / "m.py").write_text(source)
+        assert adapter_violations(tmp_path / "m.py"), source
+    (tmp_path / "m.py").write_text(decision + "def f(plan, version):\n    return version is not None and plan.policy\n")
+    assert adapter_violations(tmp_path / "m.py") == []

@@ -94,11 +94,11 @@ def test_the_drift_policy_resource_takes_its_defaults_from_the_environment(monke
     monkeypatch.setenv("MLOPS_RETRAIN_REQUIRES_NEW_DATA", "0")
     with dg.build_resources(default_resources()) as resources:  # as a run sees it (min_rows is an EnvVar.int)
         policy = resources.drift_policy
-    t = policy.thresholds()
+    t = policy.decision_policy().thresholds
     assert (t.drift_share, t.min_rows, t.p_value) == (0.5, 10, 0.05) and not policy.retrain_requires_new_data
     monkeypatch.setenv("MLOPS_DRIFT_SHARE", "3")
     with pytest.raises(ValueError, match="drift_share"):
-        default_resources()["drift_policy"].thresholds()
+        default_resources()["drift_policy"].decision_policy()
     monkeypatch.setenv("MLOPS_DRIFT_SHARE", "a lot")
     with pytest.raises(SettingError, match="MLOPS_DRIFT_SHARE must be a number"):
         default_resources()

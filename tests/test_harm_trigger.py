@@ -63,7 +63,7 @@ def test_the_trigger_policy_is_validated_where_it_is_used():
     with pytest.raises(ValueError, match="MLOPS_HARM_POINTS"):
         TriggerPolicy("harm", 0.0)
     # pixel stays the default until the loop demo's drift is one the estimate sees (issue 35, docs/drift-decision.md)
-    assert DriftPolicy().trigger_policy() == TriggerPolicy("pixel", 5.0)
+    assert DriftPolicy().decision_policy().trigger == TriggerPolicy("pixel", 5.0)
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ from mlops_assets.automation import drift_sensor
 from mlops_assets.core.data.features import image_features, with_predictions
 from mlops_assets.core.monitoring.drift import profile_frame
 from mlops_assets.core.monitoring.profile_layout import reference_version, window_version
+from mlops_assets.core.monitoring.retrain_decision import DriftCursor
 from mlops_assets.definitions import defs
 from mlops_assets.tools.simulator import apply_drift
 from resources.alerts import AlertSink, record_alert
@@ -20,7 +21,6 @@ from resources.dataset_source import DatasetSource
 from resources.drift_policy import DriftPolicy
 from resources.model_registry import ModelRegistryResource
 from sensors.alerts import run_failure_alert
-from sensors.drift_sensor import DriftCursor
 from testkit.release_tests import record_release_test_without_a_bento
 
 MODEL = "v1"

@@ -9,10 +9,11 @@ partition here (the UI, a backfill) judges that window again, against today's pr
 
 import dagster as dg
 
-from mlops_assets.core.monitoring.output_checks import judge_and_decide, output_metadata, production_output_reference
+from mlops_assets.core.monitoring.output_checks import output_metadata
 from mlops_assets.core.monitoring.profile_layout import reference_version, window_version
+from mlops_assets.core.monitoring.window_judgement import judge_windows
 from mlops_assets.monitor_stage.profiles import MONITOR_CODE_VERSION, MonitorError, production_model_version
-from mlops_assets.monitor_stage.verdicts import judge_window, publish_report, verdict_metadata
+from mlops_assets.monitor_stage.verdicts import publish_report, verdict_metadata
 from mlops_assets.monitor_stage.windows import profile_partitions
 from resources.artifact_store import ArtifactStore
 from resources.drift_policy import DriftPolicy
@@ -49,11 +50,9 @@ def drift_report(
     if not profiles.exists(window):
         raise MonitorError(f"window {context.partition_key} has no profile: materialise inference_profiles for it")
     reference_view = profiles.read(reference)
-    verdict = judge_window(profiles, window, reference_view, drift_policy.thresholds())
-    output_reference, missing = production_output_reference(model_registry.registry().production())
-    outputs, decision = judge_and_decide(profiles, window, verdict, output_reference, missing,
-                                         drift_policy.trigger_policy())
-    report = publish_report(artifact_store, verdict, window, reference, reference_view, html=True)
-    context.log.info(decision.reason)
-    return dg.MaterializeResult(metadata={**verdict_metadata(verdict, window, reference, report),
-                                          **output_metadata(outputs, decision, missing)})
+    judged, = judge_windows(profiles, [window], reference_view, model_registry.registry().production(),
+                            drift_policy.decision_policy())
+    report = publish_report(artifact_store, judged.verdict, window, reference, reference_view, html=True)
+    context.log.info(judged.decision.reason)
+    return dg.MaterializeResult(metadata={**verdict_metadata(judged.verdict, window, reference, report),
+                                          **output_metadata(judged.outputs, judged.decision, judged.missing)})

@@ -1,7 +1,8 @@
-"""One window's drift verdict, as the UI shows it: judged once, recorded as ``drift_report``'s materialization for
-that window (by the drift sensor as it judges, or by materialising the partition), with its figures as numeric
-metadata so the asset's Plots draw drift per window over time, and its report files versioned by window and
-reference (a window judged again against a new reference gets a new record, never an overwrite)."""
+"""One window's drift verdict, as the UI shows it: judged once (``core/monitoring/window_judgement.py``), recorded
+as ``drift_report``'s materialization for that window (by the drift sensor as it judges, or by materialising the
+partition), with its figures as numeric metadata so the asset's Plots draw drift per window over time, and its
+report files versioned by window and reference (a window judged again against a new reference gets a new record,
+never an overwrite)."""
 
 from __future__ import annotations
 
@@ -11,20 +12,10 @@ from typing import Any
 
 import dagster as dg
 
-from mlops_assets.core.monitoring.profile_layout import ProfileStore, window_label
+from mlops_assets.core.monitoring.profile_layout import window_label
 from mlops_assets.metadata import short_hash
 from mlops_assets.monitor_stage.windows import partition_key
 from resources.artifact_store import ArtifactStore
-
-
-def judge_window(profiles: ProfileStore, window: str, reference_view, thresholds):
-    """The verdict on one profiled window against the reference (too few rows: a verdict that says so)."""
-    from mlops_assets.core.monitoring.drift import evaluate_drift, too_little_data
-
-    n_rows = int(profiles.summary(window).get("n_rows", -1))
-    if 0 <= n_rows < thresholds.min_rows:  # no need to open the profile
-        return too_little_data(window_label(window), n_rows, thresholds)
-    return evaluate_drift(profiles.read(window), reference_view, window_label(window), thresholds)
 
 
 def publish_report(artifact_store: ArtifactStore, verdict, window: str, reference: str, reference_view,

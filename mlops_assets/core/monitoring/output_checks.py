@@ -1,9 +1,10 @@
 """The output-only side of judging a window, for the drift sensor and ``drift_report``: the production version's
 validation record, the window's output verdict, the retraining decision, and what the UI shows of them.
 
-Kept apart from :mod:`mlops_assets.monitor_stage.verdicts` (the pixel verdict and its report files) so that each
-window's record carries both signals side by side: estimated accuracy, confidence shift and class mix are
-numeric metadata, plotted per window beside the drift share.
+Kept apart from the pixel verdict (:mod:`~mlops_assets.core.monitoring.drift`; both are judged together in
+:mod:`~mlops_assets.core.monitoring.window_judgement`) so that each window's record carries both signals side by
+side: estimated accuracy, confidence shift and class mix are numeric metadata, plotted per window beside the drift
+share.
 """
 
 from __future__ import annotations

@@ -11,9 +11,9 @@ Two triggers (``MLOPS_RETRAIN_TRIGGER``):
   trigger).
 
 A production version registered before the validation record existed has no output reference: the harm
-trigger cannot judge it, so the pixel policy decides, and the reason says so. The sensor
-(``sensors/drift_sensor.py``) adds the rules that need Dagster's instance (a run in flight, the cooldown,
-new labelled data); the drift cursor, pure too, lives here.
+trigger cannot judge it, so the pixel policy decides, and the reason says so. The tick's decision
+(:mod:`~mlops_assets.core.monitoring.drift_tick`) adds the rules on the facts the sensor gathers (a run in
+flight, the cooldown, new labelled data); the drift cursor, pure too, lives here.
 """
 
 from __future__ import annotations
