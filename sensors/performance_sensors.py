@@ -7,11 +7,13 @@
   the files, so a retried tick launches it once). The cursor passes a file only once it is ``SETTLE`` old, so a
   file of another worker named a moment earlier but written a moment later is still seen. Feedback on a
   window still open waits for the window to end.
-- ``performance_alert_sensor``: reads the asset's new materializations (cursor: the last event's storage id) and
-  alerts a person, through the same file and webhook as run failures, when a model version *enters* a breach
-  (accuracy below the threshold, recall gap above the bound), with the sentence a product owner reads; once
-  per episode: windows still in breach stay quiet, a window back within the thresholds ends the episode, and
-  a window judged out of order (older than the latest judged for that version) changes nothing.
+- ``performance_alert_sensor``: reads the asset's new materializations (cursor: the last event's storage id),
+  each one's verdicts from the file its ``report_path`` names (:mod:`mlops_assets.core.monitoring.performance`
+  owns it; the page shows the same verdicts as a table), and alerts a person, through the same file and webhook
+  as run failures, when a model version *enters* a breach (accuracy below the threshold, recall gap above the
+  bound), with the sentence a product owner reads; once per episode: windows still in breach stay quiet, a
+  window back within the thresholds ends the episode, and a window judged out of order (older than the latest
+  judged for that version) changes nothing.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -123,7 +126,8 @@ def performance_alert(verdict: dict[str, Any], kind: str, window: str, run_id: s
 
 def evaluate_performance_alert_tick(cursor: str | None, instance: dg.DagsterInstance,
                                     alert_sink: AlertSink) -> dg.SensorResult:
-    from mlops_assets.core.monitoring.performance import ALL_VERSIONS  # pandas: not at code-location load
+    # pandas: not at code-location load
+    from mlops_assets.core.monitoring.performance import ALL_VERSIONS, read_verdicts
 
     state = AlertCursor.parse(cursor)
     records = instance.fetch_materializations(
@@ -132,13 +136,18 @@ def evaluate_performance_alert_tick(cursor: str | None, instance: dg.DagsterInst
     ).records
     if not records:
         return dg.SensorResult(skip_reason="no new production_performance materialization")
-    sent, problems = [], []
+    sent, problems, unread = [], [], []
     for record in records:
         state.after = record.storage_id
         materialization = record.asset_materialization
         window = materialization.partition or ""
-        verdicts = materialization.metadata.get("verdicts")
-        for verdict in (verdicts.value if verdicts is not None else []):
+        report = materialization.metadata.get("report_path")
+        try:
+            verdicts = read_verdicts(Path(report.value)) if report is not None else []
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # said in the tick's reason; later ones still read
+            unread.append(f"window {window}: verdicts unreadable ({type(exc).__name__}: {exc})")
+            continue
+        for verdict in verdicts:
             version = verdict["model_version"]
             last = state.versions.get(version)
             if not verdict["judged"] or version == ALL_VERSIONS or (last and last["window"] > window):
@@ -149,11 +158,13 @@ def evaluate_performance_alert_tick(cursor: str | None, instance: dg.DagsterInst
                 problems += alert_sink.send(alert)
                 sent.append(alert["text"])
             state.versions[version] = {"window": window, "breaching": breaching}
+    skipped = f" ({'; '.join(unread)[:600]})" if unread else ""
     if not sent:
         return dg.SensorResult(cursor=state.dump(), skip_reason=(
-            f"{len(records)} new production_performance record(s): no version entered a breach"))
+            f"{len(records)} new production_performance record(s): no version entered a breach{skipped}"))
     return dg.SensorResult(cursor=state.dump(), skip_reason=(
-        f"alerted a person: {' | '.join(sent)[:900]}" + (f" (delivery: {'; '.join(problems)})" if problems else "")))
+        f"alerted a person: {' | '.join(sent)[:900]}" + (f" (delivery: {'; '.join(problems)})" if problems else "")
+        + skipped))
 
 
 @monitoring_sensor(

@@ -65,6 +65,7 @@ def main(root: Path) -> dict:
 
     from mlops_assets.automation import build_job, drift_sensor, reference_profile_job, retrain_job
     from mlops_assets.core.data.images import load_digits_dataset
+    from mlops_assets.core.monitoring.performance import read_verdicts
     from mlops_assets.core.monitoring.profile_layout import window_version
     from mlops_assets.core.registry.registry import ModelRegistry
     from mlops_assets.definitions import ASSET_CHECKS, ASSETS
@@ -201,7 +202,7 @@ def main(root: Path) -> dict:
                                       resources=resources, instance=instance)
             assert measured.success, f"production_performance {key} failed"
             meta = measured.asset_materializations_for_node("production_performance")[0].metadata
-            verdict = meta["verdicts"].value[0]
+            verdict = read_verdicts(Path(meta["report_path"].value))[0]
             summary["performance"][key] = {"accuracy": meta["accuracy"].value, "labelled": meta["labelled"].value,
                                            "model_version": verdict["model_version"],
                                            "breaches": sorted(verdict["breaches"])}

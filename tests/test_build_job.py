@@ -37,6 +37,11 @@ def metadata(result, key: str) -> dict:
     return {k: v.value for k, v in events[-1].materialization.metadata.items()}
 
 
+def production_comparison(result) -> dict:
+    """The same-rows comparison with production, from the evaluation_report's value (the page shows it as a table)."""
+    return result.output_for_node("evaluation_report").production_comparison
+
+
 @pytest.fixture(scope="module")
 def digits_build(tmp_path_factory):
     root = tmp_path_factory.mktemp("digits")
@@ -59,6 +64,23 @@ def test_digits_accuracy_floor_and_onnx_parity(digits_build):
     assert evaluation["accuracy"] >= 0.97
     parity = next(e for e in result.get_asset_check_evaluations() if e.check_name == "onnx_matches_torch")
     assert parity.passed and parity.metadata["max_abs_diff"].value <= 1e-4
+
+
+def test_evaluation_report_shows_each_figure_once(digits_build):
+    """Issue 30: the headline figures are their own (plotted) entries, the Markdown table adds only the same-rows
+    comparison with production; no raw JSON repeats them. The comparison's figures are in the asset's value and
+    in its report file, for whoever reads them."""
+    _, result = digits_build
+    event = [e for e in result.get_asset_materialization_events()
+             if e.asset_key.to_user_string() == "evaluation_report"][-1]
+    shown = event.materialization.metadata
+    assert [k for k, v in shown.items() if isinstance(v, dg.JsonMetadataValue)] == []
+    report = json.loads(Path(shown["report_path"].value).read_text())
+    assert production_comparison(result) == report["production_comparison"]
+    assert production_comparison(result)["status"] == "no production model yet"  # the first build
+    # the bias sentence names the classes; its figures are the plotted entries beside it
+    for figure in ("worst_class_recall", "recall_gap"):
+        assert f"{shown[figure].value:.3f}" not in shown["bias_signal"].value
 
 
 def test_the_report_explains_the_model_and_its_explanations_pass_their_checks(digits_build):
@@ -160,8 +182,7 @@ def test_gate_refuses_a_worse_model_and_keeps_production(digits_build):
     gate = next(e for e in result.get_asset_check_evaluations() if e.check_name == "promoted_to_production")
     assert gate.passed and gate.metadata["outcome"].value == "kept as a candidate"  # the gate did its job
     assert "below production" in gate.metadata["reason"].value
-    evaluation = metadata(result, "evaluation_report")
-    assert evaluation["production_comparison"]["status"] == "compared"
+    assert production_comparison(result)["status"] == "compared"
 
 
 def test_image_folder_build_with_a_corrupt_file(tmp_path):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -66,6 +67,9 @@ def measure(resources, instance, window: int):
     result = dg.materialize(ASSETS, selection=["production_performance"], partition_key=key(window),
                             resources=resources, instance=instance)
     assert result.success
+    shown = result.asset_materializations_for_node("production_performance")[0].metadata
+    # issue 30: the page shows no raw JSON; the verdicts are a Markdown table, the alert sensor reads its own source
+    assert [k for k, v in shown.items() if isinstance(v, dg.JsonMetadataValue)] == []
     return result
 
 
@@ -99,8 +103,13 @@ def test_a_degrading_class_is_measured_and_alerted_once_per_episode(world):
         assert meta["worst_recall_gap"].value == pytest.approx(0.6) and meta["precision/8"].value < 1
         check = degraded.get_asset_check_evaluations()[0]
         assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
-        # the verdicts read as a Markdown table, one row per version, the verdict in words
-        assert "| verdict |" in meta["versions"].value and "recalls class '3' 60% less often" in meta["versions"].value
+        # the verdicts read as a Markdown table, one row per version: each figure beside its threshold, the
+        # verdict in words and the sentence saying why
+        table = meta["versions"].value
+        assert "| accuracy (≥ 0.90) |" in table and "| worst recall gap (≤ 0.20) |" in table
+        assert "| verdict | reason |" in table and "| breach: recall gap |" in table
+        assert "recalls class '3' 60% less often" in table
+        assert meta["status"].value == "breach: v7 recall gap (the versions table says why)"
         sentence = "model v7 recalls class '3' 60% less often than class '0' (40% vs 100% of their labelled images"
         assert sentence in check.metadata["breaches"].value
 
@@ -117,6 +126,21 @@ def test_a_degrading_class_is_measured_and_alerted_once_per_episode(world):
         measure(resources, instance, 4)  # degraded again: a new episode, a new alert
         tick()
         assert [a["window"] for a in alerts(root)] == [key(1), key(4)]
+
+
+def test_a_lost_verdicts_file_is_said_and_later_windows_still_alert(world):
+    """The alert sensor reads each measurement's verdicts from the file its report_path names; one it cannot read
+    is named in the tick's reason and does not stop the windows after it."""
+    root, resources, windows = world
+    for w in (1, 2):
+        label(root, *windows[w], T0 + timedelta(days=1))
+    with dg.instance_for_test() as instance:
+        lost = measure(resources, instance, 1).asset_materializations_for_node("production_performance")[0]
+        Path(lost.metadata["report_path"].value).unlink()
+        measure(resources, instance, 2)
+        tick = evaluate_performance_alert_tick(None, instance, resources["alert_sink"])
+    assert f"window {key(1)}: verdicts unreadable (FileNotFoundError" in tick.skip_reason.skip_message
+    assert [(a["breach"], a["window"]) for a in alerts(root)] == [("recall_gap", key(2))]
 
 
 def test_too_few_labels_are_shown_but_not_judged(world):

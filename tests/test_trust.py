@@ -9,7 +9,7 @@ from mlops_assets.core.registry.registry import ModelRegistry
 from mlops_assets.tools.registry_cli import main as registry_cli
 from mlops_assets.tools.simulator import apply_drift, write_labelled_images
 from resources.dataset_source import DatasetSource
-from tests.test_build_job import materialize_build, metadata
+from tests.test_build_job import materialize_build, metadata, production_comparison
 
 pytestmark = pytest.mark.slow
 
@@ -64,7 +64,7 @@ def test_after_drift_the_gate_compares_both_models_on_the_new_split_and_promotes
     trained_on = read_split_hashes(old_splits["artifact_path"], ("train", "val"))
     assert not trained_on & read_split_hashes(splits["artifact_path"], ("test",))
 
-    comparison = metadata(second, "evaluation_report")["production_comparison"]
+    comparison = production_comparison(second)
     assert comparison["status"] == "compared" and comparison["excluded"] == 0
     assert comparison["n"] == splits["rows_test"] and comparison["production_version"] == champion.version
     candidate, production = comparison["candidate"]["accuracy"], comparison["production"]["accuracy"]
@@ -85,7 +85,7 @@ def test_a_seed_change_excludes_productions_training_images_from_the_comparison(
     config["ops"]["data_splits"] = {"config": {"seed": 7}}
     result = materialize_build(root, config, source)
     assert result.success
-    comparison = metadata(result, "evaluation_report")["production_comparison"]
+    comparison = production_comparison(result)
     assert comparison["excluded"] > 0  # a fresh deal puts production's training images in the test split
     assert comparison["n"] == comparison["n_test"] - comparison["excluded"]
     assert f"{comparison['excluded']} that production trained on excluded" in \
@@ -113,7 +113,7 @@ def test_an_incompatible_candidate_never_replaces_production(digits_folder_world
     registered = metadata(refused, "registered_model")
     assert registered["promoted"] is False and difference in registered["gate_reason"]
     assert "allow_incompatible" in registered["gate_reason"]
-    assert metadata(refused, "evaluation_report")["production_comparison"]["status"] == "incompatible"
+    assert production_comparison(refused)["status"] == "incompatible"
     assert registry.production().version == before
     candidate = registered["tag"].split(":")[1]
     assert registry_cli(["--home", str(registry.home), "promote", candidate]) == 2  # the CLI refuses too

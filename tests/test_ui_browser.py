@@ -178,6 +178,7 @@ def test_evaluation_report_page_shows_metrics_and_confusion_matrix(dagster_ui, p
     metrics = metadata_row(page, "metrics")
     expect(metrics).to_contain_text("no production model yet")
     expect(metrics.get_by_role("cell", name="accuracy", exact=True)).to_have_count(0)
+    expect(page.get_by_text("production_comparison", exact=True)).to_have_count(0)  # no raw JSON repeats them
     full_page_screenshot(page, SCREENSHOTS / "2-evaluation-report.png")
 
     # The confusion matrix is a Markdown image (a data URI), too long to inline in the table.

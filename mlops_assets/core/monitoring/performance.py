@@ -13,7 +13,9 @@ Pure numpy/pandas (and scikit-learn through :mod:`mlops_assets.core.model.metric
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,6 +34,7 @@ from mlops_assets.core.serving.feedback import LABEL
 ACCURACY = "accuracy"  # the kinds of breach
 RECALL_GAP = "recall_gap"
 ALL_VERSIONS = "all"  # the window's whole labelled traffic, whatever version answered
+VERDICTS_FILE = "performance.json"  # one window's verdicts as measured once: this module writes and reads it
 
 
 @dataclass(frozen=True)
@@ -149,3 +152,21 @@ def measure(rows: pd.DataFrame, version: str, predictions: int, class_names: lis
         + f": within thresholds ({thresholds.describe()})"
     )
     return VersionPerformance(version, predictions, n, True, reason, breaches=breaches, **figures)
+
+
+def verdicts_payload(window: str, results: list[VersionPerformance], thresholds: PerformanceThresholds) -> dict:
+    """What :data:`VERDICTS_FILE` holds: the window, the thresholds it was judged by, and every version's figures,
+    breaches and their sentences (``all`` included)."""
+    return {"window": window, "thresholds": asdict(thresholds), "versions": [r.as_dict() for r in results]}
+
+
+def write_verdicts(directory: Path, payload: dict) -> Path:
+    path = Path(directory) / VERDICTS_FILE
+    path.write_text(json.dumps(payload, indent=2, sort_keys=True))
+    return path
+
+
+def read_verdicts(path: Path) -> list[dict[str, Any]]:
+    """Every version's verdict in a file :func:`write_verdicts` wrote (``model_version``, ``judged``, ``breaches``:
+    kind → sentence, and the figures)."""
+    return list(json.loads(Path(path).read_text())["versions"])
