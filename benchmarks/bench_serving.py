@@ -179,9 +179,10 @@ class Model:
     images: np.ndarray  # N_BODIES single images from the test split, N×C×H×W float32
 
 
-def build_registry(root: Path) -> Model:
+def build_registry(root: Path, source: object | None = None) -> Model:
     """The build and deploy assets (a short training run, then the version's Bento and its release test) into
-    ``root``: a registry with a production model, released the way every path releases one."""
+    ``root``: a registry with a production model, released the way every path releases one. ``source``: the
+    dataset (a ``DatasetSource``; default: the digits)."""
     import dagster as dg
 
     from mlops_assets.core.common.settings import MODEL_NAME, resolve
@@ -192,7 +193,7 @@ def build_registry(root: Path) -> Model:
 
     with dg.instance_for_test() as instance:
         result = dg.materialize([*ASSETS, *ASSET_CHECKS], selection=dg.AssetSelection.groups("build", "deploy"),
-                                resources=make_resources(root), instance=instance,
+                                resources=make_resources(root, source), instance=instance,
                                 run_config={"ops": {"trained_model": {"config": FAST_TRAINING}},
                                             "loggers": {"console": {"config": {"log_level": "WARNING"}}}})
         splits = result.output_for_node("data_splits")

@@ -3,8 +3,9 @@
 An ASGI middleware, not a check inside the API: ``/classify`` is batched, and a request whose images are flagged
 must not fail the requests batched with it. The model answers every request as usual (and the inference log keeps
 the flagged rows, so the flagged share is still counted); this middleware reads the successful answers of
-``/classify`` and ``/classify_image`` and replaces one that holds a flagged prediction by an ErrorResponse 422
-naming the first flagged image and the reason. Off (the default), it is not installed and costs nothing.
+``/classify``, ``/classify_image`` and the explain endpoints and replaces one that holds a flagged prediction by an
+ErrorResponse 422 naming the first flagged image and the reason. Off (the default), it is not installed and costs
+nothing.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 from bentos.request_guard import error_body, json_headers, rewriting_send
 
-REFUSING_PATHS = frozenset({"/classify", "/classify_image"})
+REFUSING_PATHS = frozenset({"/classify", "/classify_image", "/explain", "/explain_image"})
 
 
 def refusal(answer: Any) -> dict[str, Any] | None:

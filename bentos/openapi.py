@@ -65,6 +65,24 @@ def classify_request_schema(spec: PreprocessSpec, max_images: int) -> dict[str, 
     return {"type": "object", "required": ["images"], "properties": {"images": images}}
 
 
+def explain_request_schema(spec: PreprocessSpec, n_classes: int) -> dict[str, Any]:
+    """One image (C×H×W, or H×W for one channel: one image of /classify) and the optional class to explain."""
+    shapes = [image_array_schema(spec, 1, channel_axis=True)["items"]]
+    if spec.channels == 1:
+        shapes.append(image_array_schema(spec, 1, channel_axis=False)["items"])
+    image = shapes[0] if len(shapes) == 1 else {"anyOf": shapes}
+    shape = f"{spec.channels}×{spec.height}×{spec.width}" + (
+        f" or {spec.height}×{spec.width}" if spec.channels == 1 else "")
+    image = {**image, "description": f"One image in the training scale [0, 1] (pixels / 255): {shape}."}
+    return {"type": "object", "required": ["image"], "properties": {"image": image, "target": {
+        **target_schema(n_classes), "nullable": True}}}
+
+
+def target_schema(n_classes: int) -> dict[str, Any]:
+    return {"type": "integer", "minimum": 0, "maximum": n_classes - 1,
+            "description": "The class index to explain; omitted: the predicted class."}
+
+
 def _json(schema: dict[str, Any] | str) -> dict[str, Any]:
     ref = {"$ref": REF.format(model=schema)} if isinstance(schema, str) else schema
     return {"application/json": {"schema": ref}}
@@ -88,16 +106,21 @@ SERVER_FAULT = (500, "A fault of the server (never a consequence of the request)
 NO_MODEL_YET = (503, "No model served yet: the service started before one was promoted (the message says what it "
                      "waits for); it answers as soon as one is, without a restart.")
 WRONG_MEDIA_TYPE = (415, "The request body is not of the media type this endpoint takes.")
+NOT_EXPLAINED = (409, "The served version's explanations did not pass their fidelity/sanity check (or it has "
+                      "none): the request is fine, the version is not explained; the error names it and says why.")
+EXPLAIN_BUSY = (503, "Too many explanations waiting in this worker, or no model served yet (the message says "
+                     "which); retry.")
 
 
 def api_document(spec: PreprocessSpec, max_images: int, max_body_bytes: int, max_pixels: int,
-                 models: dict[str, type[BaseModel]], version: str, token_required: bool = False,
+                 models: dict[str, type[BaseModel]], version: str, n_classes: int, token_required: bool = False,
                  refuse_ood: bool = False) -> dict[str, Any]:
     """The whole document: the APIs, BentoML's infrastructure endpoints, and the schemas they use.
 
-    ``models`` are the pydantic models of the answers (``Prediction``, ``ModelInfo``, ``FeedbackReceipt``) and of
-    the feedback request (``FeedbackRequest``, whose labels are the served classes). With ``token_required`` the
-    prediction and feedback endpoints declare the bearer token they require (and their 401)."""
+    ``models`` are the pydantic models of the answers (``Prediction``, ``ExplainedPrediction``, ``ModelInfo``,
+    ``FeedbackReceipt``) and of the feedback request (``FeedbackRequest``, whose labels are the served classes);
+    ``n_classes`` bounds the class an explanation may be asked for. With ``token_required`` the prediction, explain
+    and feedback endpoints declare the bearer token they require (and their 401)."""
     formats = ", ".join(SUPPORTED_FORMATS)
     schemas: dict[str, Any] = {}
     for model in (ErrorResponse, *models.values()):
@@ -181,6 +204,39 @@ def api_document(spec: PreprocessSpec, max_images: int, max_body_bytes: int, max
             ),
         },
     }}
+    explain_answer = {"description": "The prediction and the map of the explained class.",
+                      "content": _json("ExplainedPrediction"), "links": feedback_link("$response.body#")}
+    paths["/explain"] = {"post": {
+        "tags": ["Service APIs"], "operationId": "explain",
+        "summary": "Classify one image already in the training scale and map which pixels the decision rests on "
+                   "(occlusion, with the served model).",
+        "requestBody": {"required": True, "content": _json(explain_request_schema(spec, n_classes))},
+        "responses": {
+            "200": explain_answer,
+            **_errors(
+                (400, "Not JSON, an image that is not numbers in [0, 1] of the served shape, or a target that is "
+                      "not a class index (the message says which)."),
+                too_large, WRONG_MEDIA_TYPE, NOT_EXPLAINED, EXPLAIN_BUSY, SERVER_FAULT,
+            ),
+        },
+    }}
+    upload = paths["/classify_image"]["post"]
+    paths["/explain_image"] = {"post": {
+        "tags": ["Service APIs"], "operationId": "explain_image",
+        "summary": "Classify one uploaded image (as /classify_image) and map which pixels the decision rests on.",
+        "description": upload["description"] + " The class to explain, if not the predicted one, is the query "
+                                               "parameter `target`.",
+        "parameters": [{"name": "target", "in": "query", "required": False, "schema": target_schema(n_classes)}],
+        "requestBody": upload["requestBody"],
+        "responses": {
+            "200": explain_answer,
+            **{code: answer for code, answer in upload["responses"].items()
+               if code not in ("200", "400", "503", "500")},
+            **_errors(
+                (400, upload["responses"]["400"]["description"] + " Or a target that is not one class index."),
+                NOT_EXPLAINED, EXPLAIN_BUSY, SERVER_FAULT),
+        },
+    }}
     model_info = {"200": {"description": "The served model, its data version and the pointer's state.",
                           "content": _json("ModelInfo")}, **_errors(NO_MODEL_YET)}
     paths["/model"] = {
@@ -197,7 +253,7 @@ def api_document(spec: PreprocessSpec, max_images: int, max_body_bytes: int, max
         components["securitySchemes"] = {"bearerAuth": {
             "type": "http", "scheme": "bearer", "description": "The service's token (MLOPS_API_TOKEN)."}}
         unauthorised = _errors((401, "No bearer token, or not the service's (MLOPS_API_TOKEN)."))
-        for path in ("/classify", "/classify_image", "/feedback"):
+        for path in ("/classify", "/classify_image", "/explain", "/explain_image", "/feedback"):
             operation = paths[path]["post"]
             operation["security"] = [{"bearerAuth": []}]
             operation["responses"] = {**operation["responses"], **unauthorised}
@@ -205,9 +261,14 @@ def api_document(spec: PreprocessSpec, max_images: int, max_body_bytes: int, max
         paths["/classify"]["post"]["responses"] |= _errors(
             (422, "An image is out of distribution (its ood_flag would be true) and this server refuses such "
                   "inputs (MLOPS_OOD_REFUSE=1); the field names the first such image, the error says why."))
-        responses = paths["/classify_image"]["post"]["responses"]
-        responses["422"]["description"] += (" Or the image is out of distribution and this server refuses such "
-                                            "inputs (MLOPS_OOD_REFUSE=1): the error says why.")
+        paths["/explain"]["post"]["responses"] |= _errors(
+            (422, "The image is out of distribution and this server refuses such inputs (MLOPS_OOD_REFUSE=1): the "
+                  "error says why."))
+        for path in ("/classify_image", "/explain_image"):
+            responses = paths[path]["post"]["responses"]
+            responses["422"] = {**responses["422"], "description": responses["422"]["description"] + (
+                " Or the image is out of distribution and this server refuses such inputs (MLOPS_OOD_REFUSE=1): "
+                "the error says why.")}
     return {
         "openapi": OPENAPI_VERSION,
         "info": {"title": "image_classifier_service", "version": version,

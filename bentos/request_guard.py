@@ -5,8 +5,9 @@
   ``/model`` and the API documents stay open. Two ``Authorization`` headers are a 400 on those endpoints,
   token or not: which one counts must not depend on who reads them (a proxy may read the last).
 - A body over ``MLOPS_MAX_BODY_BYTES`` is a 413, declared or streamed, before anything is parsed.
-- Each API takes one media type (``/classify`` and ``/model`` JSON, ``/classify_image`` multipart, or the image
-  itself as the body with its ``image/*`` type, which is turned into the same one-part upload); another is a 415.
+- Each API takes one media type (``/classify``, ``/explain`` and ``/model`` JSON, ``/classify_image`` and
+  ``/explain_image`` multipart, or the image itself as the body with its ``image/*`` type, which is turned into
+  the same one-part upload); another is a 415.
   A multipart body is parsed here first: no boundary, a part without a name, a text field instead of a file, a
   second field or another field name are 400s naming the field. Only then does BentoML see it, so it
   never tries to fetch a string as a URL (what it does with a text field for a file parameter).
@@ -30,9 +31,11 @@ from bentoml.exceptions import BentoMLException
 JSON = "application/json"
 MULTIPART = "multipart/form-data"
 IMAGE_PREFIX = "image/"  # /classify_image also takes the file itself as the body (Content-Type: image/png, ...)
-API_MEDIA_TYPES = {"/classify": JSON, "/classify_image": MULTIPART, "/feedback": JSON, "/model": JSON}
-PROTECTED_PATHS = frozenset({"/classify", "/classify_image", "/feedback"})
-MODEL_PATHS = frozenset({"/classify", "/classify_image", "/model"})  # no answer without a served model
+API_MEDIA_TYPES = {"/classify": JSON, "/classify_image": MULTIPART, "/explain": JSON, "/explain_image": MULTIPART,
+                   "/feedback": JSON, "/model": JSON}
+PROTECTED_PATHS = frozenset({"/classify", "/classify_image", "/explain", "/explain_image", "/feedback"})
+# no answer without a served model
+MODEL_PATHS = frozenset({"/classify", "/classify_image", "/explain", "/explain_image", "/model"})
 UPLOAD_FIELD = "image"
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlops_assets.core.data.images import PreprocessSpec
+from mlops_assets.core.model import explain
 from mlops_assets.core.model.onnx_model import onnx_logits, onnx_logits_and_features, open_session, softmax
 from mlops_assets.core.model.ood import OodAnswer, OodCalibration, answers, calibration_of, scores_of
 from mlops_assets.core.model.signature import ModelSignature
@@ -49,6 +50,20 @@ class LoadedModel:
             logits, features = onnx_logits(self.session, images), None
         scores = scores_of(self.ood, logits, features)
         return softmax(logits), scores, answers(scores, self.ood)
+
+    def explanation_refusal(self) -> str | None:
+        """Why this version's explanations must not be shown (its stored check did not pass, or it has none)."""
+        return explain.refusal(self.metadata, self.version)
+
+    def explain(self, image: np.ndarray, target: int) -> explain.Explanation:
+        """The occlusion map of one (C, H, W) image for class ``target``, with this version's session; its
+        occluded copies go through onnxruntime :data:`~mlops_assets.core.model.explain.EXPLAIN_BATCH_ROWS` at a
+        time, so the session's arena stays the size of a classify batch."""
+
+        def predict(batch: np.ndarray) -> np.ndarray:
+            return softmax(onnx_logits(self.session, batch, explain.EXPLAIN_BATCH_ROWS))
+
+        return explain.occlusion(predict, image, target)
 
 
 def load_model(

@@ -7,6 +7,13 @@ Endpoints (all JSON unless noted):
 - ``POST /classify_image``: one image upload, the file as the body (``Content-Type: image/png``, ...) or a
   multipart field ``image``, decoded and scaled with exactly the training preprocessing
   (:mod:`mlops_assets.core.data.images`).
+- ``POST /explain``: ``{"image": ..., "target": k}`` — one image (C×H×W or H×W, as one image of ``/classify``)
+  and optionally the class to explain; ``POST /explain_image``: one upload, as ``/classify_image``, the class as
+  ``?target=k``. The prediction (logged with its id, as ``/classify_image``'s) and the occlusion map of the explained
+  class (``attribution``, H×W, and ``heatmap_png``), computed with the same model snapshot as the prediction
+  (:mod:`mlops_assets.core.model.explain`). Only a version whose stored explanation check passed is explained: any
+  other is a 409 saying why (the request is fine; the served version is what conflicts, and another version may
+  be explained). Explanations run in a thread of their own (``bentos/explainer.py``).
 - ``POST /feedback``: ``{"feedback": [{"prediction_id": ..., "label": ...}, ...]}``, the true labels of served
   predictions (every prediction carries an id, also in its inference log row), stored beside the inference
   log (:mod:`mlops_assets.core.serving.feedback`); all or none of a batch: an unknown id is a 404, a second label for a
@@ -32,7 +39,7 @@ production model yet: ...", and the first version of that signature promoted is 
 The model computes (``bentos/served_model.py``); the request path (:func:`predict`) decides what goes to the
 inference log, under the prediction id it answers with.
 
-When MLOPS_API_TOKEN is set, the three endpoints above require ``Authorization: Bearer <token>`` (401
+When MLOPS_API_TOKEN is set, the five endpoints above require ``Authorization: Bearer <token>`` (401
 otherwise); ``/model``, health, metrics and the documents stay open (``bentos/request_guard.py``).
 
 Bad input is a 400 with a message (pydantic validation before batching, so one bad request never fails
@@ -43,6 +50,7 @@ through ``bentos/bentoml_private.py``.
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 from datetime import UTC, datetime
@@ -54,6 +62,7 @@ import bentoml
 from pydantic import BaseModel, Field
 
 from bentos import bentoml_private
+from bentos.explainer import Explainer
 from bentos.model_watcher import SlotWatcher
 from bentos.ood_refusal import OodRefusal
 from bentos.openapi import api_document
@@ -61,10 +70,18 @@ from bentos.request_guard import ApiRefusal, RequestGuard, error_body
 from bentos.served_model import LoadedModel, load_model
 from bentos.serving_config import ServingConfig
 from bentos.uploads import decode_upload
-from bentos.validation import feedback_batch_type, image_batch_type
+from bentos.validation import (
+    feedback_batch_type,
+    image_batch_type,
+    parse_target,
+    single_image_type,
+    target_message,
+    target_type,
+)
 from mlops_assets.core.common import settings
 from mlops_assets.core.common.memory import freeze_startup_heap, heap_stats
 from mlops_assets.core.data.images import ImageDecodeError, ImageTooLargeError, to_training_scale
+from mlops_assets.core.model import explain as explanations
 from mlops_assets.core.model.ood import OOD_FLAG_DOC, OOD_REASON_DOC, OOD_SCORE_DOC
 from mlops_assets.core.serving.feedback import (
     DuplicateFeedback,
@@ -93,6 +110,9 @@ CONFIG = ServingConfig.from_settings(ARGS.model_tag, ARGS.artifact_root)  # once
 bentoml_private.patch_server(CONFIG.batch_max_wait_ms)
 ImageBatch = image_batch_type(CONFIG.spec, CONFIG.max_images)
 FeedbackBatch = feedback_batch_type(list(CONFIG.class_names), CONFIG.max_images)
+ExplainImage = single_image_type(CONFIG.spec)
+Target = target_type(len(CONFIG.class_names))
+HEATMAP_SIDE = 256  # pixels a side of the heatmap PNG (nearest-neighbour, a whole factor of the image's size)
 
 
 class Prediction(BaseModel):
@@ -131,6 +151,47 @@ def predict(model: LoadedModel, images, log: InferenceLogWriter | None,
     ]
 
 
+class ExplainedPrediction(Prediction):
+    """A prediction and the occlusion map of one class for it, both from the same model version."""
+
+    probability: float = Field(description="The predicted class's probability.")
+    explained_label: int = Field(description="Index of the class the map explains (the predicted one unless the "
+                                             "request named another).")
+    explained_class: str
+    explained_probability: float = Field(description="The explained class's probability for the image.")
+    attribution: list[list[float]] = Field(description=(
+        "H×W, the input's geometry: how much of the explained class's probability each pixel accounts for "
+        "(occlusion: the mean drop when a patch covering it is blanked); negative where a pixel speaks against "
+        "the class."))
+    heatmap_png: str = Field(description="Base64 PNG: the image in grey with the map over it (red for, blue "
+                                         "against the class), scaled up.")
+    method: str = Field(description="How the map was computed: 'occlusion'.")
+    explanation_check: str = Field(description=(
+        "Why this version's maps may be shown: its fidelity (deletion test) and sanity check, from its "
+        "evaluation report, stored with the version."))
+
+
+def explain_one(model: LoadedModel, image, target: int | None, log: InferenceLogWriter | None,
+                  original_size: tuple[int, int] | None = None) -> ExplainedPrediction:
+    """One (C, H, W) image's prediction (logged as any other, under its id) and its occlusion map, both from
+    ``model``; a 409 naming the reason when this version's explanations did not pass their check."""
+    refusal = model.explanation_refusal()
+    if refusal is not None:
+        raise ApiRefusal(HTTPStatus.CONFLICT, refusal)
+    prediction = predict(model, image[None], log, None if original_size is None else [original_size])[0]
+    chosen = prediction.label if target is None else target
+    result = model.explain(image, chosen)
+    height, width = result.attribution.shape
+    scale = max(1, HEATMAP_SIDE // max(height, width))
+    return ExplainedPrediction(
+        **prediction.model_dump(), probability=prediction.probabilities[prediction.label],
+        explained_label=chosen, explained_class=model.class_names[chosen],
+        explained_probability=result.probability, attribution=result.attribution.tolist(),
+        heatmap_png=base64.b64encode(explanations.heatmap_png(image, result.attribution, scale)).decode("ascii"),
+        method=explanations.METHOD, explanation_check=model.metadata[explanations.REGISTRY_KEY].get("reason", ""),
+    )
+
+
 class FeedbackReceipt(BaseModel):
     accepted: int = Field(description="How many labels were stored (all of the batch).")
 
@@ -166,7 +227,8 @@ class ModelInfo(BaseModel):
     worker_heap: dict[str, int] = Field(description=(
         "This worker's Python heap: tracked_objects (what a full collection scans; growing with traffic is a "
         "leak), frozen_objects (the startup heap, never scanned), full_collections so far."))
-    token_required: bool = Field(description="Whether /classify, /classify_image and /feedback need a bearer token.")
+    token_required: bool = Field(description="Whether /classify, /classify_image, /explain, /explain_image and "
+                                             "/feedback need a bearer token.")
 
 
 # -- GET /model ---------------------------------------------------------------------------------------
@@ -211,6 +273,7 @@ class ClassifierService:
         if self.config.inference_log:
             self.inference_log = InferenceLogWriter(self.config.artifact_root, keep_images=self.config.keep_images)
         self.feedback_store = FeedbackStore(self.config.artifact_root)
+        self.explainer = Explainer()
         logger.info("serving %s (follow %s: %s, inference log: %s)",
                     self.active.tag if self.active else "no model yet", self.config.slot, self.follow,
                     self.inference_log.artifact_root if self.inference_log else "off")
@@ -252,6 +315,7 @@ class ClassifierService:
             self.watcher.stop()
         if self.inference_log is not None:
             self.inference_log.close()
+        self.explainer.close()
 
     @bentoml.api(
         batchable=True,
@@ -267,14 +331,42 @@ class ClassifierService:
     def classify_image(self, image: Annotated[Path, Field(description="A PNG or JPEG file.")]) -> Prediction:
         """Classify one encoded image, decoded and scaled exactly as in training."""
         model = self.serving()
-        data = Path(image).read_bytes()
+        pixels, size = self.decoded(Path(image))
+        return predict(model, to_training_scale(pixels)[None], self.inference_log, [size])[0]
+
+    def decoded(self, upload: Path):
+        """An upload's pixels and size before resizing; a 413 or 422 naming the image when it cannot be."""
         try:
-            pixels, size = decode_upload(data, self.config.spec, self.config.max_pixels)
+            return decode_upload(upload.read_bytes(), self.config.spec, self.config.max_pixels)
         except ImageTooLargeError as exc:
             raise ApiRefusal(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"{exc} (MLOPS_MAX_IMAGE_PIXELS)", "image") from None
         except ImageDecodeError as exc:
             raise ApiRefusal(HTTPStatus.UNPROCESSABLE_ENTITY, str(exc), "image") from None
-        return predict(model, to_training_scale(pixels)[None], self.inference_log, [size])[0]
+
+    @bentoml.api
+    async def explain(self, image: ExplainImage, target: Target = None) -> ExplainedPrediction:
+        """Classify one image already in the training scale and map which pixels the decision rests on."""
+        model = self.serving()  # the prediction and its map come from this one version, whatever swaps meanwhile
+        return await self.explainer.run(explain_one, model, image, target, self.inference_log)
+
+    @bentoml.api
+    async def explain_image(self, image: Annotated[Path, Field(description="A PNG or JPEG file.")],
+                            ctx: bentoml.Context) -> ExplainedPrediction:
+        """Classify one encoded image (as /classify_image) and map which pixels the decision rests on."""
+        model = self.serving()
+        given = ctx.request.query_params.getlist("target")
+        try:
+            if len(given) > 1:
+                raise ValueError(f"{target_message(len(model.class_names))}; got {len(given)} targets")
+            target = parse_target(given[0] if given else None, len(model.class_names), text=True)
+        except ValueError as exc:
+            raise ApiRefusal(HTTPStatus.BAD_REQUEST, str(exc), "target") from None
+
+        def decode_and_explain() -> ExplainedPrediction:
+            pixels, size = self.decoded(Path(image))
+            return explain_one(model, to_training_scale(pixels), target, self.inference_log, size)
+
+        return await self.explainer.run(decode_and_explain)
 
     @bentoml.api
     def feedback(self, feedback: FeedbackBatch) -> FeedbackReceipt:
@@ -331,6 +423,8 @@ def _why_no_answer() -> str | None:
 
 
 bentoml_private.declare_json_response(ClassifierService, "classify")  # measured: BENCHMARKS.md
+for _api in ("explain", "explain_image"):
+    bentoml_private.declare_json_response(ClassifierService, _api)
 if settings.resolve_flag(settings.OOD_REFUSE):  # a flagged input answered 422 (added first: runs inside the guard)
     ClassifierService.add_asgi_middleware(OodRefusal)
 ClassifierService.add_asgi_middleware(
@@ -338,8 +432,9 @@ ClassifierService.add_asgi_middleware(
     openapi=lambda: api_document(
         CONFIG.spec, CONFIG.max_images, CONFIG.max_body_bytes, CONFIG.max_pixels,
         {"Prediction": Prediction, "ModelInfo": ModelInfo, "FeedbackRequest": FeedbackRequest,
-         "FeedbackReceipt": FeedbackReceipt},
-        CONFIG.pinned_tag or f"{CONFIG.model_name}:none-yet", token_required=bool(CONFIG.api_token),
+         "FeedbackReceipt": FeedbackReceipt, "ExplainedPrediction": ExplainedPrediction},
+        CONFIG.pinned_tag or f"{CONFIG.model_name}:none-yet", len(CONFIG.class_names),
+        token_required=bool(CONFIG.api_token),
         refuse_ood=settings.resolve_flag(settings.OOD_REFUSE)),
     token=CONFIG.api_token, token_setting=settings.API_TOKEN, unavailable=_why_no_answer,
 )

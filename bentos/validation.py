@@ -148,3 +148,58 @@ def feedback_batch_type(class_names: list[str], max_items: int) -> Any:
         Field(min_length=1, max_length=max_items,
               description=f"True labels of served predictions, 1 to {max_items}; stored all or none."),
     ]
+
+
+def single_image_checker(spec: PreprocessSpec):
+    """One image of the served geometry: C×H×W (or H×W for one channel), the shape /classify takes per image."""
+    shape = f"{spec.channels}×{spec.height}×{spec.width}" + (
+        f" or {spec.height}×{spec.width}" if spec.channels == 1 else "")
+
+    def check(image: np.ndarray) -> np.ndarray:
+        if image.ndim == 2 and spec.channels == 1:
+            image = image[None, :, :]
+        if image.shape != (spec.channels, spec.height, spec.width):
+            raise ValueError(f"image must have shape {shape} (one image; /classify takes batches), got "
+                             f"{'×'.join(map(str, image.shape))}")
+        return np.ascontiguousarray(image)
+
+    return check
+
+
+def single_image_type(spec: PreprocessSpec) -> Any:
+    """The ``image`` parameter of ``/explain``: one image, validated as /classify validates each of its images."""
+    return Annotated[
+        np.ndarray,
+        DType("float32"),
+        BeforeValidator(as_float_array),
+        AfterValidator(single_image_checker(spec)),
+        Field(description=f"One image in the training scale [0, 1]: {expected_shape(spec).replace('N×', '')}."),
+    ]
+
+
+def target_message(n_classes: int) -> str:
+    return f"target must be a class index from 0 to {n_classes - 1} (omit it to explain the predicted class)"
+
+
+def parse_target(value: Any, n_classes: int, text: bool = False) -> int | None:
+    """A class index from JSON (an integer, not a boolean or a string) or, with ``text``, from a query string (its
+    digits); None: none given. ValueError (→ 400 naming ``target``) for anything else."""
+    if value is None:
+        return None
+    if text and isinstance(value, str) and value.isascii() and value.isdigit():
+        value = int(value)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < n_classes:
+        raise ValueError(target_message(n_classes))
+    return value
+
+
+def target_type(n_classes: int) -> Any:
+    """The optional ``target`` of ``/explain``: which class to explain (default: the predicted one)."""
+    return Annotated[
+        int | None,
+        BeforeValidator(lambda value: parse_target(value, n_classes)),
+        WithJsonSchema({"type": "integer", "minimum": 0, "maximum": n_classes - 1, "nullable": True}),
+        Field(description="The class index to explain; omitted or null: the predicted class."),
+    ]

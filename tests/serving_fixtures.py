@@ -58,12 +58,23 @@ def _train_linear_onnx(x: np.ndarray, y: np.ndarray, path: Path, seed: int, step
     export_onnx(model, x[:1], path)
 
 
-def register(world: ServingWorld, version: str, onnx_file: Path) -> None:
+def explanation_verdict(world: ServingWorld, onnx_file: Path) -> dict:
+    """The explanation check of a version on the test images, as registration stores it (the service explains only
+    a version whose check passed)."""
+    from mlops_assets.core.model import explain
+
+    check, _ = explain.check_explanations(onnx_file.read_bytes(), world.x_test[:100])
+    return explain.stored_verdict(check.as_dict())
+
+
+def register(world: ServingWorld, version: str, onnx_file: Path, explanations: dict | None = None) -> None:
+    """Register ``version`` as registration does, with ``explanations`` (the stored check's verdict) when given."""
     world.registry.register(
         onnx_file, version,
         labels={"splits_version": "splits-test", "dataset_version": f"dataset-{version}"},
         metadata={"class_names": world.class_names, "spec": {"height": 8, "width": 8, "channels": 1},
-                  "metrics": {}, "onnx_version": version},
+                  "metrics": {}, "onnx_version": version,
+                  **({"explanations": explanations} if explanations is not None else {})},
     )
     record_release_test_without_a_bento(world.registry, version)
 
@@ -84,7 +95,7 @@ def serving_world(tmp_path_factory: pytest.TempPathFactory) -> ServingWorld:
     for version, seed, steps in (("v1", 0, 150), ("v2", 1, 40)):
         onnx_file = root / f"{version}.onnx"
         _train_linear_onnx(to_training_scale(train_pixels), train_labels, onnx_file, seed, steps)
-        register(world, version, onnx_file)
+        register(world, version, onnx_file, explanation_verdict(world, onnx_file))
         world.versions[version] = onnx_file
     make_production(world, "v1", "test setup")
     return world

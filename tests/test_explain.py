@@ -112,3 +112,46 @@ def test_the_heatmap_is_a_png_of_the_image_scaled_up():
     assert picture.size == (32, 32)
     red, blue = picture.getpixel((2 * 4, 2 * 4)), picture.getpixel((5 * 4, 5 * 4))
     assert red[0] > red[2] and blue[2] > blue[0]
+
+
+def test_the_service_explains_only_a_version_whose_stored_check_passed():
+    """The registry keeps the explanation check's verdict with the version (registration); the rule that reads it
+    names the version and says why, in words a caller of /explain can act on."""
+    passed = {"explanations": {"passed": True, "method": "occlusion", "reason": "deletion test: ... (5.00×)"}}
+    assert explain.refusal(passed, "v7") is None
+    failed = {"explanations": {"passed": False, "method": "occlusion",
+                               "reason": "deletion test: top 10% lowers p by 0.1 vs 0.1 random (1.00×, needs ≥ 2×)"}}
+    assert explain.refusal(failed, "v7") == (
+        "explanations for version v7 did not pass their fidelity/sanity check: deletion test: top 10% lowers p by "
+        "0.1 vs 0.1 random (1.00×, needs ≥ 2×)")
+    unchecked = explain.refusal({"metrics": {}}, "v7")
+    assert unchecked.startswith("explanations for version v7 were never checked") and "evaluation_report" in unchecked
+    other_method = explain.refusal({"explanations": {**passed["explanations"], "method": "integrated_gradients"}},
+                                   "v7")
+    assert "checked integrated_gradients, not occlusion" in other_method
+    assert explain.stored_verdict({**failed["explanations"], "fidelity": {}, "sanity_spearman": 0.1}) == \
+        failed["explanations"]
+
+
+def test_the_report_explains_the_evaluations_predictions_without_scoring_the_split_again(trained_cnn, tmp_path):
+    """explain_test_split takes the probabilities the evaluation computed: its mistakes are those rows, ranked by
+    that confidence (here three rows the evaluation got confidently wrong, by construction)."""
+    from mlops_assets.build_stage.explanations import EXPLANATIONS_FILE, explain_test_split
+    from mlops_assets.core.data.images import load_digits_dataset
+    from mlops_assets.core.data.pixel_store import ImageRows
+
+    path, _ = trained_cnn
+    digits = load_digits_dataset()
+    rows = ImageRows.from_arrays(digits.images[1400:1460], digits.labels[1400:1460])
+    labels = np.asarray(rows.labels)
+    probabilities = np.full((len(rows), 10), 0.01, np.float32)
+    probabilities[np.arange(len(rows)), labels] = 0.91  # right everywhere ...
+    for row, confidence in ((5, 0.97), (40, 0.99), (12, 0.95)):  # ... but on three rows
+        probabilities[row] = (1 - confidence) / 9
+        probabilities[row, (labels[row] + 1) % 10] = confidence
+    payload = explain_test_split(path, rows, digits.class_names, tmp_path, probabilities)
+    assert [m["row"] for m in payload["mistakes"]] == [40, 5, 12]
+    assert [m["predicted"] for m in payload["mistakes"]] == [str((labels[r] + 1) % 10) for r in (40, 5, 12)]
+    assert [m["confidence"] for m in payload["mistakes"]] == [0.99, 0.97, 0.95]
+    assert payload["sample_rows"] == payload["fidelity"]["n_images"] == 60
+    assert (tmp_path / EXPLANATIONS_FILE).is_file() and (tmp_path / "explanations_mistakes.png").is_file()

@@ -180,3 +180,19 @@ def test_an_upgrade_keeps_every_images_split_from_an_old_npz_version(tmp_path):
     for name, rows in old.items():
         assert read_split_hashes(meta["artifact_path"], (name,)) == set(image_hashes(digits.images[rows]))
     assert store.read_pointer(SPLITS_LINEAGE_POINTER)[key] == meta["version"]
+
+
+def test_rows_at_chosen_positions_come_in_the_training_scale_in_the_order_asked(tmp_path):
+    """One way to pick a handful of rows (a sample, the worst mistakes): read where they are, in the order given,
+    converted to the training scale; a selection's positions, not the store's."""
+    from mlops_assets.core.data.images import to_training_scale
+
+    images, labels = random_images(50)
+    writer = PixelStoreWriter(tmp_path / "store", images.shape[1:])
+    writer.append(images, labels, np.full((50, 2), 32))
+    split = writer.finish().select(np.arange(10, 50, 2))  # store rows 10, 12, ..., 48
+    positions = np.array([7, 0, 19, 7])
+    picked = split.training_images(positions)
+    assert picked.dtype == np.float32 and picked.shape == (4, 1, 32, 32)
+    np.testing.assert_array_equal(picked, to_training_scale(images[[24, 10, 48, 24]]))
+    assert split.training_images(np.array([], np.int64)).shape == (0, 1, 32, 32)

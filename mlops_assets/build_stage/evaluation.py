@@ -17,8 +17,9 @@ from mlops_assets.core.common.markdown import markdown_table
 from mlops_assets.core.data.artifacts import open_split, read_split_hashes
 from mlops_assets.core.data.pixel_store import ImageRows
 from mlops_assets.core.data.splits import SPLIT_NAMES
+from mlops_assets.core.model import explain
 from mlops_assets.core.model.metrics import classification_report, per_class_markdown
-from mlops_assets.core.model.onnx_model import predict_rows
+from mlops_assets.core.model.onnx_model import predict_rows, score_rows
 from mlops_assets.core.model.signature import signature_differences
 from mlops_assets.core.quality.label_integrity import label_map
 from mlops_assets.core.registry.promotion import (
@@ -167,7 +168,8 @@ def evaluation_report(
 
     test = open_split(data_splits.path, "test")
     class_names = data_splits.class_names
-    report = classification_report(test.labels, predict_rows(onnx_model.path, test), class_names)
+    probabilities = score_rows(onnx_model.path, test)  # once: the report's figures and its explanations
+    report = classification_report(test.labels, probabilities.argmax(1), class_names)
     comparison = compare_with_production(model_registry, artifact_store, test, data_splits, onnx_model.path)
     version = short_hash(onnx_model.version, data_splits.version, comparison.production_version)
 
@@ -181,7 +183,7 @@ def evaluation_report(
             np.asarray(report["confusion_matrix"]), class_names, directory / CONFUSION_PNG,
             f"ONNX {onnx_model.version} on test ({report['n']} images)",
         )
-        explanations.update(explain_test_split(onnx_model.path, test, class_names, directory))
+        explanations.update(explain_test_split(onnx_model.path, test, class_names, directory, probabilities))
 
     directory = artifact_store.publish("reports", version, build)
     if not explanations:  # the report existed already (same model, splits and production): read what it holds
@@ -203,7 +205,7 @@ def evaluation_report(
             onnx_version=onnx_model.version,
             splits_version=data_splits.version,
             metrics={k: v for k, v in report.items() if k != "confusion_matrix"},
-            explanations={k: explanations[k] for k in ("passed", "method", "reason")},
+            explanations=explain.stored_verdict(explanations),
             production_comparison=comparison.as_dict(),
         ),
         data_version=dg.DataVersion(version),

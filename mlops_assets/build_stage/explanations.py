@@ -31,27 +31,22 @@ MISTAKES = 8
 
 
 def explain_test_split(onnx_path: str | Path, rows: ImageRows, class_names: list[str], directory: Path,
-                       seed: int = 0) -> dict[str, Any]:
-    """Write the report's explanation figures and ``explanations.json`` into ``directory``; returns the JSON."""
+                       probabilities: np.ndarray, seed: int = 0) -> dict[str, Any]:
+    """Write the report's explanation figures and ``explanations.json`` into ``directory``; returns the JSON.
+
+    ``probabilities`` (N×K) are the evaluation's own scores of ``rows`` (:func:`~mlops_assets.core.model.onnx_model.
+    score_rows`): the mistakes shown are the ones the report counts, and the split is not scored a second time.
+    Only the sample and the mistakes are read as floats, so memory does not grow with the split."""
     import numpy as np
 
-    from mlops_assets.core.data.pixel_store import model_batch_rows
     from mlops_assets.core.model import explain
     from mlops_assets.core.model.plots import attribution_grid_png
 
     model_bytes = Path(onnx_path).read_bytes()
-    predict = explain.onnx_predict(model_bytes)
     n = len(rows)
     sample = np.sort(np.random.default_rng(seed).permutation(n)[:SAMPLE_ROWS])
-    predicted, confidence = np.empty(n, np.int64), np.empty(n, np.float32)
-    kept: list[np.ndarray] = []
-    # one batch at a time, as the evaluation scores the split: memory stays bounded whatever the split's size
-    for start, x in rows.training_batches(model_batch_rows(rows.shape)):
-        probabilities = predict(x)
-        predicted[start:start + len(x)] = probabilities.argmax(1)
-        confidence[start:start + len(x)] = probabilities.max(1)
-        kept.append(x[sample[(sample >= start) & (sample < start + len(x))] - start])
-    sampled = np.concatenate(kept)
+    predicted, confidence = probabilities.argmax(1), probabilities.max(1)
+    sampled = rows.training_images(sample)
     labels = np.asarray(rows.labels)
     check, explanations = explain.check_explanations(model_bytes, sampled, seed)
     class_maps, class_titles, examples = [], [], []
@@ -65,8 +60,10 @@ def explain_test_split(onnx_path: str | Path, rows: ImageRows, class_names: list
                          "mean occlusion map per predicted class (image: one example)")
     wrong = np.flatnonzero(predicted != labels)
     worst = wrong[np.argsort(-confidence[wrong], kind="stable")][:MISTAKES]
-    worst_images = rows_at(rows, worst)
-    mistakes = [explain.occlusion(predict, image) for image in worst_images]
+    worst_images = rows.training_images(worst)
+    predict = explain.onnx_predict(model_bytes)
+    mistakes = [explain.occlusion(predict, image, int(predicted[i])) for image, i in zip(worst_images, worst,
+                                                                                          strict=True)]
     titles = [f"{class_names[labels[i]]} → {class_names[predicted[i]]} p={confidence[i]:.2f}" for i in worst]
     if len(worst):
         attribution_grid_png(worst_images, [m.attribution for m in mistakes], titles, directory / MISTAKES_PNG,
@@ -76,20 +73,6 @@ def explain_test_split(onnx_path: str | Path, rows: ImageRows, class_names: list
                              "confidence": round(float(confidence[i]), 4)} for i in worst]}
     (directory / EXPLANATIONS_FILE).write_text(json.dumps(payload, indent=2))
     return payload
-
-
-def rows_at(rows: ImageRows, indices: np.ndarray) -> np.ndarray:
-    """The training-scale images of ``rows`` at ``indices`` (a handful), read batch by batch."""
-    import numpy as np
-
-    from mlops_assets.core.data.pixel_store import model_batch_rows
-
-    wanted = np.asarray(indices, np.int64)
-    found: dict[int, np.ndarray] = {}
-    for start, x in rows.training_batches(model_batch_rows(rows.shape)):
-        for i in wanted[(wanted >= start) & (wanted < start + len(x))]:
-            found[int(i)] = x[i - start]
-    return np.stack([found[int(i)] for i in wanted]) if len(wanted) else np.empty((0, *rows.shape[1:]), np.float32)
 
 
 def explanation_metadata(directory: Path) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from mlops_assets.build_stage.evaluation import comparison_markdown
 from mlops_assets.core.common import settings
 from mlops_assets.core.common.markdown import markdown_table
 from mlops_assets.core.data.artifacts import open_split
+from mlops_assets.core.model import explain
 from mlops_assets.core.model.ood import METADATA_KEY, calibrate_rows
 from mlops_assets.core.monitoring.output_record import validation_output_record
 from mlops_assets.core.monitoring.output_reference import OUTPUT_REFERENCE_KEY
@@ -98,7 +99,8 @@ def registered_model(
         METADATA_KEY: calibrate_rows(onnx_model.path, open_split(data_splits.path, "val"),
                                      settings.resolve_float(settings.OOD_FPR),
                                      train=open_split(data_splits.path, "train")).as_metadata(),
-        "explanations": evaluation_report.explanations,  # the service explains only a version whose check passed
+        # the service explains only a version whose check passed (explain.refusal)
+        explain.REGISTRY_KEY: evaluation_report.explanations,
         # the gate's figures on the images both models were scored on: `mlops-registry list` shows them beside
         # the version's own-split figure, which is not comparable across versions
         **({"gate": {"metric": config.metric, "compared_with": comparison.production_version,

@@ -130,8 +130,8 @@ OOD_FPR = define("MLOPS_OOD_FPR", float, "0.05", "share of a version's validatio
                  "threshold flags (the calibrated false-positive rate)")
 OOD_REFUSE = define("MLOPS_OOD_REFUSE", bool, "0", "answer 422 (saying why) instead of a prediction for an input "
                     "flagged out of distribution")
-API_TOKEN = define("MLOPS_API_TOKEN", str, "", "a secret: when set, /classify, /classify_image and /feedback "
-                   "require it as a bearer token (required in `deploy/`)")
+API_TOKEN = define("MLOPS_API_TOKEN", str, "", "a secret: when set, /classify, /classify_image, /explain, "
+                   "/explain_image and /feedback require it as a bearer token (required in `deploy/`)")
 
 # Derived views of the table, for the readers that predate it.
 DEFAULTS_RELATIVE_TO_HOME = {s.name: s.default for s in TABLE.values() if s.under_home}

@@ -114,6 +114,18 @@ class ImageRows:
         import numpy as np
         return self.pixels[self.rows[np.asarray(positions)]]
 
+    def training_images(self, positions: np.ndarray) -> np.ndarray:
+        """The training-scale images (float32) at ``positions`` of this selection, in that order: a handful of rows
+        (a seeded sample, the worst mistakes), read where they are, not by scanning the split."""
+        import numpy as np
+
+        from mlops_assets.core.data.images import to_training_scale
+
+        positions = np.asarray(positions, dtype=np.int64)
+        if not len(positions):
+            return np.empty((0, *self.pixels.shape[1:]), dtype=np.float32)
+        return to_training_scale(self.take(positions))
+
     def batches(self, batch_size: int = DEFAULT_BATCH) -> Iterator[tuple[int, np.ndarray]]:
         """``(start, pixels)`` for consecutive batches of at most ``batch_size`` rows."""
         for start in range(0, len(self.rows), batch_size):

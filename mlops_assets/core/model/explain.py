@@ -38,6 +38,8 @@ DELETED_FRACTION = 0.10
 RANDOM_DRAWS = 10
 BASELINE = 0.0
 EXPLAIN_BATCH_ROWS = 64  # rows per onnxruntime run when explaining (see onnx_predict)
+METHOD = "occlusion"
+REGISTRY_KEY = "explanations"  # the registered version's metadata key for its check's verdict (stored_verdict)
 
 
 @dataclass(frozen=True)
@@ -206,9 +208,31 @@ class ExplanationCheck:
         return "; ".join(parts)
 
     def as_dict(self) -> dict:
-        return {"passed": self.passed, "method": "occlusion", "fidelity": self.fidelity.as_dict(),
+        return {"passed": self.passed, "method": METHOD, "fidelity": self.fidelity.as_dict(),
                 "sanity_spearman": round(self.sanity_spearman, 4), "sanity_passed": self.sanity_passed,
                 "reason": self.reason()}
+
+
+def stored_verdict(check: dict) -> dict:
+    """What the registry keeps with a version (under :data:`REGISTRY_KEY`) of its check
+    (:meth:`ExplanationCheck.as_dict`): whether it passed, for which method, and why."""
+    return {key: check[key] for key in ("passed", "method", "reason")}
+
+
+def refusal(metadata: dict, version: str) -> str | None:
+    """Why ``version`` (registered with ``metadata``) must not be explained to users, or None when its stored check
+    passed for the method the service runs. The one rule: the service explains only a version whose check passed."""
+    verdict = metadata.get(REGISTRY_KEY)
+    if not isinstance(verdict, dict) or "passed" not in verdict:
+        return (f"explanations for version {version} were never checked (it was registered without the "
+                f"evaluation_report's fidelity/sanity check); register it through the build to have them checked")
+    if verdict.get("method") != METHOD:
+        return (f"explanations for version {version} checked {verdict.get('method')}, not {METHOD}, which is what "
+                "this service computes")
+    if verdict["passed"] is not True:
+        return (f"explanations for version {version} did not pass their fidelity/sanity check: "
+                f"{verdict.get('reason', 'no reason stored')}")
+    return None
 
 
 def check_explanations(model_bytes: bytes, images: np.ndarray, seed: int = 0) -> tuple[ExplanationCheck,

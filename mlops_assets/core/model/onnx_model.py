@@ -122,12 +122,21 @@ def predict_labels(path: str | Path, x: np.ndarray) -> np.ndarray:
 
 def predict_rows(path: str | Path, rows: ImageRows) -> np.ndarray:
     """Predicted class indices of the ONNX model at ``path`` for uint8 rows of a pixel store, a batch at a time."""
+    return score_rows(path, rows).argmax(1)
+
+
+def score_rows(path: str | Path, rows: ImageRows) -> np.ndarray:
+    """Softmax (N×K float32) of the ONNX model at ``path`` for uint8 rows of a pixel store, a batch at a time: K
+    numbers a row are kept, never the split as floats."""
     import numpy as np
     session = open_session(path)
-    predicted = np.empty(len(rows), dtype=np.int64)
+    scored: np.ndarray | None = None
     for start, x in rows.training_batches(model_batch_rows(rows.shape)):
-        predicted[start : start + len(x)] = onnx_logits(session, x).argmax(1)
-    return predicted
+        probabilities = softmax(onnx_logits(session, x))
+        if scored is None:
+            scored = np.empty((len(rows), probabilities.shape[1]), dtype=np.float32)
+        scored[start : start + len(x)] = probabilities
+    return scored if scored is not None else np.zeros((0, 0), dtype=np.float32)
 
 
 def torch_logits(model, x: np.ndarray) -> np.ndarray:
