@@ -69,6 +69,7 @@ from bentos.openapi import api_document
 from bentos.request_guard import ApiRefusal, RequestGuard, error_body
 from bentos.served_model import LoadedModel, load_model
 from bentos.serving_config import ServingConfig
+from bentos.status_reporter import StatusReporter
 from bentos.uploads import decode_upload
 from bentos.validation import (
     feedback_batch_type,
@@ -92,6 +93,7 @@ from mlops_assets.core.serving.feedback import (
 )
 from mlops_assets.core.serving.inference_log_writer import InferenceLogWriter
 from mlops_assets.core.serving.prediction_ids import new_prediction_ids
+from mlops_assets.core.serving.serving_status import status_path
 
 logger = logging.getLogger("bentoml.mlops.classifier")
 
@@ -274,6 +276,9 @@ class ClassifierService:
             self.inference_log = InferenceLogWriter(self.config.artifact_root, keep_images=self.config.keep_images)
         self.feedback_store = FeedbackStore(self.config.artifact_root)
         self.explainer = Explainer()
+        self.status_reporter = StatusReporter(self.status, status_path(self.config.artifact_root),
+                                              self.config.poll_seconds)
+        self.status_reporter.start()
         logger.info("serving %s (follow %s: %s, inference log: %s)",
                     self.active.tag if self.active else "no model yet", self.config.slot, self.follow,
                     self.inference_log.artifact_root if self.inference_log else "off")
@@ -316,6 +321,7 @@ class ClassifierService:
         if self.inference_log is not None:
             self.inference_log.close()
         self.explainer.close()
+        self.status_reporter.stop()
 
     @bentoml.api(
         batchable=True,
@@ -389,6 +395,14 @@ class ClassifierService:
     def model_info(self) -> ModelInfo:
         """Which model and data version this server answers with (also ``GET /model``)."""
         return self.describe()
+
+    def status(self) -> dict:
+        """What this worker serves, as Dagster reads it from the artifact volume (status_reporter.py)."""
+        active = self.active
+        return {"version": active.version if active else None, "tag": active.tag if active else None,
+                "loaded_at": active.loaded_at if active else None, "source": active.source if active else None,
+                "production_version": self.watcher.slot_version if self.watcher else None,
+                "swap_error": self.watcher.error if self.watcher else None, "worker_pid": os.getpid()}
 
     def describe(self) -> ModelInfo:
         active = self.serving()

@@ -1,7 +1,9 @@
 """What the service answers with, in Dagster: an observation of ``served_model`` each time it changes.
 
 The production pointer says what *should* serve; only the running service says what does (a swap can fail, a
-service can pin its Bento). Every tick asks the service's ``GET /model`` (MLOPS_SERVICE_URL); when the version
+service can pin its Bento). Every tick asks the service's ``GET /model`` (MLOPS_SERVICE_URL) or, when that
+setting is empty (the Docker stack, where the service's network is closed to Dagster), reads the status its
+workers write to the artifact volume (:mod:`mlops_assets.core.serving.serving_status`); when the version
 it reports (or the moment it loaded it) differs from the last one observed, the sensor records an
 ``AssetObservation`` of ``served_model``: the version, since when, by which registry decision, the run that
 built it, the gate's figures and the release test, and the release timeline (window judged → run launched →
@@ -16,6 +18,7 @@ from typing import Any
 import dagster as dg
 
 from mlops_assets.core.common import settings
+from resources.artifact_store import ArtifactStore
 from resources.model_registry import ModelRegistryResource
 from sensors.cadence import monitoring_sensor
 
@@ -32,10 +35,14 @@ SERVED_MODEL = dg.AssetSpec(
 )
 
 
-def ask_service(url: str) -> dict[str, Any] | str:
-    """The service's /model, or why it could not be read (a string)."""
+def ask_service(url: str, artifact_root: str) -> dict[str, Any] | str:
+    """The service's /model (or, without a URL, its workers' status files), or why it could not be read."""
     import httpx
 
+    if not url:
+        from mlops_assets.core.serving.serving_status import read_statuses
+
+        return read_statuses(artifact_root).served()
     try:
         answer = httpx.get(f"{url}/model", timeout=3.0)
         answer.raise_for_status()
@@ -64,15 +71,20 @@ def served_observation(
             "source": served.get("source", ""),
             "swap_error": served.get("swap_error") or "none",
             "release_timeline": dg.MetadataValue.md(timeline_markdown(steps)),
-            "service": dg.MetadataValue.url(f"{service_url}/model"),
+            "service": dg.MetadataValue.url(f"{service_url}/model") if service_url.startswith("http")
+            else dg.MetadataValue.path(service_url),
         },
     )
 
 
 def evaluate_serving_tick(
-    instance: dg.DagsterInstance, registry, service_url: str, cursor: str | None
+    instance: dg.DagsterInstance, registry, service_url: str, cursor: str | None, artifact_root: str = ""
 ) -> dg.SensorResult:
-    served = ask_service(service_url)
+    served = ask_service(service_url, artifact_root)
+    if not service_url:  # what the observation links to: the workers' status files
+        from mlops_assets.core.serving.serving_status import status_dir
+
+        service_url = str(status_dir(artifact_root))
     if isinstance(served, str):
         return dg.SensorResult(skip_reason=served)
     seen = f"{served['version']}@{served.get('loaded_at', '')}"
@@ -89,12 +101,15 @@ def evaluate_serving_tick(
 @monitoring_sensor(
     name="served_model_sensor",
     description=(
-        "Asks the running service (MLOPS_SERVICE_URL) which version it answers with; on a change, records an "
+        "Asks the running service (MLOPS_SERVICE_URL; when empty, its workers' status files on the artifact "
+        "volume) which version it answers with; on a change, records an "
         "observation of served_model with the decision, the gate's figures, the release test and the release "
         "timeline."
     ),
 )
-def served_model_sensor(context: dg.SensorEvaluationContext, model_registry: ModelRegistryResource):
+def served_model_sensor(context: dg.SensorEvaluationContext, model_registry: ModelRegistryResource,
+                        artifact_store: ArtifactStore):
     return evaluate_serving_tick(
-        context.instance, model_registry.registry(), settings.resolve(settings.SERVICE_URL).rstrip("/"), context.cursor
+        context.instance, model_registry.registry(), settings.resolve(settings.SERVICE_URL).rstrip("/"),
+        context.cursor, str(artifact_store.root_path),
     )

@@ -53,3 +53,23 @@ def test_a_service_that_does_not_answer_is_a_skipped_tick(serving_world):
         dg.DagsterInstance.ephemeral(), serving_world.registry, "http://127.0.0.1:9", cursor=None
     )
     assert not result.asset_events and "did not answer GET /model" in result.skip_reason.skip_message
+
+
+def test_without_a_url_the_sensor_reads_what_the_service_s_workers_wrote_to_the_artifact_volume(
+    serving_world, dev_server
+):
+    """The Docker stack's case: Dagster cannot reach the service's network, but shares its artifact volume."""
+    make_production(serving_world, "v1", "test: served through the volume")
+    with serving_fixtures.client(dev_server) as client:
+        reported = wait_for_version(client, "v1")
+    artifact_root = serving_world.home.parent / "artifacts"
+    instance = dg.DagsterInstance.ephemeral()
+    result = evaluate_serving_tick(instance, serving_world.registry, "", cursor=None, artifact_root=str(artifact_root))
+    (observation,) = result.asset_events
+    meta = {k: v.value for k, v in observation.metadata.items()}
+    assert meta["served_version"] == reported["version"] == "v1"
+    assert meta["served_since"] == reported["loaded_at"]
+    assert str(artifact_root / "serving") in meta["release_timeline"]
+    gone = evaluate_serving_tick(instance, serving_world.registry, "", cursor=None,
+                                 artifact_root=str(serving_world.home / "elsewhere"))
+    assert not gone.asset_events and "no worker of the service has reported" in gone.skip_reason.skip_message

@@ -187,7 +187,7 @@ def release_timeline(
             "served",
             served.get("loaded_at", ""),
             f"the service reports {version.version} ({served.get('tag', '')})",
-            f"{service_url}/model",
+            f"{service_url}/model" if service_url.startswith("http") else service_url,
         ),
     ]
     facts = {

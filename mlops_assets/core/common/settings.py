@@ -125,7 +125,9 @@ INFERENCE_LOG = define("MLOPS_INFERENCE_LOG", bool, "1", "record per-image featu
 KEEP_IMAGES = define("MLOPS_KEEP_IMAGES", bool, "1", "keep each served image (served geometry), so labelled ones "
                      "can be exported")
 SERVICE_URL = define("MLOPS_SERVICE_URL", str, "http://127.0.0.1:3001", "where Dagster asks the running service "
-                     "which version it answers with (served_model_sensor)")
+                     "which version it answers with (served_model_sensor); empty: read the status its workers "
+                     "write to the artifact volume instead (the Docker stack, whose service network Dagster "
+                     "cannot reach)")
 OOD_FPR = define("MLOPS_OOD_FPR", float, "0.05", "share of a version's validation split its out-of-distribution "
                  "threshold flags (the calibrated false-positive rate)")
 OOD_REFUSE = define("MLOPS_OOD_REFUSE", bool, "0", "answer 422 (saying why) instead of a prediction for an input "
