@@ -229,10 +229,18 @@ def test_schemathesis_with_all_checks_finds_nothing(dev_server, tmp_path, hooks)
     command = [str(Path(sys.executable).parent / "st"), "run", f"{dev_server}/docs.json", "--url", dev_server,
                "--checks", "all", "--max-examples", "300", "--seed", "20261127", "--no-color",
                "--header", f"Authorization: Bearer {serving_fixtures.API_TOKEN}"]
-    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
-    output = result.stdout + result.stderr
+    transcript = tmp_path / "schemathesis.txt"  # streamed: a run cut by the timeout still shows how far it got
+    with transcript.open("w") as sink:
+        process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=sink, stderr=subprocess.STDOUT, text=True)
+        try:
+            returncode = process.wait(timeout=900)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            pytest.fail(f"schemathesis ran past 900 s; its output so far:\n{transcript.read_text()[-6000:]}")
+    output = transcript.read_text()
     generated = re.search(r"(\d+) generated", output)
-    assert result.returncode == 0, output[-6000:]
+    assert returncode == 0, output[-6000:]
     assert generated and int(generated.group(1)) >= 1000, output[-3000:]
     assert "No issues found" in output, output[-3000:]
     assert httpx.get(f"{dev_server}/readyz", timeout=10).status_code == 200
