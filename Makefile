@@ -75,6 +75,7 @@ serve: install
 # The production stack of deploy/ in Docker (docker-compose 1.29 or Compose v2): PostgreSQL, the gRPC
 # code server, webserver, daemon (runs in their own containers), Bento service. Images build from a
 # wheelhouse prepared on the host; with no image registry reachable, from a local debootstrap base.
+# deploy-up first checks the host ports (DAGSTER_WEBSERVER_PORT, MLOPS_BENTO_PORT) and stops if one is taken.
 # deploy-down removes the containers (run containers too), the network and the volumes;
 # KEEP_DATA=1 make deploy-down keeps the volumes. See deploy/README.md.
 docker-engine:

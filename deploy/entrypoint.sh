@@ -8,6 +8,8 @@
 #   it as before. A NAME_FILE that cannot be read stops the container with the reason.
 # - MLOPS_SHARE_SECRETS_TO (the daemon): copy the Compose secrets into that folder, a volume the run launcher
 #   mounts read-only into every run container (deploy/dagster.yaml), readable by this user only.
+# - The container's main process (its parent is Docker's init: the compose file's `init: true`) writes its PID
+#   where deploy/healthcheck.sh finds it to restart a hung service, and clears the count of failed checks.
 # Then the command (CMD, or what the compose file or DockerRunLauncher gives) replaces this shell.
 set -eu
 
@@ -30,6 +32,11 @@ if [ -n "${MLOPS_SHARE_SECRETS_TO:-}" ]; then
         cat "$secret" > "$target.tmp"
         mv -f "$target.tmp" "$target"  # atomic: a run container starting now reads the old or the new one
     done
+fi
+
+if [ "$PPID" = 1 ]; then
+    rm -f /tmp/mlops-health-failures
+    echo $$ > /tmp/mlops-main.pid  # exec keeps the PID: it is the command's
 fi
 
 exec "$@"

@@ -7,6 +7,7 @@ the ``docker`` CLI (what a person would type), never through a mock.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -172,6 +173,39 @@ class DockerStack:
     def run_containers(self, run_id: str) -> list[dict]:
         ids = docker("ps", "-aq", "--filter", f"label={RUN_LABEL}={run_id}").split()
         return [inspect(i) for i in ids]
+
+    def health(self, service: str) -> str:
+        """Docker's health status of the service's container: starting, healthy or unhealthy."""
+        return inspect(self.container(service))["State"]["Health"]["Status"]
+
+    def run_tag(self, run_id: str, key: str) -> str | None:
+        rows = self.psql(f"SELECT value FROM run_tags WHERE run_id = '{run_id}' AND key = '{key}'")
+        return rows[0][0] if rows else None
+
+    @contextlib.contextmanager
+    def writes_blocked(self, table: str):
+        """Hold ``LOCK TABLE ... IN EXCLUSIVE MODE`` on a table of the stack's PostgreSQL for the block: reads go on,
+        every write to it waits (a psql session in the postgres container, its transaction rolled back at the end)."""
+        session = subprocess.Popen(
+            ["docker", "exec", "-i", self.container("postgres"), "sh", "-c",
+             'psql -U "$POSTGRES_USER" -d "$POSTGRES_DB" -q -v ON_ERROR_STOP=1'],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
+        )
+        assert session.stdin is not None
+        granted = (
+            "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+            f"WHERE c.relname = '{table}' AND l.mode = 'ExclusiveLock' AND l.granted"
+        )
+        try:
+            session.stdin.write(f"BEGIN; LOCK TABLE {table} IN EXCLUSIVE MODE;\n")
+            session.stdin.flush()
+            wait_until(lambda: self.psql(granted)[0][0] == "1", 30, f"the lock on {table}", interval=0.2)
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                session.stdin.write("ROLLBACK;\n")
+                session.stdin.close()
+            session.wait(timeout=30)
 
     def service_logs(self, tail: int = 60) -> str:
         parts = []

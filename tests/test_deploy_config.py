@@ -4,6 +4,7 @@ environment variables that exist in the repository or in deploy/dagster.yaml."""
 
 import os
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -502,3 +503,59 @@ def test_access_control_is_on_in_production_and_the_token_lives_in_no_committed_
     readme = (DEPLOY / "README.md").read_text()
     for word in ("MLOPS_API_TOKEN", "reverse proxy", "oauth2-proxy"):
         assert word in readme, word
+
+
+# ---------------------------------------------------------------- faults (deploy/README.md, "Faults")
+
+LONG_RUNNING = ("user_code", "webserver", "daemon", "bento")
+
+
+def test_a_run_that_failed_for_any_reason_but_a_step_is_retried_once_and_a_stuck_start_times_out():
+    monitoring, retries = INSTANCE["run_monitoring"], INSTANCE["run_retries"]
+    assert monitoring["enabled"] and monitoring["start_timeout_seconds"] <= 180, monitoring
+    assert monitoring["poll_interval_seconds"] < monitoring["start_timeout_seconds"] / 4, monitoring
+    assert retries == {"enabled": True, "max_retries": 1, "retry_on_asset_or_op_failure": False}
+
+
+def test_every_long_running_service_is_health_checked_and_restarted_when_unhealthy():
+    for name in LONG_RUNNING:
+        service = SERVICES[name]
+        assert service.get("init") is True, f"{name}: the health check can kill its main process only under init"
+        assert service["restart"] == "unless-stopped", name
+        check = service["healthcheck"]
+        command, kill_after, grace = check["test"][1], int(check["test"][2]), int(check["test"][3])
+        assert check["test"][0] == "CMD" and command == "mlops-healthcheck", (name, check)
+        assert kill_after == check["retries"], f"{name}: killed when Docker marks it unhealthy, not before or after"
+        assert check["start_period"] == f"{grace}s", f"{name}: Docker's start period is the script's grace"
+    for dockerfile in ("Dockerfile.user_code", "Dockerfile.dagster"):
+        assert "COPY deploy/healthcheck.sh /usr/local/bin/mlops-healthcheck" in (DEPLOY / dockerfile).read_text()
+
+
+def test_the_webserver_reuses_no_database_connection_a_postgres_restart_would_have_closed():
+    command = SERVICES["webserver"]["command"]
+    assert command[command.index("--db-pool-recycle") + 1] == "0", command
+
+
+def test_postgres_stops_with_a_fast_shutdown_within_its_grace_period():
+    assert re.search(r"^STOPSIGNAL SIGINT$", (DEPLOY / "postgres" / "Dockerfile").read_text(), re.M)
+    postgres = SERVICES["postgres"]
+    assert postgres["stop_signal"] == "SIGINT"
+    assert int(postgres["stop_grace_period"].rstrip("s")) > 10, "more than Docker's default 10 s"
+
+
+def test_deploy_up_refuses_a_taken_port_before_building_anything(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "DAGSTER_"))}
+        env.update(MLOPS_STACK_PROJECT="mlops-port-check", DAGSTER_WEBSERVER_PORT=str(port),
+                   MLOPS_BENTO_PORT=str(port + 1 if port < 65535 else port - 1))
+        done = subprocess.run([str(DEPLOY / "scripts" / "stack.sh"), "up"], env=env, capture_output=True,
+                              text=True, timeout=60)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"port {port} (DAGSTER_WEBSERVER_PORT, the Dagster UI) is taken" in done.stderr, done.stderr
+    assert "set DAGSTER_WEBSERVER_PORT to a free port" in done.stderr
+    assert "wheelhouse" not in done.stdout and "base image" not in done.stdout, done.stdout  # nothing built

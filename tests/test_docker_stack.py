@@ -11,17 +11,39 @@ deploy/scripts/start_engine.sh); with CI=1 a missing engine fails instead of ski
 
 import io
 import os
+import re
+import subprocess
 import time
+from collections import Counter
 
 import pytest
 
-from testkit.docker_stack import COMPOSE, NETWORK, PROJECT, DockerStack, docker, engine_problem, inspect, leftovers
-from testkit.topology import FAST_BUILD, REEXECUTE, holds_for, production_instance_config, wait_until
+from testkit.docker_stack import (
+    COMPOSE,
+    NETWORK,
+    PROJECT,
+    RUN_LABEL,
+    DockerStack,
+    docker,
+    engine_problem,
+    inspect,
+    leftovers,
+)
+from testkit.topology import FAST_BUILD, holds_for, production_instance_config, wait_until
 
 pytestmark = pytest.mark.slow
 
 SLOW_BUILD = {"ops": {"trained_model": {"config": {"learning_rates": [3e-3], "hidden": [8], "epochs": [40]}}}}
-DEQUEUE_SECONDS = production_instance_config()["run_coordinator"]["config"]["dequeue_interval_seconds"]
+INSTANCE = production_instance_config(monitoring_poll_seconds=None)  # deploy/dagster.yaml as the stack runs it
+DEQUEUE_SECONDS = INSTANCE["run_coordinator"]["config"]["dequeue_interval_seconds"]
+START_TIMEOUT = INSTANCE["run_monitoring"]["start_timeout_seconds"]
+MONITORING_POLL = INSTANCE["run_monitoring"]["poll_interval_seconds"]
+# A job of seconds (a whylogs profile of the production model's training split), for the faults that need a run,
+# not a build. Needs a promoted model: build_job runs first.
+QUICK_JOB = "reference_profile_job"
+# The Bento's health check: every 10 s, killed at the third failure (deploy/docker-compose.yaml); the bound
+# leaves one interval of slack and the check's own time.
+BENTO_RESTART_WITHIN = 60
 USER_CODE_IMAGE = "mlops-user-code"
 # What the public Bento container must not reach: the unauthenticated Dagster internals, by port.
 INTERNALS = {"webserver": 3000, "user_code": 4000, "postgres": 5432}
@@ -141,6 +163,15 @@ def test_the_bento_container_classifies_an_image_with_the_promoted_model(stack):
     assert inspect(stack.container("bento"))["State"]["Running"]
 
 
+def test_every_long_running_service_reports_healthy(stack):
+    """Each service's health check passes (deploy/healthcheck.sh: the daemon's heartbeats, the code server's gRPC
+    health, the webserver's and the Bento's HTTP), so a failing one is a real fault."""
+    def all_healthy() -> bool:
+        return all(stack.health(service) == "healthy" for service in COMPOSE["services"])
+
+    wait_until(all_healthy, 180, f"every service healthy\n{stack.service_logs()}", interval=2)
+
+
 def test_the_public_service_reaches_none_of_the_internals(stack):
     """The Bento container is on its own network: the webserver (GraphQL: launch runs, approve models), the gRPC
     code server and PostgreSQL refuse it by name and by address, while the same probe from the daemon connects."""
@@ -221,35 +252,124 @@ def test_retrain_job_builds_the_bento_in_its_own_container_without_a_package_ind
     assert "bento" in done and "production_release" in done, done
 
 
-def test_a_run_whose_container_is_killed_fails_with_the_reason_and_reexecutes_from_failure(stack):
-    # A training configuration of its own, so trained_model really trains (long enough to be killed).
-    run_id = stack.submit("build_job", SLOW_BUILD)
-    wait_until(
-        lambda: "trained_model" in step_events(stack, run_id, "STEP_START"), 300, "trained_model to start", interval=0.5
-    )
-    (container,) = stack.run_containers(run_id)
-    docker("kill", container["Id"])  # as an OOM kill or a lost host would
-
-    # Run monitoring (deploy/dagster.yaml: every 30 s) finds the dead container and fails the run.
-    assert stack.wait_run(run_id, timeout=180) == "FAILURE", stack.service_logs()
-    reasons = [
+def run_failure_messages(stack: DockerStack, run_id: str) -> list[str]:
+    return [
         row[0]
         for row in stack.psql(
             "SELECT replace(event::json->'dagster_event'->>'message', E'\\n', ' ') FROM event_logs "
             f"WHERE run_id = '{run_id}' AND dagster_event_type = 'PIPELINE_FAILURE'"
         )
     ]
+
+
+def retries_of(stack: DockerStack, run_id: str) -> dict[str, str]:
+    """The runs re-executing ``run_id`` (its run group below it), by id, with their status."""
+    rows = stack.psql(
+        "SELECT r.run_id, r.status FROM runs r JOIN run_tags t ON t.run_id = r.run_id "
+        f"WHERE t.key = 'dagster/root_run_id' AND t.value = '{run_id}'"
+    )
+    return dict((run, status) for run, status in rows)
+
+
+def automatic_retry(stack: DockerStack, run_id: str, timeout: float = 60) -> str:
+    """The run Dagster's run retries (deploy/dagster.yaml, run_retries) launched for the failed ``run_id``."""
+    return wait_until(
+        lambda: stack.run_tag(run_id, "dagster/auto_retry_run_id"), timeout, f"the automatic retry of {run_id}"
+    )
+
+
+def test_a_failed_step_is_not_retried(stack):
+    """A real failure (an asset raising) is for a person to read: run retries skip it
+    (retry_on_asset_or_op_failure: false). export_feedback_job refuses the digits dataset with a Failure."""
+    run_id = stack.submit("export_feedback_job")
+    assert stack.wait_run(run_id, timeout=300) == "FAILURE"
+    wait_until(lambda: stack.run_tag(run_id, "dagster/will_retry"), 60, "the retry decision")
+    assert stack.run_tag(run_id, "dagster/failure_reason") == "STEP_FAILURE"
+    assert stack.run_tag(run_id, "dagster/will_retry") == "false"
+    holds_for(lambda: not retries_of(stack, run_id), 3 * DEQUEUE_SECONDS + 2, "no retry of a failed step")
+
+
+def worker_log_counts(log: str, run_id: str) -> Counter:
+    """What the run worker printed, event by event: its console logger writes one line per event
+    (``... - <run_id> - <pid> - [<step> - ]<EVENT_TYPE> - <message>``), and the training epochs as debug messages."""
+    counts: Counter = Counter()
+    for line in log.splitlines():
+        if f" - {run_id} - " not in line:
+            continue
+        if event := re.search(rf" - {run_id} - \d+ - (?:[\w.\[\]]+ - )?([A-Z_]+) - ", line):
+            counts[event.group(1)] += 1
+        elif re.search(r" - trial \d+ lr=\S+ hidden=\S+ epoch \d+: ", line):
+            counts["epoch"] += 1
+    return counts
+
+
+def stored_counts(stack: DockerStack, run_id: str, kinds: set[str]) -> Counter:
+    """The same kinds of events as stored in the stack's PostgreSQL: the worker's, and the webserver's and daemon's
+    for the run (the console's event names are Dagster's current ones: RUN_* where the table says PIPELINE_*)."""
+    counts: Counter = Counter()
+    for kind, number in stack.psql(
+        "SELECT coalesce(dagster_event_type, "
+        "CASE WHEN event ~ 'trial [0-9]+ lr=[^ ]+ hidden=[^ ]+ epoch [0-9]+: ' THEN 'epoch' END), count(*) "
+        f"FROM event_logs WHERE run_id = '{run_id}' GROUP BY 1"
+    ):
+        kind = kind.replace("PIPELINE_", "RUN_")
+        if kind in kinds:
+            counts[kind] = int(number)
+    return counts
+
+
+def test_a_killed_run_container_is_retried_from_failure_and_a_postgres_restart_mid_run_loses_no_event(stack):
+    """Two faults in sequence on one run: its container killed mid-training (as an OOM kill or a lost host
+    would), then PostgreSQL restarted while the automatic retry trains."""
+    # A training configuration of its own, so trained_model really trains (long enough to be killed).
+    run_id = stack.submit("build_job", SLOW_BUILD)
+    wait_until(
+        lambda: "trained_model" in step_events(stack, run_id, "STEP_START"), 300, "trained_model to start", interval=0.5
+    )
+    (container,) = stack.run_containers(run_id)
+    docker("kill", container["Id"])
+    killed = time.monotonic()
+
+    # Run monitoring (deploy/dagster.yaml: every 15 s) finds the dead container and fails the run.
+    assert stack.wait_run(run_id, timeout=180) == "FAILURE", stack.service_logs()
+    reasons = run_failure_messages(stack, run_id)
     assert len(reasons) == 1, reasons
     assert "Detected run worker status FAILED" in reasons[0] and "Container status is exited" in reasons[0], reasons
     assert '"ExitCode": 137' in reasons[0], reasons  # SIGKILL
     assert "trained_model" not in step_events(stack, run_id, "STEP_SUCCESS")
 
-    launched = stack.graphql(REEXECUTE, {"params": {"parentRunId": run_id, "strategy": "FROM_FAILURE"}})
-    launched = launched["launchRunReexecution"]
-    assert launched["__typename"] == "LaunchRunSuccess", launched
-    child = launched["run"]["runId"]
-    assert stack.wait_run(child, timeout=900) == "SUCCESS", stack.service_logs()
-    assert exited_run_container(stack, child)["State"]["ExitCode"] == 0
+    # Not a failed step: run retries re-execute it from failure, once, in a new container.
+    child = automatic_retry(stack, run_id)
+    assert stack.run_tag(child, "dagster/parent_run_id") == run_id
+    wait_until(lambda: "trained_model" in step_events(stack, child, "STEP_START"), 300, "the retry to train")
+
+    # PostgreSQL restarted while the retry trains and logs each epoch: a fast shutdown (STOPSIGNAL SIGINT), back
+    # in seconds, and the run's writes in between wait for it (Dagster retries a lost connection for ~6 s).
+    wait_until(lambda: stored_counts(stack, child, {"epoch"})["epoch"] >= 2, 120, "two epochs logged")
+    postgres = stack.container("postgres")
+    restarted = time.monotonic()
+    since = docker("info", "--format", "{{json .SystemTime}}").strip('"')
+    docker("restart", postgres)
+    wait_until(lambda: stack.health("postgres") == "healthy", 120, "PostgreSQL healthy again", interval=0.5)
+    print(f"PostgreSQL restart: healthy again after {time.monotonic() - restarted:.1f} s")
+    log = subprocess.run(["docker", "logs", "--since", since, postgres], capture_output=True, text=True).stderr
+    assert "received fast shutdown request" in log and "database system is shut down" in log, log
+    assert "not properly shut down" not in log and "automatic recovery" not in log, log  # no crash recovery
+    # The webserver takes a run at once: no stale pooled connection (--db-pool-recycle 0) fails its first write.
+    after_restart = stack.submit(QUICK_JOB)
+
+    assert stack.wait_run(child, timeout=900) == "SUCCESS", step_failures(stack, child) or stack.service_logs()
+    assert stack.wait_run(after_restart, timeout=300) == "SUCCESS", stack.service_logs()
+    print(f"killed run container: its retry succeeded {time.monotonic() - killed:.0f} s after the kill")
+    assert retries_of(stack, run_id) == {child: "SUCCESS"}  # one retry, one success
+    worker = exited_run_container(stack, child)
+    assert worker["State"]["ExitCode"] == 0
+    # No event lost: every event the run worker printed, the epochs' messages included, is in PostgreSQL.
+    logs = subprocess.run(["docker", "logs", worker["Id"]], capture_output=True, text=True)
+    printed = worker_log_counts(logs.stdout + logs.stderr, child)
+    assert printed["epoch"] > 2 and printed["STEP_SUCCESS"] > 1, printed
+    stored = stored_counts(stack, child, set(printed))
+    assert all(stored[kind] >= number for kind, number in printed.items()), (printed, stored)  # the daemon's too
     started = step_events(stack, child, "STEP_START")
     assert "trained_model" in started, started
     # What succeeded before the kill is reused, not recomputed.
@@ -261,16 +381,77 @@ def test_a_run_queued_while_the_daemon_container_is_dead_starts_when_it_is_back(
     daemon = stack.container("daemon")
     docker("kill", daemon)
     assert not inspect(daemon)["State"]["Running"]
-    run_id = stack.submit("build_job", FAST_BUILD)  # the webserver still takes it: into the queue
+    run_id = stack.submit(QUICK_JOB)  # the webserver still takes it: into the queue
     # A killed container stays down (a kill is a manual stop for `restart: unless-stopped`):
     # nobody dequeues, the run waits in PostgreSQL.
     holds_for(lambda: stack.run_status(run_id) == "QUEUED", 3 * DEQUEUE_SECONDS + 2, "the run queued without a daemon")
 
     docker("start", daemon)
     stack.wait_run(run_id, timeout=180, statuses={"STARTING", "STARTED", "SUCCESS"})
-    assert stack.wait_run(run_id, timeout=900) == "SUCCESS", stack.service_logs()
+    assert stack.wait_run(run_id, timeout=600) == "SUCCESS", stack.service_logs()
     assert exited_run_container(stack, run_id)["State"]["ExitCode"] == 0
     stack.wait_daemon()
+
+
+def test_a_daemon_killed_between_creating_and_starting_a_run_container_ends_in_one_success(stack):
+    """The daemon dies mid-launch: the run's container created, never started, the run STARTING. Run monitoring
+    fails it at the start timeout, run retries launch it again, the launch removes the orphan container.
+
+    To die exactly there, the daemon is held between the two: the table it writes the container's id to
+    (run_tags, after creating the container and before starting it) is locked for writes while it launches."""
+    daemon = stack.container("daemon")
+    restarts = inspect(daemon)["RestartCount"]
+    docker("pause", daemon)  # no dequeue until the lock is held
+    try:
+        run_id = stack.submit(QUICK_JOB)
+        with stack.writes_blocked("run_tags"):
+            docker("unpause", daemon)
+
+            def created() -> dict | None:
+                containers = stack.run_containers(run_id)
+                return containers[0] if containers and containers[0]["State"]["Status"] == "created" else None
+
+            orphan = wait_until(created, 60, "the run's container to be created", interval=0.2)
+            # The daemon process dies (killed, as the kernel's OOM killer would): its init ends the container.
+            died = time.monotonic()
+            stack.exec_in("daemon", "sh", "-c", "kill -KILL $(cat /tmp/mlops-main.pid)")
+            # Back by itself: `restart: unless-stopped` (the process died, nobody stopped the container).
+            wait_until(lambda: inspect(daemon)["RestartCount"] > restarts, 60, "the daemon container to restart")
+            print(f"daemon killed mid-launch: its container restarted after {time.monotonic() - died:.1f} s")
+    finally:
+        if inspect(daemon)["State"]["Paused"]:
+            docker("unpause", daemon)
+    assert stack.run_status(run_id) == "STARTING"
+    assert inspect(orphan["Id"])["State"]["Status"] == "created"  # never started
+    stack.wait_daemon()
+
+    assert stack.wait_run(run_id, timeout=START_TIMEOUT + 4 * MONITORING_POLL) == "FAILURE", stack.service_logs()
+    assert stack.run_tag(run_id, "dagster/failure_reason") == "START_TIMEOUT"
+    retry = automatic_retry(stack, run_id)
+    assert stack.wait_run(retry, timeout=600) == "SUCCESS", stack.service_logs()
+    print(f"daemon killed mid-launch: the request's run succeeded {time.monotonic() - died:.0f} s after")
+    assert retries_of(stack, run_id) == {retry: "SUCCESS"}  # exactly one success for the request
+    assert stack.run_containers(run_id) == []  # the orphan was removed when the retry was launched
+    assert not docker("ps", "-aq", "--filter", f"label={RUN_LABEL}", "--filter", "status=created")
+    assert exited_run_container(stack, retry)["State"]["ExitCode"] == 0
+
+
+def test_a_frozen_bento_service_is_restarted_by_its_health_check(stack):
+    """SIGSTOP on the service's main process (BentoML's supervisor: its workers go on answering): the health check
+    sees it stopped, kills it after three checks, and the restart policy starts the container again."""
+    import httpx
+
+    bento = stack.container("bento")
+    wait_until(lambda: stack.health("bento") == "healthy", 120, "the Bento container healthy", interval=1)
+    restarts = inspect(bento)["RestartCount"]
+    stack.exec_in("bento", "sh", "-c", "kill -STOP $(cat /tmp/mlops-main.pid)")
+    frozen = time.monotonic()
+    wait_until(lambda: inspect(bento)["RestartCount"] > restarts, BENTO_RESTART_WITHIN, "the restart", interval=1)
+    restarted = time.monotonic() - frozen
+    url = f"http://127.0.0.1:{stack.bento_port}"
+    wait_until(lambda: httpx.get(f"{url}/readyz", timeout=5).status_code == 200, 180, "the Bento ready", interval=1)
+    print(f"Bento frozen: restarted after {restarted:.0f} s, serving again after {time.monotonic() - frozen:.0f} s")
+    assert httpx.get(f"{url}/model", timeout=10).json()["production_version"]
 
 
 def test_deploy_down_leaves_no_container_network_or_volume(stack):

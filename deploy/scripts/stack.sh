@@ -9,7 +9,8 @@
 # Settings (environment): MLOPS_STACK_PROJECT (compose project, default mlops), MLOPS_BASE_IMAGE
 # (Python base of the images; default python:3.11-slim when it can be pulled, else the local
 # debootstrap base mlops-base:bookworm, built on first use), DAGSTER_WEBSERVER_PORT and
-# MLOPS_BENTO_PORT (host ports, default 3000 and 3001). deploy/.env is written from deploy/env.example when
+# MLOPS_BENTO_PORT (host ports, default 3000 and 3001: the environment's, else deploy/.env's; `up` checks
+# they are free before building anything). deploy/.env is written from deploy/env.example when
 # missing. The secrets are files, Compose secrets (never values in `docker inspect`): deploy/secrets/
 # dagster_pg_password and deploy/secrets/mlops_api_token, random when missing (or the values an older
 # deploy/.env held, moved out of it). DOCKER_SOCKET_GID (the daemon's group for the Docker socket) is read from
@@ -46,6 +47,49 @@ compose() {
 }
 
 random_hex() { od -An -N16 -tx1 /dev/urandom | tr -d ' \n'; }
+
+# A setting as compose resolves it: the environment's value, else deploy/.env's, else the default.
+setting() {
+    local name=$1 default=$2 value=
+    if [ -n "${!name+x}" ]; then
+        value=${!name}
+    elif [ -f "$env_file" ]; then
+        value=$(sed -n "s/^$name=//p" "$env_file" | tail -n1)
+        value=${value%\"}; value=${value#\"}
+    fi
+    echo "${value:-$default}"
+}
+
+# Something on this host accepts connections on the port (the published ports listen on all addresses or on
+# the loopback: either answers on 127.0.0.1).
+port_taken() { timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
+
+# Before any build: the host ports the stack publishes are free, or are already this stack's own (an `up` of
+# a running stack). Says which are taken and how to change them.
+check_ports() {
+    local own name default what port problem=0
+    own=$(docker ps --filter "label=com.docker.compose.project=$project" --format '{{.Ports}}' \
+        | grep -o ':[0-9]*->' | tr -d ':>-' || true)
+    local used=()
+    for entry in "DAGSTER_WEBSERVER_PORT 3000 the Dagster UI" "MLOPS_BENTO_PORT 3001 the Bento service"; do
+        read -r name default what <<< "$entry"
+        port=$(setting "$name" "$default")
+        if [[ " ${used[*]} " == *" $port "* ]]; then
+            echo "stack: $name=$port is the port of another service of the stack: choose another in $env_file" >&2
+            problem=1
+        fi
+        used+=("$port")
+        if grep -qx "$port" <<< "$own"; then
+            continue
+        fi
+        if port_taken "$port"; then
+            echo "stack: port $port ($name, $what) is taken on this host: set $name to a free port in" \
+                 "$env_file (or in the environment: MLOPS_BENTO_PORT=8301 make deploy-up) and run again" >&2
+            problem=1
+        fi
+    done
+    return $problem
+}
 secrets_dir=deploy/secrets
 socket=${DOCKER_HOST:-unix:///var/run/docker.sock}
 socket=${socket#unix://}
@@ -91,6 +135,7 @@ ensure_env_file() {
 }
 
 up() {
+    check_ports || exit 1
     ensure_env_file
     deploy/scripts/prepare_wheelhouse.sh "${MLOPS_WHEELHOUSE_PYTHON:-python3}"
     if [ -z "${MLOPS_BASE_IMAGE:-}" ]; then
@@ -114,10 +159,16 @@ up() {
         deploy/scripts/build_base_image.sh "$local_base"  # the PostgreSQL image builds on Debian's apt
     fi
     echo "stack: base image $MLOPS_BASE_IMAGE; project $project"
+    # The wheelhouse's identity labels the dependency stages (deploy/Dockerfile.*): after the build, the stages of
+    # this wheelhouse stay (the cache of the next build), those of older ones and the images a rebuild replaced go.
+    MLOPS_WHEELHOUSE_ID=$( (cat deploy/wheelhouse/requirements.txt; ls deploy/wheelhouse) | sha256sum | cut -c1-16)
+    export MLOPS_WHEELHOUSE_ID
     compose build
+    docker image prune -f --filter label=org.mlops.stack \
+        --filter "label!=org.mlops.wheelhouse=$MLOPS_WHEELHOUSE_ID" | sed 's/^/stack: /'
     compose up -d --no-build
-    echo "stack: up. Dagster UI http://localhost:${DAGSTER_WEBSERVER_PORT:-3000}," \
-         "Bento service http://localhost:${MLOPS_BENTO_PORT:-3001}"
+    echo "stack: up. Dagster UI http://127.0.0.1:$(setting DAGSTER_WEBSERVER_PORT 3000)," \
+         "Bento service http://localhost:$(setting MLOPS_BENTO_PORT 3001)"
 }
 
 down() {
