@@ -139,3 +139,14 @@ def dev_server(serving_world: ServingWorld, tmp_path_factory: pytest.TempPathFac
     make_production(serving_world, "v1", "dev server start")
     with serve_bento(SERVICE_TARGET, serving_world.home, log, env=env) as url:
         yield url
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    """A PNG of one decoded (1, H, W) uint8 image, as a client uploads it."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(pixels[0]).save(buffer, format="PNG")
+    return buffer.getvalue()

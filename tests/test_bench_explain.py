@@ -3,15 +3,10 @@ real server, tiny durations). No time is asserted."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 from benchmarks import bench_explain as bench
+from testkit.bench_smoke import smoke_report
 
 
 def level(rps: float, non_2xx: int = 0) -> dict[str, float]:
@@ -37,17 +32,7 @@ def test_the_report_compares_classify_alone_and_with_explanations_against_the_go
 
 @pytest.mark.slow
 def test_the_explain_benchmark_runs_in_smoke_mode_and_writes_a_well_formed_report(tmp_path):
-    if shutil.which("wrk") is None:
-        if os.environ.get("CI"):
-            pytest.fail("wrk is not installed (make bench-deps); CI must run the explain benchmark's smoke mode")
-        pytest.skip("wrk is not installed (make bench-deps)")
-    root = Path(__file__).resolve().parents[1]
-    report = tmp_path / "explain.md"
-    done = subprocess.run([sys.executable, "-m", "benchmarks.bench_explain", "--smoke", "--report", str(report)],
-                          cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, text=True,
-                          timeout=900)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    text = report.read_text()
+    text = smoke_report("benchmarks.bench_explain", tmp_path / "explain.md", timeout_s=900)
     assert text.startswith("## Explanations (`/explain`)")
     (row,) = [line.split("|")[1:-1] for line in text.splitlines() if line.startswith("| 1×8×8")]
     p50, p95, n, alone, loaded, ratio = (float(cell) for cell in row[1:7])

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from benchmarks import bench_serving as bench
+from testkit.bench_smoke import smoke_report
 
 WRK_WITH_ERRORS = """\
 Running 8s test @ http://127.0.0.1:40123/classify
@@ -148,23 +149,7 @@ def test_handrolled_validation_matches_the_service_essentials():
 def test_the_serving_benchmark_runs_in_smoke_mode_and_writes_a_well_formed_report(tmp_path):
     """`make bench`'s serving benchmark, with tiny durations: it runs every server (hand-rolled peer, BentoML
     floor, our service), and its report has every row with numbers. No time is asserted."""
-    import os
-    import shutil
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    if shutil.which("wrk") is None:
-        if os.environ.get("CI"):
-            pytest.fail("wrk is not installed (make bench-deps); CI must run the serving benchmark's smoke mode")
-        pytest.skip("wrk is not installed (make bench-deps)")
-    root = Path(__file__).resolve().parents[1]
-    report = tmp_path / "serving.md"
-    done = subprocess.run([sys.executable, "-m", "benchmarks.bench_serving", "--smoke", "--report", str(report)],
-                          cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, text=True,
-                          timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    text = report.read_text()
+    text = smoke_report("benchmarks.bench_serving", tmp_path / "serving.md", timeout_s=600)
     assert text.startswith("## Serving")
     rows = [line.split("|")[1:-1] for line in text.splitlines() if line.startswith("| ") and " c=" in line]
     servers = {row[0].strip().split(" `")[0] for row in rows}

@@ -28,18 +28,10 @@ from resources.model_registry import ModelRegistryResource
 from resources.service_auth import ServiceAuth
 from testkit.release_tests import record_release_test_without_a_bento
 from tests import serving_fixtures
-from tests.serving_fixtures import MODEL_NAME, make_production, register, wait_for_version
+from tests.serving_fixtures import MODEL_NAME, make_production, png_bytes, register, wait_for_version
 
 serving_world = serving_fixtures.serving_world
 dev_server = serving_fixtures.dev_server
-
-
-def png_bytes(pixels: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(pixels[0]).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 # -- the running service ----------------------------------------------------------------------------

@@ -19,17 +19,11 @@ from mlops_assets.core.model import explain
 from mlops_assets.core.model.onnx_model import predict_labels
 from testkit.fixtures import png_header_only
 from tests import serving_fixtures
-from tests.serving_fixtures import make_production, register, wait_for_version
+from tests.serving_fixtures import make_production, png_bytes, register, wait_for_version
 
 pytestmark = pytest.mark.slow
 serving_world = serving_fixtures.serving_world
 dev_server = serving_fixtures.dev_server
-
-
-def png_bytes(pixels: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels[0]).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def local_map(world, version: str, image: np.ndarray, target: int | None = None) -> explain.Explanation:
