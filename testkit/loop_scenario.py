@@ -6,17 +6,17 @@ closes in minutes rather than hours. Steps:
 
 1. digits exported as an image folder; build_job on it; reference_profile of the production model;
 2. the Bento service started for real; clean test-split traffic in one window;
-3. inverted (drifted) traffic in the next window: a harmful drift (the model's accuracy on inverted digits is
-   about 0), but this small model stays confident on it: measured, the ATC estimate reads 0.94 against 0.99
-   (−4.6 points), short of the default harm trigger's 5, so under the default policy the loop does not close
-   yet (issue 35, open; see docs/drift-decision.md);
+3. blurred (drifted) traffic in the next window: a harmful drift the model's own confidence shows, so the
+   default policy (the harm trigger: accuracy estimated without labels, ATC, at least 5 points below
+   validation) sees it (inverted digits would not: the model stays sure of itself on them;
+   docs/drift-decision.md);
 4. both windows profiled; the drift sensor skips the clean window, and skips the drifted one too
-   (alerting a person) because the labelled source has nothing new; inverted labelled images then
+   (alerting a person) because the labelled source has nothing new; blurred labelled images then
    arrive, and the next tick asks for exactly one retraining run, and nothing more when evaluated again;
 5. retrain_job run with the sensor's tags; the retrained model is better on the drifted data, so the
    gate promotes it, and the running service follows the pointer;
 6. the true labels of both windows' predictions, sent to the service's ``/feedback`` as they were served, give
-   ``production_performance`` per window: the first model's accuracy fell on the inverted traffic, and
+   ``production_performance`` per window: the first model's accuracy fell on the blurred traffic, and
    ``performance_alert_sensor`` alerts a person about that window once.
 
 The service runs with access control on (a token in its environment); every request sends the token.
@@ -38,6 +38,7 @@ from pathlib import Path
 import httpx
 
 FAST_TRAINING = {"learning_rates": [3e-3], "hidden": [16], "epochs": [15]}
+DRIFT = "blur"  # the loop demo's drift (mlops_assets/tools/loop_demo.py)
 
 
 def log(message: str) -> None:
@@ -117,11 +118,11 @@ def main(root: Path) -> dict:
 
             drift_window = clean_window + timedelta(minutes=1)
             wait_until(drift_window + timedelta(seconds=1))
-            log(f"inverted traffic in window {drift_window:%H:%M}")
+            log(f"blurred traffic in window {drift_window:%H:%M}")
             phases: dict[str, float] = {}
             onset = time.monotonic()
-            inverted, _ = apply_drift(test_images, test_labels, "invert")
-            drifted = send_traffic(url, inverted, token=token)
+            blurred, _ = apply_drift(test_images, test_labels, DRIFT)
+            drifted = send_traffic(url, blurred, token=token)
             assert drifted["failed_requests"] == 0, drifted
             stats = wait_for_log(client, clean["images_sent"] + drifted["images_sent"])
             summary["log"] = stats
@@ -156,9 +157,9 @@ def main(root: Path) -> dict:
                 tick(key)
                 phases["sensor_tick"] = time.monotonic() - started
             # drift, but nothing new to learn from: the sensor skips and alerts a person
-            log("drift seen; now inverted labelled images arrive in the source")
-            new_images, new_labels = apply_drift(digits.images[:600], digits.labels[:600], "invert")
-            write_labelled_images(folder, new_images, new_labels, digits.class_names, "inverted")
+            log("drift seen; now blurred labelled images arrive in the source")
+            new_images, new_labels = apply_drift(digits.images[:600], digits.labels[:600], DRIFT)
+            write_labelled_images(folder, new_images, new_labels, digits.class_names, "blurred")
             result = tick("labelled data arrived")
             tick("re-evaluation")
             summary["ticks"] = ticks

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from mlops_assets.automation import drift_sensor
+from mlops_assets.core.common import settings
 from mlops_assets.core.data.features import image_features, with_predictions
 from mlops_assets.core.monitoring.drift import profile_frame
 from mlops_assets.core.monitoring.output_reference import (
@@ -62,8 +63,9 @@ def test_the_trigger_policy_is_validated_where_it_is_used():
         TriggerPolicy("pixels")
     with pytest.raises(ValueError, match="MLOPS_HARM_POINTS"):
         TriggerPolicy("harm", 0.0)
-    # pixel stays the default until the loop demo's drift is one the estimate sees (issue 35, docs/drift-decision.md)
-    assert DriftPolicy().decision_policy().trigger == TriggerPolicy("pixel", 5.0)
+    # harm is the default: the setting, the resource the sensor and drift_report read, and the pure policy
+    assert settings.default_value(settings.RETRAIN_TRIGGER) == "harm"
+    assert DriftPolicy().decision_policy().trigger == TriggerPolicy("harm", 5.0) == TriggerPolicy()
 
 
 @pytest.fixture(scope="module")
@@ -130,14 +132,15 @@ def make_world(tmp_path, digits, with_record: bool):
         "artifact_store": store,
         "model_registry": registry,
         "dataset_source": source,
-        "drift_policy": DriftPolicy(retrain_trigger="harm"),
+        "drift_policy": DriftPolicy(),  # the default policy: the harm trigger
         "alert_sink": AlertSink(file=str(tmp_path / "alerts.jsonl")),
     }
     return add_window, resources
 
 
 def tick(resources, **policy) -> dg.SensorResult:
-    resources = {**resources, "drift_policy": DriftPolicy(**{"retrain_trigger": "harm", **policy})}
+    """One drift-sensor tick under the default drift policy, or with ``policy``'s fields changed."""
+    resources = {**resources, "drift_policy": DriftPolicy(**policy)}
     with dg.DagsterInstance.ephemeral() as instance:
         context = dg.build_sensor_context(instance=instance, resources=resources)
         result = drift_sensor(context)
@@ -149,7 +152,9 @@ def record(result) -> dict:
     return {k: v.value for k, v in result.asset_events[-1].metadata.items()}
 
 
-def test_a_harmless_shift_retrains_only_under_the_pixel_policy(tmp_path, digits):
+def test_a_harmless_shift_launches_no_retrain_under_the_default_policy_but_does_under_the_pixel_policy(
+    tmp_path, digits
+):
     """Brightness moves every pixel statistic, but the model stays as sure of itself as on validation."""
     add_window, resources = make_world(tmp_path, digits, with_record=True)
     add_window(0, "brightness", confident(300, 10))
@@ -164,9 +169,12 @@ def test_a_harmless_shift_retrains_only_under_the_pixel_policy(tmp_path, digits)
     assert {"confidence_ks_p_value", "class_mix_p_value", "drift_share"} <= set(shown)
     pixel = tick(resources, retrain_trigger="pixel")
     assert len(pixel.run_requests) == 1 and pixel.run_requests[0].tags["mlops/retrain_signal"] == "pixel"
+    assert "→ retrain (pixel trigger)" in record(pixel)["decision"]  # the reason names the signal that decided
 
 
-def test_a_harmful_shift_retrains_under_both_policies_and_says_which_signal_decided(tmp_path, digits):
+def test_a_harmful_shift_launches_under_the_default_and_the_pixel_policy_and_says_which_signal_decided(
+    tmp_path, digits
+):
     add_window, resources = make_world(tmp_path, digits, with_record=True)
     add_window(0, "brightness", np.random.default_rng(11).uniform(0.3, 0.9, 300))  # the model is lost
     default = tick(resources)

@@ -1,10 +1,11 @@
 """`make loop-demo` closes the loop on the real daemon, and Ctrl-C leaves nothing running.
 
-The demo builds, starts the webserver, the daemon and the service, sends clean then drifted traffic with
-new labelled images; the daemon's profiling sensor profiles both windows, its drift sensor skips the clean
-one (with the reason) and launches retrain_job for the drifted one; the gate promotes the retrained model
-and the service serves it. Run with ``--linger``, then interrupted as a terminal would (SIGINT to its
-process group), so the same run also shows that no process of the stack survives.
+The demo builds, starts the webserver, the daemon and the service, sends clean then drifted (blurred) traffic
+with new labelled images; the daemon's profiling sensor profiles both windows, its drift sensor skips the clean
+one (with the reason) and launches retrain_job for the drifted one under the default policy (the harm
+trigger); the gate promotes the retrained model and the service serves it. Run with ``--linger``, then
+interrupted as a terminal would (SIGINT to its process group), so the same run also shows that no process of
+the stack survives.
 """
 
 from __future__ import annotations
@@ -96,7 +97,13 @@ def test_the_loop_demo_closes_the_loop_on_the_real_daemon_and_stops_everything(t
     assert "drift share" in output and "< 0.30" in output
     tags = summary["retrain_run"]["tags"]
     assert tags["dagster/sensor_name"] == "drift_sensor" and tags["mlops/trigger"] == "drift"
-    assert tags["mlops/retrain_signal"] == "pixel" and "signal that decided: pixel" in output  # the default trigger
+    # the default trigger (harm) decided, and the demo says so, with the sensor's sentence on the drifted window
+    assert tags["mlops/retrain_signal"] == "harm" and "signal that decided: harm" in output
+    decision = summary["retrain_decision"]
+    assert decision.startswith("estimated accuracy") and "(ATC) vs" in decision, decision
+    assert "→ retrain (harm trigger)" in decision and "pixel drift share" in decision, decision
+    assert f"the drift sensor's decision on the drifted window: {decision}" in output
+    assert "→ no retrain (harm trigger)" in output  # the clean window's skip, under the same signal
     assert tags["mlops/run_config"].endswith("training-run-config.yaml")  # the demo's one-trial search
     gate = summary["gate"]
     assert gate["promoted"], gate

@@ -35,9 +35,11 @@ def test_drift_closes_the_loop(tmp_path):
     assert again["run_keys"] == [] and again["skip"]
     assert summary["log"]["dropped"] == 0
     assert summary["run_tags"]["mlops/trigger"] == "drift"
-    # the pixel trigger (the default, docs/drift-decision.md) decided; the label-free estimate is shown as context
-    assert summary["run_tags"]["mlops/retrain_signal"] == "pixel"
-    assert "→ retrain (pixel trigger)" in drifted["skip"] and "(ATC)" in drifted["skip"]
+    # the harm trigger (the default, docs/drift-decision.md) decided: the accuracy estimated without labels fell
+    # at least 5 points below validation; the pixel drift share is shown as context
+    assert summary["run_tags"]["mlops/retrain_signal"] == "harm"
+    assert "→ retrain (harm trigger)" in drifted["skip"] and "(ATC)" in drifted["skip"]
+    assert "pixel drift share" in drifted["skip"] and "→ no retrain (harm trigger)" in clean["skip"]
     assert summary["retrain_success"]
     # the retrained model is better on the drifted data: promoted, and the running service serves it
     assert summary["promoted"], summary["gate_reason"]
@@ -45,7 +47,7 @@ def test_drift_closes_the_loop(tmp_path):
     assert summary["production_after"] != summary["first_production"]
     assert summary["served_after"] == summary["production_after"]
     # every prediction was labelled through the service's /feedback (with its token); the first model's accuracy
-    # on the labelled inverted traffic is measured per window, and a person is alerted about it once
+    # on the labelled blurred traffic is measured per window, and a person is alerted about it once
     assert [f["accepted"] for f in summary["feedback"]] == [300, 300]
     assert not any(f["refused"] for f in summary["feedback"])
     performance = summary["performance"]

@@ -1,4 +1,8 @@
-"""The drift sensor's cursor logic and the run-failure alert, on a real (ephemeral) Dagster instance."""
+"""The drift sensor's cursor logic and the run-failure alert, on a real (ephemeral) Dagster instance.
+
+Production carries its validation record (as registration stores it), so the default policy (the harm trigger)
+decides: clean windows keep the model as sure of itself as on validation, drifted ones do not. The tests of the
+pixel rule's own figures set ``retrain_trigger="pixel"``; tests/test_harm_trigger.py compares the two."""
 
 import json
 from datetime import UTC, datetime, timedelta
@@ -11,6 +15,7 @@ import pytest
 from mlops_assets.automation import drift_sensor
 from mlops_assets.core.data.features import image_features, with_predictions
 from mlops_assets.core.monitoring.drift import profile_frame
+from mlops_assets.core.monitoring.output_reference import OUTPUT_REFERENCE_KEY, fit_output_reference
 from mlops_assets.core.monitoring.profile_layout import reference_version, window_version
 from mlops_assets.core.monitoring.retrain_decision import DriftCursor
 from mlops_assets.definitions import defs
@@ -43,6 +48,14 @@ def frame(dataset, idx, drift="none", seed=0):
     return with_predictions(image_features(images), [str(v) for v in labels], confidence)
 
 
+def validation_record() -> dict:
+    """The validation outputs registration stores: 96 % right, as sure of itself as on clean traffic."""
+    rng = np.random.default_rng(1)
+    record = fit_output_reference(rng.uniform(0.85, 1.0, 250), [str(v % 10) for v in range(250)],
+                                  np.arange(250) < 240)
+    return record.as_dict()
+
+
 def register_model(registry: ModelRegistryResource, version: str, source: DatasetSource, root) -> None:
     """A registered production version trained on what ``source`` holds now (the sensor never loads it)."""
     onnx = root / f"{version}.onnx"
@@ -50,7 +63,8 @@ def register_model(registry: ModelRegistryResource, version: str, source: Datase
     registry.registry().register(
         onnx, version,
         labels={"dataset_version": f"dataset-{version}", "source_fingerprint": source.fingerprint()},
-        metadata={"class_names": ["a", "b"], "spec": {"height": 8, "width": 8, "channels": 1}},
+        metadata={"class_names": ["a", "b"], "spec": {"height": 8, "width": 8, "channels": 1},
+                  OUTPUT_REFERENCE_KEY: validation_record()},
     )
     record_release_test_without_a_bento(registry.registry(), version)
     registry.registry().promote(version, reason="test setup", actor="test")
@@ -116,8 +130,13 @@ def test_clean_window_is_a_skip_with_a_readable_reason_and_advances_the_cursor(w
     add_window(0)
     with dg.DagsterInstance.ephemeral() as instance:
         result = tick(resources, instance)
-    assert skip_text(result).startswith("drift share 0.00 < 0.30 on window 2026-11-22T10")
-    assert DriftCursor.parse(result.cursor).window == "window-20261122T1000"
+        reason = skip_text(result)
+        assert reason.startswith("estimated accuracy 0.9") and "(ATC) vs 0.96 at registration" in reason
+        assert "< 5 → no retrain (harm trigger) on window 2026-11-22T10; pixel drift share 0.00 < 0.30" in reason
+        assert DriftCursor.parse(result.cursor).window == "window-20261122T1000"
+        pixel = tick(with_policy(resources, retrain_trigger="pixel"), instance)
+    assert skip_text(pixel).startswith("drift share 0.00 < 0.30 on window 2026-11-22T10")
+    assert "→ no retrain (pixel trigger)" in skip_text(pixel)
 
 
 def test_every_judged_window_is_recorded_as_drift_reports_materialization(world):
@@ -210,7 +229,8 @@ def test_cooldown_after_a_drift_run_then_disabled(world):
         new_labelled_data(resources)
         cooled = tick(resources, instance, cursor)
         reason = skip_text(cooled)
-        assert "≥ 0.30 on window 2026-11-22T11" in reason and "run eeeeeeee was launched 0.0 h ago" in reason
+        assert "→ retrain (harm trigger) on window 2026-11-22T11" in reason
+        assert "run eeeeeeee was launched 0.0 h ago" in reason
         assert DriftCursor.parse(cooled.cursor).window == "window-20261122T1100"
         assert len(tick(with_policy(resources, cooldown_hours=0), instance, cursor).run_requests) == 1
 
@@ -229,8 +249,10 @@ def test_thresholds_come_from_the_drift_policy_resource(world):
     _, _, add_window, resources = world
     add_window(0, "brightness")
     with dg.DagsterInstance.ephemeral() as instance:
-        result = tick(with_policy(resources, drift_share=1.0), instance)
-    assert " < 1.00 on window 2026-11-22T10" in skip_text(result)
+        pixel = tick(with_policy(resources, retrain_trigger="pixel", drift_share=1.0), instance)
+        harm = tick(with_policy(resources, harm_points=100.0), instance)
+    assert " < 1.00 on window 2026-11-22T10" in skip_text(pixel)
+    assert "< 100 → no retrain (harm trigger)" in skip_text(harm)
 
 
 def test_missing_model_is_a_skip(world, tmp_path):
@@ -267,7 +289,8 @@ def test_a_production_version_without_a_reference_gets_one_and_a_long_blind_spel
         assert len(alerts(resources)) == 1 and again.run_requests  # alerted once per blind spell
         store.profiles().publish(reference_version("v2"), store.profiles().read(reference_version(MODEL)), {})
         judged = tick(resources, instance, again.cursor)
-        assert skip_text(judged).startswith("drift share") and DriftCursor.parse(judged.cursor).blind_since is None
+        assert skip_text(judged).startswith("estimated accuracy")
+        assert DriftCursor.parse(judged.cursor).blind_since is None
 
 
 def alerts(resources) -> list[dict]:
@@ -284,7 +307,7 @@ def test_drift_without_new_labelled_data_skips_and_alerts_once_per_episode(world
         add_window(1, "invert")
         first = tick(resources, instance, cursor)
         reason = skip_text(first)
-        assert reason.startswith("drift share") and "on window 2026-11-22T11" in reason
+        assert reason.startswith("estimated accuracy") and "→ retrain (harm trigger) on window 2026-11-22T11" in reason
         assert "no new labelled data since dataset version dataset-v1" in reason and "a person was alerted" in reason
         assert [a["kind"] for a in alerts(resources)] == ["drift_without_new_data"]
         assert "Label recent production images" in alerts(resources)[0]["text"]

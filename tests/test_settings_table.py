@@ -145,7 +145,7 @@ SET = {  # a value for every wired variable, unlike its default
     settings.RETRAIN_REQUIRES_NEW_DATA: "0",
     settings.DRIFT_BLIND_ALERT_MINUTES: "5",
     settings.RETRAIN_RUN_CONFIG: "/tmp/r.yaml",
-    settings.RETRAIN_TRIGGER: "harm",
+    settings.RETRAIN_TRIGGER: "pixel",
     settings.HARM_POINTS: "7",
     settings.PERF_MIN_ACCURACY: "0.5",
     settings.PERF_MAX_RECALL_GAP: "0.5",

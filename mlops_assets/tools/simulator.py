@@ -33,7 +33,7 @@ import numpy as np
 
 from mlops_assets.core.data.images import to_training_scale
 
-DRIFT_KINDS = ("none", "brightness", "noise", "rotation", "invert", "class_prior")
+DRIFT_KINDS = ("none", "brightness", "noise", "rotation", "invert", "blur", "class_prior")
 PREDICT_PATH = "/classify"
 FEEDBACK_PATH = "/feedback"
 
@@ -70,8 +70,14 @@ def apply_drift(
     """Drifted copies of uint8 N×C×H×W ``images`` (and their labels), still uint8.
 
     ``brightness`` adds 0.25·severity of full scale; ``noise`` adds Gaussian noise of σ 0.15·severity;
-    ``rotation`` rotates by ±25°·severity; ``invert`` swaps dark and light; ``class_prior`` resamples
-    the batch so that a third of the classes make up 90 % of it.
+    ``rotation`` rotates by ±25°·severity; ``invert`` swaps dark and light; ``blur`` smooths each image with a
+    Gaussian of σ 2.5·severity pixels (on the 8×8 digits: a camera badly out of focus); ``class_prior``
+    resamples the batch so that a third of the classes make up 90 % of it.
+
+    Inversion and blur both cost the digits model most of its accuracy, but it stays sure of itself on
+    inverted digits, so its label-free accuracy estimate (ATC, the harm trigger's signal) hardly moves; on
+    blurred digits its confidence falls with its accuracy, so the harm trigger sees the harm (the loop demo's
+    drift; docs/drift-decision.md).
     """
     rng = np.random.default_rng(seed)
     x = images.astype(np.float32) / 255.0
@@ -90,6 +96,10 @@ def apply_drift(
                       for img, angle in zip(x, angles, strict=True)])
     elif kind == "invert":
         x = 1.0 - x
+    elif kind == "blur":
+        from scipy.ndimage import gaussian_filter
+
+        x = gaussian_filter(x, sigma=(0, 0, 2.5 * severity, 2.5 * severity))
     elif kind == "class_prior":
         classes = np.unique(y)
         favoured = classes[: max(1, len(classes) // 3)]

@@ -76,9 +76,9 @@ DRIFT_COOLDOWN_HOURS = define("MLOPS_DRIFT_COOLDOWN_HOURS", float, "6", "no drif
                               "of the last one (0: no cooldown)")
 DRIFT_BLIND_ALERT_MINUTES = define("MLOPS_DRIFT_BLIND_ALERT_MINUTES", float, "30", "windows unjudged for lack of "
                                    "the production model's reference longer than this: a person is alerted once")
-RETRAIN_TRIGGER = define("MLOPS_RETRAIN_TRIGGER", str, "pixel", "which signal launches a drift retraining: pixel "
-                         "(the drift share at its threshold) or harm (the label-free accuracy estimate at least "
-                         "MLOPS_HARM_POINTS below the version's validation accuracy)")
+RETRAIN_TRIGGER = define("MLOPS_RETRAIN_TRIGGER", str, "harm", "which signal launches a drift retraining: harm "
+                         "(the label-free accuracy estimate at least MLOPS_HARM_POINTS below the version's "
+                         "validation accuracy) or pixel (the drift share at its threshold)")
 HARM_POINTS = define("MLOPS_HARM_POINTS", float, "5", "the harm trigger's margin, in accuracy percentage points")
 RETRAIN_REQUIRES_NEW_DATA = define("MLOPS_RETRAIN_REQUIRES_NEW_DATA", bool, "1", "drift retrains only when the "
                                    "labelled source changed since production was trained (0: on every drift)")

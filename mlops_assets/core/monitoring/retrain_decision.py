@@ -2,13 +2,12 @@
 
 Two triggers (``MLOPS_RETRAIN_TRIGGER``):
 
-- ``harm``: retrain when the accuracy estimated without labels (ATC, from the model's own
+- ``harm`` (the default): retrain when the accuracy estimated without labels (ATC, from the model's own
   confidences) is at least ``harm_points`` percentage points (``MLOPS_HARM_POINTS``, default 5) below the
   production version's validation accuracy. Pixel drift is reported beside it as context, and decides
   nothing: a brightness change the model shrugs off launches no retraining.
-- ``pixel`` (the default until the loop demo's drift is one the estimate sees; docs/drift-decision.md): retrain
-  when the whylogs drift share of the window reaches its threshold (the monitor's behaviour before the harm
-  trigger).
+- ``pixel``: retrain when the whylogs drift share of the window reaches its threshold (the monitor's behaviour
+  before the harm trigger; it also retrains on shifts the model shrugs off, docs/drift-decision.md).
 
 A production version registered before the validation record existed has no output reference: the harm
 trigger cannot judge it, so the pixel policy decides, and the reason says so. The tick's decision
