@@ -188,3 +188,25 @@ def test_a_release_to_shadow_is_an_outcome_of_the_gate_not_a_failure():
             tag="clf:v2", version="v2", promoted=False, production_version="v1", awaiting_approval=awaiting,
             in_shadow=True, reason="in shadow beside production v1 (release policy: shadow first): better"))
         assert result.passed and result.metadata["outcome"].value == outcome
+
+
+def test_shadow_model_job_sets_and_clears_the_shadow_and_fails_with_the_registry_s_refusal(registry):
+    import dagster as dg
+
+    from mlops_assets.automation import shadow_model_job
+    from resources.model_registry import ModelRegistryResource
+
+    resources = {"model_registry": ModelRegistryResource(home=str(registry.home), model_name="clf")}
+
+    def run(**config):
+        return shadow_model_job.execute_in_process(
+            resources=resources, instance=dg.DagsterInstance.ephemeral(), raise_on_error=False,
+            run_config={"ops": {"set_shadow_slot": {"config": config}}})
+
+    assert run(version="v1", reason="challenger").success and registry.shadow_version() == "v1"
+    assert registry.events()[-1]["actor"].startswith("dagster run ")
+    refused = run(version="shapes", reason="try")
+    assert not refused.success and registry.shadow_version() == "v1"
+    failure = next(e for e in refused.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "classes differ" in failure.event_specific_data.error.message
+    assert run(clear=True, reason="done").success and registry.shadow_version() is None
