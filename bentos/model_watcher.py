@@ -5,7 +5,8 @@ same class with another name. A swap builds and warms the new onnxruntime sessio
 reference, so a request uses the session it started with. A version that cannot be loaded, or whose signature
 (classes, input geometry) differs from the API this process serves, is refused: the old model keeps serving (or,
 while none is served yet, the 503s go on) and ``/model`` says why. With no model served yet, the first version of
-the served signature put in the slot is adopted the same way.
+the served signature put in the slot is adopted the same way. The production slot is never emptied by the
+registry; another slot is (a shadow cleared), and then its watcher stops serving from it.
 """
 
 from __future__ import annotations
@@ -86,6 +87,13 @@ class SlotWatcher:
             logger.error("%s slot unreadable, %s: %s", self.slot, self._serving(), exc)
             return
         if version is None:
+            self.slot_version = None
+            active = self.service.active
+            if self.slot != PRODUCTION_SLOT and active is not None:
+                self.service.active = None
+                self.service.swaps += 1
+                self.error = None
+                logger.info("the %s slot is empty: stopped serving %s from it", self.slot, active.tag)
             return
         self.slot_version = version.version
         active = self.service.active

@@ -53,6 +53,7 @@ from __future__ import annotations
 import base64
 import logging
 import os
+from collections.abc import Callable
 from datetime import UTC, datetime
 from http import HTTPStatus
 from pathlib import Path
@@ -69,6 +70,7 @@ from bentos.openapi import api_document
 from bentos.request_guard import ApiRefusal, RequestGuard, error_body
 from bentos.served_model import LoadedModel, load_model
 from bentos.serving_config import ServingConfig
+from bentos.shadow_mirror import Answer, MirroredRequest, ShadowMirror
 from bentos.status_reporter import StatusReporter
 from bentos.uploads import decode_upload
 from bentos.validation import (
@@ -84,6 +86,7 @@ from mlops_assets.core.common.memory import freeze_startup_heap, heap_stats
 from mlops_assets.core.data.images import ImageDecodeError, ImageTooLargeError, to_training_scale
 from mlops_assets.core.model import explain as explanations
 from mlops_assets.core.model.ood import OOD_FLAG_DOC, OOD_REASON_DOC, OOD_SCORE_DOC
+from mlops_assets.core.registry.model_versions import SHADOW_SLOT
 from mlops_assets.core.serving.feedback import (
     DuplicateFeedback,
     FeedbackItem,
@@ -91,6 +94,7 @@ from mlops_assets.core.serving.feedback import (
     UnknownClass,
     UnknownPrediction,
 )
+from mlops_assets.core.serving.inference_log import LOG_KIND, SHADOW_KIND
 from mlops_assets.core.serving.inference_log_writer import InferenceLogWriter
 from mlops_assets.core.serving.prediction_ids import new_prediction_ids
 from mlops_assets.core.serving.serving_status import status_path
@@ -129,28 +133,52 @@ class Prediction(BaseModel):
 
 
 def predict(model: LoadedModel, images, log: InferenceLogWriter | None,
-            original_sizes: list[tuple[int, int]] | None = None) -> list[Prediction]:
+            original_sizes: list[tuple[int, int]] | None = None,
+            shadow: ShadowMirror | None = None) -> list[Prediction]:
     """One prediction per image, each with a new id that its inference log row carries too.
 
     The model only computes; what is logged is decided here, on the request path, under the answer's id (the
-    log's writer queues and never raises into this)."""
+    log's writer queues and never raises into this). A ``shadow`` is offered the same images (never waited on);
+    its answers are logged under the same ids as :data:`SHADOW_KIND` rows."""
     at = datetime.now(UTC)
     ids = new_prediction_ids(len(images), at)
-    probabilities, scores, ood = model.answer(images)
+    answer = model.answer(images)
+    probabilities, _, ood = answer
     labels = probabilities.argmax(1)
     names = [model.class_names[i] for i in labels]
     if log is not None:
-        import numpy as np
-
-        flags = np.array([np.nan if a.flagged is None else float(a.flagged) for a in ood])
-        log.log_images(images, names, probabilities.max(1), model.version, original_sizes, ids, at,
-                       np.column_stack([scores, flags]))
+        log_answer(log, model, images, answer, names, ids, at, original_sizes, LOG_KIND)
+    if shadow is not None:
+        shadow.offer(MirroredRequest(images, ids, at, original_sizes))
     return [
         Prediction(label=int(label), class_name=name, probabilities=[float(v) for v in p],
                    model_version=model.version, prediction_id=prediction_id,
                    ood_score=o.score, ood_flag=o.flagged, ood_reason=o.reason)
         for p, label, name, prediction_id, o in zip(probabilities, labels, names, ids, ood, strict=True)
     ]
+
+
+def log_answer(log: InferenceLogWriter, model: LoadedModel, images, answer: Answer, names: list[str],
+               ids: list[str], at: datetime, original_sizes, dataset: str) -> bool:
+    """Journal one model's answers to ``images`` under ``ids`` (the served answer's, for a shadow's too)."""
+    import numpy as np
+
+    probabilities, scores, ood = answer
+    flags = np.array([np.nan if a.flagged is None else float(a.flagged) for a in ood])
+    return log.log_images(images, names, probabilities.max(1), model.version, original_sizes, ids, at,
+                          np.column_stack([scores, flags]), dataset=dataset)
+
+
+def shadow_logger(log: InferenceLogWriter) -> Callable[[LoadedModel, MirroredRequest, Answer], bool]:
+    """What the shadow's thread does with its answer: log it beside the served one, under the same ids."""
+
+    def record(model: LoadedModel, request: MirroredRequest, answer: Answer) -> bool:
+        if not log_answer(log, model, request.images, answer, [model.class_names[i] for i in answer[0].argmax(1)],
+                          request.prediction_ids, request.at, request.original_sizes, SHADOW_KIND):
+            raise RuntimeError(f"the inference log dropped the shadow's answers: {log.stats().last_error}")
+        return True
+
+    return record
 
 
 class ExplainedPrediction(Prediction):
@@ -174,13 +202,14 @@ class ExplainedPrediction(Prediction):
 
 
 def explain_one(model: LoadedModel, image, target: int | None, log: InferenceLogWriter | None,
-                  original_size: tuple[int, int] | None = None) -> ExplainedPrediction:
+                original_size: tuple[int, int] | None = None,
+                shadow: ShadowMirror | None = None) -> ExplainedPrediction:
     """One (C, H, W) image's prediction (logged as any other, under its id) and its occlusion map, both from
     ``model``; a 409 naming the reason when this version's explanations did not pass their check."""
     refusal = model.explanation_refusal()
     if refusal is not None:
         raise ApiRefusal(HTTPStatus.CONFLICT, refusal)
-    prediction = predict(model, image[None], log, None if original_size is None else [original_size])[0]
+    prediction = predict(model, image[None], log, None if original_size is None else [original_size], shadow)[0]
     chosen = prediction.label if target is None else target
     result = model.explain(image, chosen)
     height, width = result.attribution.shape
@@ -220,6 +249,10 @@ class ModelInfo(BaseModel):
     production_version: str | None = Field(description="What the pointer named at the last check.")
     swap_error: str | None = Field(description="Why the pointer's version is not served, if it is not.")
     swaps: int
+    shadow: dict[str, Any] | None = Field(description=(
+        "The shadow (answers no client): slot_version (the registry's shadow slot), version (scoring now), "
+        "swap_error; per image mirrored (scored and logged), dropped (queue full), failed (it raised); queued "
+        "batches, last_error. Null when the service follows no slot or logs nothing."))
     inference_log: dict[str, Any] | None = Field(
         description="This worker's inference log counters (written, dropped, queued: journaled but not yet in "
                     "Parquet, recovered: rows of dead workers' journals it wrote, last_error); null when logging "
@@ -274,6 +307,14 @@ class ClassifierService:
         self.inference_log: InferenceLogWriter | None = None
         if self.config.inference_log:
             self.inference_log = InferenceLogWriter(self.config.artifact_root, keep_images=self.config.keep_images)
+        # the shadow slot, followed like production: its model scores the requests production answers
+        self.shadow: ShadowMirror | None = None
+        self.shadow_watcher: SlotWatcher | None = None
+        if self.follow and self.inference_log is not None:
+            self.shadow = ShadowMirror(shadow_logger(self.inference_log))
+            self.shadow_watcher = SlotWatcher(self.shadow, self.config.registry(), self.config.poll_seconds,
+                                              self.config.signature, SHADOW_SLOT)
+            self.shadow_watcher.start()
         self.feedback_store = FeedbackStore(self.config.artifact_root)
         self.explainer = Explainer()
         self.status_reporter = StatusReporter(self.status, status_path(self.config.artifact_root),
@@ -318,6 +359,10 @@ class ClassifierService:
     def _stop_background_work(self) -> None:
         if self.watcher is not None:
             self.watcher.stop()
+        if self.shadow_watcher is not None:
+            self.shadow_watcher.stop()
+        if self.shadow is not None:
+            self.shadow.close()
         if self.inference_log is not None:
             self.inference_log.close()
         self.explainer.close()
@@ -331,14 +376,14 @@ class ClassifierService:
     )
     def classify(self, images: ImageBatch) -> list[Prediction]:
         """Classify a batch of images already in the training scale; one prediction per image."""
-        return predict(self.serving(), images, self.inference_log)
+        return predict(self.serving(), images, self.inference_log, shadow=self.shadow)
 
     @bentoml.api
     def classify_image(self, image: Annotated[Path, Field(description="A PNG or JPEG file.")]) -> Prediction:
         """Classify one encoded image, decoded and scaled exactly as in training."""
         model = self.serving()
         pixels, size = self.decoded(Path(image))
-        return predict(model, to_training_scale(pixels)[None], self.inference_log, [size])[0]
+        return predict(model, to_training_scale(pixels)[None], self.inference_log, [size], self.shadow)[0]
 
     def decoded(self, upload: Path):
         """An upload's pixels and size before resizing; a 413 or 422 naming the image when it cannot be."""
@@ -353,7 +398,7 @@ class ClassifierService:
     async def explain(self, image: ExplainImage, target: Target = None) -> ExplainedPrediction:
         """Classify one image already in the training scale and map which pixels the decision rests on."""
         model = self.serving()  # the prediction and its map come from this one version, whatever swaps meanwhile
-        return await self.explainer.run(explain_one, model, image, target, self.inference_log)
+        return await self.explainer.run(explain_one, model, image, target, self.inference_log, None, self.shadow)
 
     @bentoml.api
     async def explain_image(self, image: Annotated[Path, Field(description="A PNG or JPEG file.")],
@@ -370,7 +415,7 @@ class ClassifierService:
 
         def decode_and_explain() -> ExplainedPrediction:
             pixels, size = self.decoded(Path(image))
-            return explain_one(model, to_training_scale(pixels), target, self.inference_log, size)
+            return explain_one(model, to_training_scale(pixels), target, self.inference_log, size, self.shadow)
 
         return await self.explainer.run(decode_and_explain)
 
@@ -423,6 +468,7 @@ class ClassifierService:
             production_version=self.watcher.slot_version if self.watcher else None,
             swap_error=self.watcher.error if self.watcher else None,
             swaps=self.swaps,
+            shadow=self.shadow.describe(self.shadow_watcher) if self.shadow and self.shadow_watcher else None,
             inference_log=vars(self.inference_log.stats()) if self.inference_log else None,
             worker_pid=os.getpid(),
             worker_heap=heap_stats(),

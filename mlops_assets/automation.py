@@ -10,6 +10,7 @@ import dagster as dg
 
 from mlops_assets.govern_stage.review import compare_candidate, review_candidate
 from mlops_assets.govern_stage.rollback import rollback_production
+from mlops_assets.govern_stage.shadow import set_shadow_slot
 from mlops_assets.monitor_stage.labelled_export import export_labelled_feedback
 from mlops_assets.run_tags import RUN_KIND_TAG
 from sensors.alerts import run_failure_alert
@@ -62,6 +63,17 @@ def rollback_job() -> None:
 )
 def review_model_job() -> None:
     review_candidate()
+
+
+@dg.job(
+    description=(
+        "Put a version in the registry's shadow slot (it scores the live requests beside production and answers no "
+        "client) or clear it; checked and recorded by the registry. Launchpad: version or clear, reason."
+    ),
+    tags={RUN_KIND_TAG: "release"},
+)
+def shadow_model_job() -> None:
+    set_shadow_slot()
 
 
 @dg.job(
@@ -138,8 +150,8 @@ weekly_rebuild_schedule = dg.ScheduleDefinition(
     description="Rebuild the model every Monday 03:00 UTC on whatever the image source holds then.",
 )
 
-JOBS = [build_job, deploy_job, rollback_job, review_model_job, compare_model_job, retrain_job, reference_profile_job,
-        profile_job, drift_report_job, performance_job, export_feedback_job]
+JOBS = [build_job, deploy_job, rollback_job, review_model_job, shadow_model_job, compare_model_job, retrain_job,
+        reference_profile_job, profile_job, drift_report_job, performance_job, export_feedback_job]
 SCHEDULES = [weekly_rebuild_schedule]
 SENSORS = [inference_profiling_sensor, drift_sensor, run_failure_alert, feedback_sensor, performance_alert_sensor,
            served_model_sensor]

@@ -70,5 +70,6 @@ class RegisteredModelRef:
     reason: str
     production_version: str | None
     awaiting_approval: bool = False  # cleared the gate; waits for a reviewer (MLOPS_REQUIRE_APPROVAL)
+    in_shadow: bool = False  # released to the shadow slot (MLOPS_RELEASE_POLICY=shadow), beside production
     release_pending: bool = False  # cleared the gate: production_release promotes it once its Bento passes its test
     allow_incompatible: bool = False  # the gate's explicit override of a signature change, carried to the release

@@ -34,7 +34,7 @@ WIRING: dict[str, tuple[type[dg.ConfigurableResource], dict[str, str]]] = {
     }),
     "model_registry": (ModelRegistryResource, {
         "home": settings.BENTOML_HOME, "model_name": settings.MODEL_NAME,
-        "require_approval": settings.REQUIRE_APPROVAL,
+        "require_approval": settings.REQUIRE_APPROVAL, "release_policy": settings.RELEASE_POLICY,
     }),
     "drift_policy": (DriftPolicy, {
         "drift_share": settings.DRIFT_SHARE, "p_value": settings.DRIFT_P_VALUE, "distance": settings.DRIFT_DISTANCE,

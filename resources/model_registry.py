@@ -7,6 +7,7 @@ from pydantic import Field
 
 from mlops_assets.core.common import settings
 from mlops_assets.core.registry.registry import ModelRegistry
+from mlops_assets.core.registry.release_rules import release_to_shadow
 
 
 class ModelRegistryResource(dg.ConfigurableResource):
@@ -25,6 +26,20 @@ class ModelRegistryResource(dg.ConfigurableResource):
             "the store."
         ),
     )
+
+    release_policy: str = Field(
+        default=settings.default_value(settings.RELEASE_POLICY),
+        description=(
+            "Where the gate's yes sends a version once its release test passed (MLOPS_RELEASE_POLICY): "
+            "'production' (straight in, the default) or 'shadow' (the shadow slot first, beside production: it "
+            "scores the live requests and answers no client; promoting or approving it releases it). With no "
+            "production yet there is nothing to shadow and the version is promoted."
+        ),
+    )
+
+    def release_to_shadow(self) -> bool:
+        """Whether the release step puts the gate's yes in the shadow slot (refuses an unknown policy)."""
+        return release_to_shadow(self.release_policy)
 
     def registry(self) -> ModelRegistry:
         return ModelRegistry(self.home, self.model_name, require_approval=self.require_approval)

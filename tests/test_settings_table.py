@@ -137,6 +137,7 @@ SET = {  # a value for every wired variable, unlike its default
     settings.MAX_IMAGE_PIXELS: "1000",
     settings.DECODE_WORKERS: "2",
     settings.REQUIRE_APPROVAL: "1",
+    settings.RELEASE_POLICY: "shadow",
     settings.DRIFT_SHARE: "0.5",
     settings.DRIFT_P_VALUE: "0.01",
     settings.DRIFT_DISTANCE: "0.2",

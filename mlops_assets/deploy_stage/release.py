@@ -3,7 +3,8 @@
 ``production_release`` runs only once ``bento_application_test`` (blocking) passed against the Bento of the
 version the gate passed: promotion is the last step, so no traffic reaches a version before its Bento was built
 and answered its test split correctly. The registry enforces the same rule on every other path (CLI promote,
-approve, reinstate, rollback): it refuses a version without a passed release test.
+approve, reinstate, rollback): it refuses a version without a passed release test. With the release policy
+``shadow`` (MLOPS_RELEASE_POLICY) the gate's yes goes to the shadow slot instead, beside production.
 """
 
 import dagster as dg
@@ -44,7 +45,8 @@ def production_release(
         )
     else:
         promoted, reason = registry.release(
-            version, registered_model.reason, f"dagster run {context.run_id}", registered_model.allow_incompatible
+            version, registered_model.reason, f"dagster run {context.run_id}", registered_model.allow_incompatible,
+            to_shadow=model_registry.release_to_shadow(),
         )
     after = registry.production_version()
     test = registry.release_test(version) or {}
@@ -57,6 +59,7 @@ def production_release(
             reason=reason,
             production_version=after,
             awaiting_approval=any(v.version == version for v in registry.awaiting_approval()),
+            in_shadow=registry.shadow_version() == version,
         ),
         metadata={
             "promoted": promoted,
@@ -69,6 +72,8 @@ def production_release(
             else "none",
             "production_version": after or "none",
             "previous_production_version": before or "none",
+            "shadow_version": registry.shadow_version() or "none",
+            "release_policy": model_registry.release_policy,
         },
     )
 
@@ -77,9 +82,12 @@ STALE_COMPARISON = "production changed to "  # the one reason the gate did not j
 
 
 def gate_outcome(decision: RegisteredModelRef) -> str:
-    """The gate's decision in words: promoted, awaiting approval, kept as a candidate, or not judged."""
+    """The gate's decision in words: promoted, in shadow (awaiting approval), awaiting approval, kept as a candidate,
+    or not judged."""
     if decision.promoted:
         return "promoted"
+    if decision.in_shadow:
+        return "in shadow, awaiting approval" if decision.awaiting_approval else "in shadow"
     if decision.awaiting_approval:
         return "awaiting approval"
     if decision.reason.startswith(STALE_COMPARISON):
@@ -90,10 +98,10 @@ def gate_outcome(decision: RegisteredModelRef) -> str:
 @dg.asset_check(
     asset=production_release,
     description=(
-        "The release's outcome for this version: promoted, awaiting approval (a reviewer decides) or kept as a "
-        "candidate (below the floor, or worse than production), each with the gate's reason and each a normal "
-        "outcome of the gate, so it passes. Fails (as a warning) only when the gate could not judge the version: "
-        "production changed after evaluation_report compared with it."
+        "The release's outcome for this version: promoted, in shadow (the release policy shadow), awaiting "
+        "approval (a reviewer decides) or kept as a candidate (below the floor, or worse than production), each "
+        "with the gate's reason and each a normal outcome of the gate, so it passes. Fails (as a warning) only "
+        "when the gate could not judge the version: production changed after evaluation_report compared with it."
     ),
 )
 def promoted_to_production(production_release: RegisteredModelRef) -> dg.AssetCheckResult:

@@ -1,4 +1,4 @@
-"""`mlops-registry`: list model versions, promote one, roll back production, approve or reject a version.
+"""`mlops-registry`: list model versions, promote one, roll back production, approve or reject a version, set a shadow.
 
 Reads the same settings as Dagster and the Bento service (BENTOML_HOME, MLOPS_MODEL_NAME), so it acts on the
 registry they use. The rules (approval, rejection, withdrawal) are the registry's own: the approval policy is
@@ -69,7 +69,13 @@ def main(argv: list[str] | None = None) -> int:
     policy.add_argument("--require-approval", choices=["on", "off"], help="the new policy")
     policy.add_argument("--by", help="who changes it (required with --require-approval)")
     policy.add_argument("--reason", help="why (required with --require-approval)")
-    for command in (promote, rollback, approve, reinstate):
+    shadow = commands.add_parser(
+        "shadow", help="put VERSION in the shadow slot (it scores live requests, answers no client), --clear it, or "
+        "show it")
+    shadow.add_argument("version", nargs="?", help="the challenger (omitted: show the shadow)")
+    shadow.add_argument("--clear", action="store_true", help="empty the shadow slot")
+    shadow.add_argument("--reason", help="why, recorded in the history (required to set or clear)")
+    for command in (promote, rollback, approve, reinstate, shadow):
         command.add_argument(
             "--allow-incompatible", action="store_true",
             help="replace production even with a version of other classes or input geometry (explicit only)",
@@ -142,6 +148,8 @@ def _run(args: argparse.Namespace, registry: ModelRegistry) -> int:
         print(f"reinstated by {args.by}: " + (
             f"production is now {reinstated.tag}" if reinstated.stage == "production" else
             f"{reinstated.tag} is a candidate again; {registry.approval_state(args.version)}"))
+    elif args.command == "shadow":
+        _shadow(args, registry, actor)
     elif args.command == "policy":
         if args.require_approval is not None:
             if not args.by or not args.reason:
@@ -160,6 +168,25 @@ def _run(args: argparse.Namespace, registry: ModelRegistry) -> int:
         for event in registry.events():
             print(history_line(event))
     return 0
+
+
+def _shadow(args: argparse.Namespace, registry: ModelRegistry, actor: str) -> None:
+    """Show, set or clear the shadow slot; setting and clearing need a reason (recorded)."""
+    if args.version is None and not args.clear:
+        shadow = registry.shadow_version()
+        print(registry.tag(shadow) if shadow else "no shadow model")
+        return
+    if args.version is not None and args.clear:
+        raise RegistryError("give either a VERSION to put in shadow or --clear, not both")
+    if not args.reason or not args.reason.strip():
+        raise RegistryError("say why (--reason): the shadow slot's changes are recorded in the history")
+    if args.clear:
+        cleared = registry.clear_shadow(args.reason, actor=actor)
+        print(f"cleared the shadow slot (was {registry.tag(cleared)})" if cleared else "no shadow model to clear")
+        return
+    shadowed = registry.set_shadow(args.version, args.reason, actor=actor, allow_incompatible=args.allow_incompatible)
+    print(f"shadow is now {shadowed.tag} (production stays {registry.tag(registry.production_version())}): it "
+          "scores the requests production answers and answers no client; promote or approve it to release it")
 
 
 def figures_text(version) -> str:

@@ -91,6 +91,9 @@ ALERT_FILE = define("MLOPS_ALERT_FILE", str, "", "the JSON-lines file alerts are
 REQUIRE_APPROVAL = define("MLOPS_REQUIRE_APPROVAL", bool, "0", "seeds the registry's stored approval policy when it "
                           "has none (1: a candidate that clears the gate waits for a reviewer); afterwards only "
                           "`mlops-registry policy` changes it (recorded)")
+RELEASE_POLICY = define("MLOPS_RELEASE_POLICY", str, "production", "where a version that clears the gate and "
+                        "its release test goes: production (straight in) or shadow (first scores the live requests "
+                        "beside production, answering no client; `mlops-registry promote` releases it)")
 PERF_MIN_ACCURACY = define("MLOPS_PERF_MIN_ACCURACY", float, "0.90", "accuracy on labelled production traffic "
                            "below this: alert")
 PERF_MAX_RECALL_GAP = define("MLOPS_PERF_MAX_RECALL_GAP", float, "0.20", "best class recall minus worst above "

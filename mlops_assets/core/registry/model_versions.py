@@ -20,6 +20,7 @@ from mlops_assets.core.registry.release_rules import AWAITING, REJECTED
 
 PRODUCTION_SLOT = "production"  # the slot every transition (promote, rollback, approve) moves
 SLOTS_KEY = "slots"  # other named slots of the pointer record: {slot: version}
+SHADOW_SLOT = "shadow"  # the challenger: scores the live requests production answers, answers no client
 
 
 class RegistryError(RuntimeError):
@@ -55,6 +56,10 @@ class Stage(StrEnum):
 
     Rollback withdraws the production version, and so does rejecting it: ``withdrawn`` until an explicit
     reinstate. A rejected version serves only after a fresh comparison and a new approval.
+
+    A challenger can first score the live requests beside production, answering no client:
+
+    candidate ──set_shadow──► shadow ──promote / approve──► production   (clear_shadow or reject: out again)
     """
 
     CANDIDATE = "candidate"
@@ -62,6 +67,7 @@ class Stage(StrEnum):
     REJECTED = "rejected"
     WITHDRAWN = "withdrawn"
     PRODUCTION = "production"
+    SHADOW = "shadow"
     PREVIOUS_PRODUCTION = "previous-production"
 
 
@@ -149,6 +155,8 @@ class ModelVersions:
         withdrawn = rules.withdrawal(pointer, version)
         if version == pointer.get("current"):
             stage = Stage.PRODUCTION
+        elif version == (pointer.get(SLOTS_KEY) or {}).get(SHADOW_SLOT):
+            stage = Stage.SHADOW
         elif review and review["state"] == REJECTED:
             stage = Stage.REJECTED
         elif withdrawn:
@@ -175,7 +183,7 @@ class ModelVersions:
     def read_pointer(self) -> dict[str, Any]:
         """The pointer file: ``current`` (production version), ``history`` (rollback stack), ``events``,
         ``reviews`` (per version: the approval record), ``withdrawn`` (per version: who withdrew it and why) and
-        ``policy`` (the stored approval policy).
+        ``policy`` (the stored approval policy) and ``slots`` (the other named slots: ``shadow``).
 
         No BentoML import: sensors and the service's watcher call it every tick."""
         try:
@@ -193,6 +201,10 @@ class ModelVersions:
         if slot == PRODUCTION_SLOT:
             return pointer.get("current")
         return (pointer.get(SLOTS_KEY) or {}).get(slot)
+
+    def shadow_version(self) -> str | None:
+        """The version in the shadow slot (None: no shadow), from the pointer alone."""
+        return self.slot_version(SHADOW_SLOT)
 
     def in_slot(self, slot: str) -> ModelVersion | None:
         """The version a named slot holds, described (None while the slot is empty)."""

@@ -39,13 +39,14 @@ from mlops_assets.core.registry.model_versions import (
     Stage,
 )
 from mlops_assets.core.registry.release_rules import APPROVED, AWAITING, REJECTED, ReleasePolicy
+from mlops_assets.core.registry.shadow_slot import ShadowSlot
 
 # The registry is where callers meet its errors and types: they are defined with the read side.
 __all__ = ["ApprovalRequiredError", "IncompatibleModelError", "ModelRegistry", "ModelVersion", "NotReleasableError",
            "NothingToRollBackError", "RegistryError", "Stage"]
 
 
-class ModelRegistry(ModelVersions):
+class ModelRegistry(ShadowSlot, ModelVersions):
     """Versions of one model name in a BentoML model store rooted at ``home``, and every transition between stages.
 
     ``require_approval`` is this process's setting (``MLOPS_REQUIRE_APPROVAL``, or the resource's run config):
@@ -244,10 +245,15 @@ class ModelRegistry(ModelVersions):
         return False, (f"awaiting approval (the registry's policy requires it): {reason}. A reviewer approves it "
                        f"with review_model_job or `mlops-registry approve {version} --by NAME --reason ...`")
 
-    def release(self, version: str, reason: str, actor: str, allow_incompatible: bool) -> tuple[bool, str]:
+    def release(self, version: str, reason: str, actor: str, allow_incompatible: bool,
+                to_shadow: bool = False) -> tuple[bool, str]:
         """The gate's yes after the release test: production now (its release test passed), or a request to a
-        reviewer; never a rejected, withdrawn or untested version. Returns (promoted now, the reason to show)."""
+        reviewer; never a rejected, withdrawn or untested version. Returns (promoted now, the reason to show).
+
+        ``to_shadow`` (the release policy ``shadow``): to the shadow slot instead (:meth:`release_to_shadow`)."""
         admitted, why = self.admit(version, reason, actor, allow_incompatible, tested=True)
+        if to_shadow and self.production_version() is not None:
+            return False, self.release_to_shadow(version, reason, actor, allow_incompatible, admitted, why)
         if admitted:
             self.promote(version, reason=f"gate: {reason}", actor=actor, allow_incompatible=allow_incompatible)
         return admitted, why
@@ -342,6 +348,7 @@ class ModelRegistry(ModelVersions):
             pointer["reviews"] = {**pointer.get("reviews", {}), version: review}
             if pointer.get("current") != version:
                 self._record_review(pointer, version, review, "reject", reason, _actor(by, via))
+                self._settle_shadow(pointer, pointer["events"][-1], rejected=version)
                 return None
             target = rules.rollback_target(pointer, pointer["policy"]["require_approval"], leaving=version)
             if target is None:
@@ -472,6 +479,7 @@ class ModelRegistry(ModelVersions):
         if differences:
             event["incompatible_override"] = differences
         pointer.update(current=current, history=history, events=[*pointer.get("events", []), event])
+        self._settle_shadow(pointer, event)
 
     def events(self) -> list[dict[str, Any]]:
         """Every transition, review and policy change, oldest first."""

@@ -20,6 +20,13 @@ The rules:
   whose latest release test (its Bento built and its application test run against it, recorded per version with
   who, when and which Bento) did not pass. A version that served before, with no failed test since, counts as
   tested: it passed its test then (or served before this rule existed).
+- **A shadow enters like a promotion, but answers no client**: the shadow slot (a challenger scoring the live
+  requests production answers, off the request path) takes only a version that may be promoted: not rejected or
+  withdrawn, its release test passed (it runs in the serving process, and a comparison with a broken export would
+  measure the export), its signature production's unless explicitly overridden. Approval is consent to answer
+  clients, so it is given where the shadow becomes production, never bypassed by passing through shadow: with
+  approval required, a version enters shadow only while its comparison with today's production is before a
+  reviewer (awaiting, or approved), so the shadow's live evidence reaches the person who decides.
 """
 
 from __future__ import annotations
@@ -171,6 +178,25 @@ def why_not_releasable(pointer: dict[str, Any], version: str) -> str | None:
                 f"no build or promotion brings it back: `mlops-registry reinstate {version} --by NAME --reason ...` "
                 "does, explicitly (approval still applies)")
     return None
+
+
+RELEASE_POLICIES = ("production", "shadow")  # MLOPS_RELEASE_POLICY: where the gate's yes sends a tested version
+
+
+def release_to_shadow(release_policy: str) -> bool:
+    """Whether the gate's yes sends a version to the shadow slot first (``shadow``) or to production
+    (``production``, the default); any other value is refused, naming the choices."""
+    if release_policy not in RELEASE_POLICIES:
+        raise ValueError(f"release policy {release_policy!r} is not one of {', '.join(RELEASE_POLICIES)} "
+                         "(MLOPS_RELEASE_POLICY)")
+    return release_policy == "shadow"
+
+
+def under_fresh_review(pointer: dict[str, Any], version: str) -> bool:
+    """A comparison of ``version`` with today's production is before a reviewer (awaiting, or approved)."""
+    review = review_of(pointer, version)
+    return bool(review) and review["state"] in (AWAITING, APPROVED) and \
+        review.get("production_at_request") == pointer.get("current")
 
 
 def approval_state(pointer: dict[str, Any], version: str) -> str:

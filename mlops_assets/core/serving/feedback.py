@@ -225,11 +225,13 @@ def read_feedback(artifact_root: str | Path, start: datetime, end: datetime) -> 
     return frame.sort_values(RECEIVED_AT, kind="stable").drop_duplicates(PREDICTION_ID).reset_index(drop=True)
 
 
-def labelled_predictions(artifact_root: str | Path, start: datetime,
-                         end: datetime) -> tuple[pd.DataFrame, dict[str, int]]:
+def labelled_predictions(artifact_root: str | Path, start: datetime, end: datetime,
+                         dataset: str = LOG_KIND) -> tuple[pd.DataFrame, dict[str, int]]:
     """The predictions made in [start, end) that have feedback, with their true ``label``; and how many
-    predictions each model version made in the window in all."""
-    predictions = read_window(artifact_root, start, end, LOG_KIND,
+    predictions each model version made in the window in all. ``dataset``: the served answers (the default) or
+    the shadow's (``shadow_log``): a label given to a prediction id labels the shadow's answer to that request
+    too, as both carry the id."""
+    predictions = read_window(artifact_root, start, end, dataset,
                               columns=[PREDICTION_ID, PREDICTED_CLASS, MODEL_VERSION])
     if predictions.empty:
         return pd.DataFrame(columns=[PREDICTION_ID, PREDICTED_CLASS, MODEL_VERSION, TIMESTAMP, LABEL]), {}

@@ -16,7 +16,8 @@ writer turns it into Parquet parts of the inference log and then deletes it; a s
 belongs to a process that died, and is converted by the next writer that finds it (:func:`claim_orphans`).
 
 A record: ``MAGIC``, the header's and the payload's lengths, a CRC-32 of both, a JSON header (ids, labels,
-confidences, version, time, payload shape) and the payload (the images' bytes, or a feature frame's columns).
+confidences, version, time, payload shape, and the dataset when it is not the served answers' inference log: a
+shadow model's answers) and the payload (the images' bytes, or a feature frame's columns).
 A record cut short by a crash, or damaged, ends the segment's readable part.
 
 No Dagster here; numpy and pandas only.
@@ -66,11 +67,12 @@ class Record:
     timestamp: pd.Timestamp
     prediction_ids: list[str]
     ood: np.ndarray | None = None  # N×2: out-of-distribution score, flagged (1/0, NaN: no calibration)
+    dataset: str = "inference_log"  # the dataset its rows go to: the served answers', or the shadow's
 
 
 def encode(kind: str, payload: Any, labels: list, confidences: np.ndarray, model_version: str,
            original_sizes: Any, timestamp: pd.Timestamp, prediction_ids: list[str],
-           ood: np.ndarray | None = None) -> list[bytes]:
+           ood: np.ndarray | None = None, dataset: str = "inference_log") -> list[bytes]:
     """One record as the buffers to write (header and payload are not joined: the images are not copied)."""
     header: dict[str, Any] = {
         "kind": kind, "ids": [str(i) for i in prediction_ids], "labels": [str(label) for label in labels],
@@ -78,6 +80,8 @@ def encode(kind: str, payload: Any, labels: list, confidences: np.ndarray, model
         "version": str(model_version), "at": timestamp.isoformat(),
         "sizes": None if original_sizes is None else [[float(v) for v in size] for size in original_sizes],
     }
+    if dataset != "inference_log":  # the served answers' records carry no dataset: the format older journals have
+        header["dataset"] = dataset
     if ood is not None:  # NaN (no flag) travels as null
         header["ood"] = [[None if v != v else float(v) for v in row] for row in np.asarray(ood, np.float64)]
     if kind == "images":
@@ -226,7 +230,8 @@ def read_records(path: Path, headers_only: bool = False) -> Iterator[Record]:
                            if header["kind"] == "images" else _frame_of(body))
             yield Record(header["kind"], payload, header["labels"], np.asarray(header["confidences"], np.float64),
                          header["version"], header["sizes"], pd.Timestamp(header["at"]), header["ids"],
-                         None if header.get("ood") is None else np.asarray(header["ood"], np.float64))
+                         None if header.get("ood") is None else np.asarray(header["ood"], np.float64),
+                         header.get("dataset", "inference_log"))
 
 
 def journal_predictions(artifact_root: str | Path) -> dict[str, pd.Timestamp]:

@@ -4,7 +4,10 @@ Layout (the one place that knows it)::
 
     <artifact_root>/<dataset>/dt=YYYY-MM-DD/hour=HH/part-<name>.parquet
 
-for three datasets: ``inference_log`` (features, prediction, model version, time and id of every prediction),
+for four datasets: ``inference_log`` (features, prediction, model version, time and id of every prediction
+answered), ``shadow_log`` (the same columns for the shadow model's answers to the same requests, under the
+answered prediction's id and time: never read as served traffic, so drift profiles and performance are built from
+served answers only),
 ``inference_images`` (the image each prediction was made on, as uint8 pixels of the served geometry, when
 the service keeps them: MLOPS_KEEP_IMAGES) and ``feedback`` (true labels, :mod:`mlops_assets.core.serving.feedback`).
 Each part file is written once, to a hidden temporary name in the same directory and renamed into
@@ -33,6 +36,7 @@ from mlops_assets.core.data.features import TIMESTAMP
 from mlops_assets.core.serving.prediction_ids import as_utc, epoch_ms
 
 LOG_KIND = "inference_log"
+SHADOW_KIND = "shadow_log"  # the shadow model's answers, one row per answered prediction it scored, joined by id
 IMAGES_KIND = "inference_images"
 PIXELS, CHANNELS, HEIGHT, WIDTH = "pixels", "channels", "height", "width"  # columns of inference_images
 

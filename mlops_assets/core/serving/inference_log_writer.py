@@ -45,6 +45,7 @@ from mlops_assets.core.serving.inference_log import (
     IMAGES_KIND,
     LOG_KIND,
     PIXELS,
+    SHADOW_KIND,
     WIDTH,
     span_name,
     write_part,
@@ -80,6 +81,7 @@ class _Pending:
     n: int
     prediction_ids: list[str]
     ood: np.ndarray | None = None  # N×2 (score, flagged), or None when the caller gave none
+    dataset: str = LOG_KIND  # LOG_KIND (answered) or SHADOW_KIND (a shadow's answers to the same requests)
 
     def ood_rows(self) -> np.ndarray:
         return self.ood if self.ood is not None else np.full((self.n, 2), np.nan)
@@ -188,15 +190,20 @@ class InferenceLogWriter:
         prediction_ids: Sequence[str] | None = None,
         timestamp: datetime | None = None,
         ood: np.ndarray | None = None,
+        dataset: str = LOG_KIND,
     ) -> bool:
         """Like :meth:`log`, but the features of ``images`` (N×C×H×W, uint8 or [0, 1] floats) are
         computed by the background thread, so the request pays only for journaling the images' bytes. ``ood`` (both
-        methods): N×2, each answer's out-of-distribution score and flag (1/0, NaN for none), logged with it."""
+        methods): N×2, each answer's out-of-distribution score and flag (1/0, NaN for none), logged with it.
+        ``dataset``: :data:`SHADOW_KIND` for a shadow model's answers to requests production answered (their ids
+        and time): journaled alike, written to their own dataset, their images never kept (production's are)."""
+        if dataset not in (LOG_KIND, SHADOW_KIND):
+            raise ValueError(f"unknown inference log dataset {dataset!r}")
         return self._enqueue("images", images, predicted_labels, confidences, model_version, original_sizes,
-                             prediction_ids, timestamp, ood)
+                             prediction_ids, timestamp, ood, dataset)
 
     def _enqueue(self, kind, payload, predicted_labels, confidences, model_version, original_sizes,
-                 prediction_ids, timestamp, ood=None) -> bool:
+                 prediction_ids, timestamp, ood=None, dataset=LOG_KIND) -> bool:
         n = 0
         try:
             n = len(payload)
@@ -213,7 +220,7 @@ class InferenceLogWriter:
             if self._closed:
                 raise RuntimeError("inference log writer is closed")
             record = encode(kind, payload, list(predicted_labels), np.asarray(confidences, dtype=np.float64),
-                            str(model_version), original_sizes, pd.Timestamp(stamp), ids, ood)
+                            str(model_version), original_sizes, pd.Timestamp(stamp), ids, ood, dataset)
             due = False
             with self._lock:  # journaled and counted together: the segment holds exactly the batches counted
                 full = self._queued_rows + n > self.max_queue_rows
@@ -337,7 +344,7 @@ class InferenceLogWriter:
         for record in read_records(segment.path):
             items.append(_Pending(record.kind, record.payload, record.labels, record.confidences,
                                   record.model_version, record.original_sizes, record.timestamp,
-                                  len(record.prediction_ids), record.prediction_ids, record.ood))
+                                  len(record.prediction_ids), record.prediction_ids, record.ood, record.dataset))
             rows += len(record.prediction_ids)
             if rows >= self.flush_rows:
                 yield items
@@ -346,8 +353,14 @@ class InferenceLogWriter:
             yield items
 
     def _write(self, items: list[_Pending], token: str) -> int:
-        """The rows of ``items`` as Parquet parts; how many. A malformed batch is dropped (counted); a failed
-        write raises."""
+        """The rows of ``items`` as Parquet parts of their datasets; how many. A malformed batch is dropped
+        (counted); a failed write raises."""
+        served = [item for item in items if item.dataset == LOG_KIND]
+        shadow = [item for item in items if item.dataset != LOG_KIND]
+        rows = self._write_dataset(served, LOG_KIND, token) if served else 0
+        return rows + (self._write_dataset(shadow, SHADOW_KIND, token) if shadow else 0)
+
+    def _write_dataset(self, items: list[_Pending], dataset: str, token: str) -> int:
         frames, rows, framed = [], 0, []
         for group in _groups(items):
             try:
@@ -366,8 +379,8 @@ class InferenceLogWriter:
                     self._drop(item.n, f"{type(exc).__name__}: {exc}")
         if not frames:
             return 0
-        self._write_hours(pd.concat(frames, ignore_index=True), LOG_KIND, token)
-        if self.keep_images:
+        self._write_hours(pd.concat(frames, ignore_index=True), dataset, token)
+        if self.keep_images and dataset == LOG_KIND:
             self._write_images([item for item in framed if item.kind == "images"], token)
         return rows
 
