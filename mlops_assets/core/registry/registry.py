@@ -176,6 +176,20 @@ class ModelRegistry(ShadowSlot, ModelVersions):
         if why:
             raise NotReleasableError(f"refusing to {action} {self.tag(version)}: {why}")
 
+    def _refuse_unready(self, pointer: dict[str, Any], version: str, action: str,
+                        approval_suffices: Callable[[dict[str, Any], str], bool], hint: str = "") -> bool:
+        """The way into a serving slot (production, shadow): refuse a rejected, withdrawn or untested version and,
+        when the stored policy requires approval, one whose approval state ``approval_suffices`` does not accept
+        (``hint`` says what to do). Returns whether approval is required."""
+        self._refuse_unreleasable(pointer, version, action)
+        self._refuse_untested(pointer, version, action)
+        required = pointer["policy"]["require_approval"]
+        if required and not approval_suffices(pointer, version):
+            raise ApprovalRequiredError(
+                f"refusing to {action} {self.tag(version)}: approval before release is required (the registry's "
+                f"stored policy) and it is {rules.approval_state(pointer, version)}{hint}")
+        return required
+
     # -- the release test: the Bento of a version, built and application-tested --------------------------
     def record_release_test(self, version: str, bento_tag: str, passed: bool, reason: str, by: str) -> None:
         """Record the outcome of ``version``'s release test (its Bento ``bento_tag`` served and checked against
@@ -212,14 +226,7 @@ class ModelRegistry(ShadowSlot, ModelVersions):
         def change(pointer: dict[str, Any]) -> None:
             if pointer.get("current") == version:
                 return
-            self._refuse_unreleasable(pointer, version, "promote")
-            self._refuse_untested(pointer, version, "promote")
-            required = pointer["policy"]["require_approval"]
-            if required and not rules.fresh_approval(pointer, version):
-                raise ApprovalRequiredError(
-                    f"refusing to promote {self.tag(version)}: approval before release is required (the "
-                    f"registry's stored policy) and it is {rules.approval_state(pointer, version)}"
-                )
+            required = self._refuse_unready(pointer, version, "promote", rules.fresh_approval)
             differences = self._require_compatible(pointer, version, allow_incompatible, "promote")
             approval = (f"approved by {pointer['reviews'][version]['reviewed_by']}" if required
                         else "not required by the registry's policy")

@@ -17,7 +17,6 @@ from mlops_assets.core.registry import release_rules as rules
 from mlops_assets.core.registry.model_versions import (
     SHADOW_SLOT,
     SLOTS_KEY,
-    ApprovalRequiredError,
     ModelVersion,
     RegistryError,
 )
@@ -47,14 +46,10 @@ class ShadowSlot:
             before = (pointer.get(SLOTS_KEY) or {}).get(SHADOW_SLOT)
             if before == version:
                 return
-            self._refuse_unreleasable(pointer, version, "shadow")
-            self._refuse_untested(pointer, version, "shadow")
-            required = pointer["policy"]["require_approval"]
-            if required and not rules.under_fresh_review(pointer, version):
-                raise ApprovalRequiredError(
-                    f"refusing to shadow {self.tag(version)}: approval before release is required (the registry's "
-                    f"stored policy) and it is {rules.approval_state(pointer, version)}; request approval for it "
-                    "first (the gate does, in build_job), so the shadow's live evidence reaches the reviewer")
+            required = self._refuse_unready(
+                pointer, version, "shadow", rules.under_fresh_review,
+                hint="; request approval for it first (the gate does, in build_job), so the shadow's live evidence "
+                     "reaches the reviewer")
             differences = self._require_compatible(pointer, version, allow_incompatible, "shadow")
             pointer[SLOTS_KEY] = {**(pointer.get(SLOTS_KEY) or {}), SHADOW_SLOT: version}
             event = {"at": now(), "action": "shadow", "version": version, "from": current, "to": current,
