@@ -7,6 +7,11 @@ thread: the event loop and BentoML's threads stay free, and the thread's nice va
 thread) lets ``/classify`` have the cores first when both are busy; an idle server gives an explanation all of one
 core (onnxruntime runs on the calling thread: the session has one intra-op thread). At most :data:`MAX_WAITING`
 explanations wait in a worker; one more is a 503 to retry, not a queue that grows until requests time out.
+
+The thread must import nothing: BentoML's container registry looks types up in ``sys.modules`` without the import
+lock, so a module half-imported by this thread (PIL, for the first heatmap) failed concurrent ``/classify`` batches
+with "partially initialized module 'PIL.Image'" (seen under load). :func:`import_what_explanations_use` runs in
+the thread that builds the Explainer, before the first request (tests/test_explainer_thread.py).
 """
 
 from __future__ import annotations
@@ -36,10 +41,20 @@ def lower_priority(nice: int) -> None:
         logger.warning("explanations run at normal CPU priority: %s", exc)
 
 
+def import_what_explanations_use() -> None:
+    """Draw one tiny heatmap, so that drawing's imports (PIL, its PNG plugin) are done in the calling thread."""
+    import numpy as np
+
+    from mlops_assets.core.model.explain import heatmap_png
+
+    heatmap_png(np.zeros((1, 2, 2), np.float32), np.zeros((2, 2), np.float32), scale=1)
+
+
 class Explainer:
     """See the module docstring."""
 
     def __init__(self, nice: int = NICE, max_waiting: int = MAX_WAITING) -> None:
+        import_what_explanations_use()
         self.max_waiting = max_waiting
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="explain", initializer=lower_priority,
                                         initargs=(nice,))

@@ -167,20 +167,17 @@ class ModelRegistry(ShadowSlot, ModelVersions):
         return differences
 
     def _refuse_unreleasable(self, pointer: dict[str, Any], version: str, action: str) -> None:
-        why = rules.why_not_releasable(pointer, version)
-        if why:
+        if why := rules.why_not_releasable(pointer, version):
             raise NotReleasableError(f"refusing to {action} {self.tag(version)}: {why}")
 
     def _refuse_untested(self, pointer: dict[str, Any], version: str, action: str) -> None:
-        why = rules.why_not_tested(pointer, version)
-        if why:
+        if why := rules.why_not_tested(pointer, version):
             raise NotReleasableError(f"refusing to {action} {self.tag(version)}: {why}")
 
     def _refuse_unready(self, pointer: dict[str, Any], version: str, action: str,
                         approval_suffices: Callable[[dict[str, Any], str], bool], hint: str = "") -> bool:
-        """The way into a serving slot (production, shadow): refuse a rejected, withdrawn or untested version and,
-        when the stored policy requires approval, one whose approval state ``approval_suffices`` does not accept
-        (``hint`` says what to do). Returns whether approval is required."""
+        """The way into a serving slot: refuse a rejected, withdrawn or untested version and, when the stored policy
+        requires approval, one ``approval_suffices`` does not accept. Returns whether approval is required."""
         self._refuse_unreleasable(pointer, version, action)
         self._refuse_untested(pointer, version, action)
         required = pointer["policy"]["require_approval"]
@@ -473,16 +470,8 @@ class ModelRegistry(ShadowSlot, ModelVersions):
         differences: list[str], approval: str,
     ) -> None:
         """Switch the pointer and record the transition (what, from, to, who, when, why, under which policy)."""
-        event = {
-            "at": _now(),
-            "action": action,
-            "from": pointer.get("current"),
-            "to": current,
-            "reason": reason,
-            "actor": actor,
-            "approval_required": pointer["policy"]["require_approval"],
-            "approval": approval,
-        }
+        event = {"at": _now(), "action": action, "from": pointer.get("current"), "to": current, "reason": reason,
+                 "actor": actor, "approval_required": pointer["policy"]["require_approval"], "approval": approval}
         if differences:
             event["incompatible_override"] = differences
         pointer.update(current=current, history=history, events=[*pointer.get("events", []), event])
