@@ -53,7 +53,6 @@ from __future__ import annotations
 import base64
 import logging
 import os
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -140,13 +139,10 @@ def predict(model: LoadedModel, images, log: InferenceLogWriter | None,
 
     The model only computes; what is logged is decided here, on the request path, under the answer's id (the
     log's writer queues and never raises into this). A ``shadow`` is offered the same images (never waited on);
-    its answers are logged under the same ids as :data:`SHADOW_KIND` rows. Each row carries the model call's wall
-    time for the whole batch (``model_ms``), so the live comparison reports latency per version."""
+    its answers are logged under the same ids as :data:`SHADOW_KIND` rows; every row with its batch's ``model_ms``."""
     at = datetime.now(UTC)
     ids = new_prediction_ids(len(images), at)
-    started = time.perf_counter()
-    answer = model.answer(images)
-    model_ms = (time.perf_counter() - started) * 1000.0
+    answer, model_ms = model.timed_answer(images)
     probabilities, _, ood = answer
     labels = probabilities.argmax(1)
     names = [model.class_names[i] for i in labels]
@@ -164,8 +160,7 @@ def predict(model: LoadedModel, images, log: InferenceLogWriter | None,
 
 def log_answer(log: InferenceLogWriter, model: LoadedModel, images, answer: Answer, names: list[str],
                ids: list[str], at: datetime, original_sizes, dataset: str, model_ms: float | None = None) -> bool:
-    """Journal one model's answers to ``images`` under ``ids`` (the served answer's, for a shadow's too), with the
-    wall time of the model call that answered them (``model_ms``, the batch's)."""
+    """Journal one model's answers to ``images`` under ``ids`` (the served answer's, for a shadow's too)."""
     import numpy as np
 
     probabilities, scores, ood = answer
@@ -312,8 +307,7 @@ class ClassifierService:
         self.inference_log: InferenceLogWriter | None = None
         if self.config.inference_log:
             self.inference_log = InferenceLogWriter(self.config.artifact_root, keep_images=self.config.keep_images)
-        # the shadow slot, followed like production: its model scores the requests production answers
-        self.shadow: ShadowMirror | None = None
+        self.shadow: ShadowMirror | None = None  # the shadow slot's model, followed like production's: mirrored
         self.shadow_watcher: SlotWatcher | None = None
         if self.follow and self.inference_log is not None:
             self.shadow = ShadowMirror(shadow_logger(self.inference_log))
@@ -452,6 +446,7 @@ class ClassifierService:
         return {"version": active.version if active else None, "tag": active.tag if active else None,
                 "loaded_at": active.loaded_at if active else None, "source": active.source if active else None,
                 "production_version": self.watcher.slot_version if self.watcher else None,
+                "shadow_version": self.shadow.active.version if self.shadow and self.shadow.active else None,
                 "swap_error": self.watcher.error if self.watcher else None, "worker_pid": os.getpid()}
 
     def describe(self) -> ModelInfo:

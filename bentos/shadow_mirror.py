@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -95,9 +94,7 @@ class ShadowMirror:
             model, request = item
             n = len(request.prediction_ids)
             try:
-                started = time.perf_counter()
-                answer = model.answer(request.images)
-                self.record(model, request, answer, (time.perf_counter() - started) * 1000.0)
+                self.record(model, request, *model.timed_answer(request.images))
                 with self._lock:
                     self.mirrored += n
             except Exception as exc:  # noqa: BLE001 - a failing shadow is counted, never raised into anything

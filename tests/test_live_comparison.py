@@ -87,9 +87,9 @@ def test_mcnemar_exact_p_equals_hand_values_and_the_binomial_test():
 def test_the_wilson_interval_at_the_edges():
     assert wilson_interval(0, 0) is None
     low, high = wilson_interval(10, 10)
-    assert high == pytest.approx(1.0) and low == pytest.approx(0.7225, abs=1e-4)
+    assert high == 1.0 and low == pytest.approx(0.7225, abs=1e-4)
     low, high = wilson_interval(0, 20)
-    assert low == pytest.approx(0.0) and high == pytest.approx(0.1611, abs=1e-4)
+    assert low == 0.0 and high == pytest.approx(0.1611, abs=1e-4)
 
 
 def labelled_window(n: int, production_right: np.ndarray, challenger_right: np.ndarray, min_labelled: int = 50):

@@ -232,6 +232,11 @@ def test_the_server_answers_with_production_and_logs_the_shadow_s_answers_under_
                 time.sleep(0.1)
             info = http.get("/model").json()
             assert info["version"] == "v1" and info["shadow"]["version"] == "v2"
+            from mlops_assets.core.serving.serving_status import read_statuses  # what Dagster reads (the sensor)
+
+            while read_statuses(artifacts).served().get("shadow_version") != "v2" and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert read_statuses(artifacts).served()["shadow_version"] == "v2"
             before = info["shadow"]["mirrored"]
             answered = []
             for i in range(0, 20, 5):
