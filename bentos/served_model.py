@@ -7,6 +7,7 @@ the same id without this class knowing. ``tests/test_architecture.py`` keeps the
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,6 +51,13 @@ class LoadedModel:
             logits, features = onnx_logits(self.session, images), None
         scores = scores_of(self.ood, logits, features)
         return softmax(logits), scores, answers(scores, self.ood)
+
+    def timed_answer(self, images: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray, list[OodAnswer]], float]:
+        """:meth:`answer` and the wall time of that call in ms (the whole batch's: the inference log's ``model_ms``,
+        from which the live comparison reports latency per version)."""
+        started = time.perf_counter()
+        answer = self.answer(images)
+        return answer, (time.perf_counter() - started) * 1000.0
 
     def explanation_refusal(self) -> str | None:
         """Why this version's explanations must not be shown (its stored check did not pass, or it has none)."""

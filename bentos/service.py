@@ -139,15 +139,15 @@ def predict(model: LoadedModel, images, log: InferenceLogWriter | None,
 
     The model only computes; what is logged is decided here, on the request path, under the answer's id (the
     log's writer queues and never raises into this). A ``shadow`` is offered the same images (never waited on);
-    its answers are logged under the same ids as :data:`SHADOW_KIND` rows."""
+    its answers are logged under the same ids as :data:`SHADOW_KIND` rows; every row with its batch's ``model_ms``."""
     at = datetime.now(UTC)
     ids = new_prediction_ids(len(images), at)
-    answer = model.answer(images)
+    answer, model_ms = model.timed_answer(images)
     probabilities, _, ood = answer
     labels = probabilities.argmax(1)
     names = [model.class_names[i] for i in labels]
     if log is not None:
-        log_answer(log, model, images, answer, names, ids, at, original_sizes, LOG_KIND)
+        log_answer(log, model, images, answer, names, ids, at, original_sizes, LOG_KIND, model_ms)
     if shadow is not None:
         shadow.offer(MirroredRequest(images, ids, at, original_sizes))
     return [
@@ -159,22 +159,22 @@ def predict(model: LoadedModel, images, log: InferenceLogWriter | None,
 
 
 def log_answer(log: InferenceLogWriter, model: LoadedModel, images, answer: Answer, names: list[str],
-               ids: list[str], at: datetime, original_sizes, dataset: str) -> bool:
+               ids: list[str], at: datetime, original_sizes, dataset: str, model_ms: float | None = None) -> bool:
     """Journal one model's answers to ``images`` under ``ids`` (the served answer's, for a shadow's too)."""
     import numpy as np
 
     probabilities, scores, ood = answer
     flags = np.array([np.nan if a.flagged is None else float(a.flagged) for a in ood])
     return log.log_images(images, names, probabilities.max(1), model.version, original_sizes, ids, at,
-                          np.column_stack([scores, flags]), dataset=dataset)
+                          np.column_stack([scores, flags]), dataset=dataset, model_ms=model_ms)
 
 
-def shadow_logger(log: InferenceLogWriter) -> Callable[[LoadedModel, MirroredRequest, Answer], bool]:
+def shadow_logger(log: InferenceLogWriter) -> Callable[[LoadedModel, MirroredRequest, Answer, float], bool]:
     """What the shadow's thread does with its answer: log it beside the served one, under the same ids."""
 
-    def record(model: LoadedModel, request: MirroredRequest, answer: Answer) -> bool:
+    def record(model: LoadedModel, request: MirroredRequest, answer: Answer, model_ms: float) -> bool:
         if not log_answer(log, model, request.images, answer, [model.class_names[i] for i in answer[0].argmax(1)],
-                          request.prediction_ids, request.at, request.original_sizes, SHADOW_KIND):
+                          request.prediction_ids, request.at, request.original_sizes, SHADOW_KIND, model_ms):
             raise RuntimeError(f"the inference log dropped the shadow's answers: {log.stats().last_error}")
         return True
 
@@ -307,8 +307,7 @@ class ClassifierService:
         self.inference_log: InferenceLogWriter | None = None
         if self.config.inference_log:
             self.inference_log = InferenceLogWriter(self.config.artifact_root, keep_images=self.config.keep_images)
-        # the shadow slot, followed like production: its model scores the requests production answers
-        self.shadow: ShadowMirror | None = None
+        self.shadow: ShadowMirror | None = None  # the shadow slot's model, followed like production's: mirrored
         self.shadow_watcher: SlotWatcher | None = None
         if self.follow and self.inference_log is not None:
             self.shadow = ShadowMirror(shadow_logger(self.inference_log))
@@ -447,6 +446,7 @@ class ClassifierService:
         return {"version": active.version if active else None, "tag": active.tag if active else None,
                 "loaded_at": active.loaded_at if active else None, "source": active.source if active else None,
                 "production_version": self.watcher.slot_version if self.watcher else None,
+                "shadow_version": self.shadow.active.version if self.shadow and self.shadow.active else None,
                 "swap_error": self.watcher.error if self.watcher else None, "worker_pid": os.getpid()}
 
     def describe(self) -> ModelInfo:

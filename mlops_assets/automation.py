@@ -15,7 +15,7 @@ from mlops_assets.monitor_stage.labelled_export import export_labelled_feedback
 from mlops_assets.run_tags import RUN_KIND_TAG
 from sensors.alerts import run_failure_alert
 from sensors.drift_sensor import make_drift_sensor
-from sensors.performance_sensors import feedback_sensor, performance_alert_sensor
+from sensors.performance_sensors import make_feedback_sensor, performance_alert_sensor
 from sensors.profiling_sensor import inference_profiling_sensor
 from sensors.serving_sensor import served_model_sensor
 
@@ -92,7 +92,7 @@ retrain_job = dg.define_asset_job(
     # raw_images and everything downstream of it (splits … registered_model, bento and its application test, then
     # production_release; the reference profile of the new version), but not what is measured per window of traffic.
     selection=dg.AssetSelection.assets("raw_images").downstream()
-    - dg.AssetSelection.assets("inference_profiles", "drift_report", "production_performance"),
+    - dg.AssetSelection.assets("inference_profiles", "drift_report", "production_performance", "live_comparison"),
     tags={RUN_KIND_TAG: "training"},
     description="Re-materialise the model on the latest data, launched by the drift sensor.",
 )
@@ -130,6 +130,16 @@ performance_job = dg.define_asset_job(
     "feedback_sensor as labels arrive; a backfill re-measures many).",
 )
 
+live_comparison_job = dg.define_asset_job(
+    name="live_comparison_job",
+    selection=dg.AssetSelection.assets("live_comparison"),
+    tags={RUN_KIND_TAG: "monitoring"},
+    description="Compare production and the challenger in the shadow slot on one window's requests (launched by "
+    "feedback_sensor as labels arrive on a window a shadow scored; a backfill compares many).",
+)
+
+feedback_sensor = make_feedback_sensor(performance_job, live_comparison_job)
+
 @dg.job(
     description=(
         "Write labelled production images (feedback on predictions whose image was kept) into the image-folder "
@@ -151,7 +161,8 @@ weekly_rebuild_schedule = dg.ScheduleDefinition(
 )
 
 JOBS = [build_job, deploy_job, rollback_job, review_model_job, shadow_model_job, compare_model_job, retrain_job,
-        reference_profile_job, profile_job, drift_report_job, performance_job, export_feedback_job]
+        reference_profile_job, profile_job, drift_report_job, performance_job, live_comparison_job,
+        export_feedback_job]
 SCHEDULES = [weekly_rebuild_schedule]
 SENSORS = [inference_profiling_sensor, drift_sensor, run_failure_alert, feedback_sensor, performance_alert_sensor,
            served_model_sensor]

@@ -46,6 +46,7 @@ WIRING: dict[str, tuple[type[dg.ConfigurableResource], dict[str, str]]] = {
     "performance_policy": (PerformancePolicy, {
         "min_accuracy": settings.PERF_MIN_ACCURACY, "max_recall_gap": settings.PERF_MAX_RECALL_GAP,
         "min_labelled": settings.PERF_MIN_LABELLED, "min_class_labelled": settings.PERF_MIN_CLASS_LABELLED,
+        "comparison_alpha": settings.COMPARISON_ALPHA,
     }),
     "service_auth": (ServiceAuth, {"api_token": settings.API_TOKEN}),
     "alert_sink": (AlertSink, {"file": settings.ALERT_FILE, "webhook_url": settings.ALERT_WEBHOOK_URL}),

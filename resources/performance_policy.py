@@ -30,6 +30,12 @@ class PerformancePolicy(dg.ConfigurableResource):
         description="Classes with fewer labels are left out of the gap.",
     )
 
+    comparison_alpha: float = Field(
+        default=settings.default_value(settings.COMPARISON_ALPHA),
+        description="live_comparison: McNemar's exact test says 'better' or 'worse' at this level (type I error ≤ "
+                    "alpha); versions with fewer than min_labelled labelled pairs are not judged.",
+    )
+
     def thresholds(self):
         """The thresholds as the pure measurement takes them (validated there)."""
         from mlops_assets.core.monitoring.performance import PerformanceThresholds

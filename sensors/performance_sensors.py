@@ -6,7 +6,8 @@
   asks for one ``production_performance_job`` run per ended window they label (``run_key`` names the window and
   the files, so a retried tick launches it once). The cursor passes a file only once it is ``SETTLE`` old, so a
   file of another worker named a moment earlier but written a moment later is still seen. Feedback on a
-  window still open waits for the window to end.
+  window still open waits for the window to end. A window a shadow scored (``shadow_log`` part files in it) gets a
+  ``live_comparison_job`` run too, so the comparison of production and the challenger counts the new labels.
 - ``performance_alert_sensor``: reads the asset's new materializations (cursor: the last event's storage id),
   each one's verdicts from the file its ``report_path`` names (:mod:`mlops_assets.core.monitoring.performance`
   owns it; the page shows the same verdicts as a table), and alerts a person, through the same file and webhook
@@ -37,6 +38,7 @@ LOOKBACK = timedelta(days=30)  # feedback on older predictions is stored; its wi
 GRACE = timedelta(seconds=30)
 SETTLE = timedelta(seconds=60)  # a feedback file is on disk this long after the time its name starts with
 PERFORMANCE_KEY = dg.AssetKey("production_performance")
+PERFORMANCE_JOB, COMPARISON_JOB = "production_performance_job", "live_comparison_job"
 MAX_EVENTS_PER_TICK = 200
 
 
@@ -44,7 +46,7 @@ MAX_EVENTS_PER_TICK = 200
 def evaluate_feedback_tick(cursor: str | None, artifact_store: ArtifactStore, now: datetime) -> dg.SensorResult:
     from mlops_assets.core.data.features import TIMESTAMP
     from mlops_assets.core.serving.feedback import FEEDBACK_KIND, feedback_hours
-    from mlops_assets.core.serving.inference_log import hour_part_files, read_parts
+    from mlops_assets.core.serving.inference_log import SHADOW_KIND, hour_part_files, read_parts, window_may_hold_rows
     from mlops_assets.core.serving.prediction_ids import epoch_ms
 
     seen: dict[str, str] = json.loads(cursor) if cursor else {}
@@ -67,24 +69,37 @@ def evaluate_feedback_tick(cursor: str | None, artifact_store: ArtifactStore, no
     cursor_out = json.dumps({k: v for k, v in sorted(seen.items()) if k >= horizon})
     if not windows:
         return dg.SensorResult(skip_reason="no new feedback on an ended window", cursor=cursor_out)
-    runs = [dg.RunRequest(partition_key=k, run_key=f"performance-{k}-{short_hash(sorted(names))[:12]}",
-                          tags={RUN_KIND_TAG: "monitoring"}) for k, names in sorted(windows.items())]
+    runs = []
+    for k, names in sorted(windows.items()):
+        arrival = short_hash(sorted(names))[:12]
+        runs.append(dg.RunRequest(partition_key=k, run_key=f"performance-{k}-{arrival}", job_name=PERFORMANCE_JOB,
+                                  tags={RUN_KIND_TAG: "monitoring"}))
+        window = partitions.time_window_for_partition_key(k)
+        if window_may_hold_rows(artifact_store.root_path, window.start, window.end, SHADOW_KIND):
+            runs.append(dg.RunRequest(partition_key=k, run_key=f"comparison-{k}-{arrival}", job_name=COMPARISON_JOB,
+                                      tags={RUN_KIND_TAG: "monitoring"}))
     return dg.SensorResult(run_requests=runs, cursor=cursor_out)
 
 
-@monitoring_sensor(
-    name="feedback_sensor",
-    job_name="production_performance_job",
-    description=(
-        "When feedback (true labels) arrives for the predictions of an ended window, measures that window's "
-        "production_performance again (one run per window and arrival)."
-    ),
-)
-def feedback_sensor(context: dg.SensorEvaluationContext, artifact_store: ArtifactStore) -> dg.SensorResult:
-    result = evaluate_feedback_tick(context.cursor, artifact_store, datetime.now(UTC))
-    if result.run_requests:
-        context.log.info(f"new feedback: measuring {len(result.run_requests)} window(s)")
-    return result
+def make_feedback_sensor(performance_job, comparison_job) -> dg.SensorDefinition:
+    """The feedback sensor, targeting the jobs it launches (wired in ``mlops_assets.automation``, which owns them)."""
+
+    @monitoring_sensor(
+        name="feedback_sensor",
+        jobs=[performance_job, comparison_job],
+        description=(
+            "When feedback (true labels) arrives for the predictions of an ended window, measures that window's "
+            "production_performance again, and its live_comparison when a shadow scored it (one run per window "
+            "and arrival)."
+        ),
+    )
+    def feedback_sensor(context: dg.SensorEvaluationContext, artifact_store: ArtifactStore) -> dg.SensorResult:
+        result = evaluate_feedback_tick(context.cursor, artifact_store, datetime.now(UTC))
+        if result.run_requests:
+            context.log.info(f"new feedback: {len(result.run_requests)} run(s) measuring the windows it labels")
+        return result
+
+    return feedback_sensor
 
 
 # -- performance_alert_sensor ----------------------------------------------------------------------------------

@@ -4,7 +4,8 @@ The production pointer says what *should* serve; only the running service says w
 service can pin its Bento). Every tick asks the service's ``GET /model`` (MLOPS_SERVICE_URL) or, when that
 setting is empty (the Docker stack, where the service's network is closed to Dagster), reads the status its
 workers write to the artifact volume (:mod:`mlops_assets.core.serving.serving_status`); when the version
-it reports (or the moment it loaded it) differs from the last one observed, the sensor records an
+it reports (or the moment it loaded it, or the shadow it mirrors requests to) differs from the last one observed,
+the sensor records an
 ``AssetObservation`` of ``served_model``: the version, since when, by which registry decision, the run that
 built it, the gate's figures and the release test, and the release timeline (window judged → run launched →
 gate → release test → promoted → served), each line linking to its run or asset. A service that does not answer
@@ -51,6 +52,12 @@ def ask_service(url: str, artifact_root: str) -> dict[str, Any] | str:
         return f"the service at {url} did not answer GET /model ({type(exc).__name__}: {exc})"
 
 
+def shadow_of(served: dict[str, Any]) -> str | None:
+    """The version the service mirrors requests to (its shadow), from ``GET /model`` or a worker's status file."""
+    shadow = served.get("shadow")
+    return shadow.get("version") if isinstance(shadow, dict) else served.get("shadow_version")
+
+
 def served_observation(
     instance: dg.DagsterInstance, registry, served: dict[str, Any], service_url: str
 ) -> dg.AssetObservation:
@@ -59,7 +66,8 @@ def served_observation(
     steps, facts = release_timeline(instance, registry, served, service_url)
     return dg.AssetObservation(
         asset_key=SERVED_MODEL.key,
-        description=f"the service answers with {facts['served_version']} since {facts['served_since'][:19]}",
+        description=f"the service answers with {facts['served_version']} since {facts['served_since'][:19]}"
+        + (f"; {shadow_of(served)} scores the same requests in the shadow" if shadow_of(served) else ""),
         metadata={
             "served_version": facts["served_version"],
             "served_since": facts["served_since"],
@@ -68,6 +76,7 @@ def served_observation(
             if facts["run_id"] != "none"
             else "none",
             "production_pointer": served.get("production_version") or "none",
+            "shadow_version": shadow_of(served) or "none",
             "source": served.get("source", ""),
             "swap_error": served.get("swap_error") or "none",
             "release_timeline": dg.MetadataValue.md(timeline_markdown(steps)),
@@ -87,9 +96,11 @@ def evaluate_serving_tick(
         service_url = str(status_dir(artifact_root))
     if isinstance(served, str):
         return dg.SensorResult(skip_reason=served)
-    seen = f"{served['version']}@{served.get('loaded_at', '')}"
+    shadow = shadow_of(served)
+    seen = f"{served['version']}@{served.get('loaded_at', '')}" + (f"+shadow:{shadow}" if shadow else "")
     if seen == cursor:
-        return dg.SensorResult(skip_reason=f"the service still answers with {served['version']}")
+        return dg.SensorResult(skip_reason=f"the service still answers with {served['version']}"
+                               + (f" (shadow: {shadow})" if shadow else ""))
     if not registry.exists() or served["version"] not in {v.version for v in registry.list_versions()}:
         return dg.SensorResult(
             skip_reason=f"the service answers with {served['version']}, which this registry "

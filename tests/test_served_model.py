@@ -73,3 +73,31 @@ def test_without_a_url_the_sensor_reads_what_the_service_s_workers_wrote_to_the_
     gone = evaluate_serving_tick(instance, serving_world.registry, "", cursor=None,
                                  artifact_root=str(serving_world.home / "elsewhere"))
     assert not gone.asset_events and "no worker of the service has reported" in gone.skip_reason.skip_message
+
+
+def test_the_observation_names_the_shadow_and_a_new_shadow_is_observed(serving_world, tmp_path):
+    """A worker's status names the version its shadow mirror scores with (issue 37); the sensor shows it, and a
+    shadow set or cleared is a change it observes, though the served version stays."""
+    import time
+
+    from mlops_assets.core.serving.serving_status import status_path, write_status
+
+    make_production(serving_world, "v1", "test: served with a shadow")
+    loaded_at = "2026-12-03T08:00:00"
+    worker = {"version": "v1", "tag": f"{MODEL_NAME}:v1", "loaded_at": loaded_at, "source": "production",
+              "production_version": "v1", "swap_error": None, "worker_pid": 1}
+    instance = dg.DagsterInstance.ephemeral()
+
+    def tick(shadow, cursor):
+        write_status(status_path(tmp_path, "h", 1), {**worker, "shadow_version": shadow}, now=time.time())
+        return evaluate_serving_tick(instance, serving_world.registry, "", cursor=cursor, artifact_root=str(tmp_path))
+
+    first = tick("v2", None)
+    (observation,) = first.asset_events
+    assert observation.metadata["shadow_version"].value == "v2" and "v2 scores the same requests" in (
+        observation.description)
+    same = tick("v2", first.cursor)
+    assert not same.asset_events and "shadow: v2" in same.skip_reason.skip_message
+    cleared = tick(None, first.cursor)
+    (observation,) = cleared.asset_events
+    assert observation.metadata["shadow_version"].value == "none" and cleared.cursor != first.cursor

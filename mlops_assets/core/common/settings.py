@@ -102,6 +102,9 @@ PERF_MIN_LABELLED = define("MLOPS_PERF_MIN_LABELLED", int, "50", "fewer labelled
                            "window: not judged")
 PERF_MIN_CLASS_LABELLED = define("MLOPS_PERF_MIN_CLASS_LABELLED", int, "10", "classes with fewer labels stay out "
                                  "of the recall gap")
+COMPARISON_ALPHA = define("MLOPS_COMPARISON_ALPHA", float, "0.05", "live comparison of production and the shadow: "
+                          "McNemar's exact test judges the challenger better or worse at this level (the chance of "
+                          "either verdict when the two are equally accurate is at most this)")
 ALERT_WEBHOOK_URL = define("MLOPS_ALERT_WEBHOOK_URL", str, "", "a secret: each alert is also POSTed here as JSON "
                            "(Slack-compatible)")
 

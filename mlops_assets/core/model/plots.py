@@ -81,3 +81,35 @@ def attribution_grid_png(images: np.ndarray, maps: list[np.ndarray], titles: lis
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return Path(path)
+
+
+def comparison_over_windows_png(history: list[dict[str, Any]], path: str | Path, title: str) -> Path:
+    """The live comparison over windows: agreement between production and the challenger, and both versions'
+    accuracy on the same labelled requests with their 95 % intervals (error bars). ``history``: one dict per window,
+    oldest first (``window``, ``agreement``, ``production_accuracy``, ``production_ci``, ``challenger_accuracy``,
+    ``challenger_ci``; None where a window has none)."""
+    plt = _pyplot()
+    x = np.arange(len(history))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(history) + 3), 3.8))
+
+    def series(key: str) -> np.ndarray:
+        return np.array([np.nan if row.get(key) is None else float(row[key]) for row in history])
+
+    ax.plot(x, series("agreement"), "o-", color="grey", label="agreement")
+    for offset, (name, colour) in zip((-0.08, 0.08), (("production", "tab:blue"), ("challenger", "tab:orange")),
+                                      strict=True):
+        accuracy = series(f"{name}_accuracy")
+        ci = [row.get(f"{name}_ci") or [np.nan, np.nan] for row in history]
+        below = np.maximum(0.0, [a - c[0] for a, c in zip(accuracy, ci, strict=True)])  # NaN stays NaN
+        above = np.maximum(0.0, [c[1] - a for a, c in zip(accuracy, ci, strict=True)])
+        ax.errorbar(x + offset, accuracy, yerr=[below, above], fmt="s", color=colour, capsize=3,
+                    label=f"{name} accuracy (95 % CI)")
+    ax.set_xticks(x, [str(row["window"]) for row in history], rotation=45, ha="right", fontsize=8)
+    ax.set_ylim(0.0, 1.02)
+    ax.set_ylabel("share")
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)

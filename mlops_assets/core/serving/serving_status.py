@@ -1,11 +1,11 @@
 """What each worker of the running service reports it serves, as files on the artifact volume.
 
-Why files: on the Docker stack the service sits on a network of its own (``deploy/docker-compose.yaml``) and
-nothing of Dagster's can reach it, by design; but it shares the artifact volume with the code server, which logs its
-predictions there already. Each worker writes ``serving/status-<host>-<pid>.json`` (what ``GET /model`` says: the
-version, its tag, since when, the production pointer it saw, the last swap error) when that changes and at least
-every :data:`HEARTBEAT_SECONDS`; ``served_model_sensor`` reads the fresh ones when ``MLOPS_SERVICE_URL`` is empty.
-A worker that stopped writing (killed, its container gone) drops out after :data:`STALE_SECONDS`.
+Why files: on the Docker stack the service sits on a network of its own (``deploy/docker-compose.yaml``) and nothing of
+Dagster's can reach it, by design; but it shares the artifact volume with the code server, which logs its predictions
+there already. Each worker writes ``serving/status-<host>-<pid>.json`` (what ``GET /model`` says: the version, its tag,
+since when, the production pointer it saw, the shadow it mirrors to, the last swap error) when that changes and at least
+every :data:`HEARTBEAT_SECONDS`; ``served_model_sensor`` reads the fresh ones when ``MLOPS_SERVICE_URL`` is empty. A
+worker that stopped writing (killed, its container gone) drops out after :data:`STALE_SECONDS`.
 
 Writes are atomic (temporary file, fsync, rename): a reader never sees half a status. No Dagster here.
 """
@@ -25,7 +25,9 @@ from mlops_assets.core.common.storage import atomic_write_json
 STATUS_DIR = "serving"
 HEARTBEAT_SECONDS = 30.0
 STALE_SECONDS = 3 * HEARTBEAT_SECONDS
-REPORTED = ("version", "tag", "loaded_at", "source", "production_version", "swap_error", "worker_pid")
+# shadow_version: the version scoring the mirrored requests beside the served one (None: no shadow)
+REPORTED = ("version", "tag", "loaded_at", "source", "production_version", "shadow_version", "swap_error",
+            "worker_pid")
 
 
 def status_dir(artifact_root: str | Path) -> Path:
