@@ -44,6 +44,9 @@ otherwise); ``/model``, health, metrics and the documents stay open (``bentos/re
 
 Bad input is a 400 with a message (pydantic validation before batching, so one bad request never fails
 the others batched with it); a body over ``MLOPS_MAX_BODY_BYTES`` is a 413 (``bentos/validation.py``).
+A/B (``MLOPS_AB_FRACTION`` > 0): a keyed client (``X-Client-Key``) in the challenger's share is answered by the
+shadow, while the registry lets it answer clients, and production is scored beside it (``bentos/ab_routing.py``).
+
 The served model and its hot swap are in ``bentos/model_watcher.py``; BentoML's private APIs are used only
 through ``bentos/bentoml_private.py``.
 """
@@ -63,6 +66,7 @@ import bentoml
 from pydantic import BaseModel, Field
 
 from bentos import bentoml_private
+from bentos.ab_routing import AbRouting, ChallengerGate, answered_by_challenger, client_key_of
 from bentos.explainer import Explainer
 from bentos.model_watcher import SlotWatcher
 from bentos.ood_refusal import OodRefusal
@@ -134,12 +138,13 @@ class Prediction(BaseModel):
 
 def predict(model: LoadedModel, images, log: InferenceLogWriter | None,
             original_sizes: list[tuple[int, int]] | None = None,
-            shadow: ShadowMirror | None = None) -> list[Prediction]:
+            shadow: ShadowMirror | None = None, other: LoadedModel | None = None) -> list[Prediction]:
     """One prediction per image, each with a new id that its inference log row carries too.
 
     The model only computes; what is logged is decided here, on the request path, under the answer's id (the
     log's writer queues and never raises into this). A ``shadow`` is offered the same images (never waited on);
-    its answers are logged under the same ids as :data:`SHADOW_KIND` rows."""
+    its answers are logged under the same ids as :data:`SHADOW_KIND` rows. ``other``: the model the shadow's
+    thread scores them with instead of the shadow (production, when the challenger answered: A/B)."""
     at = datetime.now(UTC)
     ids = new_prediction_ids(len(images), at)
     answer = model.answer(images)
@@ -149,7 +154,7 @@ def predict(model: LoadedModel, images, log: InferenceLogWriter | None,
     if log is not None:
         log_answer(log, model, images, answer, names, ids, at, original_sizes, LOG_KIND)
     if shadow is not None:
-        shadow.offer(MirroredRequest(images, ids, at, original_sizes))
+        shadow.offer(MirroredRequest(images, ids, at, original_sizes), other)
     return [
         Prediction(label=int(label), class_name=name, probabilities=[float(v) for v in p],
                    model_version=model.version, prediction_id=prediction_id,
@@ -203,13 +208,14 @@ class ExplainedPrediction(Prediction):
 
 def explain_one(model: LoadedModel, image, target: int | None, log: InferenceLogWriter | None,
                 original_size: tuple[int, int] | None = None,
-                shadow: ShadowMirror | None = None) -> ExplainedPrediction:
+                shadow: ShadowMirror | None = None, other: LoadedModel | None = None) -> ExplainedPrediction:
     """One (C, H, W) image's prediction (logged as any other, under its id) and its occlusion map, both from
     ``model``; a 409 naming the reason when this version's explanations did not pass their check."""
     refusal = model.explanation_refusal()
     if refusal is not None:
         raise ApiRefusal(HTTPStatus.CONFLICT, refusal)
-    prediction = predict(model, image[None], log, None if original_size is None else [original_size], shadow)[0]
+    prediction = predict(model, image[None], log, None if original_size is None else [original_size], shadow,
+                         other)[0]
     chosen = prediction.label if target is None else target
     result = model.explain(image, chosen)
     height, width = result.attribution.shape
@@ -253,6 +259,10 @@ class ModelInfo(BaseModel):
         "The shadow (answers no client): slot_version (the registry's shadow slot), version (scoring now), "
         "swap_error; per image mirrored (scored and logged), dropped (queue full), failed (it raised); queued "
         "batches, last_error. Null when the service follows no slot or logs nothing."))
+    ab: dict[str, Any] | None = Field(description=(
+        "A/B (MLOPS_AB_FRACTION): fraction (of the clients, by their X-Client-Key header) the shadow answers, "
+        "challenger_version (the shadow answering them now; null: production answers everyone), not_answering "
+        "(why not, e.g. the registry's reason), answered (images, this worker). Null without a shadow."))
     inference_log: dict[str, Any] | None = Field(
         description="This worker's inference log counters (written, dropped, queued: journaled but not yet in "
                     "Parquet, recovered: rows of dead workers' journals it wrote, last_error); null when logging "
@@ -310,10 +320,12 @@ class ClassifierService:
         # the shadow slot, followed like production: its model scores the requests production answers
         self.shadow: ShadowMirror | None = None
         self.shadow_watcher: SlotWatcher | None = None
+        self.ab: ChallengerGate | None = None
         if self.follow and self.inference_log is not None:
             self.shadow = ShadowMirror(shadow_logger(self.inference_log))
+            self.ab = ChallengerGate(self.config.ab_fraction)  # asks the registry on each pointer change
             self.shadow_watcher = SlotWatcher(self.shadow, self.config.registry(), self.config.poll_seconds,
-                                              self.config.signature, SHADOW_SLOT)
+                                              self.config.signature, SHADOW_SLOT, on_change=self.ab.judge)
             self.shadow_watcher.start()
         self.feedback_store = FeedbackStore(self.config.artifact_root)
         self.explainer = Explainer()
@@ -347,6 +359,27 @@ class ClassifierService:
             raise ApiRefusal(HTTPStatus.SERVICE_UNAVAILABLE, self.no_model_message())
         return model
 
+    def answering(self, client_key: str | None, challenger_share: bool | None = None
+                  ) -> tuple[LoadedModel, LoadedModel | None]:
+        """The model that answers this client and the one the shadow's thread scores beside it (None: the shadow).
+
+        The challenger answers a client in its share (``challenger_share``, else from the key) while the registry
+        lets it (``bentos/ab_routing.py``); then production is scored beside it. Anyone else: production."""
+        production = self.serving()
+        if self.ab is None or self.shadow is None:
+            return production, None
+        if challenger_share is None:
+            challenger_share = answered_by_challenger(client_key, self.ab.fraction)
+        challenger = self.ab.answering(self.shadow.active) if challenger_share else None
+        if challenger is None:
+            return production, None
+        return challenger, production
+
+    def count_challenger(self, other: LoadedModel | None, images: int) -> None:
+        """Count the images the challenger answered (``other`` set: production is scored beside it)."""
+        if other is not None and self.ab is not None:
+            self.ab.count(images)
+
     async def __is_ready__(self) -> bool:
         """BentoML's /readyz: 200 once a model is served, else 503 with the reason (not BentoML's generic one)."""
         if self.active is None:
@@ -378,12 +411,27 @@ class ClassifierService:
         """Classify a batch of images already in the training scale; one prediction per image."""
         return predict(self.serving(), images, self.inference_log, shadow=self.shadow)
 
+    @bentoml.api(
+        batchable=True,
+        batch_dim=0,
+        max_batch_size=CONFIG.batch_max_size,
+        max_latency_ms=CONFIG.batch_max_latency_ms,
+    )
+    def classify_challenger(self, images: ImageBatch) -> list[Prediction]:
+        """/classify for the clients in the challenger's share (routed here by ``AbRouting``; a 404 from outside):
+        batched apart, so a batch is answered by one version."""
+        model, other = self.answering(None, challenger_share=True)
+        self.count_challenger(other, len(images))
+        return predict(model, images, self.inference_log, shadow=self.shadow, other=other)
+
     @bentoml.api
-    def classify_image(self, image: Annotated[Path, Field(description="A PNG or JPEG file.")]) -> Prediction:
+    def classify_image(self, image: Annotated[Path, Field(description="A PNG or JPEG file.")],
+                       ctx: bentoml.Context) -> Prediction:
         """Classify one encoded image, decoded and scaled exactly as in training."""
-        model = self.serving()
+        model, other = self.answering(client_key_of(ctx.request.headers))
         pixels, size = self.decoded(Path(image))
-        return predict(model, to_training_scale(pixels)[None], self.inference_log, [size], self.shadow)[0]
+        self.count_challenger(other, 1)
+        return predict(model, to_training_scale(pixels)[None], self.inference_log, [size], self.shadow, other)[0]
 
     def decoded(self, upload: Path):
         """An upload's pixels and size before resizing; a 413 or 422 naming the image when it cannot be."""
@@ -395,16 +443,19 @@ class ClassifierService:
             raise ApiRefusal(HTTPStatus.UNPROCESSABLE_ENTITY, str(exc), "image") from None
 
     @bentoml.api
-    async def explain(self, image: ExplainImage, target: Target = None) -> ExplainedPrediction:
+    async def explain(self, image: ExplainImage, ctx: bentoml.Context, target: Target = None) -> ExplainedPrediction:
         """Classify one image already in the training scale and map which pixels the decision rests on."""
-        model = self.serving()  # the prediction and its map come from this one version, whatever swaps meanwhile
-        return await self.explainer.run(explain_one, model, image, target, self.inference_log, None, self.shadow)
+        # the prediction and its map come from this one version, whatever swaps meanwhile
+        model, other = self.answering(client_key_of(ctx.request.headers))
+        self.count_challenger(other, 1)
+        return await self.explainer.run(explain_one, model, image, target, self.inference_log, None, self.shadow,
+                                        other)
 
     @bentoml.api
     async def explain_image(self, image: Annotated[Path, Field(description="A PNG or JPEG file.")],
                             ctx: bentoml.Context) -> ExplainedPrediction:
         """Classify one encoded image (as /classify_image) and map which pixels the decision rests on."""
-        model = self.serving()
+        model, other = self.answering(client_key_of(ctx.request.headers))
         given = ctx.request.query_params.getlist("target")
         try:
             if len(given) > 1:
@@ -415,8 +466,9 @@ class ClassifierService:
 
         def decode_and_explain() -> ExplainedPrediction:
             pixels, size = self.decoded(Path(image))
-            return explain_one(model, to_training_scale(pixels), target, self.inference_log, size, self.shadow)
+            return explain_one(model, to_training_scale(pixels), target, self.inference_log, size, self.shadow, other)
 
+        self.count_challenger(other, 1)
         return await self.explainer.run(decode_and_explain)
 
     @bentoml.api
@@ -469,6 +521,7 @@ class ClassifierService:
             swap_error=self.watcher.error if self.watcher else None,
             swaps=self.swaps,
             shadow=self.shadow.describe(self.shadow_watcher) if self.shadow and self.shadow_watcher else None,
+            ab=self.ab.describe(self.shadow.active) if self.ab and self.shadow else None,
             inference_log=vars(self.inference_log.stats()) if self.inference_log else None,
             worker_pid=os.getpid(),
             worker_heap=heap_stats(),
@@ -483,8 +536,11 @@ def _why_no_answer() -> str | None:
 
 
 bentoml_private.declare_json_response(ClassifierService, "classify")  # measured: BENCHMARKS.md
-for _api in ("explain", "explain_image"):
+for _api in ("classify_challenger", "explain", "explain_image"):
     bentoml_private.declare_json_response(ClassifierService, _api)
+# innermost: the OOD refusal and the guard see the path the client used; always installed, so the challenger's
+# internal endpoint is a 404 from outside whatever the fraction
+ClassifierService.add_asgi_middleware(AbRouting, fraction=CONFIG.ab_fraction)
 if settings.resolve_flag(settings.OOD_REFUSE):  # a flagged input answered 422 (added first: runs inside the guard)
     ClassifierService.add_asgi_middleware(OodRefusal)
 ClassifierService.add_asgi_middleware(
