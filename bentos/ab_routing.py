@@ -60,7 +60,7 @@ class ChallengerGate:
         self.fraction = fraction
         self.answerable: str | None = None  # the shadow version the registry lets answer clients
         self.refusal: str | None = None  # why the shadow in the slot may not (None: it may, or there is none)
-        self.answered = 0  # images the challenger answered in this worker
+        self.answered = 0  # images routed to the challenger in this worker
         self._lock = threading.Lock()
 
     def judge(self, registry, version: str | None) -> None:
@@ -83,9 +83,18 @@ class ChallengerGate:
             return None
         return shadow
 
-    def count(self, images: int) -> None:
+    def choose(self, production: LoadedModel, shadow: LoadedModel | None, client_key: str | None, images: int = 1,
+               share: bool | None = None) -> tuple[LoadedModel, LoadedModel | None]:
+        """The model that answers a client and the one the shadow's thread scores beside it (None: the shadow):
+        the challenger (then production beside it) for a client in its share (``share``, else from the key) while
+        the registry lets it answer; production otherwise. ``images``: counted as the challenger's."""
+        in_share = answered_by_challenger(client_key, self.fraction) if share is None else share
+        challenger = self.answering(shadow) if in_share else None
+        if challenger is None:
+            return production, None
         with self._lock:
             self.answered += images
+        return challenger, production
 
     def describe(self, shadow: LoadedModel | None) -> dict[str, Any]:
         """``/model``'s ``ab``: the fraction, who answers the challenger's share now, and why not the shadow."""

@@ -60,18 +60,19 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from http import HTTPStatus
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import bentoml
 from pydantic import BaseModel, Field
 
 from bentos import bentoml_private
-from bentos.ab_routing import AbRouting, ChallengerGate, answered_by_challenger, client_key_of
+from bentos.ab_routing import AbRouting, ChallengerGate, client_key_of
 from bentos.explainer import Explainer
+from bentos.model_info import ModelInfo, model_info_app
 from bentos.model_watcher import SlotWatcher
 from bentos.ood_refusal import OodRefusal
 from bentos.openapi import api_document
-from bentos.request_guard import ApiRefusal, RequestGuard, error_body
+from bentos.request_guard import ApiRefusal, RequestGuard
 from bentos.served_model import LoadedModel, load_model
 from bentos.serving_config import ServingConfig
 from bentos.shadow_mirror import Answer, MirroredRequest, ShadowMirror
@@ -239,61 +240,7 @@ class FeedbackRequest(BaseModel):
     feedback: FeedbackBatch
 
 
-class ModelInfo(BaseModel):
-    model_name: str
-    version: str
-    tag: str
-    source: str = Field(description="'pinned' (the Bento's model) or 'production' (followed pointer).")
-    pinned_tag: str
-    splits_version: str | None
-    dataset_version: str | None
-    onnx_version: str | None
-    class_names: list[str]
-    input_shape: list[int]
-    loaded_at: str
-    follow_production: bool
-    production_version: str | None = Field(description="What the pointer named at the last check.")
-    swap_error: str | None = Field(description="Why the pointer's version is not served, if it is not.")
-    swaps: int
-    shadow: dict[str, Any] | None = Field(description=(
-        "The shadow (answers no client): slot_version (the registry's shadow slot), version (scoring now), "
-        "swap_error; per image mirrored (scored and logged), dropped (queue full), failed (it raised); queued "
-        "batches, last_error. Null when the service follows no slot or logs nothing."))
-    ab: dict[str, Any] | None = Field(description=(
-        "A/B (MLOPS_AB_FRACTION): fraction (of the clients, by their X-Client-Key header) the shadow answers, "
-        "challenger_version (the shadow answering them now; null: production answers everyone), not_answering "
-        "(why not, e.g. the registry's reason), answered (images, this worker). Null without a shadow."))
-    inference_log: dict[str, Any] | None = Field(
-        description="This worker's inference log counters (written, dropped, queued: journaled but not yet in "
-                    "Parquet, recovered: rows of dead workers' journals it wrote, last_error); null when logging "
-                    "is off."
-    )
-    worker_pid: int = Field(description="The worker process that answered (counters and swaps are per worker).")
-    worker_heap: dict[str, int] = Field(description=(
-        "This worker's Python heap: tracked_objects (what a full collection scans; growing with traffic is a "
-        "leak), frozen_objects (the startup heap, never scanned), full_collections so far."))
-    token_required: bool = Field(description="Whether /classify, /classify_image, /explain, /explain_image and "
-                                             "/feedback need a bearer token.")
-
-
-# -- GET /model ---------------------------------------------------------------------------------------
-async def _model_info_route(request: Any) -> Any:
-    from starlette.responses import JSONResponse
-
-    service = bentoml.get_current_service()
-    if service.active is None:
-        return JSONResponse(error_body(service.no_model_message()), status_code=HTTPStatus.SERVICE_UNAVAILABLE)
-    return JSONResponse(service.describe().model_dump())
-
-
-def _model_info_app() -> Any:
-    from starlette.applications import Starlette
-    from starlette.routing import Route
-
-    return Starlette(routes=[Route("/model", _model_info_route, methods=["GET"])])
-
-
-@bentoml.asgi_app(_model_info_app(), path="/")
+@bentoml.asgi_app(model_info_app(), path="/")
 @bentoml.service(
     name="image_classifier_service",
     **settings.bento_service_options(),
@@ -359,26 +306,12 @@ class ClassifierService:
             raise ApiRefusal(HTTPStatus.SERVICE_UNAVAILABLE, self.no_model_message())
         return model
 
-    def answering(self, client_key: str | None, challenger_share: bool | None = None
-                  ) -> tuple[LoadedModel, LoadedModel | None]:
-        """The model that answers this client and the one the shadow's thread scores beside it (None: the shadow).
-
-        The challenger answers a client in its share (``challenger_share``, else from the key) while the registry
-        lets it (``bentos/ab_routing.py``); then production is scored beside it. Anyone else: production."""
+    def answering(self, client_key: str | None, images: int = 1,
+                  share: bool | None = None) -> tuple[LoadedModel, LoadedModel | None]:
+        """The model that answers this client and the one scored beside it (None: the shadow): ab_routing.py."""
         production = self.serving()
-        if self.ab is None or self.shadow is None:
-            return production, None
-        if challenger_share is None:
-            challenger_share = answered_by_challenger(client_key, self.ab.fraction)
-        challenger = self.ab.answering(self.shadow.active) if challenger_share else None
-        if challenger is None:
-            return production, None
-        return challenger, production
-
-    def count_challenger(self, other: LoadedModel | None, images: int) -> None:
-        """Count the images the challenger answered (``other`` set: production is scored beside it)."""
-        if other is not None and self.ab is not None:
-            self.ab.count(images)
+        return self.ab.choose(production, self.shadow.active, client_key, images, share) if self.ab else (
+            production, None)
 
     async def __is_ready__(self) -> bool:
         """BentoML's /readyz: 200 once a model is served, else 503 with the reason (not BentoML's generic one)."""
@@ -420,8 +353,7 @@ class ClassifierService:
     def classify_challenger(self, images: ImageBatch) -> list[Prediction]:
         """/classify for the clients in the challenger's share (routed here by ``AbRouting``; a 404 from outside):
         batched apart, so a batch is answered by one version."""
-        model, other = self.answering(None, challenger_share=True)
-        self.count_challenger(other, len(images))
+        model, other = self.answering(None, len(images), share=True)
         return predict(model, images, self.inference_log, shadow=self.shadow, other=other)
 
     @bentoml.api
@@ -430,7 +362,6 @@ class ClassifierService:
         """Classify one encoded image, decoded and scaled exactly as in training."""
         model, other = self.answering(client_key_of(ctx.request.headers))
         pixels, size = self.decoded(Path(image))
-        self.count_challenger(other, 1)
         return predict(model, to_training_scale(pixels)[None], self.inference_log, [size], self.shadow, other)[0]
 
     def decoded(self, upload: Path):
@@ -447,7 +378,6 @@ class ClassifierService:
         """Classify one image already in the training scale and map which pixels the decision rests on."""
         # the prediction and its map come from this one version, whatever swaps meanwhile
         model, other = self.answering(client_key_of(ctx.request.headers))
-        self.count_challenger(other, 1)
         return await self.explainer.run(explain_one, model, image, target, self.inference_log, None, self.shadow,
                                         other)
 
@@ -468,7 +398,6 @@ class ClassifierService:
             pixels, size = self.decoded(Path(image))
             return explain_one(model, to_training_scale(pixels), target, self.inference_log, size, self.shadow, other)
 
-        self.count_challenger(other, 1)
         return await self.explainer.run(decode_and_explain)
 
     @bentoml.api

@@ -88,9 +88,16 @@ def test_the_gate_answers_with_the_loaded_shadow_only_while_the_registry_lets_th
     assert gate.answering(unloaded("v1")).version == "v1"
     assert gate.answering(unloaded("v2")) is None  # a shadow loaded but not the version judged
     assert gate.answering(None) is None
+    production, shadow = unloaded("v0"), unloaded("v1")
+    inside = next(k for k in KEYS if answered_by_challenger(k, 0.5))
+    outside = next(k for k in KEYS if not answered_by_challenger(k, 0.5))
+    assert gate.choose(production, shadow, inside, images=3) == (shadow, production)  # production scored beside
+    assert gate.choose(production, shadow, outside) == (production, None)  # None: the shadow is scored beside
+    assert gate.choose(production, shadow, None, share=True) == (shadow, production) and gate.answered == 4
     registry.record_release_test("v1", "clf:b", passed=False, reason="broken export", by="ci")
     gate.judge(registry, "v1")
     assert gate.answering(unloaded("v1")) is None
+    assert gate.choose(production, shadow, inside) == (production, None)
     described = gate.describe(unloaded("v1"))
     assert described["challenger_version"] is None and "release test failed" in described["not_answering"]
     gate.judge(registry, None)
