@@ -56,6 +56,7 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -145,15 +146,19 @@ def predict(model: LoadedModel, images, log: InferenceLogWriter | None,
     The model only computes; what is logged is decided here, on the request path, under the answer's id (the
     log's writer queues and never raises into this). A ``shadow`` is offered the same images (never waited on);
     its answers are logged under the same ids as :data:`SHADOW_KIND` rows. ``other``: the model the shadow's
-    thread scores them with instead of the shadow (production, when the challenger answered: A/B)."""
+    thread scores them with instead of the shadow (production, when the challenger answered: A/B). Each row carries
+    the model call's wall time for the whole batch (``model_ms``), so the live comparison reports latency per
+    version."""
     at = datetime.now(UTC)
     ids = new_prediction_ids(len(images), at)
+    started = time.perf_counter()
     answer = model.answer(images)
+    model_ms = (time.perf_counter() - started) * 1000.0
     probabilities, _, ood = answer
     labels = probabilities.argmax(1)
     names = [model.class_names[i] for i in labels]
     if log is not None:
-        log_answer(log, model, images, answer, names, ids, at, original_sizes, LOG_KIND)
+        log_answer(log, model, images, answer, names, ids, at, original_sizes, LOG_KIND, model_ms)
     if shadow is not None:
         shadow.offer(MirroredRequest(images, ids, at, original_sizes), other)
     return [
@@ -165,22 +170,23 @@ def predict(model: LoadedModel, images, log: InferenceLogWriter | None,
 
 
 def log_answer(log: InferenceLogWriter, model: LoadedModel, images, answer: Answer, names: list[str],
-               ids: list[str], at: datetime, original_sizes, dataset: str) -> bool:
-    """Journal one model's answers to ``images`` under ``ids`` (the served answer's, for a shadow's too)."""
+               ids: list[str], at: datetime, original_sizes, dataset: str, model_ms: float | None = None) -> bool:
+    """Journal one model's answers to ``images`` under ``ids`` (the served answer's, for a shadow's too), with the
+    wall time of the model call that answered them (``model_ms``, the batch's)."""
     import numpy as np
 
     probabilities, scores, ood = answer
     flags = np.array([np.nan if a.flagged is None else float(a.flagged) for a in ood])
     return log.log_images(images, names, probabilities.max(1), model.version, original_sizes, ids, at,
-                          np.column_stack([scores, flags]), dataset=dataset)
+                          np.column_stack([scores, flags]), dataset=dataset, model_ms=model_ms)
 
 
-def shadow_logger(log: InferenceLogWriter) -> Callable[[LoadedModel, MirroredRequest, Answer], bool]:
+def shadow_logger(log: InferenceLogWriter) -> Callable[[LoadedModel, MirroredRequest, Answer, float], bool]:
     """What the shadow's thread does with its answer: log it beside the served one, under the same ids."""
 
-    def record(model: LoadedModel, request: MirroredRequest, answer: Answer) -> bool:
+    def record(model: LoadedModel, request: MirroredRequest, answer: Answer, model_ms: float) -> bool:
         if not log_answer(log, model, request.images, answer, [model.class_names[i] for i in answer[0].argmax(1)],
-                          request.prediction_ids, request.at, request.original_sizes, SHADOW_KIND):
+                          request.prediction_ids, request.at, request.original_sizes, SHADOW_KIND, model_ms):
             raise RuntimeError(f"the inference log dropped the shadow's answers: {log.stats().last_error}")
         return True
 

@@ -1,12 +1,12 @@
 """The shadow: a second model scores the requests production answers, off the request path, and answers no one.
 
-The request's thread only offers its images to a bounded queue (:meth:`ShadowMirror.offer`: one ``put_nowait``,
-never a wait); one background thread takes each batch, has the shadow model answer it and hands the answer to
-``record`` (the service logs it under the answered prediction's ids). When the queue is full the batch is dropped
-and counted, never the client's request; a shadow that raises is counted as failed; a shadow that hangs holds only
-its own thread (the queue fills, later batches are dropped and counted). So a shadow never changes a client's
-answer or status. The model in the slot is what a :class:`bentos.model_watcher.SlotWatcher` on the ``shadow`` slot
-swaps into :attr:`ShadowMirror.active` (None: no shadow, nothing is queued).
+The request's thread only offers its images to a bounded queue (:meth:`ShadowMirror.offer`: one ``put_nowait``, never a
+wait); one background thread takes each batch, has the shadow model answer it and hands the answer to ``record`` with
+the model call's wall time in ms (the service logs both under the answered prediction's ids). When the queue is full the
+batch is dropped and counted, never the client's request; a shadow that raises is counted as failed; a shadow that hangs
+holds only its own thread (the queue fills, later batches are dropped and counted). So a shadow never changes a client's
+answer or status. The model in the slot is what a :class:`bentos.model_watcher.SlotWatcher` on the ``shadow`` slot swaps
+into :attr:`ShadowMirror.active` (None: no shadow, nothing is queued).
 
 The counters (``/model``'s ``shadow``) count images: ``mirrored`` (the shadow answered and its answer was handed to
 ``record``), ``dropped`` (the queue was full), ``failed`` (the shadow or ``record`` raised). This module does not
@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -54,7 +55,7 @@ Answer = tuple[Any, Any, list]  # LoadedModel.answer's (probabilities, OOD score
 class ShadowMirror:
     """Scores production's requests with :attr:`active`, one background thread, a queue of ``capacity`` batches."""
 
-    def __init__(self, record: Callable[[LoadedModel, MirroredRequest, Answer], Any],
+    def __init__(self, record: Callable[[LoadedModel, MirroredRequest, Answer, float], Any],
                  capacity: int = QUEUE_BATCHES) -> None:
         self.record = record
         self.active: LoadedModel | None = None  # set by the shadow slot's watcher
@@ -95,7 +96,9 @@ class ShadowMirror:
             model, request = item
             n = len(request.prediction_ids)
             try:
-                self.record(model, request, model.answer(request.images))
+                started = time.perf_counter()
+                answer = model.answer(request.images)
+                self.record(model, request, answer, (time.perf_counter() - started) * 1000.0)
                 with self._lock:
                     self.mirrored += n
             except Exception as exc:  # noqa: BLE001 - a failing shadow is counted, never raised into anything

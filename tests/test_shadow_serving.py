@@ -258,3 +258,36 @@ def test_the_server_answers_with_production_and_logs_the_shadow_s_answers_under_
         while http.get("/model").json()["shadow"]["version"] is not None and time.monotonic() < deadline + 30:
             time.sleep(0.1)
         assert http.get("/model").json()["shadow"]["version"] is None
+
+
+def test_both_logs_carry_the_model_call_time_of_each_batch_and_older_parts_read_it_as_null(models, serving_world,
+                                                                                            tmp_path):
+    """Latency per version: every served and shadow row carries ``model_ms``, the wall time of the model call that
+    answered its batch (the whole batch's, the same on each of its rows); a part file written before the column
+    existed reads as null."""
+    import numpy as np
+    import pandas as pd
+
+    from bentos.service import predict, shadow_logger
+    from mlops_assets.core.data.features import MODEL_MS, PREDICTION_ID
+    from mlops_assets.core.serving.inference_log import write_part
+    from mlops_assets.core.serving.prediction_ids import new_prediction_ids
+
+    production, shadow = models
+    with InferenceLogWriter(tmp_path) as log:
+        mirror = ShadowMirror(shadow_logger(log))
+        mirror.active = as_shadow(SlowShadow, shadow)  # a second per answer: its rows say so
+        batches = [predict(production, serving_world.x_test[i:i + 4], log, shadow=mirror) for i in (0, 4)]
+        assert mirror.drain(30)
+    for dataset, low, high in ((LOG_KIND, 0.0, 900.0), (SHADOW_KIND, 1000.0, 60_000.0)):
+        rows = read_window(tmp_path, *ALL_TIME, dataset).set_index(PREDICTION_ID)
+        assert len(rows) == 8 and rows[MODEL_MS].notna().all(), dataset
+        assert ((rows[MODEL_MS] > low) & (rows[MODEL_MS] < high)).all(), (dataset, rows[MODEL_MS].tolist())
+        for batch in batches:  # one value per batch: the batch's call
+            assert rows.loc[[p.prediction_id for p in batch], MODEL_MS].nunique() == 1
+    at = NOW - timedelta(days=2)
+    write_part(tmp_path, at, pd.DataFrame({PREDICTION_ID: new_prediction_ids(1, at), "timestamp": [pd.Timestamp(at)],
+                                           "predicted_class": ["1"], "model_version": ["v0"]}), LOG_KIND)
+    old = read_window(tmp_path, at - timedelta(minutes=1), at + timedelta(minutes=1), LOG_KIND,
+                      columns=[PREDICTION_ID, MODEL_MS])
+    assert len(old) == 1 and np.isnan(old[MODEL_MS].iloc[0])

@@ -33,11 +33,16 @@ TIMESTAMP = "timestamp"
 PREDICTION_ID = "prediction_id"
 OOD_SCORE = "ood_score"  # the answer's out-of-distribution score (mlops_assets/core/model/ood.py)
 OOD_FLAGGED = "ood_flagged"  # 1.0 flagged, 0.0 not, NaN: the version had no calibration (or none was logged)
+# The wall time (ms) of the model call that answered the row's batch: the whole batch's call, the same for each of its
+# rows (what each prediction waited for the model); NaN when not measured (rows logged before it was, or by a caller
+# that gave none).
+MODEL_MS = "model_ms"
 
 # Columns the inference log carries beside the image features. Only the first two are profiled.
 PREDICTION_COLUMNS = (PREDICTED_CLASS, CONFIDENCE)
-# The OOD columns are counted per window by inference_profiles, not profiled: the training reference has none.
-BOOKKEEPING_COLUMNS = (MODEL_VERSION, TIMESTAMP, PREDICTION_ID, OOD_SCORE, OOD_FLAGGED)
+# The OOD columns are counted per window by inference_profiles, not profiled: the training reference has none; nor
+# has it the model's latency.
+BOOKKEEPING_COLUMNS = (MODEL_VERSION, TIMESTAMP, PREDICTION_ID, OOD_SCORE, OOD_FLAGGED, MODEL_MS)
 
 
 class FeatureInputError(ValueError):

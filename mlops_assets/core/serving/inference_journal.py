@@ -16,8 +16,9 @@ writer turns it into Parquet parts of the inference log and then deletes it; a s
 belongs to a process that died, and is converted by the next writer that finds it (:func:`claim_orphans`).
 
 A record: ``MAGIC``, the header's and the payload's lengths, a CRC-32 of both, a JSON header (ids, labels,
-confidences, version, time, payload shape, and the dataset when it is not the served answers' inference log: a
-shadow model's answers) and the payload (the images' bytes, or a feature frame's columns).
+confidences, version, time, payload shape, the model call's wall time when measured, and the dataset when it is
+not the served answers' inference log: a shadow model's answers) and the payload (the images' bytes, or a feature
+frame's columns).
 A record cut short by a crash, or damaged, ends the segment's readable part.
 
 No Dagster here; numpy and pandas only.
@@ -68,11 +69,13 @@ class Record:
     prediction_ids: list[str]
     ood: np.ndarray | None = None  # N×2: out-of-distribution score, flagged (1/0, NaN: no calibration)
     dataset: str = "inference_log"  # the dataset its rows go to: the served answers', or the shadow's
+    model_ms: float | None = None  # the wall time of the model call that answered the batch (None: not measured)
 
 
 def encode(kind: str, payload: Any, labels: list, confidences: np.ndarray, model_version: str,
            original_sizes: Any, timestamp: pd.Timestamp, prediction_ids: list[str],
-           ood: np.ndarray | None = None, dataset: str = "inference_log") -> list[bytes]:
+           ood: np.ndarray | None = None, dataset: str = "inference_log",
+           model_ms: float | None = None) -> list[bytes]:
     """One record as the buffers to write (header and payload are not joined: the images are not copied)."""
     header: dict[str, Any] = {
         "kind": kind, "ids": [str(i) for i in prediction_ids], "labels": [str(label) for label in labels],
@@ -82,6 +85,8 @@ def encode(kind: str, payload: Any, labels: list, confidences: np.ndarray, model
     }
     if dataset != "inference_log":  # the served answers' records carry no dataset: the format older journals have
         header["dataset"] = dataset
+    if model_ms is not None:  # older journals have none: their rows read as not measured
+        header["model_ms"] = float(model_ms)
     if ood is not None:  # NaN (no flag) travels as null
         header["ood"] = [[None if v != v else float(v) for v in row] for row in np.asarray(ood, np.float64)]
     if kind == "images":
@@ -231,7 +236,7 @@ def read_records(path: Path, headers_only: bool = False) -> Iterator[Record]:
             yield Record(header["kind"], payload, header["labels"], np.asarray(header["confidences"], np.float64),
                          header["version"], header["sizes"], pd.Timestamp(header["at"]), header["ids"],
                          None if header.get("ood") is None else np.asarray(header["ood"], np.float64),
-                         header.get("dataset", "inference_log"))
+                         header.get("dataset", "inference_log"), header.get("model_ms"))
 
 
 def journal_predictions(artifact_root: str | Path) -> dict[str, pd.Timestamp]:

@@ -5,9 +5,10 @@ Layout (the one place that knows it)::
     <artifact_root>/<dataset>/dt=YYYY-MM-DD/hour=HH/part-<name>.parquet
 
 for four datasets: ``inference_log`` (features, prediction, model version, time and id of every prediction
-answered), ``shadow_log`` (the same columns for the shadow model's answers to the same requests, under the
-answered prediction's id and time: never read as served traffic, so drift profiles and performance are built from
-served answers only),
+answered, and ``model_ms``: the wall time of the model call that answered its batch, the whole batch's, null in part
+files written before it was logged), ``shadow_log`` (the same columns for the shadow model's answers to the same
+requests, under the answered prediction's id and time: never read as served traffic, so drift profiles and
+performance are built from served answers only),
 ``inference_images`` (the image each prediction was made on, as uint8 pixels of the served geometry, when
 the service keeps them: MLOPS_KEEP_IMAGES) and ``feedback`` (true labels, :mod:`mlops_assets.core.serving.feedback`).
 Each part file is written once, to a hidden temporary name in the same directory and renamed into

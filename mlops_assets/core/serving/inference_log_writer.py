@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from mlops_assets.core.data.features import (
+    MODEL_MS,
     MODEL_VERSION,
     OOD_FLAGGED,
     OOD_SCORE,
@@ -82,6 +83,7 @@ class _Pending:
     prediction_ids: list[str]
     ood: np.ndarray | None = None  # N×2 (score, flagged), or None when the caller gave none
     dataset: str = LOG_KIND  # LOG_KIND (answered) or SHADOW_KIND (a shadow's answers to the same requests)
+    model_ms: float | None = None  # the model call's wall time for the whole batch (each of its rows carries it)
 
     def ood_rows(self) -> np.ndarray:
         return self.ood if self.ood is not None else np.full((self.n, 2), np.nan)
@@ -93,7 +95,11 @@ class _Pending:
         frame[TIMESTAMP] = self.timestamp
         frame[PREDICTION_ID] = self.prediction_ids
         frame[OOD_SCORE], frame[OOD_FLAGGED] = self.ood_rows()[:, 0], self.ood_rows()[:, 1]
+        frame[MODEL_MS] = self.ms()
         return frame
+
+    def ms(self) -> float:
+        return np.nan if self.model_ms is None else float(self.model_ms)
 
     def pixels(self) -> np.ndarray:
         """The images as uint8 pixels (the training scale × 255, exact for pixels sent as pixels / 255)."""
@@ -170,6 +176,7 @@ class InferenceLogWriter:
         prediction_ids: Sequence[str] | None = None,
         timestamp: datetime | None = None,
         ood: np.ndarray | None = None,
+        model_ms: float | None = None,
     ) -> bool:
         """Journal one batch of predictions with their features (from :func:`image_features`).
 
@@ -178,7 +185,7 @@ class InferenceLogWriter:
         it), False if dropped (counted in ``dropped``, reason in ``last_error``). Never raises; never waits for
         the Parquet write, which the background thread does."""
         return self._enqueue("features", features, predicted_labels, confidences, model_version, None,
-                             prediction_ids, timestamp, ood)
+                             prediction_ids, timestamp, ood, model_ms=model_ms)
 
     def log_images(
         self,
@@ -191,19 +198,23 @@ class InferenceLogWriter:
         timestamp: datetime | None = None,
         ood: np.ndarray | None = None,
         dataset: str = LOG_KIND,
+        model_ms: float | None = None,
     ) -> bool:
         """Like :meth:`log`, but the features of ``images`` (N×C×H×W, uint8 or [0, 1] floats) are
         computed by the background thread, so the request pays only for journaling the images' bytes. ``ood`` (both
         methods): N×2, each answer's out-of-distribution score and flag (1/0, NaN for none), logged with it.
         ``dataset``: :data:`SHADOW_KIND` for a shadow model's answers to requests production answered (their ids
-        and time): journaled alike, written to their own dataset, their images never kept (production's are)."""
+        and time): journaled alike, written to their own dataset, their images never kept (production's are).
+        ``model_ms`` (both methods): the wall time of the model call that answered the whole batch, in ms; each of
+        the batch's rows carries it as ``model_ms`` (not divided by the batch's size: it is what each prediction
+        waited for the model), null when not given."""
         if dataset not in (LOG_KIND, SHADOW_KIND):
             raise ValueError(f"unknown inference log dataset {dataset!r}")
         return self._enqueue("images", images, predicted_labels, confidences, model_version, original_sizes,
-                             prediction_ids, timestamp, ood, dataset)
+                             prediction_ids, timestamp, ood, dataset, model_ms)
 
     def _enqueue(self, kind, payload, predicted_labels, confidences, model_version, original_sizes,
-                 prediction_ids, timestamp, ood=None, dataset=LOG_KIND) -> bool:
+                 prediction_ids, timestamp, ood=None, dataset=LOG_KIND, model_ms=None) -> bool:
         n = 0
         try:
             n = len(payload)
@@ -220,7 +231,7 @@ class InferenceLogWriter:
             if self._closed:
                 raise RuntimeError("inference log writer is closed")
             record = encode(kind, payload, list(predicted_labels), np.asarray(confidences, dtype=np.float64),
-                            str(model_version), original_sizes, pd.Timestamp(stamp), ids, ood, dataset)
+                            str(model_version), original_sizes, pd.Timestamp(stamp), ids, ood, dataset, model_ms)
             due = False
             with self._lock:  # journaled and counted together: the segment holds exactly the batches counted
                 full = self._queued_rows + n > self.max_queue_rows
@@ -344,7 +355,8 @@ class InferenceLogWriter:
         for record in read_records(segment.path):
             items.append(_Pending(record.kind, record.payload, record.labels, record.confidences,
                                   record.model_version, record.original_sizes, record.timestamp,
-                                  len(record.prediction_ids), record.prediction_ids, record.ood, record.dataset))
+                                  len(record.prediction_ids), record.prediction_ids, record.ood, record.dataset,
+                                  record.model_ms))
             rows += len(record.prediction_ids)
             if rows >= self.flush_rows:
                 yield items
@@ -461,6 +473,7 @@ def _group_frame(group: list[_Pending]) -> pd.DataFrame:
     frame[PREDICTION_ID] = [prediction_id for item in group for prediction_id in item.prediction_ids]
     ood = np.concatenate([item.ood_rows() for item in group])
     frame[OOD_SCORE], frame[OOD_FLAGGED] = ood[:, 0], ood[:, 1]
+    frame[MODEL_MS] = np.repeat([item.ms() for item in group], counts)
     return frame
 
 
