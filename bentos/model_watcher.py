@@ -7,12 +7,17 @@ reference, so a request uses the session it started with. A version that cannot 
 while none is served yet, the 503s go on) and ``/model`` says why. With no model served yet, the first version of
 the served signature put in the slot is adopted the same way. The production slot is never emptied by the
 registry; another slot is (a shadow cleared), and then its watcher stops serving from it.
+
+``on_change`` (optional) is told the slot's version (None: empty, or unreadable) on every change of the pointer
+record, whether or not the version changed: the A/B gate asks the registry then whether the shadow may answer
+clients (``bentos/ab_routing.py``), since a release test, a rejection or the policy can change that alone.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Protocol
 
 from bentos.served_model import LoadedModel, load_model
@@ -40,12 +45,14 @@ class SlotWatcher:
         interval: float,
         served: ModelSignature,
         slot: str = PRODUCTION_SLOT,
+        on_change: Callable[[ModelRegistry, str | None], None] | None = None,
     ) -> None:
         self.service = service
         self.registry = registry
         self.interval = interval
         self.served = served
         self.slot = slot
+        self.on_change = on_change
         self.slot_version: str | None = None  # what the slot named at the last check
         self.error: str | None = None
         self._seen: tuple[int, int, int] | None = None
@@ -85,7 +92,9 @@ class SlotWatcher:
         except RegistryError as exc:
             self.error = str(exc)
             logger.error("%s slot unreadable, %s: %s", self.slot, self._serving(), exc)
+            self._tell(None)
             return
+        self._tell(version.version if version is not None else None)
         if version is None:
             self.slot_version = None
             active = self.service.active
@@ -126,6 +135,10 @@ class SlotWatcher:
         logger.info(
             "now serving %s from the %s slot (was %s)", model.tag, self.slot, active.tag if active else "no model"
         )
+
+    def _tell(self, version: str | None) -> None:
+        if self.on_change is not None:
+            self.on_change(self.registry, version)
 
     def _load(self, version: ModelVersion) -> LoadedModel:
         return load_model(

@@ -44,6 +44,9 @@ otherwise); ``/model``, health, metrics and the documents stay open (``bentos/re
 
 Bad input is a 400 with a message (pydantic validation before batching, so one bad request never fails
 the others batched with it); a body over ``MLOPS_MAX_BODY_BYTES`` is a 413 (``bentos/validation.py``).
+A/B (``MLOPS_AB_FRACTION`` > 0): a keyed client (``X-Client-Key``) in the challenger's share is answered by the
+shadow, while the registry lets it answer clients, and production is scored beside it (``bentos/ab_routing.py``).
+
 The served model and its hot swap are in ``bentos/model_watcher.py``; BentoML's private APIs are used only
 through ``bentos/bentoml_private.py``.
 """
@@ -57,17 +60,19 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from http import HTTPStatus
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import bentoml
 from pydantic import BaseModel, Field
 
 from bentos import bentoml_private
+from bentos.ab_routing import AbRouting, ChallengerGate, client_key_of
 from bentos.explainer import Explainer
+from bentos.model_info import ModelInfo, model_info_app
 from bentos.model_watcher import SlotWatcher
 from bentos.ood_refusal import OodRefusal
 from bentos.openapi import api_document
-from bentos.request_guard import ApiRefusal, RequestGuard, error_body
+from bentos.request_guard import ApiRefusal, RequestGuard
 from bentos.served_model import LoadedModel, load_model
 from bentos.serving_config import ServingConfig
 from bentos.shadow_mirror import Answer, MirroredRequest, ShadowMirror
@@ -134,12 +139,15 @@ class Prediction(BaseModel):
 
 def predict(model: LoadedModel, images, log: InferenceLogWriter | None,
             original_sizes: list[tuple[int, int]] | None = None,
-            shadow: ShadowMirror | None = None) -> list[Prediction]:
+            shadow: ShadowMirror | None = None, other: LoadedModel | None = None) -> list[Prediction]:
     """One prediction per image, each with a new id that its inference log row carries too.
 
     The model only computes; what is logged is decided here, on the request path, under the answer's id (the
     log's writer queues and never raises into this). A ``shadow`` is offered the same images (never waited on);
-    its answers are logged under the same ids as :data:`SHADOW_KIND` rows; every row with its batch's ``model_ms``."""
+    its answers are logged under the same ids as :data:`SHADOW_KIND` rows. ``other``: the model the shadow's
+    thread scores them with instead of the shadow (production, when the challenger answered: A/B). Each row carries
+    the model call's wall time for the whole batch (``model_ms``), so the live comparison reports latency per
+    version."""
     at = datetime.now(UTC)
     ids = new_prediction_ids(len(images), at)
     answer, model_ms = model.timed_answer(images)
@@ -149,7 +157,7 @@ def predict(model: LoadedModel, images, log: InferenceLogWriter | None,
     if log is not None:
         log_answer(log, model, images, answer, names, ids, at, original_sizes, LOG_KIND, model_ms)
     if shadow is not None:
-        shadow.offer(MirroredRequest(images, ids, at, original_sizes))
+        shadow.offer(MirroredRequest(images, ids, at, original_sizes), other)
     return [
         Prediction(label=int(label), class_name=name, probabilities=[float(v) for v in p],
                    model_version=model.version, prediction_id=prediction_id,
@@ -203,13 +211,14 @@ class ExplainedPrediction(Prediction):
 
 def explain_one(model: LoadedModel, image, target: int | None, log: InferenceLogWriter | None,
                 original_size: tuple[int, int] | None = None,
-                shadow: ShadowMirror | None = None) -> ExplainedPrediction:
+                shadow: ShadowMirror | None = None, other: LoadedModel | None = None) -> ExplainedPrediction:
     """One (C, H, W) image's prediction (logged as any other, under its id) and its occlusion map, both from
     ``model``; a 409 naming the reason when this version's explanations did not pass their check."""
     refusal = model.explanation_refusal()
     if refusal is not None:
         raise ApiRefusal(HTTPStatus.CONFLICT, refusal)
-    prediction = predict(model, image[None], log, None if original_size is None else [original_size], shadow)[0]
+    prediction = predict(model, image[None], log, None if original_size is None else [original_size], shadow,
+                         other)[0]
     chosen = prediction.label if target is None else target
     result = model.explain(image, chosen)
     height, width = result.attribution.shape
@@ -233,57 +242,7 @@ class FeedbackRequest(BaseModel):
     feedback: FeedbackBatch
 
 
-class ModelInfo(BaseModel):
-    model_name: str
-    version: str
-    tag: str
-    source: str = Field(description="'pinned' (the Bento's model) or 'production' (followed pointer).")
-    pinned_tag: str
-    splits_version: str | None
-    dataset_version: str | None
-    onnx_version: str | None
-    class_names: list[str]
-    input_shape: list[int]
-    loaded_at: str
-    follow_production: bool
-    production_version: str | None = Field(description="What the pointer named at the last check.")
-    swap_error: str | None = Field(description="Why the pointer's version is not served, if it is not.")
-    swaps: int
-    shadow: dict[str, Any] | None = Field(description=(
-        "The shadow (answers no client): slot_version (the registry's shadow slot), version (scoring now), "
-        "swap_error; per image mirrored (scored and logged), dropped (queue full), failed (it raised); queued "
-        "batches, last_error. Null when the service follows no slot or logs nothing."))
-    inference_log: dict[str, Any] | None = Field(
-        description="This worker's inference log counters (written, dropped, queued: journaled but not yet in "
-                    "Parquet, recovered: rows of dead workers' journals it wrote, last_error); null when logging "
-                    "is off."
-    )
-    worker_pid: int = Field(description="The worker process that answered (counters and swaps are per worker).")
-    worker_heap: dict[str, int] = Field(description=(
-        "This worker's Python heap: tracked_objects (what a full collection scans; growing with traffic is a "
-        "leak), frozen_objects (the startup heap, never scanned), full_collections so far."))
-    token_required: bool = Field(description="Whether /classify, /classify_image, /explain, /explain_image and "
-                                             "/feedback need a bearer token.")
-
-
-# -- GET /model ---------------------------------------------------------------------------------------
-async def _model_info_route(request: Any) -> Any:
-    from starlette.responses import JSONResponse
-
-    service = bentoml.get_current_service()
-    if service.active is None:
-        return JSONResponse(error_body(service.no_model_message()), status_code=HTTPStatus.SERVICE_UNAVAILABLE)
-    return JSONResponse(service.describe().model_dump())
-
-
-def _model_info_app() -> Any:
-    from starlette.applications import Starlette
-    from starlette.routing import Route
-
-    return Starlette(routes=[Route("/model", _model_info_route, methods=["GET"])])
-
-
-@bentoml.asgi_app(_model_info_app(), path="/")
+@bentoml.asgi_app(model_info_app(), path="/")
 @bentoml.service(
     name="image_classifier_service",
     **settings.bento_service_options(),
@@ -309,10 +268,12 @@ class ClassifierService:
             self.inference_log = InferenceLogWriter(self.config.artifact_root, keep_images=self.config.keep_images)
         self.shadow: ShadowMirror | None = None  # the shadow slot's model, followed like production's: mirrored
         self.shadow_watcher: SlotWatcher | None = None
+        self.ab: ChallengerGate | None = None
         if self.follow and self.inference_log is not None:
             self.shadow = ShadowMirror(shadow_logger(self.inference_log))
+            self.ab = ChallengerGate(self.config.ab_fraction)  # asks the registry on each pointer change
             self.shadow_watcher = SlotWatcher(self.shadow, self.config.registry(), self.config.poll_seconds,
-                                              self.config.signature, SHADOW_SLOT)
+                                              self.config.signature, SHADOW_SLOT, on_change=self.ab.judge)
             self.shadow_watcher.start()
         self.feedback_store = FeedbackStore(self.config.artifact_root)
         self.explainer = Explainer()
@@ -346,6 +307,13 @@ class ClassifierService:
             raise ApiRefusal(HTTPStatus.SERVICE_UNAVAILABLE, self.no_model_message())
         return model
 
+    def answering(self, client_key: str | None, images: int = 1,
+                  share: bool | None = None) -> tuple[LoadedModel, LoadedModel | None]:
+        """The model that answers this client and the one scored beside it (None: the shadow): ab_routing.py."""
+        production = self.serving()
+        return self.ab.choose(production, self.shadow.active, client_key, images, share) if self.ab else (
+            production, None)
+
     async def __is_ready__(self) -> bool:
         """BentoML's /readyz: 200 once a model is served, else 503 with the reason (not BentoML's generic one)."""
         if self.active is None:
@@ -377,12 +345,25 @@ class ClassifierService:
         """Classify a batch of images already in the training scale; one prediction per image."""
         return predict(self.serving(), images, self.inference_log, shadow=self.shadow)
 
+    @bentoml.api(
+        batchable=True,
+        batch_dim=0,
+        max_batch_size=CONFIG.batch_max_size,
+        max_latency_ms=CONFIG.batch_max_latency_ms,
+    )
+    def classify_challenger(self, images: ImageBatch) -> list[Prediction]:
+        """/classify for the clients in the challenger's share (routed here by ``AbRouting``; a 404 from outside):
+        batched apart, so a batch is answered by one version."""
+        model, other = self.answering(None, len(images), share=True)
+        return predict(model, images, self.inference_log, shadow=self.shadow, other=other)
+
     @bentoml.api
-    def classify_image(self, image: Annotated[Path, Field(description="A PNG or JPEG file.")]) -> Prediction:
+    def classify_image(self, image: Annotated[Path, Field(description="A PNG or JPEG file.")],
+                       ctx: bentoml.Context) -> Prediction:
         """Classify one encoded image, decoded and scaled exactly as in training."""
-        model = self.serving()
+        model, other = self.answering(client_key_of(ctx.request.headers))
         pixels, size = self.decoded(Path(image))
-        return predict(model, to_training_scale(pixels)[None], self.inference_log, [size], self.shadow)[0]
+        return predict(model, to_training_scale(pixels)[None], self.inference_log, [size], self.shadow, other)[0]
 
     def decoded(self, upload: Path):
         """An upload's pixels and size before resizing; a 413 or 422 naming the image when it cannot be."""
@@ -394,16 +375,18 @@ class ClassifierService:
             raise ApiRefusal(HTTPStatus.UNPROCESSABLE_ENTITY, str(exc), "image") from None
 
     @bentoml.api
-    async def explain(self, image: ExplainImage, target: Target = None) -> ExplainedPrediction:
+    async def explain(self, image: ExplainImage, ctx: bentoml.Context, target: Target = None) -> ExplainedPrediction:
         """Classify one image already in the training scale and map which pixels the decision rests on."""
-        model = self.serving()  # the prediction and its map come from this one version, whatever swaps meanwhile
-        return await self.explainer.run(explain_one, model, image, target, self.inference_log, None, self.shadow)
+        # the prediction and its map come from this one version, whatever swaps meanwhile
+        model, other = self.answering(client_key_of(ctx.request.headers))
+        return await self.explainer.run(explain_one, model, image, target, self.inference_log, None, self.shadow,
+                                        other)
 
     @bentoml.api
     async def explain_image(self, image: Annotated[Path, Field(description="A PNG or JPEG file.")],
                             ctx: bentoml.Context) -> ExplainedPrediction:
         """Classify one encoded image (as /classify_image) and map which pixels the decision rests on."""
-        model = self.serving()
+        model, other = self.answering(client_key_of(ctx.request.headers))
         given = ctx.request.query_params.getlist("target")
         try:
             if len(given) > 1:
@@ -414,7 +397,7 @@ class ClassifierService:
 
         def decode_and_explain() -> ExplainedPrediction:
             pixels, size = self.decoded(Path(image))
-            return explain_one(model, to_training_scale(pixels), target, self.inference_log, size, self.shadow)
+            return explain_one(model, to_training_scale(pixels), target, self.inference_log, size, self.shadow, other)
 
         return await self.explainer.run(decode_and_explain)
 
@@ -469,6 +452,7 @@ class ClassifierService:
             swap_error=self.watcher.error if self.watcher else None,
             swaps=self.swaps,
             shadow=self.shadow.describe(self.shadow_watcher) if self.shadow and self.shadow_watcher else None,
+            ab=self.ab.describe(self.shadow.active) if self.ab and self.shadow else None,
             inference_log=vars(self.inference_log.stats()) if self.inference_log else None,
             worker_pid=os.getpid(),
             worker_heap=heap_stats(),
@@ -483,8 +467,11 @@ def _why_no_answer() -> str | None:
 
 
 bentoml_private.declare_json_response(ClassifierService, "classify")  # measured: BENCHMARKS.md
-for _api in ("explain", "explain_image"):
+for _api in ("classify_challenger", "explain", "explain_image"):
     bentoml_private.declare_json_response(ClassifierService, _api)
+# innermost: the OOD refusal and the guard see the path the client used; always installed, so the challenger's
+# internal endpoint is a 404 from outside whatever the fraction
+ClassifierService.add_asgi_middleware(AbRouting, fraction=CONFIG.ab_fraction)
 if settings.resolve_flag(settings.OOD_REFUSE):  # a flagged input answered 422 (added first: runs inside the guard)
     ClassifierService.add_asgi_middleware(OodRefusal)
 ClassifierService.add_asgi_middleware(

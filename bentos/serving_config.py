@@ -58,6 +58,7 @@ class ServingConfig:
     batch_max_size: int
     batch_max_latency_ms: int
     batch_max_wait_ms: int
+    ab_fraction: float = 0.0  # the share of keyed clients the shadow answers when it may (bentos/ab_routing.py)
 
     @classmethod
     def from_settings(
@@ -89,6 +90,7 @@ class ServingConfig:
             batch_max_size=settings.resolve_int(settings.BATCH_MAX_SIZE),
             batch_max_latency_ms=settings.resolve_int(settings.BATCH_MAX_LATENCY_MS),
             batch_max_wait_ms=settings.resolve_int(settings.BATCH_MAX_WAIT_MS),
+            ab_fraction=_ab_fraction(),
         )
 
     @property
@@ -177,6 +179,14 @@ def dataset_signature() -> tuple[ModelSignature, str]:
         f"the dataset settings: the class folders of {settings.IMAGE_FOLDER}={folder}, "
         f"{settings.IMAGE_CHANNELS}/{settings.IMAGE_HEIGHT}/{settings.IMAGE_WIDTH}",
     )
+
+
+def _ab_fraction() -> float:
+    fraction = settings.resolve_float(settings.AB_FRACTION)
+    if not 0.0 <= fraction <= 1.0:
+        raise ServingConfigError(f"{settings.AB_FRACTION} must be between 0 (off) and 1 (every keyed client), got "
+                                 f"{fraction}")
+    return fraction
 
 
 def _artifact_root(built_artifact_root: str | None) -> Path:

@@ -69,9 +69,10 @@ class ShadowMirror:
         self._thread.start()
 
     # -- the request path: never waits, never raises -----------------------------------------------
-    def offer(self, request: MirroredRequest) -> bool:
-        """Queue the request for the shadow (False: no shadow, or dropped because the queue is full)."""
-        model = self.active
+    def offer(self, request: MirroredRequest, model: LoadedModel | None = None) -> bool:
+        """Queue the request for the shadow (False: no shadow, or dropped because the queue is full). ``model``:
+        the one to score it instead of :attr:`active` (production, when the challenger answered the client: A/B)."""
+        model = model or self.active
         if model is None:
             return False
         with self._lock:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from mlops_assets.govern_stage.evidence import promote_challenger
 from mlops_assets.govern_stage.review import compare_candidate, review_candidate
 from mlops_assets.govern_stage.rollback import rollback_production
 from mlops_assets.govern_stage.shadow import set_shadow_slot
@@ -15,6 +16,7 @@ from mlops_assets.monitor_stage.labelled_export import export_labelled_feedback
 from mlops_assets.run_tags import RUN_KIND_TAG
 from sensors.alerts import run_failure_alert
 from sensors.drift_sensor import make_drift_sensor
+from sensors.evidence_sensor import make_promotion_evidence_sensor
 from sensors.performance_sensors import make_feedback_sensor, performance_alert_sensor
 from sensors.profiling_sensor import inference_profiling_sensor
 from sensors.serving_sensor import served_model_sensor
@@ -86,6 +88,19 @@ def shadow_model_job() -> None:
 def compare_model_job() -> None:
     compare_candidate()
 
+
+@dg.job(
+    description=(
+        "Promote the challenger (the shadow) the live comparison found better than production, if both are still in "
+        "place; the registry's rules still apply. Launched by promotion_evidence_sensor (MLOPS_PROMOTE_FROM_EVIDENCE)."
+    ),
+    tags={RUN_KIND_TAG: "release"},
+)
+def promote_challenger_job() -> None:
+    promote_challenger()
+
+
+promotion_evidence_sensor = make_promotion_evidence_sensor(promote_challenger_job)
 
 retrain_job = dg.define_asset_job(
     name="retrain_job",
@@ -160,9 +175,9 @@ weekly_rebuild_schedule = dg.ScheduleDefinition(
     description="Rebuild the model every Monday 03:00 UTC on whatever the image source holds then.",
 )
 
-JOBS = [build_job, deploy_job, rollback_job, review_model_job, shadow_model_job, compare_model_job, retrain_job,
-        reference_profile_job, profile_job, drift_report_job, performance_job, live_comparison_job,
-        export_feedback_job]
+JOBS = [build_job, deploy_job, rollback_job, review_model_job, shadow_model_job, compare_model_job,
+        promote_challenger_job, retrain_job, reference_profile_job, profile_job, drift_report_job, performance_job,
+        live_comparison_job, export_feedback_job]
 SCHEDULES = [weekly_rebuild_schedule]
 SENSORS = [inference_profiling_sensor, drift_sensor, run_failure_alert, feedback_sensor, performance_alert_sensor,
-           served_model_sensor]
+           served_model_sensor, promotion_evidence_sensor]

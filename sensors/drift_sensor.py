@@ -27,7 +27,7 @@ from mlops_assets.core.monitoring.drift_tick import (
 from mlops_assets.core.monitoring.output_checks import output_metadata
 from mlops_assets.core.monitoring.profile_layout import reference_version
 from mlops_assets.core.monitoring.retrain_requests import LabelledData, RetrainingRun, RunSpec
-from mlops_assets.core.monitoring.window_judgement import judge_windows
+from mlops_assets.core.monitoring.window_judgement import judge_windows, others_metadata
 from mlops_assets.monitor_stage.verdicts import record_verdict
 from mlops_assets.run_tags import RUN_KIND_TAG, TRIGGER_TAG
 from resources.alerts import AlertSink
@@ -121,7 +121,8 @@ def evaluate_drift_tick(
         judged = judge_windows(profiles, list(plan.to_judge), reference_view, production, plan.policy)
         # each verdict becomes drift_report's record for its window: the UI shows and plots it
         records = [record_verdict(artifact_store, j.verdict, j.window, plan.reference, reference_view,
-                                  extra_metadata=output_metadata(j.outputs, j.decision, j.missing)) for j in judged]
+                                  extra_metadata={**output_metadata(j.outputs, j.decision, j.missing),
+                                                  **others_metadata(j.others)}) for j in judged]
     retrain_facts = RetrainFacts(labelled_data(dataset_source, production),
                                  newest_run(instance, now, {TRIGGER_TAG: "drift"}), retraining, now)
     return carry_out(decide_tick(plan, judged, retrain_facts), alert_sink, records)

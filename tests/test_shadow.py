@@ -210,3 +210,44 @@ def test_shadow_model_job_sets_and_clears_the_shadow_and_fails_with_the_registry
     failure = next(e for e in refused.all_events if e.event_type_value == "STEP_FAILURE")
     assert "classes differ" in failure.event_specific_data.error.message
     assert run(clear=True, reason="done").success and registry.shadow_version() is None
+
+
+# -- rejecting a challenger: one recorded command that empties the slot --------------------------------------
+def test_cli_reject_of_the_challenger_empties_the_shadow_slot_and_the_history_says_so(registry, capsys):
+    home = ["--home", str(registry.home), "--model", "clf"]
+    registry.set_shadow("v1", reason="challenger", actor="alice")
+    assert registry_cli([*home, "reject", "v1", "--by", "dana", "--reason", "worse on live traffic"]) == 0
+    out = capsys.readouterr().out
+    assert "rejected by dana: clf:v1 stays out of production" in out and "v1 left the shadow slot: rejected" in out
+    assert registry.shadow_version() is None and stages(registry)["v1"] == "rejected"
+    event = registry.events()[-1]
+    assert (event["action"], event["version"], event["actor"], event["reason"]) == (
+        "reject", "v1", "dana", "worse on live traffic")
+    assert event["shadow_cleared"] == "v1 left the shadow slot: rejected"
+    assert registry_cli([*home, "history"]) == 0
+    assert "[shadow cleared: v1 left the shadow slot: rejected]" in capsys.readouterr().out.splitlines()[-1]
+    with pytest.raises(SystemExit):  # who and why are required
+        registry_cli([*home, "reject", "v2", "--reason", "no name"])
+    with pytest.raises(NotReleasableError, match="rejected by dana"):
+        registry.set_shadow("v1", reason="again", actor="alice")  # a rejected challenger does not come back
+
+
+def test_review_model_job_rejecting_the_challenger_empties_the_shadow_slot(registry, tmp_path):
+    import dagster as dg
+
+    from mlops_assets.automation import review_model_job
+    from resources.artifact_store import ArtifactStore
+    from resources.model_registry import ModelRegistryResource
+
+    registry.set_shadow("v2", reason="challenger", actor="alice")
+    result = review_model_job.execute_in_process(
+        resources={"model_registry": ModelRegistryResource(home=str(registry.home), model_name="clf"),
+                   "artifact_store": ArtifactStore(root=str(tmp_path / "artifacts"))},
+        instance=dg.DagsterInstance.ephemeral(),
+        run_config={"ops": {"review_candidate": {"config": {
+            "version": "v2", "decision": "reject", "reviewer": "dana", "reason": "worse on live traffic"}}}})
+    assert result.success and registry.shadow_version() is None and registry.production_version() == "v0"
+    assert registry.events()[-1]["actor"].startswith("dana (dagster run ")
+    observation = next(e for e in result.all_events if e.event_type_value == "ASSET_OBSERVATION")
+    metadata = {k: v.value for k, v in observation.event_specific_data.asset_observation.metadata.items()}
+    assert metadata["shadow_version"] == "none" and metadata["shadow_cleared"] == "v2 left the shadow slot: rejected"

@@ -3,7 +3,9 @@
 The launchpad of ``review_model_job`` takes the version, the decision, the reviewer's name and the reason; the
 registry records them in its history. An approval makes the version production (running services follow the
 pointer) and profiles its training split, so the drift sensor has the new production model's reference at once.
-Rejecting the version in production withdraws it (production returns to the last version that may serve).
+Rejecting the version in production withdraws it (production returns to the last version that may serve);
+rejecting the challenger in the shadow slot empties the slot (``shadow_cleared`` in the record), as
+``mlops-registry reject VERSION --by NAME --reason ...`` does.
 
 An approval names the production version it was compared with. When production has changed since, or a version
 was rejected and deserves a second look, ``compare_model_job`` scores it against today's production on one split
@@ -58,6 +60,7 @@ def review_candidate(
     except RegistryError as exc:
         raise dg.Failure(description=str(exc)) from exc
     after = registry.production()
+    cleared = registry.events()[-1].get("shadow_cleared")  # a rejected (or promoted) challenger leaves the slot
     context.log.info(f"{config.decision} {config.version} by {config.reviewer}: production "
                      f"{before or 'none'} → {after.version if after else 'none'}")
     context.log_event(dg.AssetObservation(
@@ -68,6 +71,8 @@ def review_candidate(
             "reviewer": config.reviewer,
             "reason": config.reason,
             "production_version": after.version if after else "none",
+            "shadow_version": registry.shadow_version() or "none",
+            **({"shadow_cleared": cleared} if cleared else {}),
             "awaiting_approval_count": len(registry.awaiting_approval()),
             "awaiting_approval_versions": dg.MetadataValue.md(awaiting_markdown(registry.awaiting_approval())),
             "history": dg.MetadataValue.md(markdown_table(

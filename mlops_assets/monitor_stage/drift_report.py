@@ -11,7 +11,7 @@ import dagster as dg
 
 from mlops_assets.core.monitoring.output_checks import output_metadata
 from mlops_assets.core.monitoring.profile_layout import reference_version, window_version
-from mlops_assets.core.monitoring.window_judgement import judge_windows
+from mlops_assets.core.monitoring.window_judgement import judge_windows, others_metadata
 from mlops_assets.monitor_stage.profiles import MONITOR_CODE_VERSION, MonitorError, production_model_version
 from mlops_assets.monitor_stage.verdicts import publish_report, verdict_metadata
 from mlops_assets.monitor_stage.windows import profile_partitions
@@ -55,4 +55,5 @@ def drift_report(
     report = publish_report(artifact_store, judged.verdict, window, reference, reference_view, html=True)
     context.log.info(judged.decision.reason)
     return dg.MaterializeResult(metadata={**verdict_metadata(judged.verdict, window, reference, report),
-                                          **output_metadata(judged.outputs, judged.decision, judged.missing)})
+                                          **output_metadata(judged.outputs, judged.decision, judged.missing),
+                                          **others_metadata(judged.others)})

@@ -189,7 +189,10 @@ def inference_profiles(context: dg.AssetExecutionContext, artifact_store: Artifa
         **ood,
         "written_at": datetime.now(UTC).isoformat(),
     }
-    directory, _ = profiles.publish(version, view, summary)
+    # several answering versions (A/B, a promotion): each one's rows apart too, judged against its own reference
+    answered = ({str(v): profile_frame(rows[rows["model_version"] == v]) for v in models} if len(models) > 1
+                else None)
+    directory, _ = profiles.publish(version, view, summary, answered)
     return dg.MaterializeResult(
         metadata={
             "version": version,

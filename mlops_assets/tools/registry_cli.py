@@ -142,6 +142,9 @@ def _run(args: argparse.Namespace, registry: ModelRegistry) -> int:
                   f"{registry.production_version()}")
         else:
             print(f"rejected by {args.by}: {rejected.tag} stays out of production")
+        cleared = registry.events()[-1].get("shadow_cleared")
+        if cleared:  # rejecting the challenger is the one command that also ends its shadowing (recorded)
+            print(cleared)
     elif args.command == "reinstate":
         reinstated = registry.reinstate(args.version, args.by, args.reason,
                                         allow_incompatible=args.allow_incompatible)
@@ -218,6 +221,8 @@ def history_line(event: dict) -> str:
         line += f"  [approval: {event['approval']}]"
     if event.get("incompatible_override"):
         line += f"  [incompatible override: {'; '.join(event['incompatible_override'])}]"
+    if event.get("shadow_cleared"):
+        line += f"  [shadow cleared: {event['shadow_cleared']}]"
     return line
 
 

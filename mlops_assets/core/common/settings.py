@@ -94,6 +94,12 @@ REQUIRE_APPROVAL = define("MLOPS_REQUIRE_APPROVAL", bool, "0", "seeds the regist
 RELEASE_POLICY = define("MLOPS_RELEASE_POLICY", str, "production", "where a version that clears the gate and "
                         "its release test goes: production (straight in) or shadow (first scores the live requests "
                         "beside production, answering no client; `mlops-registry promote` releases it)")
+AB_FRACTION = define("MLOPS_AB_FRACTION", float, "0", "A/B: the share of clients (by their `X-Client-Key` "
+                     "header) the shadow answers, when the registry lets it answer clients (released; approved if "
+                     "the policy requires it); 0: off, the shadow answers no one")
+PROMOTE_FROM_EVIDENCE = define("MLOPS_PROMOTE_FROM_EVIDENCE", str, "off", "on a live comparison verdict "
+                               "'better' for the shadow vs production: `promote` it (approval still applies), "
+                               "`alert` a person with the figures, or `off`")
 PERF_MIN_ACCURACY = define("MLOPS_PERF_MIN_ACCURACY", float, "0.90", "accuracy on labelled production traffic "
                            "below this: alert")
 PERF_MAX_RECALL_GAP = define("MLOPS_PERF_MAX_RECALL_GAP", float, "0.20", "best class recall minus worst above "

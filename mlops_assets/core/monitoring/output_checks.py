@@ -32,21 +32,25 @@ def production_output_reference(production) -> tuple[OutputReference | None, str
     return reference, ""
 
 
-def judge_window_outputs(profiles: ProfileStore, window: str, reference: OutputReference | None, pixel):
-    """The window's output verdict (None without a validation record, a confidence column or enough rows)."""
+def judge_window_outputs(profiles: ProfileStore, window: str, reference: OutputReference | None, pixel,
+                         answered_by: str | None = None):
+    """The window's output verdict (None without a validation record, a confidence column or enough rows);
+    ``answered_by``: the rows that version answered, when the window was answered by several."""
     from mlops_assets.core.monitoring.output_verdict import judge_outputs, outputs_from_profile
 
     if reference is None or not pixel.enough_data:
         return None
-    outputs = outputs_from_profile(profiles.read(window))
+    view = profiles.read_answered(window, answered_by)
+    outputs = outputs_from_profile(view) if view is not None else None
     return judge_outputs(reference, outputs) if outputs is not None else None
 
 
 def judge_and_decide(
-    profiles: ProfileStore, window: str, pixel, reference: OutputReference | None, missing: str, policy: TriggerPolicy
+    profiles: ProfileStore, window: str, pixel, reference: OutputReference | None, missing: str, policy: TriggerPolicy,
+    answered_by: str | None = None,
 ) -> tuple[Any, WindowDecision]:
-    """Output verdict and decision of one window whose pixel verdict is ``pixel``."""
-    outputs = judge_window_outputs(profiles, window, reference, pixel)
+    """Output verdict and decision of one window whose pixel verdict is ``pixel`` (``answered_by``: as above)."""
+    outputs = judge_window_outputs(profiles, window, reference, pixel, answered_by)
     if reference is not None and outputs is None and pixel.enough_data:
         missing = f"window {pixel.window}'s profile has no model confidence column"
     return outputs, decide_window(pixel, outputs, policy, missing)

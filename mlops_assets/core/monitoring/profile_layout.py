@@ -4,7 +4,10 @@
 ``summary.json`` (row count, window, model). Versions name what was profiled:
 
 - ``reference-<model version>``: the training split of one production model;
-- ``window-<YYYYmmddTHHMM>``: one time window of the inference log (they sort by time).
+- ``window-<YYYYmmddTHHMM>``: one time window of the inference log (they sort by time). A window whose rows were
+  answered by more than one model version (A/B: the challenger answers a share of the clients; or a promotion
+  inside the window) also holds ``answered-<model version>.bin`` per version: the profile of the rows that
+  version answered, so each is judged against its own version's reference (:meth:`ProfileStore.read_answered`).
 
 A version directory is written once (built aside, renamed into place) and never rewritten.
 """
@@ -22,6 +25,7 @@ PROFILE_FILE = "profile.bin"
 SUMMARY_FILE = "summary.json"
 WINDOW_PREFIX = "window-"
 REFERENCE_PREFIX = "reference-"
+ANSWERED_PREFIX = "answered-"  # in a window's directory: the rows one model version answered
 
 
 def window_version(start: datetime) -> str:
@@ -66,6 +70,35 @@ class ProfileStore:
             return []
         return sorted(p.name for p in self.root.iterdir() if p.is_dir() and p.name.startswith(WINDOW_PREFIX))
 
+    def answered_path(self, window: str, model_version: str) -> Path:
+        """Where the profile of the rows ``model_version`` answered in ``window`` is (a multi-version window's)."""
+        if not model_version or "/" in model_version or model_version.startswith("."):
+            raise ValueError(f"invalid model version {model_version!r}")
+        return self.directory(window) / f"{ANSWERED_PREFIX}{model_version}.bin"
+
+    def answering_versions(self, window: str) -> dict[str, int]:
+        """The model versions that answered the window's rows, with their row counts (its summary's)."""
+        return {str(k): int(v) for k, v in (self.summary(window).get("model_versions") or {}).items()}
+
+    def answered_rows(self, window: str, model_version: str | None) -> int:
+        """The rows of ``window`` judged for ``model_version``: a window answered by one version (or a profile
+        that does not say) is judged whole, as it always was (-1: its summary has no count); in a window answered
+        by several, the rows ``model_version`` answered (None: the whole window)."""
+        versions = self.answering_versions(window)
+        if model_version is None or len(versions) <= 1:
+            return int(self.summary(window).get("n_rows", -1))
+        return versions.get(model_version, 0)
+
+    def read_answered(self, window: str, model_version: str | None):
+        """The profile view of the rows :meth:`answered_rows` counts (None: ``model_version`` answered none of a
+        multi-version window)."""
+        from mlops_assets.core.monitoring.drift import read_profile
+
+        if model_version is None or len(self.answering_versions(window)) <= 1:
+            return self.read(window)
+        path = self.answered_path(window, model_version)
+        return read_profile(path) if path.is_file() else None
+
     def summary(self, version: str) -> dict[str, Any]:
         try:
             return json.loads((self.directory(version) / SUMMARY_FILE).read_text())
@@ -78,12 +111,16 @@ class ProfileStore:
 
         return read_profile(self.profile_path(version))
 
-    def publish(self, version: str, view, summary: dict[str, Any]) -> tuple[Path, bool]:
-        """Write a profile once; returns its directory and whether this call wrote it."""
+    def publish(self, version: str, view, summary: dict[str, Any],
+                answered: dict[str, Any] | None = None) -> tuple[Path, bool]:
+        """Write a profile once (with ``answered``: a window's views per answering model version, in the same
+        directory); returns its directory and whether this call wrote it."""
         from mlops_assets.core.monitoring.drift import write_profile
 
         def build(directory: Path) -> None:
             write_profile(view, directory / PROFILE_FILE)
+            for model_version, answered_view in (answered or {}).items():
+                write_profile(answered_view, directory / self.answered_path(version, model_version).name)
             (directory / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True, default=str))
 
         target = self.directory(version)

@@ -27,6 +27,12 @@ The rules:
   clients, so it is given where the shadow becomes production, never bypassed by passing through shadow: with
   approval required, a version enters shadow only while its comparison with today's production is before a
   reviewer (awaiting, or approved), so the shadow's live evidence reaches the person who decides.
+- **A challenger answers clients only as a release would** (A/B: a share of the live requests answered by the
+  shadow): :func:`why_not_answerable` refuses a version that is not in the shadow slot, was rejected or withdrawn,
+  whose latest release test did not pass, or, when the stored policy requires approval, that has no approval of a
+  comparison with today's production. A shadow refused here still shadows; it answers no client. Since an approval
+  is what makes a version production, with approval required a shadow answers clients only once approved, that
+  is, as production: the A/B arm is for registries whose policy lets a tested version serve without a reviewer.
 """
 
 from __future__ import annotations
@@ -218,3 +224,20 @@ def approval_state(pointer: dict[str, Any], version: str) -> str:
                 f"but production is now {current}: the approval is stale; compare it again (compare_model_job, "
                 f"version {version}), then approve")
     return f"approved by {review['reviewed_by']}"
+
+
+def why_not_answerable(pointer: dict[str, Any], version: str) -> str | None:
+    """Why ``version`` may not answer clients from the shadow slot (an A/B arm), None when it may: it must be the
+    shadow, not rejected or withdrawn, with a passed release test and, when the stored policy requires approval,
+    an approval against today's production. Every serving process asks this on each change of the pointer."""
+    shadow = (pointer.get("slots") or {}).get("shadow")  # model_versions' SLOTS_KEY and SHADOW_SLOT (it imports us)
+    if shadow != version:
+        return f"{version} is not in the shadow slot (the shadow is {shadow or 'empty'})"
+    why = why_not_releasable(pointer, version) or why_not_tested(pointer, version)
+    if why:
+        return f"{version} only shadows: {why}"
+    policy = pointer.get("policy") or {}
+    if policy.get("require_approval") and not fresh_approval(pointer, version):
+        return (f"{version} only shadows: approval before release is required (the registry's stored policy) and it "
+                f"is {approval_state(pointer, version)}")
+    return None

@@ -92,6 +92,11 @@ class ShadowSlot:
 
         return self._mutate(actor, change)
 
+    def why_not_answerable(self, version: str) -> str | None:
+        """Why the shadow ``version`` may not answer clients (an A/B arm of the serving process), None when it may
+        (``release_rules.why_not_answerable``: the registry owns the rule; the service only asks)."""
+        return rules.why_not_answerable(self.read_pointer(), version)
+
     def _settle_shadow(self, pointer: dict[str, Any], event: dict[str, Any], rejected: str | None = None) -> None:
         """After production moved (or ``rejected`` was rejected): a shadow that is production now, was rejected, or
         no longer matches production's signature leaves the slot; ``event`` says so."""
