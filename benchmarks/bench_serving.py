@@ -320,12 +320,14 @@ def lone_request_timeline(url: str, body: bytes, duration_s: float) -> dict[str,
     host, port = url.removeprefix("http://").split(":")
     connection = http.client.HTTPConnection(host, int(port), timeout=30)
     headers = {"Content-Type": "application/json", **auth_headers(settings.resolve(settings.API_TOKEN))}
-    starts, latencies = [], []
+    starts, latencies, failed = [], [], 0
     began = time.perf_counter()
     while time.perf_counter() - began < duration_s:
         start = time.perf_counter()
         connection.request("POST", "/classify", body=body, headers=headers)
-        connection.getresponse().read()
+        response = connection.getresponse()
+        response.read()
+        failed += not 200 <= response.status < 300
         starts.append(start - began)
         latencies.append((time.perf_counter() - start) * 1000)
     connection.close()
@@ -333,7 +335,8 @@ def lone_request_timeline(url: str, body: bytes, duration_s: float) -> dict[str,
     threshold = 10 * float(np.median(lat))
     slow = [(round(s, 3), round(v, 1)) for s, v in zip(starts, latencies, strict=True) if v > threshold]
     gaps = np.diff([s for s, _ in slow]) if len(slow) > 1 else np.array([])
-    return {"requests": len(lat), "p50_ms": float(np.median(lat)), "p99_ms": float(np.percentile(lat, 99)),
+    return {"requests": len(lat), "failed": failed, "p50_ms": float(np.median(lat)),
+            "p99_ms": float(np.percentile(lat, 99)),
             "max_ms": float(lat.max()), "stalls": len(slow), "slow": slow[:40],
             "median_gap_s": float(np.median(gaps)) if len(gaps) else None}
 

@@ -6,7 +6,9 @@ case for a shadow no cheaper than production). One server, as committed (workers
 slots), answers every level; between levels the registry's shadow slot is set or cleared, and the level starts once
 every worker reports the slot's version (its status file). Rounds alternate the two modes in the same run:
 
-- c=1: ``wrk -c1`` single-image ``/classify``, p50 and p99 with and without the shadow;
+- c=1: single-image ``/classify`` one after the other on one keep-alive connection, every request timed by the
+  client (``bench_serving.lone_request_timeline``: what a client sees; wrk's c=1 percentiles are corrected for
+  coordinated omission, which reads a few stalls as a high p99), p50 and p99 with and without the shadow;
 - c=64: throughput with and without the shadow (the ratio), workers = cores;
 - the mirrored share at each level: the served predictions of the level (``inference_log``) whose id the shadow
   answered too (``shadow_log``), read from the logs once the mirror and the writer have drained.
@@ -52,7 +54,8 @@ class ModeRun:
         return median(values) if values else float("nan")
 
     def failed(self) -> int:
-        return sum(int(run["non_2xx"] + run["socket_errors"]) for run in self.c1 + self.c64)
+        return sum(int(run["failed"]) for run in self.c1) + sum(int(run["non_2xx"] + run["socket_errors"])
+                                                                  for run in self.c64)
 
 
 def register_challenger(model: bench_serving.Model) -> str:
@@ -111,8 +114,13 @@ def mirrored_share(artifacts: Path, start: datetime, end: datetime, settle_s: fl
 
 
 def level(url: str, pid: int, connections: int, duration_s: float, bodies: Path, artifacts: Path) -> dict:
+    """One level and its mirrored share: c=1 timed by this client, c>1 by wrk."""
     start = datetime.now(UTC)
-    result = bench_serving.run_level(url, pid, connections, duration_s, bodies)
+    if connections == 1:
+        body = bodies.read_text().splitlines()[0].encode()
+        result = bench_serving.lone_request_timeline(url, body, duration_s)
+    else:
+        result = bench_serving.run_level(url, pid, connections, duration_s, bodies)
     result["mirrored"] = mirrored_share(artifacts, start - timedelta(seconds=1), datetime.now(UTC))
     return result
 
@@ -149,7 +157,8 @@ def render(runs: dict[str, ModeRun], workers: int, duration_s: float, rounds: in
         "## Shadow serving (`bench_shadow`)",
         "",
         f"`python -m benchmarks.bench_shadow`: one server as committed ({workers} workers = cores, following the "
-        "registry's slots), single-image `/classify` (wrk), the shadow slot set (production's network registered "
+        "registry's slots), single-image `/classify` (c=1: one keep-alive client timing every request; c=64: wrk), "
+        "the shadow slot set (production's network registered "
         "again: the shadow does production's work) or cleared between levels, "
         f"{rounds} alternating round(s) of {duration_s:g} s levels, medians. Mirrored: the level's served predictions "
         "the shadow answered too, read from `inference_log` and `shadow_log`.",
