@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import bench_serving
-from benchmarks.report import median, write_section
+from benchmarks.report import median, publish
 from mlops_assets.core.common import settings
 from mlops_assets.tools.simulator import auth_headers
 
@@ -218,11 +218,7 @@ def main(argv: list[str] | None = None) -> int:
             shapes = registry_32(root / "shapes", SHAPES_32)
             runs.append(measure_size("32×32", shapes, root, args.duration, args.rounds, args.latency_seconds, 300))
     body = render(runs, args.duration, args.rounds, load_before, time.perf_counter() - started)
-    if args.report:
-        Path(args.report).write_text(body + "\n")
-    elif not args.no_write:
-        write_section("bench_explain", body)
-    print(body)
+    publish("bench_explain", body, args.report, args.no_write)
     return 0
 
 

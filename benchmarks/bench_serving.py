@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.report import median, write_section
+from benchmarks.report import median, publish
 from mlops_assets.core.common import settings
 from mlops_assets.tools.simulator import auth_headers
 
@@ -631,11 +631,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.smoke:
             runs.append(measure_handrolled(model, root, bodies, expected, "last", args))
     body = render(runs, ceiling, args.duration, args.recovery, time.perf_counter() - started)
-    if args.report:
-        Path(args.report).write_text(body + "\n")
-    elif not args.no_write:
-        write_section("bench_serving", body)
-    print(body)
+    publish("bench_serving", body, args.report, args.no_write)
     best = recommend(runs)
     if best is not None:
         print(f"\nrecommended BentoML setting: {best.setting} {SETTINGS[best.setting][0]}")

@@ -31,7 +31,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from benchmarks import bench_serving
-from benchmarks.report import median, write_section
+from benchmarks.report import median, publish
 from mlops_assets.core.common import settings
 
 GOAL_ADDED_P99_MS = 2.0
@@ -211,11 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         runs = measure(model, root, args.duration, args.rounds)
     body = render(runs, settings.service_workers(), args.duration, args.rounds, load_before,
                   time.perf_counter() - started)
-    if args.report:
-        Path(args.report).write_text(body + "\n")
-    elif not args.no_write:
-        write_section("bench_shadow", body)
-    print(body)
+    publish("bench_shadow", body, args.report, args.no_write)
     return 0
 
 

@@ -46,5 +46,15 @@ def write_section(name: str, body: str) -> None:
     BENCHMARKS_MD.write_text(text)
 
 
+def publish(name: str, body: str, report: str | None, no_write: bool) -> None:
+    """A benchmark's usual ending: its section to the ``--report`` file when given, else to BENCHMARKS.md unless
+    ``--no-write``; printed either way."""
+    if report:
+        Path(report).write_text(body + "\n")
+    elif not no_write:
+        write_section(name, body)
+    print(body)
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values)

@@ -242,6 +242,11 @@ class FeedbackRequest(BaseModel):
     feedback: FeedbackBatch
 
 
+# /classify and the A/B challenger's /classify_challenger: adaptive batching with the measured limits
+BATCHED = dict(batchable=True, batch_dim=0, max_batch_size=CONFIG.batch_max_size,
+               max_latency_ms=CONFIG.batch_max_latency_ms)
+
+
 @bentoml.asgi_app(model_info_app(), path="/")
 @bentoml.service(
     name="image_classifier_service",
@@ -335,22 +340,12 @@ class ClassifierService:
         self.explainer.close()
         self.status_reporter.stop()
 
-    @bentoml.api(
-        batchable=True,
-        batch_dim=0,
-        max_batch_size=CONFIG.batch_max_size,
-        max_latency_ms=CONFIG.batch_max_latency_ms,
-    )
+    @bentoml.api(**BATCHED)
     def classify(self, images: ImageBatch) -> list[Prediction]:
         """Classify a batch of images already in the training scale; one prediction per image."""
         return predict(self.serving(), images, self.inference_log, shadow=self.shadow)
 
-    @bentoml.api(
-        batchable=True,
-        batch_dim=0,
-        max_batch_size=CONFIG.batch_max_size,
-        max_latency_ms=CONFIG.batch_max_latency_ms,
-    )
+    @bentoml.api(**BATCHED)
     def classify_challenger(self, images: ImageBatch) -> list[Prediction]:
         """/classify for the clients in the challenger's share (routed here by ``AbRouting``; a 404 from outside):
         batched apart, so a batch is answered by one version."""
