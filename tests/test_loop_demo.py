@@ -177,17 +177,23 @@ def test_the_loop_demo_with_a_challenger_compares_it_on_live_traffic_before_it_s
     assert processes_of(home) == []
     summary = json.loads(summary_path.read_text())
     first, seen, events = summary["first_production"], summary["challenger"], summary["events_s"]
-    challenger = seen["challenger_version"]
-    assert not summary["gate"]["promoted"] and challenger not in (None, first)  # the gate's yes went to shadow
-    assert seen["production_version"] == first and seen["compared"] == 300 and seen["labelled_pairs"] == 300, seen
-    assert seen["share_mirrored"] == 1.0 and seen["challenger_accuracy"] > seen["production_accuracy"], seen
-    assert seen["verdict"] == "better" and seen["p_value"] <= seen["alpha"] and seen["promoted"], seen
-    # the figures and the verdict are printed before the challenger serves, and it serves only after promotion
-    compared_line = next(line for line in output.splitlines() if "live_comparison " in line and "verdict:" in line)
-    assert "labelled pairs" in compared_line and "McNemar exact p" in compared_line and "better" in compared_line
-    assert events["challenger_traffic"] < events["compared"] <= events["challenger_promoted"] \
-        <= events["challenger_served"], events
-    assert output.index(compared_line) < output.index(f"promoting {challenger}") \
+    assert not summary["gate"]["promoted"]  # the gate's yes went to the shadow slot
+    assert len({w["window"] for w in seen["windows"]}) == 2, seen  # two windows compared
+    challenger = seen["windows"][0]["challenger_version"]
+    assert challenger not in (None, first)
+    for window in seen["windows"]:
+        assert (window["production_version"], window["challenger_version"]) == (first, challenger), window
+        assert window["compared"] == window["labelled_pairs"] == 150 and window["share_mirrored"] == 1.0, window
+        assert window["challenger_accuracy"] > window["production_accuracy"], window
+        assert window["verdict"] == "better" and window["p_value"] <= window["alpha"], window
+    assert seen["promoted"]
+    # the figures and the verdicts are printed before the challenger serves, and it serves only after promotion
+    compared = [line for line in output.splitlines() if "live_comparison " in line and "verdict:" in line]
+    assert len(compared) == 2 and all("labelled pairs" in line and "McNemar exact p" in line and "better" in line
+                                      for line in compared), compared
+    assert events["challenger_traffic_0"] < events["challenger_traffic_1"] < events["compared_0"] \
+        <= events["compared_1"] <= events["challenger_promoted"] <= events["challenger_served"], events
+    assert output.index(compared[-1]) < output.index(f"promoting {challenger}") \
         < output.index(f"the running service answers with {challenger}")
     assert summary["production_after"] == summary["served_after"] == challenger
     registry = ModelRegistry(home / "mlops" / "bentoml", settings.DEFAULTS[settings.MODEL_NAME])

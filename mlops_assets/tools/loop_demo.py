@@ -408,7 +408,8 @@ def run_loop(home: Path, ui_port: int, service_port: int, deadline_s: float, lin
                                   f"{observed['served_version']}, with the release timeline  {ui}/assets/served_model")
         if challenger:  # the retrained version is in the shadow slot: compared on live traffic before it serves
             timeline.facts["challenger"] = compare_before_serving(ui, service, registry, timeline, blurred,
-                                                                  test_labels, digits.class_names, deadline)
+                                                                  test_labels, digits.class_names,
+                                                                  time.monotonic() + deadline_s)
         timeline.facts.update(served_after=watcher.served_version(), production_after=registry.production_version(),
                               alerts=alert_kinds(stack), total_s=round(time.monotonic() - timeline.began, 1))
         say(f"the loop closed in {timeline.facts['total_s']:.0f} s")

@@ -3,13 +3,14 @@
 With ``--challenger`` the loop demo runs under the release policy ``shadow`` (``MLOPS_RELEASE_POLICY``): the version
 the drift sensor's retraining run builds clears the gate and its release test, and goes to the shadow slot beside
 production instead of replacing it. Then, on the running stack, the demo waits until the service scores with the
-challenger, sends one window of drifted (blurred) traffic that production answers and the shadow scores on the same
-requests, and labels every answer through ``POST /feedback``. The daemon's ``feedback_sensor`` launches
-``live_comparison_job`` for that window once it has ended; the demo prints the comparison's figures (requests
+challenger, sends two windows of drifted (blurred) traffic that production answers and the shadow scores on the
+same requests, and labels every answer through ``POST /feedback``. The daemon's ``feedback_sensor`` launches
+``live_comparison_job`` for each window once it has ended; the demo prints each comparison's figures (requests
 compared, agreement, each version's accuracy on the same labelled requests, the discordant pairs, McNemar's exact
-p-value) and its verdict, and only then decides: on "better" it promotes the challenger through the registry (its
-rules apply) and waits for the service to answer with it; on any other verdict the challenger stays in shadow and
-production keeps serving, and the demo says so.
+p-value) and verdict, and only then decides: when every window says "better" it promotes the challenger through the
+registry (its rules apply) and waits for the service to answer with it; otherwise the challenger stays in shadow
+and production keeps serving, and the demo says so. (Each window is its own test: acting on every window's verdict,
+not the first "better", keeps the chance of a false promotion at most alpha.)
 
 The comparison's requests are blurred digits of the demo's test traffic: the production model never trained on a
 blurred digit, the challenger trained on blurred images of other digits (the first ``NEW_LABELLED`` ones).
@@ -26,6 +27,10 @@ from mlops_assets.tools.loop_demo_queries import COMPARISON
 
 CHALLENGER_SETTINGS = {settings.RELEASE_POLICY: "shadow"}  # the gate's yes goes to the shadow slot
 BETTER = "better"  # live_comparison's verdict that promotes (mlops_assets.core.monitoring.live_comparison.BETTER)
+WINDOWS = 2  # windows of compared traffic: the comparison's plot draws them over windows
+FIGURES = ("verdict", "compared", "share_mirrored", "agreement", "labelled_pairs", "production_accuracy",
+           "challenger_accuracy", "production_only_right", "challenger_only_right", "p_value", "alpha",
+           "production_version", "challenger_version")
 
 
 def model_info(service: str) -> dict[str, Any]:
@@ -74,7 +79,9 @@ def comparison_of(ui: str, partition: str) -> dict[str, Any] | None:
 def compare_before_serving(ui: str, service: str, registry: Any, timeline: Any, images, labels,
                            class_names: list[str], deadline: float) -> dict[str, Any]:
     """The challenger phase (see the module docstring). Returns what it saw, for the demo's summary."""
-    from mlops_assets.tools.loop_demo import WINDOW, DemoError, wait_until_moment, window_key
+    import numpy as np
+
+    from mlops_assets.tools.loop_demo import WINDOW, DemoError, say, wait_until_moment, window_key
     from mlops_assets.tools.simulator import send_feedback, send_traffic
 
     production, challenger = registry.production_version(), registry.shadow_version()
@@ -87,46 +94,50 @@ def compare_before_serving(ui: str, service: str, registry: Any, timeline: Any, 
              lambda: (model_info(service).get("shadow") or {}).get("version") == challenger, deadline,
              f"{service}/model")
     now = datetime.now(UTC)
-    window = now.replace(second=0, microsecond=0)
-    if (window + WINDOW - now).total_seconds() < 20:  # keep the compared traffic inside one window
-        window += WINDOW
+    first = now.replace(second=0, microsecond=0)
+    if (first + WINDOW - now).total_seconds() < 20:  # keep each window's compared traffic inside it
+        first += WINDOW
+    windows = []
+    for i, (part_images, part_labels) in enumerate(zip(np.array_split(images, WINDOWS),
+                                                       np.array_split(labels, WINDOWS), strict=True)):
+        window = first + i * WINDOW
         wait_until_moment(window + timedelta(seconds=1))
-    partition = window_key(window)
-    before = model_info(service)["inference_log"]["written"]
-    sent = send_traffic(service, images)
-    if sent["failed_requests"]:
-        raise DemoError(f"challenger window {window:%H:%M}: {sent['failed_requests']} request(s) failed")
-    wait_for("the inference log to record the compared traffic",
-             lambda: model_info(service)["inference_log"]["written"] >= before + len(images), deadline,
-             f"{service}/model")
-    labelled = send_feedback(service, sent["prediction_ids"], [class_names[int(i)] for i in labels])
-    if labelled["refused"] or labelled["accepted"] != len(images):
-        raise DemoError(f"feedback on the challenger window: {labelled}")
-    timeline.mark("challenger_traffic", f"blurred traffic in window {window:%H:%M}: {sent['images_sent']} images "
-                                        f"answered by {production} and scored by {challenger}, "
-                                        f"{labelled['accepted']} labelled through /feedback")
-    say_wait = (f"waiting for the window to end ({window + WINDOW:%H:%M:%S} UTC): feedback_sensor then launches "
-                f"live_comparison_job for it")
-    timeline.mark("challenger_waiting", say_wait)
-    page = f"{ui}/assets/live_comparison?partition={partition}"
-    meta = wait_for(f"live_comparison of window {partition} with its labels",
-                    lambda: (m := comparison_of(ui, partition)) and m.get("labelled_pairs") and m, deadline, page)
-    verdict = meta["verdict"]
-    timeline.mark("compared", f"live_comparison {partition[-5:]}: {figures_sentence(meta)}; verdict: {verdict}  "
-                              f"{page}")
-    seen = {key: meta.get(key) for key in (
-        "verdict", "compared", "share_mirrored", "agreement", "labelled_pairs", "production_accuracy",
-        "challenger_accuracy", "production_only_right", "challenger_only_right", "p_value", "alpha",
-        "production_version", "challenger_version")} | {"window": partition, "promoted": False}
-    if verdict != BETTER:
-        timeline.mark("challenger_kept", f"not promoting {challenger}: the live comparison's verdict is "
-                                         f"'{verdict}', not 'better'; it stays in shadow and {production} serves")
+        expected = model_info(service)["inference_log"]["written"] + len(part_images)
+        sent = send_traffic(service, part_images)
+        if sent["failed_requests"]:
+            raise DemoError(f"challenger window {window:%H:%M}: {sent['failed_requests']} request(s) failed")
+        wait_for("the inference log to record the compared traffic",
+                 lambda n=expected: model_info(service)["inference_log"]["written"] >= n, deadline,
+                 f"{service}/model")
+        labelled = send_feedback(service, sent["prediction_ids"], [class_names[int(c)] for c in part_labels])
+        if labelled["refused"] or labelled["accepted"] != len(part_images):
+            raise DemoError(f"feedback on the challenger window {window:%H:%M}: {labelled}")
+        timeline.mark(f"challenger_traffic_{i}", f"blurred traffic in window {window:%H:%M}: {sent['images_sent']} "
+                      f"images answered by {production} and scored by {challenger}, {labelled['accepted']} labelled "
+                      "through /feedback")
+        windows.append(window_key(window))
+    say(f"waiting for the windows to end ({first + WINDOWS * WINDOW:%H:%M:%S} UTC): feedback_sensor then launches "
+        "live_comparison_job for each")
+    seen: dict[str, Any] = {"windows": [], "promoted": False}
+    for partition in windows:
+        page = f"{ui}/assets/live_comparison?partition={partition}"
+        meta = wait_for(f"live_comparison of window {partition} with its labels",
+                        lambda p=partition: (m := comparison_of(ui, p)) and m.get("labelled_pairs") and m, deadline,
+                        page)
+        timeline.mark(f"compared_{len(seen['windows'])}", f"live_comparison {partition[-5:]}: "
+                      f"{figures_sentence(meta)}; verdict: {meta['verdict']}  {page}")
+        seen["windows"].append({key: meta.get(key) for key in FIGURES} | {"window": partition})
+    verdicts = [w["verdict"] for w in seen["windows"]]
+    if set(verdicts) != {BETTER}:
+        timeline.mark("challenger_kept", f"not promoting {challenger}: the live comparison's verdicts are "
+                      f"{verdicts}, not all 'better'; it stays in shadow and {production} serves")
         return seen
-    registry.promote(challenger, reason=f"live evidence (loop demo): {figures_sentence(meta)}: {verdict}",
+    figures = "; ".join(f"{w['window'][-5:]}: {figures_sentence(w)}" for w in seen["windows"])
+    registry.promote(challenger, reason=f"live evidence (loop demo), 'better' in every window: {figures}",
                      actor="loop demo (--challenger)")
     seen["promoted"] = True
-    timeline.mark("challenger_promoted", f"promoting {challenger}: the verdict is 'better' on the same live "
-                                         f"requests  {ui}/assets/production_release")
+    timeline.mark("challenger_promoted", f"promoting {challenger}: the verdict is 'better' in each window, on the "
+                                         f"same live requests  {ui}/assets/production_release")
     wait_for(f"the service to answer with {challenger}", lambda: model_info(service)["version"] == challenger,
              deadline, f"{service}/model")
     timeline.mark("challenger_served", f"the running service answers with {challenger} (was {production})  "
