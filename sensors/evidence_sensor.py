@@ -48,7 +48,7 @@ def evaluate_evidence_tick(cursor: str | None, instance: dg.DagsterInstance, mod
             said.append(f"a live_comparison materialization without report_path (run {record.run_id[:8]})")
             continue
         production, shadow = registry.production_version(), registry.shadow_version()
-        missing = registry.why_not_answerable(shadow) if shadow else None
+        missing = registry.why_not_promotable(shadow) if shadow else None
         step = step_for(mode, verdict, production, shadow, missing)
         said.append(step.reason)
         if step.action == PROMOTE:

@@ -153,6 +153,22 @@ def test_with_approval_required_better_evidence_asks_a_reviewer_instead_of_promo
     assert "mlops-registry approve v1" in alert["text"] and "91.7 %" in alert["text"]
 
 
+def test_a_trial_approval_lets_the_shadow_answer_but_better_evidence_still_asks_for_the_approval(world):
+    reg, instance, (model_registry, sink), tmp_path = world
+    reg.clear_shadow(reason="re-enter under review", actor="alice")
+    reg.set_policy(True, by="setup", reason="a reviewer decides")
+    reg.request_approval("v1", reason="gate: better", actor="gate")
+    reg.set_shadow("v1", reason="live evidence for the reviewer", actor="alice")
+    reg.approve_trial("v1", by="dana", reason="A/B on 10 % of clients")
+    assert reg.why_not_answerable("v1") is None  # it answers its A/B share ...
+    path, _ = comparison_file(tmp_path / "w11", "2026-11-22T11", "v0", "v1", 110, 60)
+    record(instance, path, "2026-11-22T11")
+    result = evaluate_evidence_tick(None, instance, model_registry, sink, "promote")
+    assert not result.run_requests and reg.production_version() == "v0"  # ... and is not promoted on evidence
+    alert, = alerts(tmp_path)
+    assert alert["action"] == "approval needed" and "trial approval" in alert["text"]
+
+
 def test_off_reads_nothing(world):
     _, instance, (model_registry, sink), tmp_path = world
     result = evaluate_evidence_tick(None, instance, model_registry, sink, "off")

@@ -147,3 +147,58 @@ def assert_the_ui_reopens_over_the_instance(home: Path, served_version: str) -> 
         if ui.poll() is None:
             os.killpg(ui.pid, signal.SIGKILL)
     assert processes_of(home) == []
+
+
+@pytest.mark.slow
+def test_the_loop_demo_with_a_challenger_compares_it_on_live_traffic_before_it_serves(tmp_path):
+    """``--challenger``: the retrained version goes to the shadow slot (release policy shadow), one window of
+    blurred traffic is answered by production, scored by the shadow and labelled; feedback_sensor materialises
+    live_comparison for it, and the demo prints the figures and the verdict before the challenger serves, promoting
+    it only on 'better' (production never saw a blurred digit: the retrained version is expected to win)."""
+    from mlops_assets.core.common import settings
+    from mlops_assets.core.registry.registry import ModelRegistry
+
+    home = tmp_path / "loop-demo"
+    summary_path = tmp_path / "summary.json"
+    command = [sys.executable, "-m", "mlops_assets.tools.loop_demo", "--home", str(home), "--challenger",
+               "--ui-port", str(free_port()), "--service-port", str(free_port()), "--summary-json", str(summary_path)]
+    demo = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        output, _ = demo.communicate(timeout=1200)
+    finally:
+        if demo.poll() is None:
+            os.killpg(demo.pid, signal.SIGKILL)
+            for pid in processes_of(home):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(os.getpgid(pid), signal.SIGKILL)
+    output = output.decode()
+    assert demo.returncode == 0, output[-6000:]
+    assert processes_of(home) == []
+    summary = json.loads(summary_path.read_text())
+    first, seen, events = summary["first_production"], summary["challenger"], summary["events_s"]
+    assert not summary["gate"]["promoted"]  # the gate's yes went to the shadow slot
+    assert len({w["window"] for w in seen["windows"]}) == 2, seen  # two windows compared
+    challenger = seen["windows"][0]["challenger_version"]
+    assert challenger not in (None, first)
+    for window in seen["windows"]:
+        assert (window["production_version"], window["challenger_version"]) == (first, challenger), window
+        assert window["compared"] == window["labelled_pairs"] == 150 and window["share_mirrored"] == 1.0, window
+        assert window["challenger_accuracy"] > window["production_accuracy"], window
+        assert window["verdict"] == "better" and window["p_value"] <= window["alpha"], window
+    assert seen["promoted"]
+    # the figures and the verdicts are printed before the challenger serves, and it serves only after promotion
+    compared = [line for line in output.splitlines() if "live_comparison " in line and "verdict:" in line]
+    assert len(compared) == 2 and all("labelled pairs" in line and "McNemar exact p" in line and "better" in line
+                                      for line in compared), compared
+    assert events["challenger_traffic_0"] < events["challenger_traffic_1"] < events["compared_0"] \
+        <= events["compared_1"] <= events["challenger_promoted"] <= events["challenger_served"], events
+    assert output.index(compared[-1]) < output.index(f"promoting {challenger}") \
+        < output.index(f"the running service answers with {challenger}")
+    assert summary["production_after"] == summary["served_after"] == challenger
+    registry = ModelRegistry(home / "mlops" / "bentoml", settings.DEFAULTS[settings.MODEL_NAME])
+    moves = [e for e in registry.events() if challenger in (e.get("version"), e["to"])
+             and e["action"] in ("shadow", "promote")]
+    assert [(e["action"], e.get("version", e["to"])) for e in moves] == [("shadow", challenger),
+                                                                        ("promote", challenger)], moves
+    assert moves[-1]["reason"].startswith("live evidence (loop demo)") and "better" in moves[-1]["reason"]

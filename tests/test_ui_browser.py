@@ -14,6 +14,7 @@ the tests skip, except under CI (``CI`` set), where they fail.
 from __future__ import annotations
 
 import ast
+import contextlib
 import importlib.util
 import json
 import os
@@ -283,14 +284,28 @@ def test_drift_is_visible_per_window_with_its_history_and_reasons(dagster_ui, pa
 def loop_demo_ui(chromium, tmp_path_factory: pytest.TempPathFactory):
     """`make loop-demo` run to its end (it stops everything it started), then `make loop-demo-ui`: its UI reopened
     over the instance it left. Yields the UI's URL and the demo's summary."""
+    with reopened_demo(tmp_path_factory, "loop") as found:
+        yield found
+
+
+@pytest.fixture(scope="module")
+def challenger_demo_ui(chromium, tmp_path_factory: pytest.TempPathFactory):
+    """`make loop-demo LOOP_DEMO_ARGS=--challenger` run to its end (two windows of live comparison), then its UI
+    reopened over the instance it left. Yields the UI's URL and the demo's summary."""
+    with reopened_demo(tmp_path_factory, "challenger", "--challenger") as found:
+        yield found
+
+
+@contextlib.contextmanager
+def reopened_demo(tmp_path_factory: pytest.TempPathFactory, name: str, *flags: str):
     from mlops_assets.infra.processes import free_port
     from tests.test_loop_demo import read_until
 
-    home = tmp_path_factory.mktemp("loop") / "loop-demo"
+    home = tmp_path_factory.mktemp(name) / "loop-demo"
     summary = home.parent / "summary.json"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     demo = [sys.executable, "-m", "mlops_assets.tools.loop_demo", "--home", str(home), "--ui-port", str(free_port()),
-            "--service-port", str(free_port()), "--summary-json", str(summary)]
+            "--service-port", str(free_port()), "--summary-json", str(summary), *flags]
     done = subprocess.run(demo, cwd=REPO, env=env, capture_output=True, text=True, timeout=1500)
     assert done.returncode == 0, (done.stdout + done.stderr)[-6000:]
     reopen = [sys.executable, "-m", "mlops_assets.tools.loop_demo", "--reopen", "--home", str(home),
@@ -355,6 +370,43 @@ def test_the_operator_view_on_the_loop_demo_s_instance(loop_demo_ui, page):
     expect(page.get_by_text("Success", exact=True).first).to_be_visible()
     expect(page.get_by_text("Failure", exact=True)).to_have_count(0)
     full_page_screenshot(page, SCREENSHOTS / "15-runs-after-the-demo.png")
+
+
+COMPARED = """
+query ($path: [String!]!) { assetOrError(assetKey: {path: $path}) { ... on Asset { assetMaterializations {
+  partition metadataEntries { label ... on FloatMetadataEntry { floatValue } ... on TextMetadataEntry { text } } } } } }
+"""
+
+
+def test_live_comparison_plots_production_and_the_challenger_over_two_windows(challenger_demo_ui, page):
+    """The loop demo's challenger, compared with production on live labelled traffic in two windows: the
+    live_comparison page shows the verdict, the versions' table and the plot over the windows (an image drawn from
+    every window's figures), and its Plots draw each figure per window."""
+    from playwright.sync_api import expect
+
+    url, summary = challenger_demo_ui
+    found = graphql(url, COMPARED, {"path": ["live_comparison"]})["assetOrError"]["assetMaterializations"]
+    figures = {m["partition"]: {e["label"]: e.get("floatValue", e.get("text")) for e in m["metadataEntries"]}
+               for m in found if any(e["label"] == "challenger_accuracy" for e in m["metadataEntries"])}
+    windows = [w["window"] for w in summary["challenger"]["windows"]]
+    assert set(windows) <= set(figures) and len(windows) == 2, (windows, sorted(figures))
+    assert all(figures[w]["challenger_accuracy"] > figures[w]["production_accuracy"] for w in windows), figures
+
+    page.goto(f"{url}/assets/live_comparison")
+    expect(metadata_row(page, "verdict")).to_contain_text("better")
+    expect(markdown_of(page, "versions").get_by_text("McNemar exact p", exact=False).first).to_be_visible()
+    page.keyboard.press("Escape")
+    image = markdown_of(page, "over_windows").get_by_role("img", name="agreement and accuracies over windows")
+    expect(image).to_be_visible()
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image.element_handle())
+    full_page_screenshot(page, SCREENSHOTS / "16-live-comparison-over-windows.png")
+    page.keyboard.press("Escape")
+
+    page.get_by_role("button", name=re.compile("Plots")).click()
+    for series in ("challenger_accuracy", "production_accuracy", "agreement"):
+        expect(page.get_by_text(series, exact=True).first).to_be_visible()
+    expect(page.locator("canvas").first).to_be_visible()
+    full_page_screenshot(page, SCREENSHOTS / "17-live-comparison-plots.png")
 
 
 # -- the Bento service's docs page ----------------------------------------------------------------------

@@ -28,8 +28,10 @@ from resources.model_registry import ModelRegistryResource
 
 class ReviewConfig(dg.Config):
     version: str = Field(description="The version awaiting approval (registered_model → awaiting_approval_versions).")
-    decision: Literal["approve", "reject"] = Field(
-        description="approve: it becomes production; reject: it never serves (rejecting production withdraws it).")
+    decision: Literal["approve", "reject", "approve-trial"] = Field(
+        description="approve: it becomes production; reject: it never serves (rejecting production withdraws it); "
+                    "approve-trial: the version in the shadow slot may answer its A/B share of clients beside "
+                    "today's production (void once production changes; promoting it still needs approve).")
     reviewer: str = Field(description="Who decides; recorded in the registry's history.")
     reason: str = Field(description="Why; recorded in the registry's history.")
     allow_incompatible: bool = Field(
@@ -38,7 +40,8 @@ class ReviewConfig(dg.Config):
 
 
 @dg.op(
-    description="Approve (→ production) or reject a candidate awaiting approval, recording who, when and why.",
+    description=("Approve (→ production) or reject a candidate awaiting approval, or approve a trial of the shadow "
+                 "(it answers its A/B share), recording who, when and why."),
     tags={"kind": "bentoml"},
 )
 def review_candidate(
@@ -55,6 +58,8 @@ def review_candidate(
         if config.decision == "approve":
             registry.approve(config.version, config.reviewer, config.reason,
                              allow_incompatible=config.allow_incompatible, via=via)
+        elif config.decision == "approve-trial":
+            registry.approve_trial(config.version, config.reviewer, config.reason, via=via)
         else:
             registry.reject(config.version, config.reviewer, config.reason, via=via)
     except RegistryError as exc:

@@ -10,8 +10,8 @@ fell; the demo prints which signal decided, and the sensor's sentence), the gate
 figures on the same test images, the new version's release test (its Bento built and application-tested, as
 the registry recorded it), its promotion, and the service answering with the new version: in that order, since
 promotion is the last step.
-Everything it started is stopped on exit, on Ctrl-C and on SIGTERM. The instance and artifacts stay under
-``--home`` for a look afterwards.
+``--challenger``: it goes to the shadow slot and serves only if live traffic says better (``loop_demo_challenger``).
+Everything it started is stopped on exit, Ctrl-C and SIGTERM; the instance and artifacts stay under ``--home``.
 
 The stack's settings are the demo's own (one-minute windows, sensors every 10 s): a ``.env`` in the
 repository does not apply to it. Training is one trial (``TRAINING_RUN_CONFIG``, written to ``--home`` and named
@@ -51,6 +51,7 @@ from mlops_assets.infra.local_stack import (
     skip_community_prompt,
 )
 from mlops_assets.infra.processes import free_port
+from mlops_assets.tools.loop_demo_queries import DECISION, GATE, RUNS, SERVED, TICKS
 from mlops_assets.tools.run_drain import drain_runs
 
 MARKER = ".loop-demo"  # only a directory holding this file is ever wiped by the demo
@@ -80,33 +81,6 @@ with dg.DagsterInstance.get() as instance:
         ASSETS, selection=["reference_profile"], resources=defs.resources, instance=instance).success
 print(json.dumps({"success": bool(build.success and reference), "run_id": build.run_id}))
 """
-
-RUNS = """
-query ($filter: RunsFilter) { runsOrError(filter: $filter, limit: 20) { ... on Runs { results {
-  runId jobName status tags { key value } } } } }
-"""
-TICKS = """
-query ($selector: SensorSelector!) { sensorOrError(sensorSelector: $selector) { ... on Sensor {
-  sensorState { ticks(limit: 10) { id status timestamp skipReason runIds error { message } } } } } }
-"""
-GATE = """
-query ($path: [String!]!) { assetOrError(assetKey: {path: $path}) { ... on Asset {
-  assetMaterializations(limit: 1) { runId metadataEntries { label
-    ... on TextMetadataEntry { text } ... on MarkdownMetadataEntry { mdStr } ... on BoolMetadataEntry { boolValue }
-    ... on FloatMetadataEntry { floatValue } ... on IntMetadataEntry { intValue } } } } } }
-"""
-
-DECISION = """
-query ($path: [String!]!, $partition: String!) { assetOrError(assetKey: {path: $path}) { ... on Asset {
-  assetMaterializations(partitions: [$partition], limit: 1) { description } } } }
-"""
-
-SERVED = """
-query ($path: [String!]!) { assetOrError(assetKey: {path: $path}) { ... on Asset {
-  assetObservations(limit: 1) { metadataEntries { label
-    ... on TextMetadataEntry { text } ... on MarkdownMetadataEntry { mdStr } } } } } }
-"""
-
 
 class DemoError(RuntimeError):
     """The loop did not close; the message says at which step and where the logs are."""
@@ -346,10 +320,11 @@ def build(stack: StackHome, timeline: Timeline) -> str:
 
 
 def run_loop(home: Path, ui_port: int, service_port: int, deadline_s: float, linger: bool,
-             summary_json: Path | None) -> dict[str, Any]:
+             summary_json: Path | None, challenger: bool = False) -> dict[str, Any]:
     from mlops_assets.core.data.images import load_digits_dataset
     from mlops_assets.core.registry.registry import ModelRegistry
     from mlops_assets.infra.bento_server import SERVICE_TARGET, serve_bento
+    from mlops_assets.tools.loop_demo_challenger import CHALLENGER_SETTINGS, compare_before_serving
     from mlops_assets.tools.simulator import apply_drift, write_labelled_images
 
     timeline = Timeline()
@@ -368,6 +343,7 @@ def run_loop(home: Path, ui_port: int, service_port: int, deadline_s: float, lin
         settings.RETRAIN_RUN_CONFIG: str(run_config_file(home)),
         settings.SERVICE_WORKERS: "1",  # the demo waits on the worker's inference-log counter (per worker)
         settings.SERVICE_URL: f"http://127.0.0.1:{service_port}",  # served_model_sensor asks it what it serves
+        **(CHALLENGER_SETTINGS if challenger else {}),
     })
     stack_settings_file(home).write_text(json.dumps(dict(stack.settings), indent=2))
     say(f"the demo's instance, artifacts and logs: {home}")
@@ -430,7 +406,11 @@ def run_loop(home: Path, ui_port: int, service_port: int, deadline_s: float, lin
         timeline.facts["served_model"] = observed
         timeline.mark("observed", f"served_model: Dagster records that the service answers with "
                                   f"{observed['served_version']}, with the release timeline  {ui}/assets/served_model")
-        timeline.facts.update(served_after=served, production_after=registry.production_version(),
+        if challenger:  # the retrained version is in the shadow slot: compared on live traffic before it serves
+            timeline.facts["challenger"] = compare_before_serving(ui, service, registry, timeline, blurred,
+                                                                  test_labels, digits.class_names,
+                                                                  time.monotonic() + deadline_s)
+        timeline.facts.update(served_after=watcher.served_version(), production_after=registry.production_version(),
                               alerts=alert_kinds(stack), total_s=round(time.monotonic() - timeline.began, 1))
         say(f"the loop closed in {timeline.facts['total_s']:.0f} s")
         if summary_json:
@@ -474,6 +454,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--summary-json", default=None, help="Also write the timeline as JSON to this file.")
     parser.add_argument("--reopen", action="store_true", help="Only open the UI again over the instance a "
                         "finished demo left in --home (make loop-demo-ui).")
+    parser.add_argument("--challenger", action="store_true", help="The retrained version goes to the shadow slot; "
+                        "it serves only if live labelled traffic says it is better (loop_demo_challenger).")
     args = parser.parse_args(argv)
 
     def interrupted(signum: int, _frame: object) -> None:
@@ -485,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
             reopen(Path(args.home).resolve(), args.ui_port)
             return 0
         run_loop(Path(args.home).resolve(), args.ui_port, args.service_port, args.deadline, args.linger,
-                 Path(args.summary_json).resolve() if args.summary_json else None)
+                 Path(args.summary_json).resolve() if args.summary_json else None, args.challenger)
     except KeyboardInterrupt:
         say("interrupted: everything the demo started is stopped")
         return 130

@@ -61,7 +61,10 @@ def main(argv: list[str] | None = None) -> int:
         "reject", help="reject VERSION: it never serves; rejecting production withdraws it to the previous version")
     reinstate = commands.add_parser(
         "reinstate", help="bring back a withdrawn VERSION (production, or a candidate when approval is required)")
-    for command in (approve, reject, reinstate):
+    trial = commands.add_parser(
+        "approve-trial", help="let the shadow VERSION answer its A/B share of clients although approval is required "
+        "(recorded; void once production changes; it does not promote)")
+    for command in (approve, reject, reinstate, trial):
         command.add_argument("version")
         command.add_argument("--by", required=True, help="the reviewer's name, recorded in the history")
         command.add_argument("--reason", required=True, help="why, recorded in the history")
@@ -134,6 +137,11 @@ def _run(args: argparse.Namespace, registry: ModelRegistry) -> int:
     elif args.command == "approve":
         approved = registry.approve(args.version, args.by, args.reason, allow_incompatible=args.allow_incompatible)
         print(f"approved by {args.by}: production is now {approved.tag}")
+    elif args.command == "approve-trial":
+        record = registry.approve_trial(args.version, args.by, args.reason)
+        print(f"trial approved by {args.by}: shadow {registry.tag(args.version)} may answer its A/B share of clients "
+              f"(MLOPS_AB_FRACTION) beside production {record['production']}; promoting it still needs "
+              f"`mlops-registry approve {args.version} --by NAME --reason ...`")
     elif args.command == "reject":
         serving = registry.production_version() == args.version
         rejected = registry.reject(args.version, args.by, args.reason)

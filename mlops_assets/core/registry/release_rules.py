@@ -30,9 +30,12 @@ The rules:
 - **A challenger answers clients only as a release would** (A/B: a share of the live requests answered by the
   shadow): :func:`why_not_answerable` refuses a version that is not in the shadow slot, was rejected or withdrawn,
   whose latest release test did not pass, or, when the stored policy requires approval, that has no approval of a
-  comparison with today's production. A shadow refused here still shadows; it answers no client. Since an approval
-  is what makes a version production, with approval required a shadow answers clients only once approved, that
-  is, as production: the A/B arm is for registries whose policy lets a tested version serve without a reviewer.
+  comparison with today's production or a **trial approval** against it. A shadow refused here still shadows; it
+  answers no client.
+- **A trial approval is consent to an A/B trial, never to a release**: a reviewer lets the version in the shadow
+  slot answer its share of clients (recorded: who, when, why, and the production version it was compared with).
+  It holds only while that version shadows beside that production (a production change voids it; leaving the slot
+  ends it) and never counts as the approval a promotion needs (:func:`why_not_promotable`).
 """
 
 from __future__ import annotations
@@ -237,7 +240,48 @@ def why_not_answerable(pointer: dict[str, Any], version: str) -> str | None:
     if why:
         return f"{version} only shadows: {why}"
     policy = pointer.get("policy") or {}
-    if policy.get("require_approval") and not fresh_approval(pointer, version):
+    if policy.get("require_approval") and not fresh_approval(pointer, version) and \
+            not fresh_trial_approval(pointer, version):
         return (f"{version} only shadows: approval before release is required (the registry's stored policy) and it "
-                f"is {approval_state(pointer, version)}")
+                f"is {approval_state(pointer, version)}; {trial_approval_state(pointer, version)}")
+    return None
+
+
+TRIAL_KEY = "trial_approval"  # the pointer's record of the shadow's trial approval (one shadow, one trial)
+
+
+def trial_approval_of(pointer: dict[str, Any], version: str) -> dict[str, Any] | None:
+    trial = pointer.get(TRIAL_KEY)
+    return trial if trial and trial.get("version") == version else None
+
+
+def fresh_trial_approval(pointer: dict[str, Any], version: str) -> bool:
+    """A reviewer let ``version`` answer its A/B share of clients, against the version in production now."""
+    trial = trial_approval_of(pointer, version)
+    return bool(trial) and trial.get("production") == pointer.get("current")
+
+
+def trial_approval_state(pointer: dict[str, Any], version: str) -> str:
+    """Where ``version``'s trial approval stands, in words a person can act on."""
+    trial = trial_approval_of(pointer, version)
+    command = f"`mlops-registry approve-trial {version} --by NAME --reason ...` (or review_model_job, approve-trial)"
+    if not trial:
+        return f"no trial approval lets it answer clients from the shadow slot: {command}"
+    if trial.get("production") != pointer.get("current"):
+        return (f"its trial approval by {trial['by']} was given against production {trial.get('production')}, but "
+                f"production is now {pointer.get('current')}: the trial approval is void; give a new one: {command}")
+    return f"trial-approved by {trial['by']} against production {trial['production']} (answers clients only)"
+
+
+def why_not_promotable(pointer: dict[str, Any], version: str) -> str | None:
+    """Why a promotion would refuse ``version`` now (None: it would not): rejected, withdrawn, untested or, with
+    approval required, without an approval of a comparison with today's production. A trial approval never
+    counts here: it lets a shadow answer some clients, it does not release it."""
+    why = why_not_releasable(pointer, version) or why_not_tested(pointer, version)
+    if why:
+        return why
+    if (pointer.get("policy") or {}).get("require_approval") and not fresh_approval(pointer, version):
+        trial = " (a trial approval lets it answer its A/B share only)" if trial_approval_of(pointer, version) else ""
+        return (f"approval before release is required (the registry's stored policy) and it is "
+                f"{approval_state(pointer, version)}{trial}")
     return None

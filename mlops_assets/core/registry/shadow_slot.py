@@ -1,9 +1,11 @@
 """The shadow slot's transitions: a challenger scores the live requests production answers and answers no client.
 
 candidate ──set_shadow──► shadow ──promote / approve──► production; ``clear_shadow`` or a rejection empties it, and
-so does a production change that leaves it incompatible. The way in obeys the rules of ``release_rules`` (see "A
-shadow enters like a promotion"). A mixin of :class:`mlops_assets.core.registry.registry.ModelRegistry`: it writes
-the pointer record only through the registry's ``_mutate`` (one lock, one atomic write) and checks with its refusals.
+so does a production change that leaves it incompatible. ``approve_trial`` lets the shadow answer its A/B share of
+clients under a policy that requires approval (a recorded decision, void once production changes; never a release).
+The way in obeys the rules of ``release_rules`` (see "A shadow enters like a promotion"). A mixin of
+:class:`mlops_assets.core.registry.registry.ModelRegistry`: it writes the pointer record only through the registry's
+``_mutate`` (one lock, one atomic write) and checks with its refusals.
 No Dagster import.
 """
 
@@ -52,6 +54,7 @@ class ShadowSlot:
                      "reaches the reviewer")
             differences = self._require_compatible(pointer, version, allow_incompatible, "shadow")
             pointer[SLOTS_KEY] = {**(pointer.get(SLOTS_KEY) or {}), SHADOW_SLOT: version}
+            pointer.pop(rules.TRIAL_KEY, None)  # a trial approval is for one shadow's stay in the slot
             event = {"at": now(), "action": "shadow", "version": version, "from": current, "to": current,
                      "was": before, "reason": reason, "actor": actor, "approval_required": required,
                      "approval": (rules.approval_state(pointer, version) if required
@@ -97,6 +100,50 @@ class ShadowSlot:
         (``release_rules.why_not_answerable``: the registry owns the rule; the service only asks)."""
         return rules.why_not_answerable(self.read_pointer(), version)
 
+    def why_not_promotable(self, version: str) -> str | None:
+        """Why a promotion would refuse ``version`` now (``release_rules.why_not_promotable``), None when it would
+        not: a trial approval never counts."""
+        return rules.why_not_promotable(self.read_pointer(), version)
+
+    def trial_approval(self) -> dict[str, Any] | None:
+        """The shadow's trial approval (version, by, at, reason, production, via), fresh or void; None: none."""
+        pointer = self.read_pointer()
+        shadow = (pointer.get(SLOTS_KEY) or {}).get(SHADOW_SLOT)
+        return rules.trial_approval_of(pointer, shadow) if shadow else None
+
+    def approve_trial(self, version: str, by: str, reason: str, via: str = "") -> dict[str, Any]:
+        """Let the shadow ``version`` answer its A/B share of clients although the stored policy requires approval:
+        a reviewer's recorded decision (who, when, why, ``via``, and the production version it was compared with).
+        Only the version in the shadow slot, not rejected, withdrawn or untested; it holds while that production
+        serves and the version shadows, and it is never the approval a promotion needs. Returns the record."""
+        if not by.strip() or not reason.strip():
+            raise RegistryError(f"to approve a trial of {self.tag(version)}, say who you are (--by) and why "
+                                "(--reason)")
+        self.get(version)
+
+        def change(pointer: dict[str, Any]) -> dict[str, Any]:
+            shadow, current = (pointer.get(SLOTS_KEY) or {}).get(SHADOW_SLOT), pointer.get("current")
+            if shadow != version:
+                raise RegistryError(
+                    f"refusing to approve a trial of {self.tag(version)}: only the version in the shadow slot may "
+                    f"answer clients on trial, and the shadow is {shadow or 'empty'}; put it in shadow first "
+                    f"(`mlops-registry shadow {version} --reason ...`)")
+            self._refuse_unreleasable(pointer, version, "approve a trial of")
+            self._refuse_untested(pointer, version, "approve a trial of")
+            at, actor = now(), f"{by} ({via})" if via else by
+            record = {"version": version, "production": current, "by": by, "at": at, "reason": reason,
+                      **({"via": via} if via else {})}
+            pointer[rules.TRIAL_KEY] = record
+            pointer["events"] = [*pointer.get("events", []), {
+                "at": at, "action": "approve-trial", "version": version, "from": current, "to": current,
+                "compared_with": current, "reason": reason, "actor": actor,
+                "approval_required": pointer["policy"]["require_approval"],
+                "approval": f"trial: answers its A/B share against production {current}; promotion still needs "
+                            "an approval"}]
+            return record
+
+        return self._mutate(by, change)
+
     def _settle_shadow(self, pointer: dict[str, Any], event: dict[str, Any], rejected: str | None = None) -> None:
         """After production moved (or ``rejected`` was rejected): a shadow that is production now, was rejected, or
         no longer matches production's signature leaves the slot; ``event`` says so."""
@@ -120,6 +167,7 @@ class ShadowSlot:
 def drop_shadow(pointer: dict[str, Any]) -> None:
     """Empty the shadow slot of ``pointer`` (a pointer with no other slot keeps no ``slots`` key)."""
     slots = {slot: v for slot, v in (pointer.get(SLOTS_KEY) or {}).items() if slot != SHADOW_SLOT}
+    pointer.pop(rules.TRIAL_KEY, None)  # the trial ends with the shadow's stay (the events keep it)
     if slots:
         pointer[SLOTS_KEY] = slots
     else:
