@@ -81,14 +81,20 @@ def test_the_shadow_is_checked_against_production_like_a_promotion(registry):
     assert "classes differ" in registry.events()[-1]["incompatible_override"][0]
 
 
-def test_with_no_production_there_is_nothing_to_shadow(tmp_path):
+@pytest.fixture
+def no_production(tmp_path):
+    """A registry holding one tested version, v0, and no production yet."""
     registry = ModelRegistry(tmp_path / "bentoml", "clf")
     onnx = tmp_path / "m.onnx"
     onnx.write_bytes(b"model")
     registry.register(onnx, "v0", {}, SIGNATURE)
     record_release_test_without_a_bento(registry, "v0")
+    return registry
+
+
+def test_with_no_production_there_is_nothing_to_shadow(no_production):
     with pytest.raises(RegistryError, match="no production model"):
-        registry.set_shadow("v0", reason="try", actor="alice")
+        no_production.set_shadow("v0", reason="try", actor="alice")
 
 
 def test_rejecting_the_shadow_clears_it_and_an_incompatible_production_change_does_too(registry):
@@ -156,14 +162,9 @@ def test_under_approval_the_shadow_release_policy_asks_the_reviewer_and_shadows_
     assert not promoted and "no release test" in reason and strict.shadow_version() == "v1"
 
 
-def test_with_no_production_the_shadow_release_policy_promotes_the_first_version(tmp_path):
-    registry = ModelRegistry(tmp_path / "bentoml", "clf")
-    onnx = tmp_path / "m.onnx"
-    onnx.write_bytes(b"model")
-    registry.register(onnx, "v0", {}, SIGNATURE)
-    record_release_test_without_a_bento(registry, "v0")
-    assert registry.release("v0", "first", "dagster run r0", False, to_shadow=True)[0]
-    assert registry.production_version() == "v0" and registry.shadow_version() is None
+def test_with_no_production_the_shadow_release_policy_promotes_the_first_version(no_production):
+    assert no_production.release("v0", "first", "dagster run r0", False, to_shadow=True)[0]
+    assert no_production.production_version() == "v0" and no_production.shadow_version() is None
 
 
 def test_the_release_policy_setting_is_production_or_shadow(tmp_path):
