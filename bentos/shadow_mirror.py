@@ -8,6 +8,11 @@ holds only its own thread (the queue fills, later batches are dropped and counte
 answer or status. The model in the slot is what a :class:`bentos.model_watcher.SlotWatcher` on the ``shadow`` slot swaps
 into :attr:`ShadowMirror.active` (None: no shadow, nothing is queued).
 
+The thread runs at a lower CPU priority (nice :data:`NICE`, as explanations do): on idle cores it mirrors every
+request, but when production's threads need both cores (c=64 on 2 cores) they get them first, the queue fills and
+the shadow's work is what gives (dropped and counted, the mirrored share says how much); measured in
+``benchmarks/bench_shadow.py``.
+
 The counters (``/model``'s ``shadow``) count images: ``mirrored`` (the shadow answered and its answer was handed to
 ``record``), ``dropped`` (the queue was full), ``failed`` (the shadow or ``record`` raised). This module does not
 log: what is logged is decided by the service (``tests/test_architecture.py``).
@@ -23,10 +28,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from bentos.explainer import lower_priority
 from bentos.served_model import LoadedModel
 
 logger = logging.getLogger("bentoml.mlops.classifier")
 QUEUE_BATCHES = 256  # batches waiting for the shadow; beyond it they are dropped (counted)
+NICE = 10  # the shadow thread's nice value: production's threads have the cores first
 
 
 @dataclass(frozen=True)
@@ -55,7 +62,7 @@ class ShadowMirror:
     """Scores production's requests with :attr:`active`, one background thread, a queue of ``capacity`` batches."""
 
     def __init__(self, record: Callable[[LoadedModel, MirroredRequest, Answer, float], Any],
-                 capacity: int = QUEUE_BATCHES) -> None:
+                 capacity: int = QUEUE_BATCHES, nice: int = NICE) -> None:
         self.record = record
         self.active: LoadedModel | None = None  # set by the shadow slot's watcher
         self.swaps = 0
@@ -65,6 +72,7 @@ class ShadowMirror:
         self._queue: queue.Queue[tuple[LoadedModel, MirroredRequest] | None] = queue.Queue(maxsize=capacity)
         self._idle = threading.Condition(self._lock)
         self._pending = 0  # offered and not yet done (queued or being scored)
+        self._nice = nice
         self._thread = threading.Thread(target=self._run, name="shadow-mirror", daemon=True)
         self._thread.start()
 
@@ -88,6 +96,7 @@ class ShadowMirror:
 
     # -- off the request path -----------------------------------------------------------------------
     def _run(self) -> None:
+        lower_priority(self._nice)
         while True:
             item = self._queue.get()
             if item is None:

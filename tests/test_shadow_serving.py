@@ -296,3 +296,23 @@ def test_both_logs_carry_the_model_call_time_of_each_batch_and_older_parts_read_
     old = read_window(tmp_path, at - timedelta(minutes=1), at + timedelta(minutes=1), LOG_KIND,
                       columns=[PREDICTION_ID, MODEL_MS])
     assert len(old) == 1 and np.isnan(old[MODEL_MS].iloc[0])
+
+
+def test_the_shadow_thread_yields_the_cores_to_production(tmp_path):
+    """Its nice value is raised (Linux), so under saturation production's threads run first and the shadow's
+    work is what gives (dropped and counted; bench_shadow measures the mirrored share)."""
+    import os
+
+    if not os.path.isdir("/proc/self/task"):
+        pytest.skip("per-thread nice values are read from /proc (Linux)")
+    mirror = ShadowMirror(lambda *args: True)
+    try:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and mirror._thread.native_id is None:
+            time.sleep(0.01)
+        time.sleep(0.1)  # the thread sets its priority first thing
+        stat = open(f"/proc/self/task/{mirror._thread.native_id}/stat").read()
+        nice = int(stat.rsplit(")", 1)[1].split()[16])  # field 19 of stat: nice
+        assert nice - os.nice(0) == 10
+    finally:
+        mirror.close()
