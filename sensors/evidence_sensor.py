@@ -73,7 +73,9 @@ def make_promotion_evidence_sensor(promote_job) -> dg.SensorDefinition:
 
     @monitoring_sensor(
         name="promotion_evidence_sensor",
-        job=promote_job,
+        # by name: a sensor holding an op job gets it re-bound to the resources by Definitions, which in
+        # Dagster 1.13 re-creates the sensor with owners=[] and prints a BetaWarning in every `dg` command
+        job_name=promote_job.name,
         description=(
             "On a live comparison verdict 'better' for the current shadow vs the current production: promotes it "
             "(MLOPS_PROMOTE_FROM_EVIDENCE=promote; approval still applies: without it, a person is alerted) or "
