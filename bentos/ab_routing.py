@@ -133,8 +133,6 @@ class AbRouting:
 
     @staticmethod
     def key(scope: dict) -> str | None:
-        wanted = CLIENT_KEY_HEADER.lower().encode()
-        for name, value in scope.get("headers") or []:
-            if name.lower() == wanted:
-                return value.decode("latin-1").strip() or None
-        return None
+        from starlette.datastructures import Headers
+
+        return client_key_of(Headers(scope=scope))

@@ -138,12 +138,17 @@ def test_alert_mode_tells_a_person_with_the_figures_and_promotes_nothing(world):
     assert len(alerts(tmp_path)) == 1  # once per verdict
 
 
-def test_with_approval_required_better_evidence_asks_a_reviewer_instead_of_promoting(world):
-    reg, instance, (model_registry, sink), tmp_path = world
+def shadow_under_review(reg) -> None:
+    """Approval required from now on: v1 re-enters the shadow slot with its approval requested, not given."""
     reg.clear_shadow(reason="re-enter under review", actor="alice")
     reg.set_policy(True, by="setup", reason="a reviewer decides")
     reg.request_approval("v1", reason="gate: better", actor="gate")
     reg.set_shadow("v1", reason="live evidence for the reviewer", actor="alice")
+
+
+def test_with_approval_required_better_evidence_asks_a_reviewer_instead_of_promoting(world):
+    reg, instance, (model_registry, sink), tmp_path = world
+    shadow_under_review(reg)
     path, _ = comparison_file(tmp_path / "w10", "2026-11-22T10", "v0", "v1", 110, 60)
     record(instance, path, "2026-11-22T10")
     result = evaluate_evidence_tick(None, instance, model_registry, sink, "promote")
@@ -155,10 +160,7 @@ def test_with_approval_required_better_evidence_asks_a_reviewer_instead_of_promo
 
 def test_a_trial_approval_lets_the_shadow_answer_but_better_evidence_still_asks_for_the_approval(world):
     reg, instance, (model_registry, sink), tmp_path = world
-    reg.clear_shadow(reason="re-enter under review", actor="alice")
-    reg.set_policy(True, by="setup", reason="a reviewer decides")
-    reg.request_approval("v1", reason="gate: better", actor="gate")
-    reg.set_shadow("v1", reason="live evidence for the reviewer", actor="alice")
+    shadow_under_review(reg)
     reg.approve_trial("v1", by="dana", reason="A/B on 10 % of clients")
     assert reg.why_not_answerable("v1") is None  # it answers its A/B share ...
     path, _ = comparison_file(tmp_path / "w11", "2026-11-22T11", "v0", "v1", 110, 60)
