@@ -116,9 +116,9 @@ class ShadowSlot:
         a reviewer's recorded decision (who, when, why, ``via``, and the production version it was compared with).
         Only the version in the shadow slot, not rejected, withdrawn or untested; it holds while that production
         serves and the version shadows, and it is never the approval a promotion needs. Returns the record."""
-        if not by.strip() or not reason.strip():
-            raise RegistryError(f"to approve a trial of {self.tag(version)}, say who you are (--by) and why "
-                                "(--reason)")
+        from mlops_assets.core.registry.registry import _actor, _require_name_and_reason  # it imports this mixin
+
+        _require_name_and_reason(by, reason, f"approve a trial of {self.tag(version)}")
         self.get(version)
 
         def change(pointer: dict[str, Any]) -> dict[str, Any]:
@@ -130,7 +130,7 @@ class ShadowSlot:
                     f"(`mlops-registry shadow {version} --reason ...`)")
             self._refuse_unreleasable(pointer, version, "approve a trial of")
             self._refuse_untested(pointer, version, "approve a trial of")
-            at, actor = now(), f"{by} ({via})" if via else by
+            at, actor = now(), _actor(by, via)
             record = {"version": version, "production": current, "by": by, "at": at, "reason": reason,
                       **({"via": via} if via else {})}
             pointer[rules.TRIAL_KEY] = record
